@@ -1,0 +1,35 @@
+"""snnTorch adapter: the same spiking Q-network built from `snn.Leaky` neurons.
+
+snnTorch has no conversion utility; an IF neuron is `snn.Leaky(beta=1, threshold=1,
+reset_mechanism="subtract")` with its default `reset_delay=True` (the reset of a spike is applied at
+the next step; we subtract it from the final membrane ourselves so that states match SpikingJelly's).
+State is passed explicitly, per network: snnTorch appends every neuron to a class-global list
+(`SpikingNeuron.instances`) that `snntorch.utils.reset` walks; we take ours out of it so that one
+network's reset never touches another's and old networks can be freed.
+"""
+
+from __future__ import annotations
+
+import snntorch
+import torch
+from snntorch._neurons.neurons import SpikingNeuron
+from torch import nn
+
+
+class SnnTorchBackend:
+    """Runs snnTorch Leaky neurons (beta = 1: integrate-and-fire) step by step over T."""
+
+    name = "snntorch"
+
+    def make_neuron(self, initial_membrane: float) -> nn.Module:
+        node = snntorch.Leaky(beta=1.0, threshold=1.0, reset_mechanism="subtract")
+        if node in SpikingNeuron.instances:
+            SpikingNeuron.instances.remove(node)
+        return node
+
+    def run(self, node: nn.Module, current: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mem = v.clone()
+        spikes = torch.empty(current.shape, dtype=current.dtype, device=current.device)
+        for t in range(current.shape[0]):
+            spikes[t], mem = node(current[t], mem)
+        return spikes, mem - spikes[-1] * node.threshold

@@ -1,0 +1,185 @@
+"""`convert`: a DQN and calibration states in, a `SpikingQNetwork` out (the paper's method by default).
+
+Steps: validate the network -> compute exact per-layer scales on the calibration set -> build the
+backend's neurons (SpikingJelly: through its `ann2snn.Converter` with our `RobustNormRecipe`;
+snnTorch: `snn.Leaky` layers) -> fold the scales into a copy of the weights. Nothing is built if any
+step fails, and the user's network is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+from torch import nn
+
+from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.errors import ConfigError, UnsupportedLayerError
+from dqn2snn_plugin.normalization import SYNAPSES, LayerScales, Rank, check_network, layer_scales
+from dqn2snn_plugin.spiking import InputCoding, Readout, SpikingQNetwork, check_readout, check_T
+
+Backend = Literal["spikingjelly", "snntorch"]
+BACKENDS: tuple[str, ...] = ("spikingjelly", "snntorch")
+INITIAL_MEMBRANES = {"zero": 0.0, "half": 0.5}
+
+
+def split_stages(network: nn.Sequential) -> list[list[nn.Module]]:
+    """The layers between ReLUs: stage l feeds spiking layer l; the last stage gives the Q-values."""
+    stages: list[list[nn.Module]] = [[]]
+    for layer in network:
+        if isinstance(layer, nn.ReLU):
+            stages.append([])
+        else:
+            stages[-1].append(layer)
+    for index, stage in enumerate(stages):
+        if sum(isinstance(layer, SYNAPSES) for layer in stage) != 1:
+            raise UnsupportedLayerError(
+                f"stage {index} ({[type(m).__name__ for m in stage]}) must hold exactly one Conv2d or Linear "
+                "between two ReLUs"
+            )
+    return stages
+
+
+def _input_scale(scale: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """Broadcast the previous layer's scale over this layer's input dimension."""
+    if scale.ndim == 0:
+        return scale
+    if isinstance(layer, nn.Conv2d):
+        return scale.view(1, -1, 1, 1)
+    return scale.repeat_interleave(layer.in_features // scale.numel()).view(1, -1)
+
+
+def _output_scale(scale: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    if scale.ndim == 0:
+        return scale
+    return scale.view(-1, 1, 1, 1) if isinstance(layer, nn.Conv2d) else scale.view(-1, 1)
+
+
+@torch.no_grad()
+def fold_scales(network: nn.Sequential, scales: LayerScales) -> list[nn.Sequential]:
+    """Copies of each stage with W * lambda_in / lambda_out and b / lambda_out (the output stays in Q units)."""
+    stages = split_stages(copy.deepcopy(network))
+    one = torch.tensor(1.0)
+    lambdas = [one, *[s.detach().cpu().float() for s in scales.hidden], one]
+    folded = []
+    for index, stage in enumerate(stages):
+        for layer in stage:
+            if isinstance(layer, SYNAPSES):
+                device = layer.weight.device
+                s_in, s_out = lambdas[index].to(device), lambdas[index + 1].to(device)
+                layer.weight.mul_(_input_scale(s_in, layer)).div_(_output_scale(s_out, layer))
+                if layer.bias is not None:
+                    layer.bias.div_(s_out.reshape(-1) if s_out.ndim else s_out)
+        folded.append(nn.Sequential(*stage))
+    return folded
+
+
+def _resolve(checkpoint_or_module, calibration) -> tuple[nn.Sequential, tuple[int, ...], torch.Tensor]:
+    from dqn2snn_plugin.calibration import as_observation_array
+
+    if isinstance(checkpoint_or_module, DQNCheckpoint):
+        network = checkpoint_or_module.q_network
+        shape = tuple(checkpoint_or_module.observation_shape)
+        states = checkpoint_or_module.prepare(as_observation_array(calibration, shape))
+    elif isinstance(checkpoint_or_module, nn.Module):
+        check_network(checkpoint_or_module)
+        network = checkpoint_or_module
+        states = torch.as_tensor(as_observation_array(calibration, None)).float()
+        shape = tuple(states.shape[1:])
+        states = states.to(next(network.parameters()).device)
+    else:
+        raise ConfigError(
+            f"convert() takes a DQNCheckpoint (see load_dqn) or an nn.Sequential, got {type(checkpoint_or_module).__name__}"
+        )
+    check_network(network)
+    return network.eval(), shape, states
+
+
+def make_backend(name: str):
+    """The neuron backend for `name` (imported lazily: each pulls in its framework)."""
+    if name == "spikingjelly":
+        from dqn2snn_plugin.adapters.spikingjelly import SpikingJellyBackend
+
+        return SpikingJellyBackend()
+    if name == "snntorch":
+        from dqn2snn_plugin.adapters.snntorch import SnnTorchBackend
+
+        return SnnTorchBackend()
+    raise ConfigError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def convert(
+    checkpoint_or_module: DQNCheckpoint | nn.Sequential,
+    calibration,
+    *,
+    percentile: float | str = 99.9,
+    rank: Rank = "all",
+    channel_wise: bool = False,
+    backend: Backend = "spikingjelly",
+    initial_membrane: Literal["zero", "half"] = "zero",
+    input_coding: InputCoding = "analog",
+    input_max: float | None = None,
+    readout: Readout = "spikes+membrane",
+    T: int = 64,
+    scales: LayerScales | None = None,
+) -> SpikingQNetwork:
+    """Convert a DQN into a spiking Q-network.
+
+    Args:
+        checkpoint_or_module: a `DQNCheckpoint` from `load_dqn`, or a plain `nn.Sequential` of
+            Conv2d / Linear / ReLU / Flatten taking float observations.
+        calibration: observations the network sees (array, tensor or iterable of them): the scales
+            are percentiles of the activations they cause. See `collect_observations`.
+        percentile: p in (0, 100] or "max"; rank: "all" or "nonzero" values (see normalization).
+        channel_wise: one scale per channel instead of per layer.
+        backend: "spikingjelly" (SpikingJelly IF neurons, converted with its Converter and our
+            recipe) or "snntorch" (`snn.Leaky` with beta = 1).
+        initial_membrane: "zero" (the paper) or "half" (threshold / 2, removes the rate's floor bias).
+        input_coding: "analog" (observation injected at every step, the paper) or "poisson".
+        input_max: with Poisson coding, the input value that spikes at every step (255 for images).
+        readout: default readout of `snn(obs)`: "spikes", "spikes+membrane" (paper) or "membrane".
+        T: default number of time steps per decision.
+        scales: precomputed `LayerScales` (skips the calibration pass; `calibration` may be None).
+    """
+    check_T(T)
+    check_readout(readout)
+    if initial_membrane not in INITIAL_MEMBRANES:
+        raise ConfigError(f"initial_membrane must be 'zero' or 'half', got {initial_membrane!r}")
+    neuron_backend = make_backend(backend)
+    if scales is None:
+        network, shape, states = _resolve(checkpoint_or_module, calibration)
+        scales = layer_scales(network, states, percentile, rank=rank, channel_wise=channel_wise)
+    else:
+        network = getattr(checkpoint_or_module, "q_network", checkpoint_or_module)
+        check_network(network)
+        shape = tuple(getattr(checkpoint_or_module, "observation_shape", ()) or _input_shape_of(network))
+    v0 = INITIAL_MEMBRANES[initial_membrane]
+    native, neurons = _build_neurons(neuron_backend, network, scales, v0)
+    if input_coding == "poisson" and input_max is None and len(shape) == 3:
+        input_max = 255.0
+    return SpikingQNetwork(
+        fold_scales(network, scales), neurons, neuron_backend.make_neuron(v0), neuron_backend, scales, shape,
+        initial_membrane=v0, input_coding=input_coding, input_max=input_max, readout=readout, T=T, native=native,
+    )
+
+
+def _input_shape_of(network: nn.Sequential) -> tuple[int, ...]:
+    first = network[0]
+    if isinstance(first, nn.Linear):
+        return (first.in_features,)
+    raise ConfigError("cannot infer the observation shape of a convolutional network: pass a DQNCheckpoint")
+
+
+def _build_neurons(backend, network: nn.Sequential, scales: LayerScales, v0: float):
+    """SpikingJelly: convert through its own Converter (kept as `snn.native`); snnTorch: Leaky layers."""
+    n_layers = len(scales.hidden)
+    if backend.name != "spikingjelly":
+        return None, [backend.make_neuron(v0) for _ in range(n_layers)]
+    from spikingjelly.activation_based.ann2snn import Converter
+
+    from dqn2snn_plugin.adapters.spikingjelly import RobustNormRecipe
+
+    recipe = RobustNormRecipe(scales=scales, half_threshold=v0 == 0.5, channel_wise=scales.channel_wise)
+    native = Converter(recipe=recipe).convert(copy.deepcopy(network))
+    return native, backend.neurons_of(native)

@@ -1,0 +1,174 @@
+"""Data-based layer-wise normalisation: one scale (lambda) per spiking layer, from calibration data.
+
+lambda_l is the p-th percentile of layer l's post-ReLU activations over the *whole* calibration set
+(an exact global order statistic, numpy's "linear" percentile definition), not a per-batch running
+average as in SpikingJelly's own recipe. A spiking layer then sees its input current divided by
+lambda_l, so an activation of lambda_l maps to one spike per time step.
+
+Which values are ranked (`rank=`):
+- "all": every post-ReLU value, zeros included (the paper's code). With sparse layers a low p can
+  land on a zero; that is refused, since a zero scale cannot normalise anything.
+- "nonzero": only the strictly positive values, so p is a percentile of the active neurons.
+`percentile="max"` takes the maximum (the 100th percentile). `channel_wise=True` ranks each output
+channel (or each unit of a Linear layer) separately and gives a vector of scales.
+
+The output layer is not a spiking layer: its Q-values keep their own units and are never divided by
+their own percentile (the paper's code does; a losing agent's all-negative Q-values then give a
+negative scale that flips every action). `output` below is only the scale used by the spike-count
+readout's output neurons: the chosen percentile of |Q|, positive by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from dqn2snn_plugin.errors import ConfigError, NormalizationError, UnsupportedLayerError
+
+Rank = Literal["all", "nonzero"]
+SYNAPSES = (nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class LayerScales:
+    """Scales of one conversion: `hidden[l]` for the l-th ReLU (a 0-d tensor, or a vector per channel)."""
+
+    hidden: tuple[torch.Tensor, ...]
+    output: float
+    percentile: float | str
+    rank: Rank
+    channel_wise: bool
+    n_states: int
+
+    def as_dict(self) -> dict:
+        """JSON-friendly form (scales as floats or lists of floats)."""
+        return {
+            "hidden": [s.tolist() for s in self.hidden],
+            "output": self.output,
+            "percentile": self.percentile,
+            "rank": self.rank,
+            "channel_wise": self.channel_wise,
+            "n_states": self.n_states,
+        }
+
+
+def check_percentile(percentile: float | str) -> float:
+    """Return p as a float in (0, 100] ("max" -> 100.0), or raise ConfigError."""
+    if isinstance(percentile, str):
+        if percentile.strip().lower() == "max":
+            return 100.0
+        try:
+            percentile = float(percentile)
+        except ValueError:
+            raise ConfigError(f"percentile must be a number in (0, 100] or 'max', got {percentile!r}") from None
+    if isinstance(percentile, bool) or not (0.0 < float(percentile) <= 100.0):
+        raise ConfigError(f"percentile must be in (0, 100] or 'max', got {percentile!r}")
+    return float(percentile)
+
+
+def check_network(network: nn.Sequential) -> None:
+    """Raise UnsupportedLayerError unless `network` is Conv2d/Linear/ReLU/Flatten ending in a synapse."""
+    if not isinstance(network, nn.Sequential):
+        raise UnsupportedLayerError(f"expected an nn.Sequential Q-network, got {type(network).__name__}")
+    for index, layer in enumerate(network):
+        if not isinstance(layer, (*SYNAPSES, nn.ReLU, nn.Flatten)):
+            raise UnsupportedLayerError(
+                f"layer {index} ({type(layer).__name__}) cannot be converted: only Conv2d, Linear, ReLU "
+                "and Flatten are supported"
+            )
+    if not any(isinstance(layer, nn.ReLU) for layer in network):
+        raise UnsupportedLayerError("the network has no ReLU: there is nothing to turn into spiking neurons")
+    if not isinstance(network[-1], SYNAPSES):
+        raise UnsupportedLayerError(
+            f"the network must end with a Linear layer producing Q-values, not {type(network[-1]).__name__}"
+        )
+
+
+@torch.no_grad()
+def record_activations(network: nn.Sequential, observations: torch.Tensor, batch_size: int = 512):
+    """Post-ReLU activations of every ReLU layer and the final outputs, over all observations."""
+    hidden: list[list[torch.Tensor]] = [[] for layer in network if isinstance(layer, nn.ReLU)]
+    outputs = []
+    for start in range(0, len(observations), batch_size):
+        x = observations[start : start + batch_size]
+        relu_index = 0
+        for layer in network:
+            x = layer(x)
+            if isinstance(layer, nn.ReLU):
+                hidden[relu_index].append(x)
+                relu_index += 1
+        outputs.append(x)
+    return [torch.cat(chunks) for chunks in hidden], torch.cat(outputs)
+
+
+def _order_statistic(values: torch.Tensor, p: float) -> torch.Tensor:
+    """numpy-style linear percentile along the last dim, exact (two k-th order statistics)."""
+    n = values.shape[-1]
+    position = p / 100.0 * (n - 1)
+    low, high = math.floor(position), math.ceil(position)
+    v_low = torch.kthvalue(values, low + 1, dim=-1).values
+    if high == low:
+        return v_low
+    v_high = torch.kthvalue(values, high + 1, dim=-1).values
+    return v_low + (v_high - v_low) * (position - low)
+
+
+def percentile_scale(activations: torch.Tensor, p: float, rank: Rank, channel_wise: bool) -> torch.Tensor:
+    """The p-th percentile of `activations` ([N, C, ...] or [N, F]); per channel if channel_wise."""
+    if rank not in ("all", "nonzero"):
+        raise ConfigError(f"rank must be 'all' or 'nonzero', got {rank!r}")
+    per_channel = activations.transpose(0, 1).reshape(activations.shape[1], -1)
+    rows = per_channel if channel_wise else per_channel.reshape(1, -1)
+    scales = []
+    for row in rows:
+        values = row[row > 0] if rank == "nonzero" else row
+        if values.numel() == 0:
+            scales.append(torch.tensor(0.0))
+        elif p == 100.0:
+            scales.append(values.max())
+        else:
+            scales.append(_order_statistic(values.float(), p))
+    scale = torch.stack(scales)
+    return scale if channel_wise else scale[0]
+
+
+def layer_scales(
+    network: nn.Sequential,
+    observations: torch.Tensor,
+    percentile: float | str = 99.9,
+    *,
+    rank: Rank = "all",
+    channel_wise: bool = False,
+    batch_size: int = 512,
+) -> LayerScales:
+    """Compute every spiking layer's lambda (and the readout's output scale) on float observations."""
+    check_network(network)
+    p = check_percentile(percentile)
+    hidden_acts, outputs = record_activations(network, observations, batch_size)
+    hidden = []
+    for index, acts in enumerate(hidden_acts):
+        scale = percentile_scale(acts, p, rank, channel_wise=False)
+        check_scale(scale, f"hidden layer {index}")
+        if channel_wise:  # a channel that is never active keeps the layer's scale: any positive value works
+            per_channel = percentile_scale(acts, p, rank, channel_wise=True)
+            scale = torch.where(per_channel > 0, per_channel, scale)
+        hidden.append(scale)
+    output = float(percentile_scale(outputs.abs(), p, "all", channel_wise=False))
+    check_scale(torch.tensor(output), "output layer (|Q|)")
+    return LayerScales(tuple(hidden), output, percentile, rank, channel_wise, len(observations))
+
+
+def check_scale(scale: torch.Tensor, where: str) -> None:
+    """Refuse a scale that is zero, negative or non-finite (anywhere, for a per-channel vector)."""
+    if not torch.isfinite(scale).all():
+        raise NormalizationError(f"{where}: scale is not finite ({scale.tolist()})")
+    if (scale <= 0).any():
+        raise NormalizationError(
+            f"{where}: scale must be positive, got {scale.tolist() if scale.ndim == 0 else 'a non-positive entry'};"
+            " the layer is (almost) never active on the calibration set: use rank='nonzero', a higher "
+            "percentile, or more varied calibration states"
+        )
