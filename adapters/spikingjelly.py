@@ -25,6 +25,7 @@ from spikingjelly.activation_based.ann2snn.recipes.rate_coding import ChannelVol
 from torch import fx, nn  # noqa: E402
 
 from dqn2snn_plugin.normalization import LayerScales, Rank, check_network, check_percentile, layer_scales  # noqa: E402
+from dqn2snn_plugin.spiking import if_scan  # noqa: E402
 
 
 class RobustNormRecipe(RateCodingRecipe):
@@ -86,9 +87,21 @@ class RobustNormRecipe(RateCodingRecipe):
 
 
 class SpikingJellyBackend:
-    """Runs SpikingJelly IF neurons (soft reset) in multi-step mode with explicit initial membranes."""
+    """Runs SpikingJelly IF neurons (soft reset) in multi-step mode with explicit initial membranes.
+
+    Args:
+        kernel: "auto" runs SpikingJelly's own multi-step kernel on GPU (Triton when
+            `SJ_IF_CUDA_IMPLEMENTATION=triton`) and our inference scan (`spiking.if_scan`, the same
+            equations without the copies kept for training) on CPU; "spikingjelly" always uses
+            SpikingJelly's kernel; "scan" always ours. Spikes are identical (a test checks it).
+    """
 
     name = "spikingjelly"
+
+    def __init__(self, kernel: str = "auto") -> None:
+        if kernel not in ("auto", "spikingjelly", "scan"):
+            raise ValueError(f"kernel must be 'auto', 'spikingjelly' or 'scan', got {kernel!r}")
+        self.kernel = kernel
 
     def make_neuron(self, initial_membrane: float) -> nn.Module:
         if initial_membrane == 0.5:
@@ -103,6 +116,10 @@ class SpikingJellyBackend:
         return found
 
     def run(self, node: nn.Module, current: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kernel == "scan" or self.kernel == "auto" and current.device.type == "cpu":
+            spikes, v_final = if_scan(current, v, float(node.v_threshold))
+            node.v = v_final
+            return spikes, v_final
         node.v = v.clone()
         spikes = node(current)
         return spikes, node.v

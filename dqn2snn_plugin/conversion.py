@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -85,9 +86,9 @@ def _resolve(checkpoint_or_module, calibration) -> tuple[nn.Sequential, tuple[in
     elif isinstance(checkpoint_or_module, nn.Module):
         check_network(checkpoint_or_module)
         network = checkpoint_or_module
-        states = torch.as_tensor(as_observation_array(calibration, None)).float()
-        shape = tuple(states.shape[1:])
-        states = states.to(next(network.parameters()).device)
+        batches = [calibration] if isinstance(calibration, (np.ndarray, torch.Tensor)) else list(calibration or [])
+        shape = tuple(batches[0].shape[1:]) if batches else _input_shape_of(network)
+        states = as_observation_array(batches, shape).float().to(next(network.parameters()).device)
     else:
         raise ConfigError(
             f"convert() takes a DQNCheckpoint (see load_dqn) or an nn.Sequential, got {type(checkpoint_or_module).__name__}"

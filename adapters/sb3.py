@@ -1,0 +1,261 @@
+"""Read Stable-Baselines3 / sb3-contrib DQN and QR-DQN checkpoints without running any of their code.
+
+An SB3 zip holds `data` (JSON whose `:serialized:` fields are pickles: we never unpickle them, we only
+read the plain-text fields SB3 writes next to them), `policy.pth` (a state dict, loaded with
+`weights_only=True`) and `_stable_baselines3_version`. SB3's own `DQN.load` is never called, so no
+replay buffer is allocated and 2021 RL-Zoo zips load without the old `gym` package.
+Each reader returns an `SB3Parts`; `sb3_network.build_q_network` turns it into an `nn.Sequential`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import re
+import zipfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dqn2snn_plugin.adapters.sb3_network import SUPPORTED_EXTRACTORS, build_q_network
+from dqn2snn_plugin.errors import CheckpointError, UnsupportedLayerError
+
+# policy class module `stable_baselines3.<x>.policies` / `sb3_contrib.<x>.policies` -> algorithm name
+_ALGORITHMS = {"dqn": "DQN", "qrdqn": "QRDQN", "ppo_recurrent": "RecurrentPPO", "ppo_mask": "MaskablePPO"}
+# state-dict keys that only other algorithms' policies have
+_NON_DQN_KEYS = {
+    "action_net": "an actor-critic policy (PPO/A2C)",
+    "value_net": "an actor-critic policy (PPO/A2C)",
+    "mlp_extractor": "an actor-critic policy (PPO/A2C)",
+    "actor": "an actor-critic policy (SAC/TD3/DDPG)",
+    "critic": "an actor-critic policy (SAC/TD3/DDPG)",
+}
+# class names SB3 gives DQN policies -> the names users pass ("MlpPolicy" is an alias of DQNPolicy)
+_POLICY_NAMES = {"DQNPolicy": "MlpPolicy", "QRDQNPolicy": "MlpPolicy"}
+_SB3_CONTAINERS = {"QNetwork", "QuantileNetwork", *SUPPORTED_EXTRACTORS}
+_PLAIN_LAYERS = (nn.Sequential, nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten)
+_ENV_ID = re.compile(r"(?:(?:dqn|qrdqn)-)?([A-Za-z][\w.:-]*-v\d+)")
+
+
+@dataclass(frozen=True)
+class SB3Parts:
+    """What a checkpoint says about its Q-network; `None` where it does not say."""
+
+    q_network: nn.Sequential
+    algorithm: str
+    policy: str | None
+    observation_shape: tuple[int, ...] | None
+    n_actions: int | None
+    sb3_version: str | None
+    env_id: str | None
+    source: str
+
+
+def read_zip(path: Path) -> SB3Parts:
+    """Read an SB3 `.zip` (1.x or 2.x, DQN or QR-DQN) from its JSON text fields and `policy.pth`."""
+    where = str(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "policy.pth" not in names:
+                raise CheckpointError(f"{where}: the zip has no policy.pth, so it is not an SB3 checkpoint")
+            data = _read_json(archive.read("data"), where) if "data" in names else {}
+            version_file = "_stable_baselines3_version"
+            version = archive.read(version_file).decode().strip() if version_file in names else None
+            state = _load_tensors(archive.read("policy.pth"), f"{where} (policy.pth)")
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise CheckpointError(f"{where}: not a readable zip file ({exc})") from None
+    algorithm = _algorithm_from_data(data)
+    if algorithm not in (None, "DQN", "QRDQN"):
+        raise CheckpointError(f"{where}: this is a {algorithm} checkpoint; only DQN and QR-DQN can be converted")
+    kwargs = data.get("policy_kwargs") or {}
+    _check_class_text(kwargs.get("activation_fn"), ("ReLU",), "activation_fn", where)
+    _check_class_text(kwargs.get("features_extractor_class"), SUPPORTED_EXTRACTORS, "features_extractor_class", where)
+    algorithm_from_keys, net_state = _q_network_state(state, where)
+    space = data.get("observation_space") or {}
+    shape = space.get("_shape", space.get("shape"))
+    shape = tuple(int(s) for s in shape) if shape is not None else None
+    image = _is_image_space(shape, space.get("dtype"), _numbers(space.get("low")), _numbers(space.get("high")))
+    # unknown space (no shape recorded): None lets the builder treat a CNN as NatureCNN on uint8 images
+    scale_input = (image if shape is not None else None) if kwargs.get("normalize_images", True) else False
+    n_actions = (data.get("action_space") or {}).get("n")
+    return _build_parts(
+        net_state,
+        algorithm=algorithm or algorithm_from_keys,
+        policy=_policy_from_data(data),
+        observation_shape=shape,
+        scale_input=scale_input,
+        n_actions=int(n_actions) if n_actions is not None else None,
+        n_quantiles=kwargs.get("n_quantiles"),
+        sb3_version=version,
+        env_id=_env_id_from_name(path.name.removesuffix(".zip")),
+        source=where,
+    )
+
+
+def read_state_dict(path: Path) -> SB3Parts:
+    """Read a `.pt` / `.pth` state dict of an SB3 `QNetwork` (or a whole DQN policy) with `weights_only=True`.
+
+    Nothing records the observation space here: a CNN is taken as SB3's NatureCNN on uint8 images
+    (so `/255` is folded in) and the input shape is inferred from the weights; a QR-DQN
+    `QuantileNetwork` is assumed to have sb3-contrib's default 200 quantiles.
+    """
+    where = str(path)
+    algorithm, net_state = _q_network_state(_load_tensors(path, where), where)
+    stem = path.name.rsplit(".", 1)[0].removesuffix(".qnet")
+    return _build_parts(
+        net_state,
+        algorithm=algorithm,
+        policy=None,
+        observation_shape=None,
+        scale_input=None,
+        n_actions=None,
+        n_quantiles=None,
+        sb3_version=None,
+        env_id=_env_id_from_name(stem),
+        source=where,
+    )
+
+
+def read_model(model: Any) -> SB3Parts:
+    """Read an in-memory SB3 `DQN` / sb3-contrib `QRDQN` model, or its `policy`."""
+    policy = getattr(model, "policy", model)
+    net = getattr(policy, "q_net", getattr(policy, "quantile_net", None))
+    where = f"<in-memory {type(model).__name__}>"
+    if not isinstance(net, nn.Module) or type(net).__name__ not in ("QNetwork", "QuantileNetwork"):
+        raise CheckpointError(f"{where}: not an SB3 DQN/QR-DQN model or policy (it has no q_net or quantile_net)")
+    for name, module in net.named_modules():
+        sb3_container = type(module).__name__ in _SB3_CONTAINERS and type(module).__module__.startswith(
+            ("stable_baselines3.", "sb3_contrib.")
+        )
+        if not sb3_container and type(module) not in _PLAIN_LAYERS:
+            raise UnsupportedLayerError(
+                f"{where}: layer {name or type(net).__name__} is a {type(module).__name__}, "
+                "which the conversion cannot handle"
+            )
+    space = policy.observation_space
+    shape = tuple(space.shape) if space.shape is not None else None
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    image = _is_image_space(shape, getattr(space, "dtype", None), low, high)
+    import stable_baselines3  # only reached when SB3 objects exist, so the import is free
+
+    return _build_parts(
+        {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        algorithm="QRDQN" if hasattr(net, "n_quantiles") else "DQN",
+        policy=_POLICY_NAMES.get(type(policy).__name__, type(policy).__name__),
+        observation_shape=shape,
+        scale_input=bool(policy.normalize_images) and image,
+        n_actions=int(policy.action_space.n),
+        n_quantiles=getattr(net, "n_quantiles", None),
+        sb3_version=stable_baselines3.__version__,
+        env_id=None,
+        source=where,
+    )
+
+
+def _build_parts(
+    state: dict[str, torch.Tensor], *, algorithm: str, scale_input: bool | None, n_quantiles: int | None, **fields: Any
+) -> SB3Parts:
+    """Build the network and bundle it with `fields`.
+
+    `scale_input=None` (space unknown) folds `/255` exactly when the net has a CNN; an unrecorded
+    QR-DQN quantile count defaults to sb3-contrib's 200. A missing policy name is inferred likewise.
+    """
+    head = "quantile_net" if algorithm == "QRDQN" else "q_net"
+    has_cnn = any(k.startswith("features_extractor.cnn.") for k in state)
+    net = build_q_network(
+        state,
+        head=head,
+        n_quantiles=(n_quantiles or 200) if algorithm == "QRDQN" else None,
+        scale_input=has_cnn if scale_input is None else scale_input,
+        where=fields["source"],
+    )
+    policy = fields.pop("policy") or ("CnnPolicy" if has_cnn else "MlpPolicy")
+    return SB3Parts(q_network=net, algorithm=algorithm, policy=policy, **fields)
+
+
+def _q_network_state(state: Mapping[str, torch.Tensor], where: str) -> tuple[str, dict[str, torch.Tensor]]:
+    """Pick the online Q-network's weights out of a policy or network state dict; name other algorithms."""
+    for key in state:
+        kind = _NON_DQN_KEYS.get(key.split(".")[0])
+        if kind:
+            raise CheckpointError(f"{where}: the weights belong to {kind} (key {key}), not to a DQN")
+    for head, algorithm in (("q_net", "DQN"), ("quantile_net", "QRDQN")):
+        nested = {k[len(head) + 1 :]: v for k, v in state.items() if k.startswith(head + ".")}
+        if any(k.startswith((f"{head}.", "features_extractor.")) for k in nested):  # a whole policy
+            return algorithm, nested
+        if nested:  # the network itself
+            return algorithm, dict(state)
+    raise CheckpointError(f"{where}: no q_net or quantile_net weights found (keys: {', '.join(list(state)[:4])} ...)")
+
+
+def _load_tensors(file: bytes | Path, where: str) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(io.BytesIO(file) if isinstance(file, bytes) else file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise CheckpointError(f"{where}: cannot be read as tensors with torch.load(weights_only=True): {exc}") from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{where}: does not hold a state dict (a mapping of names to tensors)")
+    return {str(k): v for k, v in state.items()}
+
+
+def _read_json(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{where}: its `data` entry is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: its `data` entry is not a JSON object")
+    return data
+
+
+def _algorithm_from_data(data: Mapping[str, Any]) -> str | None:
+    """The algorithm named by the policy class's module, e.g. `stable_baselines3.ppo.policies` -> PPO."""
+    module = str((data.get("policy_class") or {}).get("__module__", ""))
+    parts = module.split(".")
+    if len(parts) != 3 or parts[0] not in ("stable_baselines3", "sb3_contrib"):
+        return None
+    if parts[1] == "common":  # ActorCriticPolicy is shared by PPO and A2C; only PPO has epochs
+        return "PPO" if "n_epochs" in data else "A2C"
+    return _ALGORITHMS.get(parts[1], parts[1].upper())
+
+
+def _policy_from_data(data: Mapping[str, Any]) -> str | None:
+    """The policy class name from the text of its `__init__` entry, e.g. `<function CnnPolicy.__init__ ...>`."""
+    match = re.match(r"<function (\w+)\.__init__", str((data.get("policy_class") or {}).get("__init__", "")))
+    return _POLICY_NAMES.get(match[1], match[1]) if match else None
+
+
+def _check_class_text(text: Any, allowed: tuple[str, ...], field: str, where: str) -> None:
+    """Refuse a recorded class (`"<class 'torch.nn.modules.activation.Tanh'>"`) outside `allowed`."""
+    match = re.search(r"<class '([\w.]+)'>", str(text)) if text is not None else None
+    if match and match[1].rsplit(".", 1)[-1] not in allowed:
+        raise UnsupportedLayerError(f"{where}: {field} is {match[1]}; only {', '.join(allowed)} can be converted")
+
+
+def _numbers(text: Any) -> list[float] | None:
+    """Numbers in a numpy repr such as `"[[[0 0 0 ... 0 0 0] ..."` (SB3's plain-text `low` / `high`)."""
+    if text is None:
+        return None
+    return [float(x) for x in re.findall(r"-?(?:\d+\.?\d*(?:e[+-]?\d+)?|inf)", str(text))]
+
+
+def _is_image_space(shape: tuple[int, ...] | None, dtype: Any, low: Any, high: Any) -> bool:
+    """SB3's `is_image_space`: a 3-D uint8 Box with bounds 0 and 255 (the inputs it divides by 255)."""
+    if shape is None or len(shape) != 3 or str(dtype) != "uint8" or low is None or high is None:
+        return False
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    return bool(low.size and high.size and (low == 0).all() and (high == 255).all())
+
+
+def _env_id_from_name(stem: str) -> str | None:
+    """`dqn-BreakoutNoFrameskip-v4` / `CartPole-v1` -> the env id; None when the name is not one."""
+    match = _ENV_ID.fullmatch(stem)
+    return match[1] if match else None

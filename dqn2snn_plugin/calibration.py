@@ -1,0 +1,160 @@
+"""Calibration (and test) observations: states the DQN visits in its own epsilon = 0.05 play.
+
+The paper calibrates the layer scales on up to 15,000 frames of the agent's own play. Collecting them
+takes a while, so `collect_observations` caches the frames on disk, keyed by everything that decides
+them (network weights, game, frame count, seed, epsilon, number of envs).
+
+Calibration and test states must come from separate episodes: `calibration_and_test_observations`
+plays the two sets from disjoint env seeds and independent exploration, i.e. different episodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dqn2snn_plugin.atari import check_action_count, play
+from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.errors import CalibrationError, ConfigError
+
+# Seed offset of the test set: env seeds (seed + i) of the two runs never overlap below this many envs.
+TEST_SEED_OFFSET = 1_000_003
+_CACHE_FORMAT = "obs-v1"
+
+
+def default_cache_dir() -> Path:
+    """`$DQN2SNN_CACHE` if set, else `~/.cache/dqn2snn`."""
+    return Path(os.environ.get("DQN2SNN_CACHE") or Path.home() / ".cache" / "dqn2snn")
+
+
+def _cache_key(checkpoint: DQNCheckpoint, **settings: object) -> str:
+    """Hash of the network's weights plus the settings that decide which frames are collected."""
+    digest = hashlib.sha256(_CACHE_FORMAT.encode())
+    for name, tensor in checkpoint.q_network.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr(sorted(settings.items())).encode())
+    return digest.hexdigest()[:24]
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    """Write `array` as .npy so that readers see either no file or the whole file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _play_frames(
+    checkpoint: DQNCheckpoint, n_frames: int, epsilon: float, seed: int, n_envs: int, progress: bool
+) -> np.ndarray:
+    """The first `n_frames` states the DQN visits playing its game with epsilon-greedy exploration."""
+    frames = np.empty((n_frames, *checkpoint.observation_shape), dtype=np.uint8)
+    filled = 0
+
+    def record(obs: np.ndarray, greedy: np.ndarray, taken: np.ndarray) -> bool:
+        nonlocal filled
+        take = min(len(obs), n_frames - filled)
+        frames[filled : filled + take] = obs[:take]
+        filled += take
+        return filled >= n_frames
+
+    play(checkpoint.act, checkpoint.env_id, None, n_envs=n_envs, epsilon=epsilon, seed=seed, on_step=record,
+         progress=progress)
+    return frames
+
+
+def collect_observations(
+    checkpoint: DQNCheckpoint,
+    n_frames: int = 15_000,
+    *,
+    epsilon: float = 0.05,
+    seed: int = 0,
+    n_envs: int = 8,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> np.ndarray:
+    """uint8 `[n_frames, 4, 84, 84]`: states visited while the DQN plays `checkpoint.env_id`.
+
+    The DQN plays whole games (`n_envs` in parallel, env i seeded with seed + i) with epsilon-greedy
+    exploration; every state it acts on is recorded, in step order, until `n_frames` are collected.
+    The result is cached under `cache_dir` (default `default_cache_dir()`) and reused when the
+    weights, game, `n_frames`, `seed`, `epsilon` and `n_envs` are the same; `use_cache=False` neither
+    reads nor writes the cache. Different seeds give different episodes.
+    """
+    if checkpoint.env_id is None:
+        raise CalibrationError(
+            "the checkpoint does not name its environment (env_id is None): pass calibration "
+            "observations yourself, or load the checkpoint with its env id"
+        )
+    if n_frames < 1:
+        raise ConfigError(f"n_frames must be at least 1, got {n_frames}")
+    check_action_count(checkpoint.env_id, checkpoint.n_actions)
+    key = _cache_key(checkpoint, env_id=checkpoint.env_id, n_frames=n_frames, seed=seed, epsilon=epsilon,
+                     n_envs=n_envs)
+    path = Path(cache_dir or default_cache_dir()) / f"{checkpoint.env_id}-{key}.npy"
+    if use_cache and path.is_file():
+        return np.load(path)
+    frames = _play_frames(checkpoint, n_frames, epsilon, seed, n_envs, progress)
+    if use_cache:
+        _save_atomically(path, frames)
+    return frames
+
+
+def calibration_and_test_observations(
+    checkpoint: DQNCheckpoint, n_calibration: int = 15_000, n_test: int = 1_000, *, seed: int = 0, **options: object
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration and test states from separate episodes of the DQN's own play.
+
+    The calibration set is `collect_observations(checkpoint, n_calibration, seed=seed, ...)`; the test
+    set uses `seed + TEST_SEED_OFFSET`, so its episodes start from other env seeds and explore with
+    another random stream. `options` go to both calls (epsilon, n_envs, cache_dir, ...).
+    """
+    calibration = collect_observations(checkpoint, n_calibration, seed=seed, **options)
+    test = collect_observations(checkpoint, n_test, seed=seed + TEST_SEED_OFFSET, **options)
+    return calibration, test
+
+
+def _as_batch(item: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """One observation or a batch of them as a batch tensor; CalibrationError if the shape is wrong."""
+    tensor = item if isinstance(item, torch.Tensor) else torch.as_tensor(np.asarray(item))
+    if tuple(tensor.shape) == shape:
+        return tensor.unsqueeze(0)
+    if tensor.ndim == len(shape) + 1 and tuple(tensor.shape[1:]) == shape:
+        return tensor
+    raise CalibrationError(
+        f"observations of shape {tuple(tensor.shape)} do not match the network's input: expected "
+        f"{shape} or [B, {', '.join(map(str, shape))}]"
+    )
+
+
+def as_observation_array(
+    data: np.ndarray | torch.Tensor | Iterable[np.ndarray | torch.Tensor], observation_shape: tuple[int, ...]
+) -> torch.Tensor:
+    """Observations as one CPU batch tensor `[N, *observation_shape]` (dtype kept, e.g. uint8).
+
+    `data` may be an array or tensor (one observation or a batch) or an iterable of such (e.g. a
+    list of batches or a DataLoader of tensors). Raises CalibrationError for an empty set or a shape
+    that does not match `observation_shape`.
+    """
+    shape = tuple(observation_shape)
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        batches = [_as_batch(data, shape)]
+    else:
+        batches = [_as_batch(item, shape) for item in data]
+    batch = torch.cat(batches).cpu() if batches else torch.empty((0, *shape))
+    if len(batch) == 0:
+        raise CalibrationError(f"the observation set is empty: expected at least one observation of shape {shape}")
+    return batch

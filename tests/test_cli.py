@@ -1,0 +1,78 @@
+"""`dqn2snn inspect`: a readable summary of every fixture, and plugin errors as one line with status 2."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from dqn2snn_plugin.cli import main
+
+
+def _q_network_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The online Q-network's saved tensors, read independently of the plugin."""
+    if path.suffix == ".pt":
+        return torch.load(path, weights_only=True)
+    state = torch.load(io.BytesIO(zipfile.ZipFile(path).read("policy.pth")), weights_only=True)
+    return {k: v for k, v in state.items() if k.startswith("q_net.")}
+
+
+def test_inspect_summarises_every_fixture(any_checkpoint, capsys):
+    assert main(["inspect", str(any_checkpoint)]) == 0
+    out = capsys.readouterr().out
+    weights = _q_network_weights(any_checkpoint)
+    n_params = sum(v.numel() for v in weights.values())
+    n_actions = next(v for k, v in reversed(weights.items()) if k.endswith("bias")).shape[0]
+    env_id = any_checkpoint.name.removesuffix(".zip").removesuffix(".qnet.pt").removeprefix("dqn-")
+    is_zip = any_checkpoint.suffix == ".zip"
+    version = zipfile.ZipFile(any_checkpoint).read("_stable_baselines3_version").decode() if is_zip else "not recorded"
+    assert "algorithm:     DQN" in out
+    assert f"SB3 version:   {version}" in out
+    assert f"env id:        {env_id}" in out
+    assert f"actions:       {n_actions}" in out
+    assert f"parameters:    {n_params:,}" in out
+    layer_lines = [line for line in out.splitlines() if " -> " in line]
+    n_weighted = sum(k.endswith(".weight") for k in weights)
+    assert sum(("Linear" in line or "Conv2d" in line) for line in layer_lines) == n_weighted
+    assert layer_lines[-1].split()[1] == "Linear" and layer_lines[-1].split()[4] == str(n_actions)
+
+
+def test_inspect_cnn_shows_policy_observation_and_conv_shapes(breakout_zip, capsys):
+    main(["inspect", str(breakout_zip), "--env-id", "Breakout-custom"])
+    out = capsys.readouterr().out
+    assert "policy:        CnnPolicy" in out and "observation:   4x84x84" in out
+    assert "env id:        Breakout-custom" in out
+    assert "Conv2d     4x84x84 -> 32x20x20    kernel 8, stride 4" in out
+
+
+def test_inspect_error_is_one_line_with_status_2(tmp_path, capsys):
+    bad = tmp_path / "broken.zip"
+    bad.write_text("not a zip")
+    assert main(["inspect", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"dqn2snn: error: {bad}: not a readable zip")
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1
+
+
+def test_missing_subcommand_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+
+
+def test_console_script(fixtures_dir, tmp_path):
+    script = Path(sys.executable).with_name("dqn2snn")
+    cartpole = fixtures_dir / "sb3-zoo" / "classic" / "CartPole-v1.zip"
+    ok = subprocess.run([script, "inspect", str(cartpole)], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "env id:        CartPole-v1" in ok.stdout and "SB3 version:   1.0rc0" in ok.stdout
+    missing = str(tmp_path / "nothing.zip")
+    failed = subprocess.run([script, "inspect", missing], capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("dqn2snn: error:") and "Traceback" not in failed.stderr

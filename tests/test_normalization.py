@@ -1,0 +1,92 @@
+"""Layer scales: exact global percentiles of known data, the ranking choices, and refused scales."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dqn2snn_plugin.errors import ConfigError, NormalizationError, UnsupportedLayerError
+from dqn2snn_plugin.normalization import check_percentile, layer_scales, percentile_scale
+
+
+def identity_net(width: int = 3) -> nn.Sequential:
+    """ReLU(x) then an identity output: the hidden activations are the (clipped) inputs themselves."""
+    net = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 2))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(width))
+        net[0].bias.zero_()
+    return net
+
+
+@pytest.mark.parametrize("p", [50.0, 90.0, 99.0, 99.9, 12.5])
+def test_percentile_matches_numpy_over_the_whole_set(p):
+    values = torch.rand(1000, 4, 3, 3)
+    ours = percentile_scale(values, p, "all", channel_wise=False)
+    assert float(ours) == pytest.approx(np.percentile(values.numpy(), p), rel=1e-6)
+
+
+def test_known_percentile_on_known_data():
+    acts = torch.arange(101, dtype=torch.float32).view(101, 1)  # 0, 1, ..., 100
+    assert float(percentile_scale(acts, 99.0, "all", False)) == pytest.approx(99.0)
+    assert float(percentile_scale(acts, 99.5, "all", False)) == pytest.approx(99.5)
+    assert float(percentile_scale(acts, 100.0, "all", False)) == 100.0
+    # ranking only the non-zero values: 1..100, 50th percentile = 50.5
+    assert float(percentile_scale(acts, 50.0, "nonzero", False)) == pytest.approx(50.5)
+    assert float(percentile_scale(acts, 50.0, "all", False)) == pytest.approx(50.0)
+
+
+def test_channel_wise_scales_rank_each_channel_separately():
+    acts = torch.stack([torch.full((10, 2, 2), 1.0), torch.full((10, 2, 2), 5.0)], dim=1)
+    scale = percentile_scale(acts, 99.0, "all", channel_wise=True)
+    assert scale.tolist() == pytest.approx([1.0, 5.0])
+
+
+def test_layer_scales_is_global_not_a_per_batch_average():
+    net = identity_net(1)
+    data = torch.cat([torch.full((512, 1), 1.0), torch.full((512, 1), 9.0)])  # two very different batches
+    scales = layer_scales(net, data, "max", batch_size=512)
+    assert float(scales.hidden[0]) == 9.0
+    median = layer_scales(net, data, 50.0, batch_size=512)
+    assert float(median.hidden[0]) == pytest.approx(5.0)  # between the two halves: exact order statistics
+
+
+def test_output_scale_is_positive_even_when_all_q_values_are_negative():
+    net = identity_net(3)
+    with torch.no_grad():
+        net[2].weight.fill_(0.1)
+        net[2].bias.fill_(-5.0)  # every Q-value about -5: a losing agent
+    data = torch.rand(200, 3)
+    scales = layer_scales(net, data, 99.9)
+    assert scales.output > 0
+    assert scales.output == pytest.approx(float(np.percentile(net(data).detach().abs().numpy(), 99.9)), rel=1e-6)
+
+
+def test_a_layer_that_never_fires_is_refused():
+    net = identity_net(2)
+    with pytest.raises(NormalizationError, match="hidden layer 0"):
+        layer_scales(net, -torch.rand(50, 2), 99.9)  # ReLU of negative inputs: all zeros
+
+
+def test_a_percentile_landing_on_zeros_is_refused_unless_ranking_nonzero():
+    net = identity_net(1)
+    data = torch.cat([torch.zeros(95, 1), torch.rand(5, 1) + 0.5])
+    with pytest.raises(NormalizationError):
+        layer_scales(net, data, 50.0)
+    assert float(layer_scales(net, data, 50.0, rank="nonzero").hidden[0]) > 0.5
+
+
+@pytest.mark.parametrize("bad", [0, -1, 100.5, "abc", float("nan")])
+def test_bad_percentiles(bad):
+    with pytest.raises(ConfigError):
+        check_percentile(bad)
+
+
+def test_max_is_the_100th_percentile():
+    assert check_percentile("max") == 100.0 and check_percentile("99.9") == 99.9
+
+
+@pytest.mark.parametrize("layer", [nn.Tanh(), nn.LayerNorm(3), nn.Sigmoid()])
+def test_unsupported_layers_are_named(layer):
+    net = nn.Sequential(nn.Linear(3, 3), layer, nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(UnsupportedLayerError, match=type(layer).__name__):
+        layer_scales(net, torch.rand(10, 3))

@@ -1,0 +1,188 @@
+"""The SB3 adapter gives the same Q-values as SB3 itself, for every kind of DQN / QR-DQN source."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from sb3_contrib import QRDQN
+from sb3_contrib.qrdqn.policies import CnnPolicy as QRCnnPolicy
+from stable_baselines3 import DQN
+from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy
+
+from dqn2snn_plugin import load_dqn
+from dqn2snn_plugin.adapters.hub import parse_hub_id
+from dqn2snn_plugin.errors import CheckpointError
+
+ATARI_SPACE = spaces.Box(0, 255, (4, 84, 84), np.uint8)
+
+
+def _lr(_progress: float) -> float:
+    return 1e-4
+
+
+class ImageEnv(gymnasium.Env):
+    """A do-nothing env with an Atari-shaped uint8 image space, so SB3 can build and save CnnPolicies."""
+
+    observation_space = ATARI_SPACE
+    action_space = spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, True, False, {}
+
+
+def _vector_obs(dim: int, n: int = 16) -> np.ndarray:
+    return np.random.default_rng(1).normal(size=(n, dim)).astype(np.float32)
+
+
+@pytest.mark.atari
+def test_breakout_zip_matches_sb3_q_net(breakout_zip, atari_observations, assert_close_q):
+    model = DQN.load(breakout_zip, custom_objects={"buffer_size": 1}, device="cpu")
+    with torch.no_grad():
+        theirs = model.policy.q_net(torch.as_tensor(atari_observations))
+    ckpt = load_dqn(breakout_zip)
+    assert (ckpt.algorithm, ckpt.policy, ckpt.n_actions) == ("DQN", "CnnPolicy", int(model.action_space.n))
+    assert ckpt.observation_shape == tuple(model.observation_space.shape)
+    assert ckpt.sb3_version == zipfile.ZipFile(breakout_zip).read("_stable_baselines3_version").decode()
+    assert ckpt.env_id == "BreakoutNoFrameskip-v4"
+    assert_close_q(ckpt.q_values(atari_observations), theirs)
+
+
+@pytest.mark.atari
+def test_qnet_state_dict_matches_sb3_q_net(qnet_file, atari_observations, assert_close_q):
+    state = torch.load(qnet_file, weights_only=True)
+    n_actions = state["q_net.0.bias"].shape[0]
+    policy = CnnPolicy(ATARI_SPACE, spaces.Discrete(n_actions), _lr)
+    policy.q_net.load_state_dict(state)
+    with torch.no_grad():
+        theirs = policy.q_net(torch.as_tensor(atari_observations))
+    ckpt = load_dqn(qnet_file)
+    assert (ckpt.n_actions, ckpt.observation_shape, ckpt.sb3_version) == (n_actions, (4, 84, 84), None)
+    assert ckpt.env_id == qnet_file.name.removesuffix(".qnet.pt")
+    assert_close_q(ckpt.q_values(atari_observations), theirs)
+    # SB3's /255 sits in the first conv's weights, not in its bias
+    conv = ckpt.q_network[0]
+    torch.testing.assert_close(conv.weight.detach(), state["features_extractor.cnn.0.weight"] / 255)
+    torch.testing.assert_close(conv.bias.detach(), state["features_extractor.cnn.0.bias"])
+
+
+@pytest.mark.parametrize("net_arch", [[], [64], [64, 64]])
+def test_mlp_zip_and_model_match_sb3(save_sb3, net_arch, assert_close_q):
+    model, path = save_sb3(DQN, "dqn-CartPole-v1", buffer_size=1, policy_kwargs={"net_arch": net_arch})
+    obs = _vector_obs(4)
+    with torch.no_grad():
+        theirs = model.policy.q_net(torch.as_tensor(obs))
+    for source in (path, model, model.policy):
+        ckpt = load_dqn(source)
+        assert (ckpt.algorithm, ckpt.policy, ckpt.n_actions, ckpt.observation_shape) == ("DQN", "MlpPolicy", 2, (4,))
+        assert sum(isinstance(m, torch.nn.Linear) for m in ckpt.q_network) == len(net_arch) + 1
+        assert_close_q(ckpt.q_values(obs), theirs)
+    assert load_dqn(path).env_id == "CartPole-v1"
+
+
+def test_rl_zoo_1x_zip_matches_sb3_policy_built_from_its_weights(zoo_zip, assert_close_q):
+    """SB3's DQN.load cannot open these 2021 zips here; SB3's DQNPolicy fed their policy.pth is the reference."""
+    ckpt = load_dqn(zoo_zip)
+    state = torch.load(io.BytesIO(zipfile.ZipFile(zoo_zip).read("policy.pth")), weights_only=True)
+    dim = ckpt.observation_shape[0]
+    space = spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+    policy = DQNPolicy(space, spaces.Discrete(ckpt.n_actions), _lr, net_arch=[256, 256])
+    policy.load_state_dict(state)
+    obs = _vector_obs(dim)
+    with torch.no_grad():
+        theirs = policy.q_net(torch.as_tensor(obs))
+    assert (ckpt.sb3_version, ckpt.env_id) == ("1.0rc0", zoo_zip.stem)
+    assert_close_q(ckpt.q_values(obs), theirs)
+
+
+@pytest.mark.parametrize("normalize_images", [True, False])
+def test_cnn_zip_folds_255_only_when_sb3_normalizes(save_sb3, normalize_images, assert_close_q):
+    model, path = save_sb3(DQN, "dqn-Image-v0", policy="CnnPolicy", env=ImageEnv(), buffer_size=1,
+                           policy_kwargs={"normalize_images": normalize_images})
+    obs = np.stack([ATARI_SPACE.sample() for _ in range(3)])
+    with torch.no_grad():
+        theirs = model.policy.q_net(torch.as_tensor(obs))
+    ckpt = load_dqn(path)
+    assert (ckpt.policy, ckpt.observation_shape, ckpt.n_actions) == ("CnnPolicy", (4, 84, 84), 3)
+    assert_close_q(ckpt.q_values(obs), theirs)
+
+
+def test_qrdqn_zip_and_model_fold_quantile_mean(save_sb3, assert_close_q):
+    model, path = save_sb3(QRDQN, "qrdqn-CartPole-v1", buffer_size=1,
+                           policy_kwargs={"net_arch": [32], "n_quantiles": 7})
+    obs = _vector_obs(4)
+    with torch.no_grad():
+        theirs = model.policy.quantile_net(torch.as_tensor(obs)).mean(dim=1)
+    for source in (path, model, model.policy):
+        ckpt = load_dqn(source)
+        assert (ckpt.algorithm, ckpt.n_actions, ckpt.q_network[-1].out_features) == ("QRDQN", 2, 2)
+        assert_close_q(ckpt.q_values(obs), theirs)
+        assert torch.equal(ckpt.act(obs), theirs.argmax(dim=1))
+    assert load_dqn(path).env_id == "CartPole-v1"
+
+
+@pytest.mark.atari
+def test_qrdqn_cnn_policy_folds_both_maps(atari_observations, assert_close_q):
+    policy = QRCnnPolicy(ATARI_SPACE, spaces.Discrete(5), _lr, n_quantiles=4)
+    with torch.no_grad():
+        theirs = policy.quantile_net(torch.as_tensor(atari_observations)).mean(dim=1)
+    ckpt = load_dqn(policy)
+    assert (ckpt.algorithm, ckpt.policy, ckpt.n_actions) == ("QRDQN", "CnnPolicy", 5)
+    assert_close_q(ckpt.q_values(atari_observations), theirs)
+
+
+def test_hub_id_downloads_rl_zoo_file_then_loads_it(monkeypatch, breakout_zip):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id: str, filename: str) -> str:
+        calls.append((repo_id, filename))
+        return str(breakout_zip)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    ckpt = load_dqn("hf://sb3/dqn-BreakoutNoFrameskip-v4")
+    assert calls == [("sb3/dqn-BreakoutNoFrameskip-v4", "dqn-BreakoutNoFrameskip-v4.zip")]
+    assert ckpt.source == "hf://sb3/dqn-BreakoutNoFrameskip-v4"
+    assert (ckpt.env_id, ckpt.n_actions) == ("BreakoutNoFrameskip-v4", 4)
+
+
+def test_hub_network_failure_is_a_checkpoint_error(monkeypatch):
+    import huggingface_hub
+
+    def offline(repo_id: str, filename: str) -> str:
+        raise ConnectionError("Failed to resolve 'huggingface.co'")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(CheckpointError, match=r"hf://sb3/dqn-PongNoFrameskip-v4.*could not download.*huggingface.co"):
+        load_dqn("hf://sb3/dqn-PongNoFrameskip-v4")
+
+
+def test_hub_without_huggingface_hub_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "huggingface_hub", None)
+    with pytest.raises(CheckpointError, match=r'pip install "dqn2snn-plugin\[hub\]"'):
+        load_dqn("hf://sb3/dqn-PongNoFrameskip-v4")
+
+
+@pytest.mark.parametrize(
+    ("hub_id", "expected"),
+    [
+        ("hf://sb3/dqn-PongNoFrameskip-v4", ("sb3/dqn-PongNoFrameskip-v4", "dqn-PongNoFrameskip-v4.zip")),
+        ("hf://me/agents/best.zip", ("me/agents", "best.zip")),
+    ],
+)
+def test_parse_hub_id(hub_id, expected):
+    assert parse_hub_id(hub_id) == expected
+
+
+def test_malformed_hub_id_is_refused():
+    with pytest.raises(CheckpointError, match="hf://<org>/<repo>"):
+        load_dqn("hf://just-a-name")
