@@ -169,6 +169,8 @@ class SpikingQNetwork(nn.Module):
         self.last_stats: SimulationStats | None = None
         self._state: list[torch.Tensor] | None = None
         self._fan_out = self._layer_fan_outs()
+        self._neurons_per_sample = sum(int(f.numel()) for f in self._fan_out) + self.n_actions
+        self.max_elements = 2**27  # neuron-steps per simulated chunk (a few hundred MB)
 
     @property
     def n_actions(self) -> int:
@@ -215,17 +217,34 @@ class SpikingQNetwork(nn.Module):
         """Readouts after each T in `Ts`, from one simulation of max(Ts) steps.
 
         Exact, not an approximation: with state reset before the decision, the first T steps of a
-        longer run are the T-step run. `last_stats` describes the longest one.
+        longer run are the T-step run. Large batches are simulated in chunks of at most
+        `max_elements` neuron-steps (memory grows with T x batch); `last_stats` covers the whole batch.
         """
         Ts = sorted({check_T(T) for T in Ts})
         x = self._prepare(obs)
+        state = self._state if self.carry_state and self._state is not None else None
+        if state is not None and state[-1].shape[0] != x.shape[0]:
+            raise ObservationError(
+                f"carried membranes are for a batch of {state[-1].shape[0]}, got {x.shape[0]}: call reset_state()"
+            )
+        chunk = max(1, self.max_elements // (Ts[-1] * self._neurons_per_sample))
+        parts = [
+            self._simulate(x[i : i + chunk], Ts, None if state is None else [v[i : i + chunk] for v in state])
+            for i in range(0, x.shape[0], chunk)
+        ]
+        results = {T: {name: torch.cat([p[0][T][name] for p in parts]) for name in READOUTS} for T in Ts}
+        if self.carry_state:
+            self._state = [torch.cat(vs) for vs in zip(*(p[1] for p in parts))]
+        stats = SimulationStats(Ts[-1], neurons=parts[0][2].neurons)
+        stats.spikes = [torch.cat(layer) for layer in zip(*(p[2].spikes for p in parts))]
+        stats.synaptic_ops = torch.cat([p[2].synaptic_ops for p in parts])
+        self.last_stats = stats
+        return results
+
+    def _simulate(self, x: torch.Tensor, Ts: list[int], state: list[torch.Tensor] | None):
+        """One chunk: (readouts per T, final membranes, stats)."""
         current = self._input_current(x, Ts[-1])
         batch = x.shape[0]
-        state = self._state if self.carry_state and self._state is not None else None
-        if state is not None and state[-1].shape[0] != batch:
-            raise ObservationError(
-                f"carried membranes are for a batch of {state[-1].shape[0]}, got {batch}: call reset_state()"
-            )
         new_state, stats = [], SimulationStats(Ts[-1], synaptic_ops=torch.zeros(batch, device=x.device))
         for index, (neuron, synapse) in enumerate(zip(self.neurons, self.synapses[1:])):
             v0 = state[index] if state is not None else torch.full_like(current[0], self.initial_membrane)
@@ -240,8 +259,6 @@ class SpikingQNetwork(nn.Module):
         v0 = state[-1] if state is not None else torch.full_like(current[0], self.initial_membrane)
         out_spikes, v_out = self.backend.run(self.output_neuron, current / self.scales.output, v0)
         new_state.append(v_out)
-        self._state = new_state if self.carry_state else None
-        self.last_stats = stats
         cum_current, cum_spikes = current.cumsum(0), out_spikes.cumsum(0)
         results = {}
         for T in Ts:
@@ -252,7 +269,7 @@ class SpikingQNetwork(nn.Module):
                 "spikes+membrane": integrated / T if T < Ts[-1] else (count + v_out - v0) * self.scales.output / T,
                 "membrane": integrated / T,
             }
-        return results
+        return results, new_state, stats
 
     def _input_current(self, x: torch.Tensor, T: int) -> torch.Tensor:
         """First layer's input current [T, B, ...]: computed once for analog input (it is constant)."""

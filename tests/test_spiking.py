@@ -96,8 +96,11 @@ def test_readouts_at_many_T_equal_separate_runs():
     snn = convert(net, calibration, backend="spikingjelly")
     obs = torch.randn(20, 5)
     together = snn.readouts_at(obs, [4, 16, 50])
+    snn.max_elements = 4 * 50 * 35  # forces chunks of 4 states
+    chunked = snn.readouts_at(obs, [4, 16, 50])
     for T in (4, 16, 50):
         alone = snn.readouts(obs, T)
+        torch.testing.assert_close(chunked[T]["spikes"], together[T]["spikes"])
         for name in alone:
             torch.testing.assert_close(together[T][name], alone[name], rtol=1e-5, atol=1e-6)
 
