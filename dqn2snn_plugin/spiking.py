@@ -54,6 +54,12 @@ class SimulationStats:
     spikes: list[torch.Tensor] = field(default_factory=list)  # per layer: [B] spike totals over T
     neurons: list[int] = field(default_factory=list)  # per layer: number of neurons
     synaptic_ops: torch.Tensor | None = None  # [B] spikes times fan-out, summed over layers
+    channel_spikes: list[torch.Tensor] = field(default_factory=list)  # per layer: [C] totals over B, space, T
+
+    def channel_rates(self, positions: list[int]) -> list[torch.Tensor]:
+        """Mean spikes per neuron per step of each channel ([C] per layer); `positions` = neurons per channel."""
+        batch = self.spikes[0].shape[0]
+        return [c / (batch * n * self.T) for c, n in zip(self.channel_spikes, positions)]
 
     @property
     def firing_rates(self) -> list[float]:
@@ -75,9 +81,10 @@ def if_scan(current: torch.Tensor, v: torch.Tensor, threshold: float = 1.0) -> t
     v = v.clone()
     spikes = torch.empty(current.shape, dtype=current.dtype, device=current.device)
     for t in range(current.shape[0]):
+        step = spikes[t]
         v += current[t]
-        spikes[t] = v >= threshold
-        v -= spikes[t] * threshold
+        torch.ge(v, threshold, out=step)
+        v.sub_(step, alpha=threshold)
     return spikes, v
 
 
@@ -92,6 +99,11 @@ def check_readout(readout: str) -> str:
     if readout not in READOUTS:
         raise ConfigError(f"unknown readout {readout!r}: choose one of {', '.join(READOUTS)}")
     return readout
+
+
+def _weighted(stage: nn.Sequential) -> nn.Module:
+    """The Conv2d or Linear layer of a synaptic stage."""
+    return next(layer for layer in stage if isinstance(layer, (nn.Conv2d, nn.Linear)))
 
 
 def fan_out(synapse: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
@@ -165,16 +177,23 @@ class SpikingQNetwork(nn.Module):
         self.T = check_T(T)
         self.native = native
         self.carry_state = False
+        # per-layer bias corrections added after folding (see dqn2snn_plugin.tuning); saved with the SNN
+        self.bias_shifts: list[torch.Tensor] = [torch.zeros(_weighted(s).out_channels if isinstance(_weighted(s), nn.Conv2d)
+                                                            else _weighted(s).out_features) for s in synapses]
         self.generator = torch.Generator().manual_seed(0)
         self.last_stats: SimulationStats | None = None
         self._state: list[torch.Tensor] | None = None
         self._fan_out = self._layer_fan_outs()
         self._neurons_per_sample = sum(int(f.numel()) for f in self._fan_out) + self.n_actions
-        self.max_elements = 2**27  # neuron-steps per simulated chunk (a few hundred MB)
+        # memory and speed knobs (results do not depend on them):
+        self.max_elements = 2**27  # neuron-steps held at once; larger batches are simulated in chunks
+        self.block_samples = 512  # time steps are simulated in blocks of about this many samples / B
+        self.event_driven = True  # fully connected layers read sparse spikes when few neurons fire
+        self.sparse_rate = 0.08  # below this input firing rate the event-driven path is faster (CPU)
 
     @property
     def n_actions(self) -> int:
-        return self.synapses[-1][-1].out_features
+        return _weighted(self.synapses[-1]).out_features
 
     def _layer_fan_outs(self) -> list[torch.Tensor]:
         shape = self.observation_shape
@@ -188,6 +207,21 @@ class SpikingQNetwork(nn.Module):
         for synapse, in_shape in zip(self.synapses[1:], shapes[1:]):
             fan_outs.append(fan_out(synapse, in_shape))
         return fan_outs
+
+    @torch.no_grad()
+    def shift_bias(self, stage: int, delta: torch.Tensor) -> None:
+        """Add `delta` (per output channel, in threshold units per step) to stage `stage`'s bias."""
+        layer = _weighted(self.synapses[stage])
+        if layer.bias is None:
+            layer.bias = nn.Parameter(torch.zeros_like(layer.weight[:, 0].flatten()))
+        delta = torch.as_tensor(delta, dtype=layer.bias.dtype).reshape(-1).to(layer.bias.device)
+        layer.bias += delta
+        self.bias_shifts[stage] = self.bias_shifts[stage] + delta.cpu().to(self.bias_shifts[stage].dtype)
+
+    @property
+    def channel_positions(self) -> list[int]:
+        """Neurons per channel in each spiking layer (H*W for convolutions, 1 for fully connected)."""
+        return [int(f[0].numel()) if f.ndim > 1 else 1 for f in self._fan_out]
 
     def reset_state(self) -> None:
         """Forget carried membranes (only matters with carry_state=True)."""
@@ -203,8 +237,8 @@ class SpikingQNetwork(nn.Module):
                 f"observations of shape {tuple(x.shape)} do not match this network's input: "
                 f"expected [B, {', '.join(map(str, shape))}]"
             )
-        device = self.synapses[0][0].weight.device
-        return x.to(device=device, dtype=torch.float32)
+        weight = self.synapses[0][0].weight  # simulate in the network's dtype: snn.double() gives float64
+        return x.to(device=weight.device, dtype=weight.dtype)
 
     @torch.no_grad()
     def readouts(self, obs, T: int | None = None) -> dict[str, torch.Tensor]:
@@ -217,8 +251,7 @@ class SpikingQNetwork(nn.Module):
         """Readouts after each T in `Ts`, from one simulation of max(Ts) steps.
 
         Exact, not an approximation: with state reset before the decision, the first T steps of a
-        longer run are the T-step run. Large batches are simulated in chunks of at most
-        `max_elements` neuron-steps (memory grows with T x batch); `last_stats` covers the whole batch.
+        longer run are the T-step run. `last_stats` describes the longest one.
         """
         Ts = sorted({check_T(T) for T in Ts})
         x = self._prepare(obs)
@@ -227,55 +260,78 @@ class SpikingQNetwork(nn.Module):
             raise ObservationError(
                 f"carried membranes are for a batch of {state[-1].shape[0]}, got {x.shape[0]}: call reset_state()"
             )
-        chunk = max(1, self.max_elements // (Ts[-1] * self._neurons_per_sample))
+        block = max(1, min(Ts[-1], self.block_samples // x.shape[0]))
+        chunk = max(1, self.max_elements // (block * self._neurons_per_sample))
         parts = [
-            self._simulate(x[i : i + chunk], Ts, None if state is None else [v[i : i + chunk] for v in state])
+            self._simulate(x[i : i + chunk], Ts, block, None if state is None else [v[i : i + chunk] for v in state])
             for i in range(0, x.shape[0], chunk)
         ]
         results = {T: {name: torch.cat([p[0][T][name] for p in parts]) for name in READOUTS} for T in Ts}
         if self.carry_state:
             self._state = [torch.cat(vs) for vs in zip(*(p[1] for p in parts))]
-        stats = SimulationStats(Ts[-1], neurons=parts[0][2].neurons)
-        stats.spikes = [torch.cat(layer) for layer in zip(*(p[2].spikes for p in parts))]
-        stats.synaptic_ops = torch.cat([p[2].synaptic_ops for p in parts])
+        stats = SimulationStats(Ts[-1], neurons=[int(f.numel()) for f in self._fan_out])
+        stats.spikes = [torch.cat(layer) for layer in zip(*(p[2] for p in parts))]
+        stats.synaptic_ops = torch.cat([p[3] for p in parts])
+        stats.channel_spikes = [sum(layer) for layer in zip(*(p[4] for p in parts))]
         self.last_stats = stats
         return results
 
-    def _simulate(self, x: torch.Tensor, Ts: list[int], state: list[torch.Tensor] | None):
-        """One chunk: (readouts per T, final membranes, stats)."""
-        current = self._input_current(x, Ts[-1])
-        batch = x.shape[0]
-        new_state, stats = [], SimulationStats(Ts[-1], synaptic_ops=torch.zeros(batch, device=x.device))
-        for index, (neuron, synapse) in enumerate(zip(self.neurons, self.synapses[1:])):
-            v0 = state[index] if state is not None else torch.full_like(current[0], self.initial_membrane)
-            spikes, v = self.backend.run(neuron, current, v0)
-            new_state.append(v)
-            totals = spikes.sum(0)
-            stats.spikes.append(totals.flatten(1).sum(1))
-            stats.neurons.append(totals[0].numel())
-            stats.synaptic_ops += (totals * self._fan_out[index].to(totals.device)).flatten(1).sum(1)
-            current = synapse(spikes.flatten(0, 1)).unflatten(0, spikes.shape[:2])
-        # `current` now holds the output layer's input current in Q units, [T, B, n_actions]
-        v0 = state[-1] if state is not None else torch.full_like(current[0], self.initial_membrane)
-        out_spikes, v_out = self.backend.run(self.output_neuron, current / self.scales.output, v0)
-        new_state.append(v_out)
-        cum_current, cum_spikes = current.cumsum(0), out_spikes.cumsum(0)
-        results = {}
-        for T in Ts:
-            integrated, count = cum_current[T - 1], cum_spikes[T - 1]
-            results[T] = {
-                "spikes": count * self.scales.output / T,
-                # N + V - V0 is the integrated input with no leak: the paper's robust rate
-                "spikes+membrane": integrated / T if T < Ts[-1] else (count + v_out - v0) * self.scales.output / T,
-                "membrane": integrated / T,
-            }
-        return results, new_state, stats
+    def _simulate(self, x: torch.Tensor, Ts: list[int], block: int, state: list[torch.Tensor] | None):
+        """One batch chunk, `block` time steps at a time (IF is causal, so blocks chain exactly).
 
-    def _input_current(self, x: torch.Tensor, T: int) -> torch.Tensor:
-        """First layer's input current [T, B, ...]: computed once for analog input (it is constant)."""
-        if self.input_coding == "analog":
-            first = self.synapses[0](x)
-            return first.expand(T, *first.shape)
+        Returns (readouts per T, final membranes, spike totals per layer, synaptic operations,
+        spike totals per channel).
+        """
+        batch = x.shape[0]
+        if state is None:
+            shapes = [f.shape for f in self._fan_out] + [(self.n_actions,)]
+            state = [torch.full((batch, *shape), self.initial_membrane, dtype=x.dtype, device=x.device) for shape in shapes]
+        state = list(state)
+        first = self.synapses[0](x) if self.input_coding == "analog" else None  # constant: computed once
+        totals = [torch.zeros(batch, dtype=x.dtype, device=x.device) for _ in self.neurons]
+        channels = [torch.zeros(f.shape[0], dtype=x.dtype, device=x.device) for f in self._fan_out]
+        synaptic_ops = torch.zeros(batch, dtype=x.dtype, device=x.device)
+        out_v0, integrated, count = state[-1].clone(), 0.0, 0.0
+        results, done = {}, 0
+        for end in sorted(set(range(block, Ts[-1], block)) | set(Ts)):
+            steps = end - done
+            current = first.expand(steps, *first.shape) if first is not None else self._poisson_current(x, steps)
+            for index, (neuron, synapse) in enumerate(zip(self.neurons, self.synapses[1:])):
+                spikes, state[index] = self.backend.run(neuron, current, state[index])
+                per_neuron = spikes.sum(0)
+                totals[index] += per_neuron.flatten(1).sum(1)
+                channels[index] += per_neuron.sum(0).flatten(1).sum(1) if per_neuron.ndim > 2 else per_neuron.sum(0)
+                synaptic_ops += (per_neuron * self._fan_out[index].to(per_neuron)).flatten(1).sum(1)
+                current = self._synaptic_current(synapse, spikes)
+            # `current` is now the output layer's input in Q units, [steps, B, n_actions]
+            out_spikes, state[-1] = self.backend.run(self.output_neuron, current / self.scales.output, state[-1])
+            integrated, count, done = integrated + current.sum(0), count + out_spikes.sum(0), end
+            if end in Ts:
+                results[end] = {
+                    "spikes": count * self.scales.output / end,
+                    # N + V - V0: with no leak, exactly the integrated input (the paper's robust rate)
+                    "spikes+membrane": (count + state[-1] - out_v0) * self.scales.output / end,
+                    "membrane": integrated / end,
+                }
+        return results, state, totals, synaptic_ops, channels
+
+    def _synaptic_current(self, synapse: nn.Sequential, spikes: torch.Tensor) -> torch.Tensor:
+        """The next layer's input current [T, B, ...] from spikes [T, B, ...].
+
+        Event-driven for a fully connected layer on CPU when few inputs spike: only the weight rows
+        of the spiking inputs are summed (sparse x dense product); otherwise one dense batched pass.
+        """
+        flat = spikes.flatten(0, 1)
+        linear = synapse[-1]
+        if self.event_driven and isinstance(linear, nn.Linear) and flat.device.type == "cpu":
+            events = flat.flatten(1)
+            if events.count_nonzero() < self.sparse_rate * events.numel():
+                out = torch.addmm(linear.bias, events.to_sparse(), linear.weight.t().contiguous())
+                return out.unflatten(0, spikes.shape[:2])
+        return synapse(flat).unflatten(0, spikes.shape[:2])
+
+    def _poisson_current(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        """First layer's input current [T, B, ...] from Bernoulli spike trains with rate x / input_max."""
         rates = (x / self.input_max).clamp(0, 1).expand(T, *x.shape)
         spikes_in = torch.bernoulli(rates, generator=self.generator) * self.input_max
         return self.synapses[0](spikes_in.flatten(0, 1)).unflatten(0, (T, x.shape[0]))

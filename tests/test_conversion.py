@@ -35,14 +35,18 @@ def states(tmp_path_factory):
 
 @pytest.mark.parametrize("game", GAMES)
 def test_backends_agree_on_actions_and_spike_counts(states, game):
+    """In float64 both backends give the same spikes in every layer; in float32 they differ only by
+    rounding order (snnTorch subtracts the reset one step later), which flips a few near-tied states."""
     ckpt, calibration, test = states(game)
     sj = convert(ckpt, calibration, backend="spikingjelly")
     snt = convert(ckpt, calibration, backend="snntorch", scales=sj.scales)
-    a_sj, a_snt = sj.act(test, T=64), snt.act(test, T=64)
-    assert (a_sj == a_snt).float().mean() >= 0.999
+    assert (sj.act(test, T=64) == snt.act(test, T=64)).float().mean() >= 0.99
     for layer_sj, layer_snt in zip(sj.last_stats.spikes, snt.last_stats.spikes):
-        # identical up to float rounding (and the threshold-tie rule, see test_spiking)
-        np.testing.assert_allclose(layer_snt.numpy(), layer_sj.numpy(), rtol=1e-3, atol=2)
+        np.testing.assert_allclose(layer_snt.numpy(), layer_sj.numpy(), rtol=2e-3, atol=2)
+    sj.double(), snt.double()
+    assert (sj.act(test, T=64) == snt.act(test, T=64)).float().mean() >= 0.999
+    for layer_sj, layer_snt in zip(sj.last_stats.spikes, snt.last_stats.spikes):
+        assert torch.equal(layer_sj, layer_snt)
 
 
 def test_spikingjelly_kernels_give_identical_spikes(states):

@@ -10,6 +10,11 @@ from dqn2snn_plugin.adapters.spikingjelly import SpikingJellyBackend
 from dqn2snn_plugin.errors import ConfigError, ObservationError
 from dqn2snn_plugin.spiking import if_scan
 
+@pytest.fixture(autouse=True)
+def seeded():
+    torch.manual_seed(0)
+
+
 BACKENDS = [SpikingJellyBackend("scan"), SpikingJellyBackend("spikingjelly"), SnnTorchBackend()]
 
 # (constant input current, initial membrane, T, expected spike train): worked by hand with
@@ -96,13 +101,27 @@ def test_readouts_at_many_T_equal_separate_runs():
     snn = convert(net, calibration, backend="spikingjelly")
     obs = torch.randn(20, 5)
     together = snn.readouts_at(obs, [4, 16, 50])
-    snn.max_elements = 4 * 50 * 35  # forces chunks of 4 states
+    snn.max_elements = 4 * 50 * 35  # forces small batch chunks
+    snn.block_samples = 20  # and one time step per block
     chunked = snn.readouts_at(obs, [4, 16, 50])
     for T in (4, 16, 50):
         alone = snn.readouts(obs, T)
         torch.testing.assert_close(chunked[T]["spikes"], together[T]["spikes"])
         for name in alone:
             torch.testing.assert_close(together[T][name], alone[name], rtol=1e-5, atol=1e-6)
+
+
+def test_event_driven_fully_connected_path_equals_the_dense_pass():
+    net = nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    snn = convert(net, torch.randn(200, 6), backend="spikingjelly")
+    obs = torch.randn(30, 6)
+    snn.event_driven, snn.sparse_rate = True, 1.0  # always sparse
+    sparse = snn.readouts(obs, T=40)
+    sparse_spikes = [s.clone() for s in snn.last_stats.spikes]
+    snn.event_driven = False
+    dense = snn.readouts(obs, T=40)
+    torch.testing.assert_close(sparse["membrane"], dense["membrane"], rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(sparse_spikes, snn.last_stats.spikes))
 
 
 def test_carry_state_keeps_membranes_between_calls():

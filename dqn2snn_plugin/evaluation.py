@@ -1,0 +1,498 @@
+"""Run logic behind `dqn2snn evaluate / sweep / benchmark / demo`: play, measure, tabulate, save.
+
+The paper's protocol: whole games with epsilon = 0.05 (`atari.play`), mean +- std of the raw score,
+and the "conversion rate" = agreement of the SNN's and the DQN's greedy actions on the states the
+SNN visits. We also report agreement on DQN-visited states, for the spike-count and the N + V readouts.
+
+`evaluate` measures one (percentile, T) setting. `sweep` measures a grid of them and appends every
+finished cell to `cells.jsonl` at once (flush + fsync), so an interrupted sweep resumes where it
+stopped; `config.json` pins what decides the results, and a rerun with other settings is refused
+(ResultsError) rather than mixed in. In a sweep, the DQN-visited agreement is measured on a fixed
+held-out state set (separate episodes from calibration) for all T of a percentile in one simulation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dqn2snn_plugin.atari import EpisodeResult, check_action_count, play
+from dqn2snn_plugin.calibration import _cache_key, calibration_and_test_observations, collect_observations
+from dqn2snn_plugin.checkpoint import DQNCheckpoint, load_dqn
+from dqn2snn_plugin.conversion import BACKENDS, convert
+from dqn2snn_plugin.errors import CalibrationError, ConfigError, ResultsError
+from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult
+from dqn2snn_plugin.normalization import check_percentile
+from dqn2snn_plugin.spiking import SpikingQNetwork, check_readout, check_T
+
+EPSILON = 0.05  # the paper's evaluation exploration
+AGREEMENT_READOUTS = ("spikes+membrane", "spikes")
+SWEEP_FORMAT = "dqn2snn-sweep-v1"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything besides the checkpoint, T and p that decides a result (compared on resume)."""
+
+    episodes: int = 10
+    calibration_frames: int = 5000
+    max_steps: int = 18_000
+    n_envs: int = 8
+    seed: int = 0
+    backend: str = "spikingjelly"
+    readout: str = "spikes+membrane"  # the readout the SNN acts on
+    epsilon: float = EPSILON
+
+    def check(self) -> RunSettings:
+        """Raise ConfigError for any out-of-range value; return self."""
+        for name in ("episodes", "calibration_frames", "max_steps", "n_envs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ConfigError(f"epsilon must lie in [0, 1], got {self.epsilon}")
+        check_readout(self.readout)
+        return self
+
+
+# ---------------------------------------------------------------- checks done before any work
+
+
+def resolve_device(device: str) -> str:
+    """"cpu" or "cuda"; ConfigError for "cuda" without a GPU or any other name."""
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available: use --device cpu")
+    return device
+
+
+def check_grid(Ts: Iterable[int], percentiles: Iterable[float | str]) -> tuple[list[int], list[float]]:
+    """Validated, de-duplicated, ordered T values and percentiles ("max" -> 100)."""
+    Ts = sorted({check_T(T) for T in Ts})
+    ps = sorted({check_percentile(p) for p in percentiles})
+    if not Ts or not ps:
+        raise ConfigError("need at least one T and one percentile")
+    return Ts, ps
+
+
+def writable_dir(path: str | Path) -> Path:
+    """Create `path` if needed and prove it writable; ResultsError otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test"):
+            pass
+    except OSError as exc:
+        raise ResultsError(f"cannot write results to {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def load_checked(source: str | Path, *, env_id: str | None = None, device: str = "cpu") -> DQNCheckpoint:
+    """`load_dqn` plus the game checks: a known env id whose action count matches the network."""
+    checkpoint = load_dqn(source, env_id=env_id, device=device)
+    if checkpoint.env_id is None:
+        raise CalibrationError(f"{source}: the checkpoint does not name its game: pass --env-id <Game>NoFrameskip-v4")
+    check_action_count(checkpoint.env_id, checkpoint.n_actions)
+    return checkpoint
+
+
+# ---------------------------------------------------------------- playing and measuring
+
+
+class _SnnPlayer:
+    """The SNN as both a policy and the recorder's SNN, simulated once per step instead of twice.
+
+    `play` calls the policy and then the recorder on the same observations; the second call reuses
+    the first simulation. Also totals spikes and synaptic operations per decision.
+    """
+
+    def __init__(self, snn: SpikingQNetwork, T: int, readout: str) -> None:
+        self.snn, self.T, self.readout = snn, T, readout
+        self._obs: np.ndarray | None = None
+        self._values: dict[str, torch.Tensor] = {}
+        self.decisions, self.spikes, self.synaptic_ops = 0, 0.0, 0.0
+
+    def readouts(self, obs: np.ndarray | torch.Tensor, T: int | None = None) -> dict[str, torch.Tensor]:
+        obs = obs.cpu().numpy() if isinstance(obs, torch.Tensor) else np.asarray(obs)
+        if T not in (None, self.T):
+            raise ConfigError(f"this player simulates T={self.T}, asked for T={T}")
+        if self._obs is None or self._obs.shape != obs.shape or not np.array_equal(self._obs, obs):
+            self._values = self.snn.readouts(obs, T=self.T)
+            stats = self.snn.last_stats
+            self.decisions += len(obs)
+            self.spikes += float(sum(s.float().sum() for s in stats.spikes))
+            self.synaptic_ops += float(stats.synaptic_ops.float().sum())
+            self._obs = obs.copy()
+        return self._values
+
+    def __call__(self, obs: np.ndarray) -> torch.Tensor:
+        return self.readouts(obs)[self.readout].argmax(dim=1)
+
+
+def score_summary(episodes: Sequence[EpisodeResult]) -> dict:
+    """Mean, std (population) and the per-episode scores and lengths."""
+    scores = np.array([e.score for e in episodes], dtype=np.float64)
+    return {
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+        "scores": scores.tolist(),
+        "lengths": [e.length for e in episodes],
+        "truncated": sum(e.truncated for e in episodes),
+    }
+
+
+def agreement_summary(results: dict[str, AgreementResult]) -> dict:
+    """{readout: {rate, rate_above_gap, spearman, n_states}} with NaN as None (valid JSON)."""
+    def number(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    return {
+        name: {"rate": r.rate, "rate_above_gap": number(r.rate_above_gap), "spearman": number(r.spearman),
+               "n_states": len(r.dqn_actions)}
+        for name, r in results.items()
+    }
+
+
+def play_dqn(checkpoint: DQNCheckpoint, settings: RunSettings, snn: SpikingQNetwork | None = None,
+             T: int | None = None) -> tuple[dict, dict | None]:
+    """DQN games: score summary, and agreement on the DQN-visited states when an SNN is given."""
+    recorder = None if snn is None else AgreementRecorder(checkpoint, snn, T, readouts=AGREEMENT_READOUTS)
+    episodes = play(checkpoint.act, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs,
+                    epsilon=settings.epsilon, seed=settings.seed, max_steps=settings.max_steps, on_step=recorder,
+                    progress=True)
+    return score_summary(episodes), None if recorder is None else agreement_summary(recorder.results())
+
+
+def play_snn(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, T: int, settings: RunSettings) -> dict:
+    """SNN games: score summary, agreement on SNN-visited states (the paper's conversion rate), cost."""
+    player = _SnnPlayer(snn, T, settings.readout)
+    recorder = AgreementRecorder(checkpoint, player, T, readouts=AGREEMENT_READOUTS)
+    episodes = play(player, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs, epsilon=settings.epsilon,
+                    seed=settings.seed, max_steps=settings.max_steps, on_step=recorder, progress=True)
+    return {
+        "score": score_summary(episodes),
+        "agreement_snn_visited": agreement_summary(recorder.results()),
+        "spikes_per_decision": player.spikes / player.decisions,
+        "synaptic_ops_per_decision": player.synaptic_ops / player.decisions,
+    }
+
+
+def calibration_states(checkpoint: DQNCheckpoint, settings: RunSettings) -> np.ndarray:
+    """The DQN's own epsilon-greedy states for calibration (cached on disk, default cache dir)."""
+    return collect_observations(checkpoint, settings.calibration_frames, epsilon=settings.epsilon, seed=settings.seed,
+                                n_envs=settings.n_envs, progress=True)
+
+
+def checkpoint_digest(checkpoint: DQNCheckpoint) -> str:
+    """Short hash of the Q-network's weights: identifies the checkpoint wherever the file lies."""
+    return _cache_key(checkpoint)
+
+
+def _header(checkpoint: DQNCheckpoint, settings: RunSettings) -> dict:
+    return {"checkpoint": checkpoint.source, "checkpoint_sha": checkpoint_digest(checkpoint),
+            "env_id": checkpoint.env_id, "settings": asdict(settings)}
+
+
+def evaluate(checkpoint: DQNCheckpoint, *, T: int, percentile: float | str, settings: RunSettings,
+             snn: SpikingQNetwork | None = None) -> dict:
+    """One setting, the paper's way: DQN and SNN games, agreement on both state sets, spikes per decision.
+
+    The SNN is converted from `settings.calibration_frames` calibration states unless given.
+    Returns a JSON-ready dict (see `format_evaluation`).
+    """
+    T, p = check_T(T), check_percentile(percentile)
+    settings.check()
+    if snn is None:
+        snn = convert(checkpoint, calibration_states(checkpoint, settings), percentile=p, backend=settings.backend,
+                      readout=settings.readout, T=T)
+    dqn_score, dqn_visited = play_dqn(checkpoint, settings, snn, T)
+    snn_result = play_snn(checkpoint, snn, T, settings)
+    return {
+        **_header(checkpoint, settings), "T": T, "percentile": p, "dqn": {"score": dqn_score},
+        "snn": snn_result, "agreement_dqn_visited": dqn_visited, "scales": snn.scales.as_dict(),
+    }
+
+
+# ---------------------------------------------------------------- tables and files
+
+
+def p_label(p: float) -> str:
+    """A percentile as people write it: 99.9, or "max" for 100."""
+    return "max" if p == 100.0 else f"{p:g}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _score(summary: dict) -> str:
+    return f"{summary['mean']:.1f} ± {summary['std']:.1f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def format_evaluation(result: dict) -> str:
+    """The printed table of `evaluate`: one row per player, agreement per readout on its states."""
+    s = result["settings"]
+    snn = result["snn"]
+    rows = []
+    for who, score, agreement in (("DQN plays", result["dqn"]["score"], result["agreement_dqn_visited"]),
+                                  ("SNN plays", snn["score"], snn["agreement_snn_visited"])):
+        rows.append([who, _score(score), *(_pct(agreement[r]["rate"]) for r in AGREEMENT_READOUTS),
+                     agreement[AGREEMENT_READOUTS[0]]["n_states"]])
+    title = (f"{result['env_id']}  T={result['T']}  p={p_label(result['percentile'])}  "
+             f"{s['episodes']} episodes (ε={s['epsilon']}, ≤{s['max_steps']} steps)  SNN acts on {s['readout']}")
+    table = markdown_table(["", "score (mean ± std)", *(f"agreement {r}" for r in AGREEMENT_READOUTS), "states"],
+                           rows)
+    cost = (f"spikes per decision: {snn['spikes_per_decision']:,.0f}   "
+            f"synaptic ops per decision: {snn['synaptic_ops_per_decision']:,.0f}")
+    return f"{title}\n{table}\n{cost}"
+
+
+def write_json(path: str | Path, data: object) -> None:
+    """Write JSON atomically (temp file + os.replace): readers see the old file or the whole new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_table(directory: Path, name: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """`name.csv` and `name.md` holding the same rows."""
+    with open(directory / f"{name}.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([headers, *rows])
+    (directory / f"{name}.md").write_text(markdown_table(headers, rows) + "\n")
+
+
+# ---------------------------------------------------------------- sweep with resume
+
+
+class CellLog:
+    """`DIR/config.json` + `DIR/cells.jsonl`: append-only, crash-safe results of one sweep configuration."""
+
+    def __init__(self, directory: Path, config: dict) -> None:
+        self.directory = writable_dir(directory)
+        self.config_path, self.cells_path = self.directory / "config.json", self.directory / "cells.jsonl"
+        if self.config_path.exists():
+            stored = json.loads(self.config_path.read_text())
+            differ = [f"{k}: {stored.get(k)!r} there, {config.get(k)!r} now"
+                      for k in sorted(set(stored) | set(config)) if stored.get(k) != config.get(k)]
+            if differ:
+                raise ResultsError(
+                    f"{self.directory} holds results of an incompatible run ({'; '.join(differ)}): "
+                    "use another output directory, or delete that one to start over"
+                )
+        elif self.cells_path.exists():
+            raise ResultsError(f"{self.cells_path} exists without config.json: cannot tell which run made it")
+        else:
+            write_json(self.config_path, config)
+        self.records = self._read()
+
+    def _read(self) -> list[dict]:
+        """Every complete record; a line cut short by a crash is dropped from the file."""
+        if not self.cells_path.exists():
+            return []
+        text = self.cells_path.read_text()
+        complete = text[: text.rfind("\n") + 1]
+        if complete != text:
+            with open(self.cells_path, "r+") as handle:
+                handle.truncate(len(complete.encode()))
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+    def append(self, record: dict) -> None:
+        """Add one finished record durably (flush + fsync) before anything else is computed."""
+        with open(self.cells_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.records.append(record)
+
+    def find(self, kind: str, **key: object) -> dict | None:
+        return next((r for r in self.records if r["kind"] == kind and all(r[k] == v for k, v in key.items())), None)
+
+
+def heldout_agreement(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, states: np.ndarray, Ts: list[int],
+                      batch_size: int = 256) -> dict[int, dict]:
+    """Agreement summaries per T on fixed states, from one simulation of max(Ts) steps per batch."""
+    q, values = [], {T: {r: [] for r in AGREEMENT_READOUTS} for T in Ts}
+    for start in range(0, len(states), batch_size):
+        batch = states[start : start + batch_size]
+        q.append(checkpoint.q_values(batch).cpu())
+        for T, readouts in snn.readouts_at(batch, Ts).items():
+            for r in AGREEMENT_READOUTS:
+                values[T][r].append(readouts[r].cpu())
+    q_all = torch.cat(q)
+    return {T: agreement_summary({r: AgreementResult.from_values(q_all, torch.cat(v)) for r, v in per.items()})
+            for T, per in values.items()}
+
+
+def run_cell(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, p: float, T: int, settings: RunSettings,
+             heldout: dict) -> dict:
+    """One sweep cell: SNN games at T (score, SNN-visited agreement, cost) plus the held-out agreement."""
+    return {"kind": "cell", "percentile": p, "T": T, **play_snn(checkpoint, snn, T, settings),
+            "agreement_heldout": heldout}
+
+
+SWEEP_HEADERS = ["percentile", "T", "DQN score", "SNN score", "SNN std",
+                 "agreement SNN-visited (N+V)", "agreement SNN-visited (spikes)",
+                 "agreement held-out (N+V)", "agreement held-out (spikes)", "spikes per decision"]
+
+
+def sweep_rows(log: CellLog, Ts: list[int], ps: list[float]) -> list[list[object]]:
+    """One table row per finished (p, T) cell of the grid, in grid order."""
+    dqn = log.find("dqn")["score"]["mean"]
+    rows = []
+    for p in ps:
+        for T in Ts:
+            cell = log.find("cell", percentile=p, T=T)
+            if cell is None:
+                continue
+            visited, held = cell["agreement_snn_visited"], cell["agreement_heldout"]
+            rows.append([p_label(p), T, f"{dqn:.2f}", f"{cell['score']['mean']:.2f}", f"{cell['score']['std']:.2f}",
+                         *(f"{visited[r]['rate']:.4f}" for r in AGREEMENT_READOUTS),
+                         *(f"{held[r]['rate']:.4f}" for r in AGREEMENT_READOUTS),
+                         f"{cell['spikes_per_decision']:.0f}"])
+    return rows
+
+
+def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[float | str], settings: RunSettings,
+          out_dir: str | Path, *, test_frames: int = 1000) -> list[list[object]]:
+    """Measure every (p, T) cell, resuming from `out_dir`; write sweep.csv/.md and the plots; return the rows."""
+    from dqn2snn_plugin.plots import plot_sweep
+
+    Ts, ps = check_grid(Ts, percentiles)
+    settings.check()
+    if test_frames < 1:
+        raise ConfigError(f"test-frames must be at least 1, got {test_frames}")
+    config = {"format": SWEEP_FORMAT, **_header(checkpoint, settings), "test_frames": test_frames}
+    config.pop("checkpoint")  # where the file lies does not matter, its weights do
+    log = CellLog(Path(out_dir), config)
+    if log.find("dqn") is None:
+        log.append({"kind": "dqn", "score": play_dqn(checkpoint, settings)[0]})
+    todo = {p: [T for T in Ts if log.find("cell", percentile=p, T=T) is None] for p in ps}
+    if any(todo.values()):
+        calibration, test = calibration_and_test_observations(
+            checkpoint, settings.calibration_frames, test_frames, seed=settings.seed, epsilon=settings.epsilon,
+            n_envs=settings.n_envs, progress=True)
+        total = len(Ts) * len(ps)
+        with tqdm(total=total, initial=total - sum(map(len, todo.values())), desc="sweep cells", unit="cell") as bar:
+            for p, cell_Ts in todo.items():
+                if not cell_Ts:
+                    continue
+                snn = convert(checkpoint, calibration, percentile=p, backend=settings.backend, readout=settings.readout)
+                heldout = heldout_agreement(checkpoint, snn, test, cell_Ts)
+                for T in cell_Ts:
+                    log.append(run_cell(checkpoint, snn, p, T, settings, heldout[T]))
+                    bar.update(1)
+    rows = sweep_rows(log, Ts, ps)
+    write_table(log.directory, "sweep", SWEEP_HEADERS, rows)
+    plot_sweep(log.directory, rows, dqn_score=log.find("dqn")["score"]["mean"])
+    return rows
+
+
+# ---------------------------------------------------------------- benchmark over games
+
+BENCHMARK_HEADERS = ["game", "DQN score", "SNN score", "agreement SNN-visited (N+V)", "agreement DQN-visited (N+V)",
+                     "agreement SNN-visited (spikes)", "agreement DQN-visited (spikes)", "T", "p",
+                     "spikes per decision"]
+
+
+def checkpoint_sources(paths: Sequence[str]) -> list[str]:
+    """The checkpoints named, with every .zip/.pt/.pth file inside a named directory (sorted)."""
+    sources = []
+    for path in paths:
+        if Path(path).is_dir():
+            found = sorted(str(f) for f in Path(path).iterdir() if f.suffix in (".zip", ".pt", ".pth"))
+            if not found:
+                raise ResultsError(f"{path} holds no checkpoint (.zip, .pt, .pth)")
+            sources += found
+        else:
+            sources.append(path)
+    return sources
+
+
+def benchmark_row(result: dict) -> list[object]:
+    snn, rates = result["snn"], {}
+    for r in AGREEMENT_READOUTS:
+        rates[r] = (_pct(snn["agreement_snn_visited"][r]["rate"]), _pct(result["agreement_dqn_visited"][r]["rate"]))
+    game = result["env_id"].removesuffix("NoFrameskip-v4")
+    return [game, _score(result["dqn"]["score"]), _score(snn["score"]), *rates["spikes+membrane"],
+            *rates["spikes"], result["T"], p_label(result["percentile"]), f"{snn['spikes_per_decision']:,.0f}"]
+
+
+def benchmark(checkpoints: Sequence[DQNCheckpoint], *, T: int, percentile: float | str, settings: RunSettings,
+              out_dir: str | Path) -> list[list[object]]:
+    """The paper's table: `evaluate` per game, saved as DIR/<env_id>.json, DIR/benchmark.csv and .md."""
+    out = writable_dir(out_dir)
+    rows = []
+    for checkpoint in tqdm(checkpoints, desc="games", unit="game"):
+        result = evaluate(checkpoint, T=T, percentile=percentile, settings=settings)
+        write_json(out / f"{checkpoint.env_id}.json", result)
+        rows.append(benchmark_row(result))
+    write_table(out, "benchmark", BENCHMARK_HEADERS, rows)
+    return rows
+
+
+# ---------------------------------------------------------------- demo
+
+DEMO_CHECKPOINT = Path("shared") / "fixtures" / "atari-dqn" / "dqn-BreakoutNoFrameskip-v4.zip"
+
+
+def find_demo_checkpoint() -> Path:
+    """The shipped Breakout fixture, looked up beside the repository and the current directory."""
+    here = Path(__file__).resolve()
+    candidates = [base / DEMO_CHECKPOINT for base in (here.parents[2], Path.cwd().parent, Path.cwd())]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ResultsError("the demo checkpoint was not found (looked for " + ", ".join(map(str, candidates))
+                       + "): pass --checkpoint")
+
+
+def demo(checkpoint: DQNCheckpoint, *, T: int, Ts: Sequence[int], settings: RunSettings, out_dir: str | Path,
+         test_frames: int = 256) -> tuple[dict, list[list[object]]]:
+    """Convert, play DQN and SNN at T, measure held-out agreement for every T in `Ts`, plot it.
+
+    Returns the `evaluate` result and the held-out rows (T, agreement per readout); writes
+    `result.json`, `agreement_vs_T.png` and `heldout.md` into `out_dir`.
+    """
+    from dqn2snn_plugin.plots import plot_heldout
+
+    out = writable_dir(out_dir)
+    Ts = sorted({check_T(t) for t in (*Ts, T)})
+    calibration, test = calibration_and_test_observations(
+        checkpoint, settings.calibration_frames, test_frames, seed=settings.seed, epsilon=settings.epsilon,
+        n_envs=settings.n_envs, progress=True)
+    snn = convert(checkpoint, calibration, percentile=99.9, backend=settings.backend, readout=settings.readout, T=T)
+    result = evaluate(checkpoint, T=T, percentile=99.9, settings=settings, snn=snn)
+    heldout = heldout_agreement(checkpoint, snn, test, Ts)
+    rows = [[t, *(heldout[t][r]["rate"] for r in AGREEMENT_READOUTS)] for t in Ts]
+    write_json(out / "result.json", {**result, "agreement_heldout": {str(t): heldout[t] for t in Ts}})
+    (out / "heldout.md").write_text(markdown_table(
+        ["T", *(f"held-out agreement {r}" for r in AGREEMENT_READOUTS)],
+        [[t, *map(_pct, rates)] for t, *rates in rows]) + "\n")
+    plot_heldout(out / "agreement_vs_T.png", rows, AGREEMENT_READOUTS, title=f"{checkpoint.env_id}, p = 99.9")
+    return result, rows

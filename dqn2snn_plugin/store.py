@@ -1,0 +1,86 @@
+"""Save a converted SNN to one file and rebuild it later, without calibration data or the original file.
+
+The file (`torch.save` of plain dicts, lists and tensors, so `torch.load(weights_only=True)` reads it
+and no code can hide in it) holds the DQN's layers and weights, the layer scales and the conversion
+options. `load_snn` refolds the scales into the weights through `convert(..., scales=...)`, which is
+deterministic, so the reloaded SNN gives the same outputs as the saved one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.conversion import INITIAL_MEMBRANES, convert
+from dqn2snn_plugin.errors import CheckpointError
+from dqn2snn_plugin.normalization import LayerScales
+from dqn2snn_plugin.spiking import SpikingQNetwork
+
+FORMAT = "dqn2snn-snn-v1"
+
+
+def _layer_spec(layer: nn.Module) -> dict:
+    if isinstance(layer, nn.Conv2d):
+        return {"type": "Conv2d", "in": layer.in_channels, "out": layer.out_channels, "kernel": list(layer.kernel_size),
+                "stride": list(layer.stride), "padding": list(layer.padding), "bias": layer.bias is not None}
+    if isinstance(layer, nn.Linear):
+        return {"type": "Linear", "in": layer.in_features, "out": layer.out_features, "bias": layer.bias is not None}
+    if isinstance(layer, nn.Flatten):
+        return {"type": "Flatten", "start": layer.start_dim, "end": layer.end_dim}
+    return {"type": type(layer).__name__}  # ReLU
+
+
+def _build_layer(spec: dict) -> nn.Module:
+    kind = spec["type"]
+    if kind == "Conv2d":
+        return nn.Conv2d(spec["in"], spec["out"], tuple(spec["kernel"]), tuple(spec["stride"]), tuple(spec["padding"]),
+                         bias=spec["bias"])
+    if kind == "Linear":
+        return nn.Linear(spec["in"], spec["out"], bias=spec["bias"])
+    if kind == "Flatten":
+        return nn.Flatten(spec["start"], spec["end"])
+    if kind == "ReLU":
+        return nn.ReLU()
+    raise CheckpointError(f"unknown layer type {kind!r} in a saved SNN")
+
+
+def save_snn(snn: SpikingQNetwork, checkpoint: DQNCheckpoint, path: str | Path) -> None:
+    """Write `snn` (converted from `checkpoint`) to `path`, loadable with `load_snn`."""
+    v0_name = next(name for name, v in INITIAL_MEMBRANES.items() if v == snn.initial_membrane)
+    payload = {
+        "format": FORMAT,
+        "layers": [_layer_spec(layer) for layer in checkpoint.q_network],
+        "state_dict": {k: v.detach().cpu() for k, v in checkpoint.q_network.state_dict().items()},
+        "checkpoint": {"n_actions": checkpoint.n_actions, "observation_shape": list(checkpoint.observation_shape),
+                       "policy": checkpoint.policy, "algorithm": checkpoint.algorithm,
+                       "sb3_version": checkpoint.sb3_version, "env_id": checkpoint.env_id, "source": checkpoint.source},
+        "scales": {"hidden": [s.detach().cpu() for s in snn.scales.hidden], "output": snn.scales.output,
+                   "percentile": snn.scales.percentile, "rank": snn.scales.rank,
+                   "channel_wise": snn.scales.channel_wise, "n_states": snn.scales.n_states},
+        "options": {"backend": snn.backend.name, "initial_membrane": v0_name, "input_coding": snn.input_coding,
+                    "input_max": snn.input_max, "readout": snn.readout, "T": snn.T},
+    }
+    torch.save(payload, Path(path))
+
+
+def load_snn(path: str | Path, *, device: str = "cpu") -> tuple[SpikingQNetwork, DQNCheckpoint]:
+    """Rebuild the SNN saved by `save_snn`, and the DQN it came from (for comparisons)."""
+    try:
+        payload = torch.load(Path(path), weights_only=True, map_location="cpu")
+    except Exception as exc:  # torch raises several unrelated types for a bad file
+        raise CheckpointError(f"{path}: not a saved dqn2snn SNN ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a saved dqn2snn SNN (format {FORMAT} expected)")
+    network = nn.Sequential(*(_build_layer(spec) for spec in payload["layers"]))
+    network.load_state_dict(payload["state_dict"])
+    info = payload["checkpoint"]
+    checkpoint = DQNCheckpoint(
+        q_network=network.to(device).eval(), n_actions=info["n_actions"],
+        observation_shape=tuple(info["observation_shape"]), policy=info["policy"], algorithm=info["algorithm"],
+        sb3_version=info["sb3_version"], env_id=info["env_id"], source=info["source"],
+    )
+    scales = LayerScales(**{**payload["scales"], "hidden": tuple(s.to(device) for s in payload["scales"]["hidden"])})
+    return convert(checkpoint, None, scales=scales, **payload["options"]), checkpoint

@@ -1,0 +1,128 @@
+"""Beyond the paper: make the SNN agree with its DQN at a few time steps, without retraining.
+
+At small T the SNN's rates are quantised (about 1/T per neuron), a neuron starting at membrane 0
+under-counts (its count is the floor of its integrated input), and activations above lambda saturate.
+Q-value gaps of weak DQNs are smaller than these errors, so greedy actions flip. The remedies here:
+
+- `calibrate_biases`: rate matching in the spirit of "SNN calibration" (Li et al., 2021): layer by
+  layer, shift each channel's bias by the mean difference between the ANN's normalised activation
+  (clipped to [0, 1]) and the SNN's measured firing rate on calibration states at the target T;
+  finally shift each action's output bias by the mean Q-value error. Corrections are measured on
+  the SNN as already corrected below, so errors do not compound.
+- `tune`: try percentiles, initial membranes and bias calibration; keep the option with the highest
+  agreement on held-out calibration states (never on the test states), and report every option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+import torch
+
+from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.conversion import convert
+from dqn2snn_plugin.errors import CalibrationError, ConfigError
+from dqn2snn_plugin.normalization import layer_scales, record_activations
+from dqn2snn_plugin.spiking import SpikingQNetwork, check_T
+
+PERCENTILES: tuple[float | str, ...] = (99.0, 99.9, 99.99, "max")
+INITS: tuple[str, ...] = ("zero", "half")
+
+
+@torch.no_grad()
+def calibrate_biases(
+    snn: SpikingQNetwork, checkpoint: DQNCheckpoint, states, T: int, *, output: bool = True, batch: int = 512
+) -> SpikingQNetwork:
+    """Shift the biases of `snn` (in place) so its mean rates match the ANN's on `states` at T."""
+    T = check_T(T)
+    x = checkpoint.prepare(states)
+    if len(x) == 0:
+        raise CalibrationError("bias calibration needs at least one calibration state")
+    hidden, q = record_activations(checkpoint.q_network, x, batch)
+    for layer, (acts, scale) in enumerate(zip(hidden, snn.scales.hidden)):
+        view = (1, -1) + (1,) * (acts.ndim - 2)
+        target = (acts / scale.reshape(view).to(acts)).clamp(0, 1)
+        target = target.transpose(0, 1).reshape(acts.shape[1], -1).mean(1)
+        snn.readouts(x, T)
+        measured = snn.last_stats.channel_rates(snn.channel_positions)[layer]
+        snn.shift_bias(layer, target - measured.to(target))
+    if output:
+        values = snn.readouts(x, T)[snn.readout]
+        snn.shift_bias(len(snn.synapses) - 1, (q - values).mean(0))
+    return snn
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """One option tried by `tune`, with its agreement on the validation states."""
+
+    percentile: float | str
+    initial_membrane: str
+    bias_calibration: bool
+    agreement: float
+
+
+def tune(
+    checkpoint: DQNCheckpoint,
+    calibration,
+    T: int = 16,
+    *,
+    percentiles=PERCENTILES,
+    inits=INITS,
+    bias_calibration=(False, True),
+    validation_fraction: float = 0.25,
+    backend: str = "spikingjelly",
+    seed: int = 0,
+) -> SpikingQNetwork:
+    """The converted network with the best options for T, chosen on part of the calibration states.
+
+    The calibration states are split at random into a fitting part (scales, bias calibration) and a
+    validation part (agreement with the DQN's greedy action, at T). The returned network carries
+    `tuning_report` (every option tried, best first) and `validation_agreement`.
+    """
+    T = check_T(T)
+    if not 0.0 < validation_fraction < 1.0:
+        raise ConfigError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    states = np.asarray(calibration) if not isinstance(calibration, torch.Tensor) else calibration
+    if len(states) < 8:
+        raise CalibrationError(f"tune needs at least 8 calibration states, got {len(states)}")
+    order = np.random.default_rng(seed).permutation(len(states))
+    n_val = max(1, int(len(states) * validation_fraction))
+    fit, val = states[np.sort(order[n_val:])], states[np.sort(order[:n_val])]
+    fit_x = checkpoint.prepare(fit)
+    val_actions = checkpoint.act(val)
+    report, best = [], None
+    for p in percentiles:
+        scales = layer_scales(checkpoint.q_network, fit_x, p)
+        for init, calibrate in product(inits, bias_calibration):
+            snn = convert(checkpoint, None, scales=scales, initial_membrane=init, backend=backend, T=T)
+            if calibrate:
+                calibrate_biases(snn, checkpoint, fit, T)
+            rate = float((snn.act(val, T) == val_actions).float().mean())
+            report.append(TuningResult(p, init, calibrate, rate))
+            if best is None or rate > best[0]:
+                best = (rate, snn)
+    chosen = best[1]
+    chosen.tuning_report = sorted(report, key=lambda r: -r.agreement)
+    chosen.validation_agreement = best[0]
+    return chosen
+
+
+def cheapest_T(
+    checkpoint: DQNCheckpoint, calibration, target: float, Ts=(4, 8, 16, 32, 64, 128), **options
+) -> SpikingQNetwork:
+    """`tune` at each T in turn; return the first network whose validation agreement reaches `target`
+    (or the best one seen, with `reached_target = False`)."""
+    if not 0.0 < target <= 1.0:
+        raise ConfigError(f"target agreement must be in (0, 1], got {target}")
+    best = None
+    for T in sorted(check_T(t) for t in Ts):
+        snn = tune(checkpoint, calibration, T, **options)
+        snn.reached_target = snn.validation_agreement >= target
+        if snn.reached_target:
+            return snn
+        if best is None or snn.validation_agreement > best.validation_agreement:
+            best = snn
+    return best
