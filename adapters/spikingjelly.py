@@ -35,7 +35,8 @@ class RobustNormRecipe(RateCodingRecipe):
         calibration: float observations as the network takes them ([N, ...] tensor, or a list of
             batches); ignored when `scales` is given.
         percentile: p in (0, 100] or "max"; see `dqn2snn_plugin.normalization` for what is ranked.
-        rank: "all" post-ReLU values (zeros included, the paper) or "nonzero" ones only.
+        rank: "nonzero" values only (default, as the SNN toolbox the paper follows) or "all" post-ReLU
+            values, zeros included (as SpikingJelly's own hook).
         channel_wise: one scale per output channel instead of one per layer.
         half_threshold: membranes start (and reset between decisions) at threshold / 2.
         scales: precomputed `LayerScales` (then no calibration pass is run).
@@ -46,7 +47,7 @@ class RobustNormRecipe(RateCodingRecipe):
         calibration: torch.Tensor | list[torch.Tensor] | None = None,
         percentile: float | str = 99.9,
         *,
-        rank: Rank = "all",
+        rank: Rank = "nonzero",
         channel_wise: bool = False,
         half_threshold: bool = False,
         scales: LayerScales | None = None,

@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--T", default="8,16,32,64,128,256,500", help="time steps per decision")
     parser.add_argument("--percentiles", default="99,99.9,99.99,max", help="normalisation percentiles")
     parser.add_argument("--inits", default="zero,half", help="initial membranes")
+    parser.add_argument("--rank", default="nonzero", help="activations ranked for the percentile: nonzero or all")
     parser.add_argument("--calibration", type=int, default=5000, help="calibration states per game")
     parser.add_argument("--test", type=int, default=500, help="test states per game (other episodes)")
     parser.add_argument("--backend", default="spikingjelly", help="spikingjelly or snntorch")
@@ -46,7 +47,7 @@ def main() -> None:
         dqn_actions = ckpt.act(test)
         calibration_float = ckpt.prepare(calibration)
         for p in args.percentiles.split(","):
-            scales = layer_scales(ckpt.q_network, calibration_float, p)
+            scales = layer_scales(ckpt.q_network, calibration_float, p, rank=args.rank)
             for init in args.inits.split(","):
                 start = time.perf_counter()
                 snn = convert(ckpt, None, scales=scales, initial_membrane=init, backend=args.backend)

@@ -22,6 +22,20 @@ from dqn2snn_plugin.errors import CheckpointError, ObservationError, Unsupported
 CONVERTIBLE_LAYERS = (nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten)
 
 
+def observation_batch(obs: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Raw observations (numpy or torch, one or a batch) as a batch tensor [B, *shape], dtype kept."""
+    x = obs if isinstance(obs, torch.Tensor) else torch.as_tensor(np.asarray(obs))
+    shape = tuple(shape)
+    if tuple(x.shape) == shape:
+        x = x.unsqueeze(0)
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        raise ObservationError(
+            f"observations of shape {tuple(x.shape)} do not match this network's input: "
+            f"expected [B, {', '.join(map(str, shape))}]"
+        )
+    return x
+
+
 @dataclass(frozen=True)
 class DQNCheckpoint:
     """A DQN ready for conversion.
@@ -42,17 +56,8 @@ class DQNCheckpoint:
 
     def prepare(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Turn raw observations (numpy or torch, uint8 or float, one or a batch) into a float batch."""
-        x = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
-        shape = tuple(self.observation_shape)
-        if tuple(x.shape) == shape:
-            x = x.unsqueeze(0)
-        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-            raise ObservationError(
-                f"observations of shape {tuple(x.shape)} do not match this network's input: "
-                f"expected [B, {', '.join(map(str, shape))}]"
-            )
         device = next(self.q_network.parameters()).device
-        return x.to(device=device, dtype=torch.float32)
+        return observation_batch(obs, self.observation_shape).to(device=device, dtype=torch.float32)
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:

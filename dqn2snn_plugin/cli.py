@@ -133,14 +133,15 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from dqn2snn_plugin import evaluation as ev
+    from dqn2snn_plugin.sweep import SWEEP_HEADERS, sweep
 
     Ts, ps = ev.check_grid(args.T, args.percentile)
     settings = _settings(args)
     device = ev.resolve_device(args.device)
     ev.writable_dir(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
-    rows = ev.sweep(checkpoint, Ts, ps, settings, args.output, test_frames=args.test_frames)
-    print(ev.markdown_table(ev.SWEEP_HEADERS, rows))
+    rows = sweep(checkpoint, Ts, ps, settings, args.output, test_frames=args.test_frames)
+    print(ev.markdown_table(SWEEP_HEADERS, rows))
     print(f"results in {args.output}/ (sweep.csv, sweep.md, score_vs_T.png, agreement_vs_T.png)")
     return 0
 
@@ -210,6 +211,54 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_tune(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tune", help="find the cheapest T whose tuned SNN reaches a target agreement, and save it",
+        description="For T = 4, 8, 16, ... try percentiles, initial membranes and bias calibration "
+        "(dqn2snn_plugin.tuning), choose on held-out calibration states, stop at the first T whose "
+        "agreement with the DQN reaches the target, and save OUT/snn.pt and OUT/tuning.json.",
+    )
+    parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
+    parser.add_argument("--target-agreement", type=float, default=0.99,
+                        help="agreement with the DQN's greedy action to reach, in (0, 1] (default 0.99)")
+    parser.add_argument("--T", type=_int_list, default=[4, 8, 16, 32, 64, 128],
+                        help="time steps to try, cheapest first (default 4,8,16,32,64,128)")
+    _add_run_options(parser)
+    _add_checkpoint_options(parser)
+    parser.add_argument("-o", "--output", required=True, help="output directory (created)")
+    parser.set_defaults(handler=_cmd_tune)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from dqn2snn_plugin import evaluation as ev
+    from dqn2snn_plugin.store import save_snn
+    from dqn2snn_plugin.tuning import cheapest_T
+
+    from dqn2snn_plugin.errors import ConfigError
+
+    Ts, _ = ev.check_grid(args.T, ["max"])
+    if not 0.0 < args.target_agreement <= 1.0:
+        raise ConfigError(f"--target-agreement must be in (0, 1], got {args.target_agreement}")
+    settings = _settings(args)
+    device = ev.resolve_device(args.device)
+    out = ev.writable_dir(args.output)
+    checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
+    snn = cheapest_T(checkpoint, ev.calibration_states(checkpoint, settings), args.target_agreement, Ts,
+                     backend=settings.backend)
+    save_snn(snn, checkpoint, out / "snn.pt")
+    report = {"T": snn.T, "reached_target": snn.reached_target, "target": args.target_agreement,
+              "validation_agreement": snn.validation_agreement,
+              "options": [asdict(r) for r in snn.tuning_report]}
+    ev.write_json(out / "tuning.json", report)
+    verdict = "reaches" if snn.reached_target else "does not reach (best found)"
+    print(f"T={snn.T}: validation agreement {snn.validation_agreement:.1%} {verdict} the target "
+          f"{args.target_agreement:.1%}; best option {asdict(snn.tuning_report[0])}")
+    print(f"saved {out / 'snn.pt'} and {out / 'tuning.json'}")
+    return 0
+
+
 def _register_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="convert the shipped Breakout DQN, play short games as an SNN, plot agreement vs T",
@@ -246,7 +295,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _register_inspect, _register_evaluate, _register_sweep, _register_benchmark, _register_convert, _register_demo,
+    _register_inspect, _register_evaluate, _register_sweep, _register_benchmark, _register_convert, _register_tune,
+    _register_demo,
 ]
 
 

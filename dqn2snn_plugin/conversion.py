@@ -115,7 +115,7 @@ def convert(
     calibration,
     *,
     percentile: float | str = 99.9,
-    rank: Rank = "all",
+    rank: Rank = "nonzero",
     channel_wise: bool = False,
     backend: Backend = "spikingjelly",
     initial_membrane: Literal["zero", "half"] = "zero",

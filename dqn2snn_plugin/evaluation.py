@@ -14,6 +14,7 @@ held-out state set (separate episodes from calibration) for all T of a percentil
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -37,7 +38,6 @@ from dqn2snn_plugin.spiking import SpikingQNetwork, check_readout, check_T
 
 EPSILON = 0.05  # the paper's evaluation exploration
 AGREEMENT_READOUTS = ("spikes+membrane", "spikes")
-SWEEP_FORMAT = "dqn2snn-sweep-v1"
 
 
 @dataclass(frozen=True)
@@ -225,6 +225,21 @@ def evaluate(checkpoint: DQNCheckpoint, *, T: int, percentile: float | str, sett
     }
 
 
+def heldout_agreement(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, states: np.ndarray, Ts: list[int],
+                      batch_size: int = 256) -> dict[int, dict]:
+    """Agreement summaries per T on fixed states, from one simulation of max(Ts) steps per batch."""
+    q, values = [], {T: {r: [] for r in AGREEMENT_READOUTS} for T in Ts}
+    for start in range(0, len(states), batch_size):
+        batch = states[start : start + batch_size]
+        q.append(checkpoint.q_values(batch).cpu())
+        for T, readouts in snn.readouts_at(batch, Ts).items():
+            for r in AGREEMENT_READOUTS:
+                values[T][r].append(readouts[r].cpu())
+    q_all = torch.cat(q)
+    return {T: agreement_summary({r: AgreementResult.from_values(q_all, torch.cat(v)) for r, v in per.items()})
+            for T, per in values.items()}
+
+
 # ---------------------------------------------------------------- tables and files
 
 
@@ -266,151 +281,30 @@ def format_evaluation(result: dict) -> str:
     return f"{title}\n{table}\n{cost}"
 
 
-def write_json(path: str | Path, data: object) -> None:
-    """Write JSON atomically (temp file + os.replace): readers see the old file or the whole new one."""
+def write_text(path: str | Path, text: str) -> None:
+    """Write a file atomically (temp file + os.replace): readers see the old file or the whole new one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def write_json(path: str | Path, data: object) -> None:
+    """JSON, written atomically."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
 def write_table(directory: Path, name: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """`name.csv` and `name.md` holding the same rows."""
-    with open(directory / f"{name}.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows([headers, *rows])
-    (directory / f"{name}.md").write_text(markdown_table(headers, rows) + "\n")
-
-
-# ---------------------------------------------------------------- sweep with resume
-
-
-class CellLog:
-    """`DIR/config.json` + `DIR/cells.jsonl`: append-only, crash-safe results of one sweep configuration."""
-
-    def __init__(self, directory: Path, config: dict) -> None:
-        self.directory = writable_dir(directory)
-        self.config_path, self.cells_path = self.directory / "config.json", self.directory / "cells.jsonl"
-        if self.config_path.exists():
-            stored = json.loads(self.config_path.read_text())
-            differ = [f"{k}: {stored.get(k)!r} there, {config.get(k)!r} now"
-                      for k in sorted(set(stored) | set(config)) if stored.get(k) != config.get(k)]
-            if differ:
-                raise ResultsError(
-                    f"{self.directory} holds results of an incompatible run ({'; '.join(differ)}): "
-                    "use another output directory, or delete that one to start over"
-                )
-        elif self.cells_path.exists():
-            raise ResultsError(f"{self.cells_path} exists without config.json: cannot tell which run made it")
-        else:
-            write_json(self.config_path, config)
-        self.records = self._read()
-
-    def _read(self) -> list[dict]:
-        """Every complete record; a line cut short by a crash is dropped from the file."""
-        if not self.cells_path.exists():
-            return []
-        text = self.cells_path.read_text()
-        complete = text[: text.rfind("\n") + 1]
-        if complete != text:
-            with open(self.cells_path, "r+") as handle:
-                handle.truncate(len(complete.encode()))
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
-
-    def append(self, record: dict) -> None:
-        """Add one finished record durably (flush + fsync) before anything else is computed."""
-        with open(self.cells_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        self.records.append(record)
-
-    def find(self, kind: str, **key: object) -> dict | None:
-        return next((r for r in self.records if r["kind"] == kind and all(r[k] == v for k, v in key.items())), None)
-
-
-def heldout_agreement(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, states: np.ndarray, Ts: list[int],
-                      batch_size: int = 256) -> dict[int, dict]:
-    """Agreement summaries per T on fixed states, from one simulation of max(Ts) steps per batch."""
-    q, values = [], {T: {r: [] for r in AGREEMENT_READOUTS} for T in Ts}
-    for start in range(0, len(states), batch_size):
-        batch = states[start : start + batch_size]
-        q.append(checkpoint.q_values(batch).cpu())
-        for T, readouts in snn.readouts_at(batch, Ts).items():
-            for r in AGREEMENT_READOUTS:
-                values[T][r].append(readouts[r].cpu())
-    q_all = torch.cat(q)
-    return {T: agreement_summary({r: AgreementResult.from_values(q_all, torch.cat(v)) for r, v in per.items()})
-            for T, per in values.items()}
-
-
-def run_cell(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, p: float, T: int, settings: RunSettings,
-             heldout: dict) -> dict:
-    """One sweep cell: SNN games at T (score, SNN-visited agreement, cost) plus the held-out agreement."""
-    return {"kind": "cell", "percentile": p, "T": T, **play_snn(checkpoint, snn, T, settings),
-            "agreement_heldout": heldout}
-
-
-SWEEP_HEADERS = ["percentile", "T", "DQN score", "SNN score", "SNN std",
-                 "agreement SNN-visited (N+V)", "agreement SNN-visited (spikes)",
-                 "agreement held-out (N+V)", "agreement held-out (spikes)", "spikes per decision"]
-
-
-def sweep_rows(log: CellLog, Ts: list[int], ps: list[float]) -> list[list[object]]:
-    """One table row per finished (p, T) cell of the grid, in grid order."""
-    dqn = log.find("dqn")["score"]["mean"]
-    rows = []
-    for p in ps:
-        for T in Ts:
-            cell = log.find("cell", percentile=p, T=T)
-            if cell is None:
-                continue
-            visited, held = cell["agreement_snn_visited"], cell["agreement_heldout"]
-            rows.append([p_label(p), T, f"{dqn:.2f}", f"{cell['score']['mean']:.2f}", f"{cell['score']['std']:.2f}",
-                         *(f"{visited[r]['rate']:.4f}" for r in AGREEMENT_READOUTS),
-                         *(f"{held[r]['rate']:.4f}" for r in AGREEMENT_READOUTS),
-                         f"{cell['spikes_per_decision']:.0f}"])
-    return rows
-
-
-def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[float | str], settings: RunSettings,
-          out_dir: str | Path, *, test_frames: int = 1000) -> list[list[object]]:
-    """Measure every (p, T) cell, resuming from `out_dir`; write sweep.csv/.md and the plots; return the rows."""
-    from dqn2snn_plugin.plots import plot_sweep
-
-    Ts, ps = check_grid(Ts, percentiles)
-    settings.check()
-    if test_frames < 1:
-        raise ConfigError(f"test-frames must be at least 1, got {test_frames}")
-    config = {"format": SWEEP_FORMAT, **_header(checkpoint, settings), "test_frames": test_frames}
-    config.pop("checkpoint")  # where the file lies does not matter, its weights do
-    log = CellLog(Path(out_dir), config)
-    if log.find("dqn") is None:
-        log.append({"kind": "dqn", "score": play_dqn(checkpoint, settings)[0]})
-    todo = {p: [T for T in Ts if log.find("cell", percentile=p, T=T) is None] for p in ps}
-    if any(todo.values()):
-        calibration, test = calibration_and_test_observations(
-            checkpoint, settings.calibration_frames, test_frames, seed=settings.seed, epsilon=settings.epsilon,
-            n_envs=settings.n_envs, progress=True)
-        total = len(Ts) * len(ps)
-        with tqdm(total=total, initial=total - sum(map(len, todo.values())), desc="sweep cells", unit="cell") as bar:
-            for p, cell_Ts in todo.items():
-                if not cell_Ts:
-                    continue
-                snn = convert(checkpoint, calibration, percentile=p, backend=settings.backend, readout=settings.readout)
-                heldout = heldout_agreement(checkpoint, snn, test, cell_Ts)
-                for T in cell_Ts:
-                    log.append(run_cell(checkpoint, snn, p, T, settings, heldout[T]))
-                    bar.update(1)
-    rows = sweep_rows(log, Ts, ps)
-    write_table(log.directory, "sweep", SWEEP_HEADERS, rows)
-    plot_sweep(log.directory, rows, dqn_score=log.find("dqn")["score"]["mean"])
-    return rows
+    """`name.csv` and `name.md` holding the same rows, each written atomically."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([headers, *rows])
+    write_text(directory / f"{name}.csv", buffer.getvalue())
+    write_text(directory / f"{name}.md", markdown_table(headers, rows) + "\n")
 
 
 # ---------------------------------------------------------------- benchmark over games
@@ -491,7 +385,7 @@ def demo(checkpoint: DQNCheckpoint, *, T: int, Ts: Sequence[int], settings: RunS
     heldout = heldout_agreement(checkpoint, snn, test, Ts)
     rows = [[t, *(heldout[t][r]["rate"] for r in AGREEMENT_READOUTS)] for t in Ts]
     write_json(out / "result.json", {**result, "agreement_heldout": {str(t): heldout[t] for t in Ts}})
-    (out / "heldout.md").write_text(markdown_table(
+    write_text(out / "heldout.md", markdown_table(
         ["T", *(f"held-out agreement {r}" for r in AGREEMENT_READOUTS)],
         [[t, *map(_pct, rates)] for t, *rates in rows]) + "\n")
     plot_heldout(out / "agreement_vs_T.png", rows, AGREEMENT_READOUTS, title=f"{checkpoint.env_id}, p = 99.9")

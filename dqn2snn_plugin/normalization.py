@@ -6,9 +6,12 @@ average as in SpikingJelly's own recipe. A spiking layer then sees its input cur
 lambda_l, so an activation of lambda_l maps to one spike per time step.
 
 Which values are ranked (`rank=`):
-- "all": every post-ReLU value, zeros included (the paper's code). With sparse layers a low p can
-  land on a zero; that is refused, since a zero scale cannot normalise anything.
-- "nonzero": only the strictly positive values, so p is a percentile of the active neurons.
+- "nonzero" (default): only the strictly positive values, so p is a percentile of the active
+  neurons, as in Rueckauer et al.'s SNN toolbox that the paper's normalisation follows. On our Pong
+  fixture at p = 99.9, T = 500 this gives 92% agreement against 87% for "all".
+- "all": every post-ReLU value, zeros included (SpikingJelly's `VoltageHook`). Sparse layers push
+  the percentile down, so more activations saturate; a low p can even land on a zero, which is
+  refused, since a zero scale cannot normalise anything.
 `percentile="max"` takes the maximum (the 100th percentile). `channel_wise=True` ranks each output
 channel (or each unit of a Linear layer) separately and gives a vector of scales.
 
@@ -141,7 +144,7 @@ def layer_scales(
     observations: torch.Tensor,
     percentile: float | str = 99.9,
     *,
-    rank: Rank = "all",
+    rank: Rank = "nonzero",
     channel_wise: bool = False,
     batch_size: int = 512,
 ) -> LayerScales:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dqn2snn_plugin.checkpoint import observation_batch
 from dqn2snn_plugin.errors import ConfigError, ObservationError
 from dqn2snn_plugin.normalization import LayerScales
 
@@ -228,15 +229,7 @@ class SpikingQNetwork(nn.Module):
         self._state = None
 
     def _prepare(self, obs) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
-        shape = self.observation_shape
-        if tuple(x.shape) == shape:
-            x = x.unsqueeze(0)
-        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-            raise ObservationError(
-                f"observations of shape {tuple(x.shape)} do not match this network's input: "
-                f"expected [B, {', '.join(map(str, shape))}]"
-            )
+        x = observation_batch(obs, self.observation_shape)
         weight = self.synapses[0][0].weight  # simulate in the network's dtype: snn.double() gives float64
         return x.to(device=weight.device, dtype=weight.dtype)
 

@@ -2,12 +2,13 @@
 
 The file (`torch.save` of plain dicts, lists and tensors, so `torch.load(weights_only=True)` reads it
 and no code can hide in it) holds the DQN's layers and weights, the layer scales and the conversion
-options. `load_snn` refolds the scales into the weights through `convert(..., scales=...)`, which is
+options, and the bias corrections of a tuned SNN. `load_snn` refolds the scales into the weights through `convert(..., scales=...)`, which is
 deterministic, so the reloaded SNN gives the same outputs as the saved one.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -62,8 +63,12 @@ def save_snn(snn: SpikingQNetwork, checkpoint: DQNCheckpoint, path: str | Path) 
                    "channel_wise": snn.scales.channel_wise, "n_states": snn.scales.n_states},
         "options": {"backend": snn.backend.name, "initial_membrane": v0_name, "input_coding": snn.input_coding,
                     "input_max": snn.input_max, "readout": snn.readout, "T": snn.T},
+        "bias_shifts": [shift.detach().cpu() for shift in snn.bias_shifts],
     }
-    torch.save(payload, Path(path))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic: an interrupted save never leaves a half-written file
 
 
 def load_snn(path: str | Path, *, device: str = "cpu") -> tuple[SpikingQNetwork, DQNCheckpoint]:
@@ -83,4 +88,8 @@ def load_snn(path: str | Path, *, device: str = "cpu") -> tuple[SpikingQNetwork,
         sb3_version=info["sb3_version"], env_id=info["env_id"], source=info["source"],
     )
     scales = LayerScales(**{**payload["scales"], "hidden": tuple(s.to(device) for s in payload["scales"]["hidden"])})
-    return convert(checkpoint, None, scales=scales, **payload["options"]), checkpoint
+    snn = convert(checkpoint, None, scales=scales, **payload["options"])
+    for stage, shift in enumerate(payload.get("bias_shifts", [])):
+        if shift.abs().sum() > 0:  # corrections from dqn2snn_plugin.tuning
+            snn.shift_bias(stage, shift)
+    return snn, checkpoint

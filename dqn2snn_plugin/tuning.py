@@ -33,15 +33,19 @@ INITS: tuple[str, ...] = ("zero", "half")
 
 @torch.no_grad()
 def calibrate_biases(
-    snn: SpikingQNetwork, checkpoint: DQNCheckpoint, states, T: int, *, output: bool = True, batch: int = 512
+    snn: SpikingQNetwork, checkpoint: DQNCheckpoint, states, T: int, *, hidden: bool = True, output: bool = True,
+    batch: int = 512,
 ) -> SpikingQNetwork:
-    """Shift the biases of `snn` (in place) so its mean rates match the ANN's on `states` at T."""
+    """Shift the biases of `snn` (in place) so its mean rates match the ANN's on `states` at T.
+
+    `hidden`: per-channel shifts of the spiking layers; `output`: per-action shifts of the Q-values.
+    """
     T = check_T(T)
     x = checkpoint.prepare(states)
     if len(x) == 0:
         raise CalibrationError("bias calibration needs at least one calibration state")
-    hidden, q = record_activations(checkpoint.q_network, x, batch)
-    for layer, (acts, scale) in enumerate(zip(hidden, snn.scales.hidden)):
+    activations, q = record_activations(checkpoint.q_network, x, batch)
+    for layer, (acts, scale) in enumerate(zip(activations if hidden else [], snn.scales.hidden)):
         view = (1, -1) + (1,) * (acts.ndim - 2)
         target = (acts / scale.reshape(view).to(acts)).clamp(0, 1)
         target = target.transpose(0, 1).reshape(acts.shape[1], -1).mean(1)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dqn2snn_plugin import evaluation as ev
+from dqn2snn_plugin import sweep as sw
 from dqn2snn_plugin.cli import main
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import ResultsError
@@ -44,7 +45,7 @@ def test_evaluate_result_is_sane(tmp_path):
 
 
 def test_sweep_resumes_after_a_crash_without_recomputing(tmp_path, monkeypatch, capsys):
-    real_run_cell, calls = ev.run_cell, []
+    real_run_cell, calls = sw.run_cell, []
 
     def crashing(*args, **kwargs):
         if len(calls) == 2:
@@ -52,7 +53,7 @@ def test_sweep_resumes_after_a_crash_without_recomputing(tmp_path, monkeypatch, 
         calls.append((args[2], args[3]))
         return real_run_cell(*args, **kwargs)
 
-    monkeypatch.setattr(ev, "run_cell", crashing)
+    monkeypatch.setattr(sw, "run_cell", crashing)
     with pytest.raises(KeyboardInterrupt):
         main(["sweep", QNET, *SWEEP_ARGS, "-o", str(tmp_path)])
     lines = (tmp_path / "cells.jsonl").read_text().splitlines()
@@ -60,7 +61,7 @@ def test_sweep_resumes_after_a_crash_without_recomputing(tmp_path, monkeypatch, 
     first = list(calls)
 
     calls.clear()
-    monkeypatch.setattr(ev, "run_cell", lambda *a, **k: calls.append((a[2], a[3])) or real_run_cell(*a, **k))
+    monkeypatch.setattr(sw, "run_cell", lambda *a, **k: calls.append((a[2], a[3])) or real_run_cell(*a, **k))
     assert main(["sweep", QNET, *SWEEP_ARGS, "-o", str(tmp_path)]) == 0
     assert len(calls) == 2 and not set(calls) & set(first)
     records = [json.loads(line) for line in (tmp_path / "cells.jsonl").read_text().splitlines()]
@@ -83,16 +84,16 @@ def test_sweep_resumes_after_a_crash_without_recomputing(tmp_path, monkeypatch, 
 
 
 def test_cell_log_drops_a_line_cut_short_by_a_crash(tmp_path):
-    log = ev.CellLog(tmp_path, {"format": "x"})
+    log = sw.CellLog(tmp_path, {"format": "x"})
     log.append({"kind": "dqn", "score": {"mean": 1.0}})
     with open(tmp_path / "cells.jsonl", "a") as handle:
         handle.write('{"kind": "cell", "perc')
-    reopened = ev.CellLog(tmp_path, {"format": "x"})
+    reopened = sw.CellLog(tmp_path, {"format": "x"})
     assert len(reopened.records) == 1
     reopened.append({"kind": "cell", "percentile": 99.0, "T": 8})
-    assert len(ev.CellLog(tmp_path, {"format": "x"}).records) == 2
+    assert len(sw.CellLog(tmp_path, {"format": "x"}).records) == 2
     with pytest.raises(ResultsError, match="incompatible"):
-        ev.CellLog(tmp_path, {"format": "y"})
+        sw.CellLog(tmp_path, {"format": "y"})
 
 
 def test_convert_then_reload_gives_identical_outputs(tmp_path, atari_observations):

@@ -63,16 +63,17 @@ def test_output_scale_is_positive_even_when_all_q_values_are_negative():
 
 def test_a_layer_that_never_fires_is_refused():
     net = identity_net(2)
-    with pytest.raises(NormalizationError, match="hidden layer 0"):
-        layer_scales(net, -torch.rand(50, 2), 99.9)  # ReLU of negative inputs: all zeros
+    for rank in ("all", "nonzero"):
+        with pytest.raises(NormalizationError, match="hidden layer 0"):
+            layer_scales(net, -torch.rand(50, 2), 99.9, rank=rank)  # ReLU of negative inputs: all zeros
 
 
 def test_a_percentile_landing_on_zeros_is_refused_unless_ranking_nonzero():
     net = identity_net(1)
     data = torch.cat([torch.zeros(95, 1), torch.rand(5, 1) + 0.5])
     with pytest.raises(NormalizationError):
-        layer_scales(net, data, 50.0)
-    assert float(layer_scales(net, data, 50.0, rank="nonzero").hidden[0]) > 0.5
+        layer_scales(net, data, 50.0, rank="all")
+    assert float(layer_scales(net, data, 50.0).hidden[0]) > 0.5  # default: non-zero values
 
 
 @pytest.mark.parametrize("bad", [0, -1, 100.5, "abc", float("nan")])

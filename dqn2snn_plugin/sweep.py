@@ -1,0 +1,137 @@
+"""`dqn2snn sweep`: a grid of (percentile, T) cells, each saved the moment it finishes, resumable.
+
+Every finished cell is appended to `DIR/cells.jsonl` (flush + fsync), so an interrupted sweep
+resumes where it stopped and no cell is computed twice; `DIR/config.json` pins what decides the
+results, and a rerun with other settings is refused (ResultsError) rather than mixed in. The
+DQN-visited agreement of a sweep is measured on a fixed held-out state set (episodes separate from
+the calibration episodes), for all T of a percentile in one simulation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from dqn2snn_plugin.calibration import calibration_and_test_observations
+from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.conversion import convert
+from dqn2snn_plugin.errors import ConfigError, ResultsError
+from dqn2snn_plugin.evaluation import (
+    AGREEMENT_READOUTS, RunSettings, _header, check_grid, heldout_agreement, p_label, play_dqn, play_snn,
+    write_json, write_table, writable_dir,
+)
+from dqn2snn_plugin.spiking import SpikingQNetwork
+
+SWEEP_FORMAT = "dqn2snn-sweep-v1"
+
+
+class CellLog:
+    """`DIR/config.json` + `DIR/cells.jsonl`: append-only, crash-safe results of one sweep configuration."""
+
+    def __init__(self, directory: Path, config: dict) -> None:
+        self.directory = writable_dir(directory)
+        self.config_path, self.cells_path = self.directory / "config.json", self.directory / "cells.jsonl"
+        if self.config_path.exists():
+            stored = json.loads(self.config_path.read_text())
+            differ = [f"{k}: {stored.get(k)!r} there, {config.get(k)!r} now"
+                      for k in sorted(set(stored) | set(config)) if stored.get(k) != config.get(k)]
+            if differ:
+                raise ResultsError(
+                    f"{self.directory} holds results of an incompatible run ({'; '.join(differ)}): "
+                    "use another output directory, or delete that one to start over"
+                )
+        elif self.cells_path.exists():
+            raise ResultsError(f"{self.cells_path} exists without config.json: cannot tell which run made it")
+        else:
+            write_json(self.config_path, config)
+        self.records = self._read()
+
+    def _read(self) -> list[dict]:
+        """Every complete record; a line cut short by a crash is dropped from the file."""
+        if not self.cells_path.exists():
+            return []
+        text = self.cells_path.read_text()
+        complete = text[: text.rfind("\n") + 1]
+        if complete != text:
+            with open(self.cells_path, "r+") as handle:
+                handle.truncate(len(complete.encode()))
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+    def append(self, record: dict) -> None:
+        """Add one finished record durably (flush + fsync) before anything else is computed."""
+        with open(self.cells_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.records.append(record)
+
+    def find(self, kind: str, **key: object) -> dict | None:
+        return next((r for r in self.records if r["kind"] == kind and all(r[k] == v for k, v in key.items())), None)
+
+
+def run_cell(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, p: float, T: int, settings: RunSettings,
+             heldout: dict) -> dict:
+    """One sweep cell: SNN games at T (score, SNN-visited agreement, cost) plus the held-out agreement."""
+    return {"kind": "cell", "percentile": p, "T": T, **play_snn(checkpoint, snn, T, settings),
+            "agreement_heldout": heldout}
+
+
+SWEEP_HEADERS = ["percentile", "T", "DQN score", "SNN score", "SNN std",
+                 "agreement SNN-visited (N+V)", "agreement SNN-visited (spikes)",
+                 "agreement held-out (N+V)", "agreement held-out (spikes)", "spikes per decision"]
+
+
+def sweep_rows(log: CellLog, Ts: list[int], ps: list[float]) -> list[list[object]]:
+    """One table row per finished (p, T) cell of the grid, in grid order."""
+    dqn = log.find("dqn")["score"]["mean"]
+    rows = []
+    for p in ps:
+        for T in Ts:
+            cell = log.find("cell", percentile=p, T=T)
+            if cell is None:
+                continue
+            visited, held = cell["agreement_snn_visited"], cell["agreement_heldout"]
+            rows.append([p_label(p), T, f"{dqn:.2f}", f"{cell['score']['mean']:.2f}", f"{cell['score']['std']:.2f}",
+                         *(f"{visited[r]['rate']:.4f}" for r in AGREEMENT_READOUTS),
+                         *(f"{held[r]['rate']:.4f}" for r in AGREEMENT_READOUTS),
+                         f"{cell['spikes_per_decision']:.0f}"])
+    return rows
+
+
+def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[float | str], settings: RunSettings,
+          out_dir: str | Path, *, test_frames: int = 1000) -> list[list[object]]:
+    """Measure every (p, T) cell, resuming from `out_dir`; write sweep.csv/.md and the plots; return the rows."""
+    from dqn2snn_plugin.plots import plot_sweep
+
+    Ts, ps = check_grid(Ts, percentiles)
+    settings.check()
+    if test_frames < 1:
+        raise ConfigError(f"test-frames must be at least 1, got {test_frames}")
+    config = {"format": SWEEP_FORMAT, **_header(checkpoint, settings), "test_frames": test_frames}
+    config.pop("checkpoint")  # where the file lies does not matter, its weights do
+    log = CellLog(Path(out_dir), config)
+    if log.find("dqn") is None:
+        log.append({"kind": "dqn", "score": play_dqn(checkpoint, settings)[0]})
+    todo = {p: [T for T in Ts if log.find("cell", percentile=p, T=T) is None] for p in ps}
+    if any(todo.values()):
+        calibration, test = calibration_and_test_observations(
+            checkpoint, settings.calibration_frames, test_frames, seed=settings.seed, epsilon=settings.epsilon,
+            n_envs=settings.n_envs, progress=True)
+        total = len(Ts) * len(ps)
+        with tqdm(total=total, initial=total - sum(map(len, todo.values())), desc="sweep cells", unit="cell") as bar:
+            for p, cell_Ts in todo.items():
+                if not cell_Ts:
+                    continue
+                snn = convert(checkpoint, calibration, percentile=p, backend=settings.backend, readout=settings.readout)
+                heldout = heldout_agreement(checkpoint, snn, test, cell_Ts)
+                for T in cell_Ts:
+                    log.append(run_cell(checkpoint, snn, p, T, settings, heldout[T]))
+                    bar.update(1)
+    rows = sweep_rows(log, Ts, ps)
+    write_table(log.directory, "sweep", SWEEP_HEADERS, rows)
+    plot_sweep(log.directory, rows, dqn_score=log.find("dqn")["score"]["mean"])
+    return rows
