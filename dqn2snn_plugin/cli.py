@@ -284,7 +284,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     device = ev.resolve_device(args.device)
     out = ev.writable_dir(args.output)
     source = args.checkpoint or ev.find_demo_checkpoint()
-    print(f"checkpoint: {source}" + ("" if args.checkpoint else " (the shipped Breakout fixture)"))
+    print(f"checkpoint: {source}" + ("" if args.checkpoint else " (shipped with the package: the Breakout fixture "
+          "DQN of ../shared/fixtures/atari-dqn, SB3 QNetwork weights after about 234k agent steps)"))
     checkpoint = ev.load_checked(source, env_id=args.env_id, device=device)
     result, _ = ev.demo(checkpoint, T=args.T, Ts=args.curve_T, settings=settings, out_dir=out,
                         test_frames=args.test_frames)

@@ -155,6 +155,9 @@ def convert(
         network = getattr(checkpoint_or_module, "q_network", checkpoint_or_module)
         check_network(network)
         shape = tuple(getattr(checkpoint_or_module, "observation_shape", ()) or _input_shape_of(network))
+        n_relu = sum(isinstance(layer, nn.ReLU) for layer in network)
+        if len(scales.hidden) != n_relu:
+            raise ConfigError(f"the scales are for {len(scales.hidden)} spiking layers, the network has {n_relu}")
     v0 = INITIAL_MEMBRANES[initial_membrane]
     native, neurons = _build_neurons(neuron_backend, network, scales, v0)
     if input_coding == "poisson" and input_max is None and len(shape) == 3:

@@ -352,18 +352,15 @@ def benchmark(checkpoints: Sequence[DQNCheckpoint], *, T: int, percentile: float
 
 # ---------------------------------------------------------------- demo
 
-DEMO_CHECKPOINT = Path("shared") / "fixtures" / "atari-dqn" / "dqn-BreakoutNoFrameskip-v4.zip"
 
 
 def find_demo_checkpoint() -> Path:
-    """The shipped Breakout fixture, looked up beside the repository and the current directory."""
-    here = Path(__file__).resolve()
-    candidates = [base / DEMO_CHECKPOINT for base in (here.parents[2], Path.cwd().parent, Path.cwd())]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise ResultsError("the demo checkpoint was not found (looked for " + ", ".join(map(str, candidates))
-                       + "): pass --checkpoint")
+    """The Breakout DQN shipped inside the package (a copy of the shared fixture
+    `atari-dqn/BreakoutNoFrameskip-v4.qnet.pt`: SB3 QNetwork weights, about 234k agent steps of training)."""
+    path = Path(__file__).resolve().parent / "data" / "BreakoutNoFrameskip-v4.qnet.pt"
+    if not path.is_file():
+        raise ResultsError(f"the shipped demo checkpoint {path} is missing (broken install?): pass --checkpoint")
+    return path
 
 
 def demo(checkpoint: DQNCheckpoint, *, T: int, Ts: Sequence[int], settings: RunSettings, out_dir: str | Path,

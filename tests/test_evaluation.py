@@ -114,4 +114,4 @@ def test_writable_dir_refuses_a_path_below_a_file(tmp_path):
 
 
 def test_demo_checkpoint_is_found():
-    assert ev.find_demo_checkpoint().name == "dqn-BreakoutNoFrameskip-v4.zip"
+    assert ev.find_demo_checkpoint().name == "BreakoutNoFrameskip-v4.qnet.pt"

@@ -150,6 +150,13 @@ def test_bad_observations_and_T_are_refused():
         snn(torch.rand(4, 1), readout="votes")
 
 
+def test_scales_of_another_network_are_refused():
+    other = convert(nn.Sequential(nn.Linear(1, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)),
+                    torch.rand(20, 1) + 0.1)
+    with pytest.raises(ConfigError, match="2 spiking layers"):
+        convert(tiny_network(), None, scales=other.scales)
+
+
 def test_poisson_input_coding_approaches_the_rate():
     net = tiny_network()
     snn = convert(net, torch.tensor([[1.0]]), percentile="max", input_coding="poisson", input_max=1.0)
