@@ -28,8 +28,14 @@ class SnnTorchBackend:
         return node
 
     def run(self, node: nn.Module, current: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mem = v.clone()
+        """`v` is the membrane after the last reset (SpikingJelly's convention, carried between time
+        blocks and decisions). snnTorch derives a pending reset from the membrane it is given, so a
+        saturated neuron (v >= threshold after its reset) would be reset twice: the first step's
+        input is raised by exactly that spurious reset."""
+        threshold = node.threshold
         spikes = torch.empty(current.shape, dtype=current.dtype, device=current.device)
+        mem = v.clone()
         for t in range(current.shape[0]):
-            spikes[t], mem = node(current[t], mem)
-        return spikes, mem - spikes[-1] * node.threshold
+            step = current[t] if t else current[0] + (v > threshold).to(current.dtype) * threshold
+            spikes[t], mem = node(step, mem)
+        return spikes, mem - spikes[-1] * threshold
