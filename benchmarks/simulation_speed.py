@@ -198,7 +198,7 @@ def breakdown(snn, x: torch.Tensor, T: int, sync) -> dict:
 
     total_start = time.perf_counter()
     x = tick("prepare", lambda: snn._prepare(x))
-    current = tick("synapse conv1 (once)", lambda: snn._input_current(x, T))
+    current = tick("synapse conv1 (once)", lambda: first_current(snn, x, T))
     ops = torch.zeros(x.shape[0], device=x.device)
     for index, (neuron, synapse) in enumerate(zip(snn.neurons, snn.synapses[1:])):
         v0 = tick("bookkeeping: v0/alloc", lambda: torch.full_like(current[0], snn.initial_membrane))
@@ -223,6 +223,12 @@ def breakdown(snn, x: torch.Tensor, T: int, sync) -> dict:
     return {"parts_s": parts, "total_s": total, "matches_library": bool(torch.allclose(value, reference, atol=1e-5))}
 
 
+def first_current(snn, x: torch.Tensor, T: int) -> torch.Tensor:
+    """The first layer's input current [T, B, ...]: constant analog input, computed once."""
+    first = snn.synapses[0](x)
+    return first.expand(T, *first.shape)
+
+
 @torch.no_grad()
 def sparse_fc1(snn, x: torch.Tensor, T: int, rates: list[float], repeats: int, sync) -> dict:
     """Dense F.linear vs event-driven fc1 on spike matrices [T*B, 3136] at several firing rates.
@@ -235,7 +241,7 @@ def sparse_fc1(snn, x: torch.Tensor, T: int, rates: list[float], repeats: int, s
     fc1 = [m for m in snn.synapses[-2] if isinstance(m, torch.nn.Linear)][0]
     weight, bias, weight_t = fc1.weight, fc1.bias, fc1.weight.t().contiguous()
     # real layer-3 spikes
-    current = snn._input_current(snn._prepare(x), T)
+    current = first_current(snn, snn._prepare(x), T)
     for index in range(3):
         v0 = torch.full_like(current[0], snn.initial_membrane)
         spikes, _ = snn.backend.run(snn.neurons[index], current, v0)
