@@ -9,7 +9,6 @@ One simulation of max(T) steps gives the exact readouts at every smaller T.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from dqn2snn_plugin import convert, load_dqn
 from dqn2snn_plugin.calibration import calibration_and_test_observations
+from dqn2snn_plugin.evaluation import write_table
 from dqn2snn_plugin.normalization import layer_scales
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
@@ -64,22 +64,12 @@ def main() -> None:
 
 
 def write(out: Path, rows: list[dict], Ts: list[int]) -> None:
-    """CSV of every cell and a markdown table (robust-rate readout), both replaced atomically."""
-    tmp = out / "grid.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(out / "grid.csv")
-    lines = ["| game | p | V0 | " + " | ".join(f"T={T}" for T in Ts) + " |", "|---|---|---|" + "---|" * len(Ts)]
-    keys = list(dict.fromkeys((r["game"], r["percentile"], r["init"]) for r in rows))  # in run order
-    for game, p, init in keys:
-        cells = {r["T"]: r for r in rows if (r["game"], r["percentile"], r["init"]) == (game, p, init)}
-        lines.append(f"| {game} | {p} | {init} | " + " | ".join(
-            f"{100 * cells[T]['spikes+membrane']:.1f} ({100 * cells[T]['spikes']:.0f})" for T in Ts) + " |")
-    tmp = out / "grid.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out / "grid.md")
+    """grid.csv and grid.md (atomic): one row per game, p and V0; cells N + V % (spike count %)."""
+    table = []
+    for key in dict.fromkeys((r["game"], r["percentile"], r["init"]) for r in rows):  # in run order
+        cells = {r["T"]: r for r in rows if (r["game"], r["percentile"], r["init"]) == key}
+        table.append([*key, *(f"{100 * cells[T]['spikes+membrane']:.1f} ({100 * cells[T]['spikes']:.0f})" for T in Ts)])
+    write_table(out, "grid", ["game", "p", "V0", *(f"T={T}" for T in Ts)], table)
 
 
 if __name__ == "__main__":

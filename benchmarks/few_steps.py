@@ -9,7 +9,6 @@ episodes of the DQN's own play; each option is fitted on the calibration states 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from dqn2snn_plugin import convert, load_dqn
 from dqn2snn_plugin.calibration import calibration_and_test_observations
+from dqn2snn_plugin.evaluation import write_table
 from dqn2snn_plugin.normalization import layer_scales
 from dqn2snn_plugin.tuning import calibrate_biases
 
@@ -67,19 +67,10 @@ def main() -> None:
 
 
 def write(out: Path, rows: list[dict]) -> None:
-    """CSV and markdown of agreement per option and T, replaced atomically."""
-    tmp = out / "few_steps.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(out / "few_steps.csv")
+    """few_steps.csv and few_steps.md (atomic): agreement % per option and T."""
     Ts = [k for k in rows[0] if k.startswith("T=")]
-    lines = ["| game | option | " + " | ".join(Ts) + " |", "|---|---|" + "---|" * len(Ts)]
-    lines += [f"| {r['game']} | {r['option']} | " + " | ".join(f"{100 * r[t]:.1f}" for t in Ts) + " |" for r in rows]
-    tmp = out / "few_steps.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out / "few_steps.md")
+    table = [[r["game"], r["option"], *(f"{100 * r[t]:.1f}" for t in Ts)] for r in rows]
+    write_table(out, "few_steps", ["game", "option", *Ts], table)
 
 
 if __name__ == "__main__":
