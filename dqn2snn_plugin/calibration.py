@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from dqn2snn_plugin.atari import check_action_count, play
-from dqn2snn_plugin.checkpoint import DQNCheckpoint
-from dqn2snn_plugin.errors import CalibrationError, ConfigError
+from dqn2snn_plugin.checkpoint import DQNCheckpoint, observation_batch
+from dqn2snn_plugin.errors import CalibrationError, ConfigError, ObservationError
 
 # Seed offset of the test set: env seeds (seed + i) of the two runs never overlap below this many envs.
 TEST_SEED_OFFSET = 1_000_003
@@ -129,15 +129,13 @@ def calibration_and_test_observations(
 
 def _as_batch(item: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """One observation or a batch of them as a batch tensor; CalibrationError if the shape is wrong."""
-    tensor = item if isinstance(item, torch.Tensor) else torch.as_tensor(np.asarray(item))
-    if tuple(tensor.shape) == shape:
-        return tensor.unsqueeze(0)
-    if tensor.ndim == len(shape) + 1 and tuple(tensor.shape[1:]) == shape:
-        return tensor
-    raise CalibrationError(
-        f"observations of shape {tuple(tensor.shape)} do not match the network's input: expected "
-        f"{shape} or [B, {', '.join(map(str, shape))}]"
-    )
+    try:
+        return observation_batch(item, shape)
+    except ObservationError:
+        raise CalibrationError(
+            f"observations of shape {tuple(np.shape(item))} do not match the network's input: expected "
+            f"{shape} or [B, {', '.join(map(str, shape))}]"
+        ) from None
 
 
 def as_observation_array(
