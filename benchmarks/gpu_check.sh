@@ -1,27 +1,38 @@
 #!/usr/bin/env bash
-# Issue 5 on a GPU: the simulation-speed benchmark with --device cuda, once with SpikingJelly's default
-# CUDA IF kernel and once with its Triton kernel (SJ_IF_CUDA_IMPLEMENTATION=triton). On CUDA the
-# spikingjelly backend runs SpikingJelly's own multi-step kernel (adapters/spikingjelly.py, kernel="auto").
-# Prepared for a session that is lent a GPU; sized to finish in ~6 minutes on one H100.
-#   bash benchmarks/gpu_check.sh   # writes $OUT (the device runner's return folder) or runs/gpu:
-#                                  # simulation_speed_{default,triton}.{md,json}
-set -euo pipefail
+# Issue 5 on a GPU: the simulation-speed benchmark with --device cuda on the packaged Breakout fixture
+# (dqn2snn_plugin/data/BreakoutNoFrameskip-v4.qnet.pt), once with SpikingJelly's default CUDA IF kernel
+# and once with its Triton kernel (SJ_IF_CUDA_IMPLEMENTATION=triton). On CUDA the spikingjelly backend
+# runs SpikingJelly's own multi-step kernel (adapters/spikingjelly.py, kernel="auto"). The states are
+# collected by the DQN playing Breakout through ale-py (CPU); no env-play timing (--play-max-steps 0).
+# Sized to finish in about 7 minutes on one H100 (240 s + 150 s caps, plus installs and start-up).
+#
+# As the device command, from the repo root, with carry [".whl"]:
+#     bash benchmarks/gpu_check.sh
+# Without .venv/bin/python (the device machine: plain `python3`), it first installs the wheels in
+# .whl/ (made here: spikingjelly, snntorch, ale-py, gymnasium, farama-notifications, stable-baselines3,
+# loguru, all for cp312 manylinux x86_64; the machine has torch, triton, numpy, tqdm, ...) into
+# /tmp/site and copies this working tree's package (dqn2snn_plugin/ + adapters/ as
+# dqn2snn_plugin.adapters) over them, so the code that runs is the tree's, never a stale wheel.
+# Writes to $OUT (the device runner's return folder; else runs/gpu), 7 files:
+#     env.log, simulation_speed_{default,triton}.{md,json,log}
+# One failing run does not stop the other. Local smoke test on CPU (tiny sizes):
+#     GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 OUT=/tmp/gpucheck bash benchmarks/gpu_check.sh
+set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-RESULTS=${OUT:-runs/gpu}
-mkdir -p "$RESULTS"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-"$PY" - <<'PY'
-import torch, spikingjelly
-print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
-try:
-    import triton; print("triton", triton.__version__)
-except ImportError:
-    print("triton: not installed (the triton run below will fail or fall back)")
-PY
+source benchmarks/device_setup.sh
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+CKPT=dqn2snn_plugin/data/BreakoutNoFrameskip-v4.qnet.pt
+QUICK=()
+[ "${GPU_CHECK_QUICK:-0}" = 1 ] && QUICK=(--T 8 --batch 1 --repeats 1 --states 300 --threads 2
+                                         --profile-T 8 --profile-batch 1)
+
 # the default kernel: full grid, no env play (the ALE policy loop measures the CPU emulator, not the GPU)
-timeout 240 "$PY" benchmarks/simulation_speed.py --device cuda --threads 16 --repeats 5 \
-    --play-max-steps 0 --profile --out "$RESULTS/simulation_speed_default"
+timeout 240 "$PY" benchmarks/simulation_speed.py --device "$DEVICE" --threads 16 --repeats 5 \
+    --play-max-steps 0 --profile --checkpoint "$CKPT" --out "$RESULTS/simulation_speed_default" "${QUICK[@]}" \
+    2>&1 | tee "$RESULTS/simulation_speed_default.log" || echo "default-kernel run failed rc=$?"
 # SpikingJelly's Triton IF kernel
-SJ_IF_CUDA_IMPLEMENTATION=triton timeout 240 "$PY" benchmarks/simulation_speed.py --device cuda --threads 16 \
-    --repeats 5 --play-max-steps 0 --backends spikingjelly --no-naive --out "$RESULTS/simulation_speed_triton"
+SJ_IF_CUDA_IMPLEMENTATION=triton timeout 150 "$PY" benchmarks/simulation_speed.py --device "$DEVICE" \
+    --threads 16 --repeats 5 --play-max-steps 0 --backends spikingjelly --no-naive --checkpoint "$CKPT" \
+    --out "$RESULTS/simulation_speed_triton" "${QUICK[@]}" \
+    2>&1 | tee "$RESULTS/simulation_speed_triton.log" || echo "triton-kernel run failed rc=$?"
+ls -la "$RESULTS"

@@ -39,6 +39,7 @@ _LAZY = {
     "SpikingQNetwork": "dqn2snn_plugin.spiking",
     "agreement": "dqn2snn_plugin.metrics",
     "tune": "dqn2snn_plugin.tuning",
+    "distill": "dqn2snn_plugin.distillation",
 }
 
 __all__ = [

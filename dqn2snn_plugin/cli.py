@@ -215,7 +215,7 @@ def _register_tune(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tune", help="find the cheapest T whose tuned SNN reaches a target agreement, and save it",
         description="For T = 4, 8, 16, ... try percentiles, initial membranes and bias calibration "
-        "(dqn2snn_plugin.tuning), choose on held-out calibration states, stop at the first T whose "
+        "(dqn2snn_plugin.tuning; with --distill also a distilled copy), choose on held-out calibration states, stop at the first T whose "
         "agreement with the DQN reaches the target, and save OUT/snn.pt and OUT/tuning.json.",
     )
     parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
@@ -223,6 +223,9 @@ def _register_tune(subparsers: argparse._SubParsersAction) -> None:
                         help="agreement with the DQN's greedy action to reach, in (0, 1] (default 0.99)")
     parser.add_argument("--T", type=_int_list, default=[4, 8, 16, 32, 64, 128],
                         help="time steps to try, cheapest first (default 4,8,16,32,64,128)")
+    parser.add_argument("--distill", action="store_true",
+                        help="also try a copy distilled for each T (dqn2snn_plugin.distillation; "
+                        "minutes per T on a CPU, seconds on a GPU)")
     _add_run_options(parser)
     _add_checkpoint_options(parser)
     parser.add_argument("-o", "--output", required=True, help="output directory (created)")
@@ -246,7 +249,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     out = ev.writable_dir(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     snn = cheapest_T(checkpoint, ev.calibration_states(checkpoint, settings), args.target_agreement, Ts,
-                     backend=settings.backend)
+                     backend=settings.backend, distillation=args.distill)
     save_snn(snn, checkpoint, out / "snn.pt")
     report = {"T": snn.T, "reached_target": snn.reached_target, "target": args.target_agreement,
               "validation_agreement": snn.validation_agreement,

@@ -129,6 +129,8 @@ class _SnnPlayer:
         if T not in (None, self.T):
             raise ConfigError(f"this player simulates T={self.T}, asked for T={T}")
         if self._obs is None or self._obs.shape != obs.shape or not np.array_equal(self._obs, obs):
+            if self.snn.carry_state and self._obs is not None and len(self._obs) != len(obs):
+                self.snn.reset_state()  # `play` dropped envs that finished their games: rows no longer match
             self._values = self.snn.readouts(obs, T=self.T)
             stats = self.snn.last_stats
             self.decisions += len(obs)

@@ -177,6 +177,9 @@ class SpikingQNetwork(nn.Module):
         self.readout = check_readout(readout)
         self.T = check_T(T)
         self.native = native
+        # the (unfolded) Q-network this SNN was converted from, held outside the module tree so that
+        # snn.to() / snn.double() never touch the user's network; `store.save_snn` saves it
+        self._source: tuple[nn.Sequential, ...] = ()
         self.carry_state = False
         # per-layer bias corrections added after folding (see dqn2snn_plugin.tuning); saved with the SNN
         self.bias_shifts: list[torch.Tensor] = [torch.zeros(_weighted(s).out_channels if isinstance(_weighted(s), nn.Conv2d)
@@ -188,9 +191,16 @@ class SpikingQNetwork(nn.Module):
         self._neurons_per_sample = sum(int(f.numel()) for f in self._fan_out) + self.n_actions
         # memory and speed knobs (results do not depend on them):
         self.max_elements = 2**27  # neuron-steps held at once; larger batches are simulated in chunks
-        self.block_samples = 512  # time steps are simulated in blocks of about this many samples / B
+        # time steps are simulated in blocks of about this many samples / B; None: 512 on CPU (the
+        # block stays in cache), 32768 on a GPU (fewer, larger kernel launches)
+        self.block_samples: int | None = None
         self.event_driven = True  # fully connected layers read sparse spikes when few neurons fire
         self.sparse_rate = 0.08  # below this input firing rate the event-driven path is faster (CPU)
+
+    @property
+    def source_network(self) -> nn.Sequential | None:
+        """The Q-network this SNN was converted from (the distilled copy, for a distilled SNN)."""
+        return self._source[0] if self._source else None
 
     @property
     def n_actions(self) -> int:
@@ -201,12 +211,12 @@ class SpikingQNetwork(nn.Module):
         fan_outs = []
         with torch.no_grad():
             shapes = []
-            x = torch.zeros(1, *shape)
+            x = torch.zeros(1, *shape, device=_weighted(self.synapses[0]).weight.device)
             for synapse in self.synapses:
                 shapes.append(tuple(x.shape[1:]))
                 x = synapse(x)
         for synapse, in_shape in zip(self.synapses[1:], shapes[1:]):
-            fan_outs.append(fan_out(synapse, in_shape))
+            fan_outs.append(fan_out(synapse, in_shape).to(x.device))
         return fan_outs
 
     @torch.no_grad()
@@ -253,7 +263,8 @@ class SpikingQNetwork(nn.Module):
             raise ObservationError(
                 f"carried membranes are for a batch of {state[-1].shape[0]}, got {x.shape[0]}: call reset_state()"
             )
-        block = max(1, min(Ts[-1], self.block_samples // x.shape[0]))
+        block_samples = self.block_samples or (512 if x.device.type == "cpu" else 32768)
+        block = max(1, min(Ts[-1], block_samples // x.shape[0]))
         chunk = max(1, self.max_elements // (block * self._neurons_per_sample))
         parts = [
             self._simulate(x[i : i + chunk], Ts, block, None if state is None else [v[i : i + chunk] for v in state])

@@ -49,12 +49,14 @@ def _build_layer(spec: dict) -> nn.Module:
 
 
 def save_snn(snn: SpikingQNetwork, checkpoint: DQNCheckpoint, path: str | Path) -> None:
-    """Write `snn` (converted from `checkpoint`) to `path`, loadable with `load_snn`."""
+    """Write `snn` (converted from `checkpoint`, or from a distilled copy of it) to `path`, loadable with
+    `load_snn`. The weights saved are those the SNN was converted from; `checkpoint` gives the metadata."""
     v0_name = next(name for name, v in INITIAL_MEMBRANES.items() if v == snn.initial_membrane)
+    network = snn.source_network if snn.source_network is not None else checkpoint.q_network
     payload = {
         "format": FORMAT,
-        "layers": [_layer_spec(layer) for layer in checkpoint.q_network],
-        "state_dict": {k: v.detach().cpu() for k, v in checkpoint.q_network.state_dict().items()},
+        "layers": [_layer_spec(layer) for layer in network],
+        "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
         "checkpoint": {"n_actions": checkpoint.n_actions, "observation_shape": list(checkpoint.observation_shape),
                        "policy": checkpoint.policy, "algorithm": checkpoint.algorithm,
                        "sb3_version": checkpoint.sb3_version, "env_id": checkpoint.env_id, "source": checkpoint.source},
@@ -72,7 +74,8 @@ def save_snn(snn: SpikingQNetwork, checkpoint: DQNCheckpoint, path: str | Path) 
 
 
 def load_snn(path: str | Path, *, device: str = "cpu") -> tuple[SpikingQNetwork, DQNCheckpoint]:
-    """Rebuild the SNN saved by `save_snn`, and the DQN it came from (for comparisons)."""
+    """Rebuild the SNN saved by `save_snn`, and the network it was converted from: the DQN, or for a
+    distilled SNN (scales.percentile "distilled T=...") the distilled copy, not the user's DQN."""
     try:
         payload = torch.load(Path(path), weights_only=True, map_location="cpu")
     except Exception as exc:  # torch raises several unrelated types for a bad file

@@ -9,8 +9,9 @@ Q-value gaps of weak DQNs are smaller than these errors, so greedy actions flip.
   (clipped to [0, 1]) and the SNN's measured firing rate on calibration states at the target T;
   finally shift each action's output bias by the mean Q-value error. Corrections are measured on
   the SNN as already corrected below, so errors do not compound.
-- `tune`: try percentiles, initial membranes and bias calibration; keep the option with the highest
-  agreement on held-out calibration states (never on the test states), and report every option.
+- `tune`: try percentiles, initial membranes and bias calibration (and, with `distillation=True`,
+  a distilled copy: see `dqn2snn_plugin.distillation`); keep the option with the highest agreement
+  on held-out calibration states (never on the test states), and report every option.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class TuningResult:
     initial_membrane: str
     bias_calibration: bool
     agreement: float
+    distilled: bool = False
 
 
 def tune(
@@ -79,12 +81,17 @@ def tune(
     validation_fraction: float = 0.25,
     backend: str = "spikingjelly",
     seed: int = 0,
+    distillation: bool = False,
+    distill_options: dict | None = None,
 ) -> SpikingQNetwork:
     """The converted network with the best options for T, chosen on part of the calibration states.
 
-    The calibration states are split at random into a fitting part (scales, bias calibration) and a
-    validation part (agreement with the DQN's greedy action, at T). The returned network carries
-    `tuning_report` (every option tried, best first) and `validation_agreement`.
+    The calibration states are split at random into a fitting part (scales, bias calibration,
+    distillation) and a validation part (agreement with the DQN's greedy action, at T). With
+    `distillation=True` a copy distilled for T (`distill(checkpoint, fit, T, **distill_options)`;
+    minutes on a CPU) competes too. The returned network carries `tuning_report` (every option
+    tried, best first) and `validation_agreement`; a distilled winner's weights are its
+    `source_network` (what `store.save_snn` saves).
     """
     T = check_T(T)
     if not 0.0 < validation_fraction < 1.0:
@@ -108,6 +115,15 @@ def tune(
             report.append(TuningResult(p, init, calibrate, rate))
             if best is None or rate > best[0]:
                 best = (rate, snn)
+    if distillation:
+        from dqn2snn_plugin.distillation import distill
+
+        result = distill(checkpoint, fit, T, **(distill_options or {}))
+        snn = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", backend=backend, T=T)
+        rate = float((snn.act(val, T) == val_actions).float().mean())
+        report.append(TuningResult(result.scales.percentile, "half", False, rate, distilled=True))
+        if rate > best[0]:
+            best = (rate, snn)
     chosen = best[1]
     chosen.tuning_report = sorted(report, key=lambda r: -r.agreement)
     chosen.validation_agreement = best[0]

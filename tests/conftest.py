@@ -6,6 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
+
+from dqn2snn_plugin.checkpoint import DQNCheckpoint
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 ATARI_DIR = FIXTURES / "atari-dqn"
@@ -100,3 +104,11 @@ def save_sb3(tmp_path: Path):
         return model, path
 
     return save
+
+
+@pytest.fixture
+def mlp_checkpoint() -> DQNCheckpoint:
+    """A small random MLP "DQN" (6 inputs, two ReLU layers, 4 actions) for fast exact checks."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    return DQNCheckpoint(net, 4, (6,), "MlpPolicy", "DQN", None, None, "<test>")

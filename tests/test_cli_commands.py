@@ -109,3 +109,17 @@ def test_benchmark_writes_the_table(capsys, tmp_path):
     assert md.startswith("| game | DQN score | SNN score |") and "| Breakout |" in md
     assert (tmp_path / "benchmark.csv").read_text().count("\n") == 2
     assert (tmp_path / "BreakoutNoFrameskip-v4.json").exists()
+
+
+def test_tune_with_distillation_saves_the_chosen_snn(capsys, tmp_path, atari_observations):
+    from dqn2snn_plugin.store import load_snn
+
+    argv = ["tune", QNET, "--T", "4", "--calibration-frames", "300", "--target-agreement", "1.0", "--distill"]
+    assert main([*argv, "-o", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "tuning.json").read_text())
+    assert report["T"] == 4 and report["target"] == 1.0
+    assert any(option["distilled"] for option in report["options"])  # the distilled copy competed
+    assert report["validation_agreement"] == max(option["agreement"] for option in report["options"])
+    snn, _ = load_snn(tmp_path / "snn.pt")
+    assert snn.T == 4 and snn(atari_observations).shape == (6, 4)
+    assert "T=4: validation agreement" in capsys.readouterr().out

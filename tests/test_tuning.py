@@ -4,21 +4,12 @@ import numpy as np
 import pytest
 import torch
 from _fixtures import atari_checkpoint
-from torch import nn
 
 from dqn2snn_plugin import convert
-from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.normalization import record_activations
 from dqn2snn_plugin.store import load_snn, save_snn
 from dqn2snn_plugin.tuning import calibrate_biases, cheapest_T, tune
-
-
-@pytest.fixture
-def mlp_checkpoint() -> DQNCheckpoint:
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(6, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
-    return DQNCheckpoint(net, 4, (6,), "MlpPolicy", "DQN", None, None, "<test>")
 
 
 def rate_errors(snn, ckpt, states, T):

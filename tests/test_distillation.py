@@ -1,0 +1,97 @@
+"""Quantisation-aware distillation (issue 6): the QCFS activation, the exact spiking forward, `distill`."""
+
+import numpy as np
+import pytest
+import torch
+
+from dqn2snn_plugin import convert
+from dqn2snn_plugin.distillation import ClipFloorShift, distill, quantised_copy, relu_copy, spiking_forward
+from dqn2snn_plugin.errors import CalibrationError, ConfigError
+from dqn2snn_plugin.normalization import LayerScales
+
+
+def test_clip_floor_shift_rounds_to_levels_and_passes_gradients():
+    act = ClipFloorShift(threshold=2.0, levels=4)
+    x = torch.tensor([-1.0, 0.2, 0.3, 1.0, 1.76, 5.0], requires_grad=True)
+    y = act(x)
+    # 2 * clip(floor(x * 4 / 2 + 0.5) / 4, 0, 1)
+    torch.testing.assert_close(y.detach(), torch.tensor([0.0, 0.0, 0.5, 1.0, 2.0, 2.0]))
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]  # straight through inside (0, lambda)
+    assert act.threshold.grad is not None
+
+
+def test_spiking_forward_is_the_converted_snn_readout(mlp_checkpoint):
+    """The training forward simulates exactly the SNN that `convert` builds from the same copy."""
+    states = torch.randn(200, 6)
+    thresholds = [1.3, 0.9]
+    student = quantised_copy(mlp_checkpoint.q_network, thresholds, levels=8)
+    network, lambdas = relu_copy(student)
+    scales = LayerScales(lambdas, 1.0, "test", "nonzero", False, 0)
+    snn = convert(network, None, scales=scales, initial_membrane="half").double()  # float64: no rounding ties
+    student.double()
+    for T in (3, 8, 13):
+        with torch.no_grad():
+            ours = spiking_forward(student, states.double(), T)
+        torch.testing.assert_close(ours, snn(states.double(), T, readout="spikes+membrane"))
+
+
+def test_distill_keeps_the_users_network_and_returns_a_convertible_copy(mlp_checkpoint):
+    states = torch.randn(400, 6).numpy()
+    before = [p.clone() for p in mlp_checkpoint.q_network.parameters()]
+    result = distill(mlp_checkpoint, states, T=8, epochs=2, snn_epochs=1, batch_size=64)
+    for old, new in zip(before, mlp_checkpoint.q_network.parameters()):
+        assert torch.equal(old, new)
+    assert [row["phase"] for row in result.history] == ["qcfs", "qcfs", "qcfs", "snn", "snn"]
+    assert result.checkpoint.q_network is not mlp_checkpoint.q_network
+    assert all(float(s) > 0 for s in result.scales.hidden)
+    snn = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", T=8)
+    assert snn.act(states[:10]).shape == (10,)
+
+
+def test_distillation_raises_agreement_of_a_few_step_snn(mlp_checkpoint):
+    """At T = 4 the plain conversion is poor; the distilled SNN agrees better on held-out states."""
+    rng = np.random.default_rng(0)
+    fit, test = rng.standard_normal((1000, 6)).astype(np.float32), rng.standard_normal((500, 6)).astype(np.float32)
+    actions = mlp_checkpoint.act(test)
+    plain = convert(mlp_checkpoint, fit, initial_membrane="half", T=4)
+    result = distill(mlp_checkpoint, fit, T=4, epochs=6, snn_epochs=3, batch_size=64, lr=2e-2)
+    snn = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", T=4)
+    plain_rate = float((plain.act(test) == actions).float().mean())
+    distilled_rate = float((snn.act(test) == actions).float().mean())
+    assert distilled_rate > plain_rate + 0.05, (plain_rate, distilled_rate)
+
+
+@pytest.mark.parametrize("kwargs", [{"T": 0}, {"epochs": -1}, {"lr": 0.0}, {"validation_fraction": 1.0}])
+def test_bad_settings_are_named(mlp_checkpoint, kwargs):
+    options = {"T": 8, **kwargs}
+    with pytest.raises(ConfigError):
+        distill(mlp_checkpoint, np.zeros((64, 6), np.float32), options.pop("T"), **options)
+
+
+def test_too_few_states_are_refused(mlp_checkpoint):
+    with pytest.raises(CalibrationError, match="at least 16"):
+        distill(mlp_checkpoint, np.zeros((8, 6), np.float32), 8)
+
+
+def test_a_distilled_snn_saves_its_own_weights_and_reloads(mlp_checkpoint, tmp_path):
+    from dqn2snn_plugin.store import load_snn, save_snn
+
+    states = torch.randn(300, 6).numpy()
+    result = distill(mlp_checkpoint, states, T=8, epochs=1, snn_epochs=1, batch_size=64)
+    snn = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", T=8)
+    save_snn(snn, mlp_checkpoint, tmp_path / "snn.pt")  # the user's checkpoint: metadata only
+    again, network = load_snn(tmp_path / "snn.pt")
+    torch.testing.assert_close(again(states, 8), snn(states, 8))
+    for ours, theirs in zip(network.q_network.parameters(), result.checkpoint.q_network.parameters()):
+        assert torch.equal(ours, theirs)
+
+
+def test_tune_can_let_a_distilled_copy_compete(mlp_checkpoint):
+    from dqn2snn_plugin import tune
+
+    states = torch.randn(400, 6).numpy()
+    snn = tune(mlp_checkpoint, states, T=4, percentiles=(99.9,), inits=("half",), bias_calibration=(False,),
+               distillation=True, distill_options={"epochs": 2, "snn_epochs": 1, "batch_size": 64})
+    assert [r.distilled for r in sorted(snn.tuning_report, key=lambda r: r.distilled)] == [False, True]
+    assert snn.validation_agreement == max(r.agreement for r in snn.tuning_report)
