@@ -4,15 +4,10 @@
 # and once with its Triton kernel (SJ_IF_CUDA_IMPLEMENTATION=triton). On CUDA the spikingjelly backend
 # runs SpikingJelly's own multi-step kernel (adapters/spikingjelly.py, kernel="auto"). The states are
 # collected by the DQN playing Breakout through ale-py (CPU); no env-play timing (--play-max-steps 0).
-# Sized to finish in about 7 minutes on one H100 (240 s + 150 s caps, plus installs and start-up).
+# About 90 s on one H100 (measured 2026-11-27; results in docs/results.md).
 #
-# As the device command, from the repo root, with carry [".whl"]:
+# As the device command, from the repo root, with carry [".whl"] (see benchmarks/device_setup.sh):
 #     bash benchmarks/gpu_check.sh
-# Without .venv/bin/python (the device machine: plain `python3`), it first installs the wheels in
-# .whl/ (made here: spikingjelly, snntorch, ale-py, gymnasium, farama-notifications, stable-baselines3,
-# loguru, all for cp312 manylinux x86_64; the machine has torch, triton, numpy, tqdm, ...) into
-# /tmp/site and copies this working tree's package (dqn2snn_plugin/ + adapters/ as
-# dqn2snn_plugin.adapters) over them, so the code that runs is the tree's, never a stale wheel.
 # Writes to $OUT (the device runner's return folder; else runs/gpu), 7 files:
 #     env.log, simulation_speed_{default,triton}.{md,json,log}
 # One failing run does not stop the other. Local smoke test on CPU (tiny sizes):

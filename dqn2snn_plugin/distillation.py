@@ -43,17 +43,25 @@ WARMUP_STEPS = 50  # optimiser steps of linear learning-rate warm-up at the star
 
 
 class ClipFloorShift(nn.Module):
-    """QCFS activation with L levels and a trainable threshold; floor's gradient passes straight through."""
+    """QCFS activation with L levels and a trainable threshold (one, or one per channel: `threshold`
+    of shape [C]); floor's gradient passes straight through."""
 
-    def __init__(self, threshold: float, levels: int) -> None:
+    def __init__(self, threshold: torch.Tensor | float, levels: int) -> None:
         super().__init__()
-        self.threshold = nn.Parameter(torch.tensor(float(threshold)))
+        self.threshold = nn.Parameter(torch.as_tensor(threshold, dtype=torch.float32).detach().clone())
         self.levels = levels
 
+    def lam(self, x: torch.Tensor) -> torch.Tensor:
+        """The threshold, shaped to broadcast over `x` ([B, C, ...] or [B, F])."""
+        if self.threshold.ndim == 0:
+            return self.threshold
+        return self.threshold.view(1, -1, *([1] * (x.ndim - 2)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = (x / self.threshold).clamp(0, 1)
+        lam = self.lam(x)
+        y = (x / lam).clamp(0, 1)
         quantised = torch.floor(y * self.levels + 0.5) / self.levels
-        return (y + (quantised - y).detach()) * self.threshold
+        return (y + (quantised - y).detach()) * lam
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ def quantised_copy(network: nn.Sequential, thresholds, levels: int) -> nn.Sequen
     layers, index = [], 0
     for layer in copy.deepcopy(network):
         if isinstance(layer, nn.ReLU):
-            layers.append(ClipFloorShift(float(thresholds[index]), levels))
+            layers.append(ClipFloorShift(thresholds[index], levels))
             index += 1
         else:
             layers.append(layer)
@@ -86,7 +94,7 @@ def relu_copy(quantised: nn.Sequential) -> tuple[nn.Sequential, tuple[torch.Tens
     for layer in quantised:
         if isinstance(layer, ClipFloorShift):
             layers.append(nn.ReLU())
-            thresholds.append(layer.threshold.detach().abs().clone())
+            thresholds.append(layer.threshold.detach().clone())
         else:
             layers.append(copy.deepcopy(layer))
     return nn.Sequential(*layers).requires_grad_(False), tuple(thresholds)
@@ -134,15 +142,17 @@ def spiking_forward(student: nn.Sequential, x: torch.Tensor, T: int) -> torch.Te
         block = nn.Sequential(*stage)
         pre = block(a)
         with torch.no_grad():
+            lam = layer.lam(pre)
             if spikes is None:  # analog input: the same current at every step
-                current = (pre / layer.threshold).expand(T, *pre.shape)
+                current = (pre / lam).expand(T, *pre.shape)
             else:
-                current = block(spikes.flatten(0, 1) * previous).unflatten(0, spikes.shape[:2]) / layer.threshold
+                inputs = spikes.flatten(0, 1)
+                current = block(inputs * previous.lam(inputs)).unflatten(0, spikes.shape[:2]) / lam
             spikes, _ = if_scan(current, torch.full_like(current[0], 0.5))
-            rate = spikes.mean(0) * layer.threshold
+            rate = spikes.mean(0) * lam
         quantised = layer(pre)
         a = quantised + (rate - quantised).detach()
-        previous, stage = layer.threshold.detach(), []
+        previous, stage = layer, []
     return nn.Sequential(*stage)(a)
 
 
@@ -158,6 +168,7 @@ def distill(
     temperature: float | None = None,
     validation_fraction: float = 0.1,
     percentile: float = 99.9,
+    channel_wise: bool = False,
     seed: int = 0,
 ) -> DistillationResult:
     """Fine-tune a copy of the DQN on `calibration` states so that its SNN at T agrees with the DQN.
@@ -166,6 +177,7 @@ def distill(
     with the simulated SNN in the forward pass (see `spiking_forward`), both with `DistillationLoss`
     (`temperature`: its policy temperature; default the median gap between the best two Q-values).
     `lr`: Adam's step size relative to each weight tensor's mean magnitude (1e-3: 0.1% per step).
+    `percentile`, `channel_wise`: the starting thresholds (`layer_scales`), trained from there.
     The copy with the best agreement on the held-out `validation_fraction` of the states (judged as
     the QCFS copy in the first phase, as the SNN in the second) is kept; the starting copy counts.
     Runs on the device of `checkpoint` (see `load_dqn(..., device=)`).
@@ -190,8 +202,8 @@ def distill(
 
     fit_q, val_actions = batched(teacher, fit_raw), batched(teacher, val_raw).argmax(1)
     loss_fn = DistillationLoss(fit_q, temperature)
-    start = layer_scales(teacher, checkpoint.prepare(fit_raw[:4096]), percentile)
-    student = quantised_copy(teacher, [float(s) for s in start.hidden], T).train()
+    start = layer_scales(teacher, checkpoint.prepare(fit_raw[:4096]), percentile, channel_wise=channel_wise)
+    student = quantised_copy(teacher, start.hidden, T).train()
     # Adam's step is about lr for every parameter whatever its size; the first layer's weights carry
     # SB3's 1/255 and are ~100x smaller than the rest, and the actions' Q-values differ by ~0.5%, so
     # one absolute step can flip most greedy actions. Each tensor's step is therefore relative to its size.
@@ -236,6 +248,6 @@ def distill(
     for index, threshold in enumerate(thresholds):
         check_scale(threshold, f"distilled layer {index} threshold")
     output = float(percentile_scale(batched(network, fit_raw[:4096]).abs(), percentile, "all", channel_wise=False))
-    scales = LayerScales(thresholds, output, f"distilled T={T}", "nonzero", False, len(fit_raw))
+    scales = LayerScales(thresholds, output, f"distilled T={T}", "nonzero", channel_wise, len(fit_raw))
     distilled = dataclasses.replace(checkpoint, q_network=network, source=f"{checkpoint.source} (distilled for T={T})")
     return DistillationResult(distilled, student.requires_grad_(False), scales, T, history)

@@ -21,13 +21,14 @@ def test_clip_floor_shift_rounds_to_levels_and_passes_gradients():
     assert act.threshold.grad is not None
 
 
-def test_spiking_forward_is_the_converted_snn_readout(mlp_checkpoint):
+@pytest.mark.parametrize("thresholds", [[1.3, 0.9], [torch.linspace(0.5, 2.0, 48), torch.linspace(0.3, 1.2, 32)]],
+                         ids=["layer-wise", "channel-wise"])
+def test_spiking_forward_is_the_converted_snn_readout(mlp_checkpoint, thresholds):
     """The training forward simulates exactly the SNN that `convert` builds from the same copy."""
     states = torch.randn(200, 6)
-    thresholds = [1.3, 0.9]
     student = quantised_copy(mlp_checkpoint.q_network, thresholds, levels=8)
     network, lambdas = relu_copy(student)
-    scales = LayerScales(lambdas, 1.0, "test", "nonzero", False, 0)
+    scales = LayerScales(lambdas, 1.0, "test", "nonzero", lambdas[0].ndim == 1, 0)
     snn = convert(network, None, scales=scales, initial_membrane="half").double()  # float64: no rounding ties
     student.double()
     for T in (3, 8, 13):
