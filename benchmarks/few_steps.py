@@ -12,8 +12,8 @@ Options (each at every T of --T):
 - bias: half + `calibrate_biases` (per-channel rate matching, then per-action output offsets);
 - tuned: `tune` (p, initial membrane and bias calibration chosen on held-out calibration states);
 - distilled: `distill` (QCFS copy fine-tuned, then fine-tuned as the SNN at T) converted with
-  half-threshold membranes.
-Reference: the paper's method at T = --reference-T (500) on the same states.
+  half-threshold membranes; distilled-cw: the same with one threshold per channel.
+Reference: the paper's method at T = --reference-T (500; 0 skips it) on the same states.
 
 Every finished cell is appended to OUT/<game>/cells.jsonl at once (a rerun resumes); the table is
 OUT/few_steps.{md,csv}.
@@ -43,7 +43,7 @@ from dqn2snn_plugin.sweep import CellLog
 from dqn2snn_plugin.tuning import calibrate_biases
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
-OPTIONS = ("paper", "half", "carry", "bias", "tuned", "distilled")
+OPTIONS = ("paper", "half", "carry", "bias", "tuned", "distilled", "distilled-cw")
 
 
 def test_agreement(checkpoint, snn, states: np.ndarray, actions: torch.Tensor, T: int) -> dict:
@@ -72,8 +72,9 @@ def build(option: str, checkpoint, calibration, scales, T: int, args) -> tuple[o
     if option == "tuned":
         snn = tune(checkpoint, calibration[: args.fit], T, percentiles=(99.9, 99.99))
         return snn, {"chosen": asdict(snn.tuning_report[0])}
-    if option == "distilled":
-        result = distill(checkpoint, calibration, T, epochs=args.epochs, snn_epochs=args.snn_epochs)
+    if option in ("distilled", "distilled-cw"):
+        result = distill(checkpoint, calibration, T, epochs=args.epochs, snn_epochs=args.snn_epochs,
+                         channel_wise=option == "distilled-cw")
         snn = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", T=T)
         return snn, {"history": result.history}
     raise ValueError(option)
@@ -89,7 +90,7 @@ def run_game(game: str, args, settings: RunSettings) -> list[dict]:
     scales = layer_scales(checkpoint.q_network, checkpoint.prepare(calibration), 99.9)
     if args.episodes and log.find("dqn") is None:
         log.append({"kind": "dqn", "score": play_dqn(checkpoint, settings)[0]})
-    cells = [("paper", args.reference_T)] + [(o, T) for T in args.T for o in args.options]
+    cells = [("paper", args.reference_T)] * bool(args.reference_T) + [(o, T) for T in args.T for o in args.options]
     for option, T in cells:
         if log.find("cell", option=option, T=T) is not None:
             continue
@@ -138,7 +139,7 @@ def main() -> None:
     parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of <Game>NoFrameskip-v4.qnet.pt")
     parser.add_argument("--T", default="16,8,32,4", help="time steps per decision (cells run in this order)")
     parser.add_argument("--options", default=",".join(OPTIONS), help=f"any of {','.join(OPTIONS)}")
-    parser.add_argument("--reference-T", type=int, default=500, help="T of the paper-method reference cell")
+    parser.add_argument("--reference-T", type=int, default=500, help="T of the paper-method reference cell (0: none)")
     parser.add_argument("--calibration", type=int, default=15000, help="calibration states (scales, distillation)")
     parser.add_argument("--fit", type=int, default=1000, help="calibration states for bias calibration and tune")
     parser.add_argument("--test", type=int, default=1000, help="held-out test states")

@@ -37,15 +37,17 @@ def test_spiking_forward_is_the_converted_snn_readout(mlp_checkpoint, thresholds
         torch.testing.assert_close(ours, snn(states.double(), T, readout="spikes+membrane"))
 
 
-def test_distill_keeps_the_users_network_and_returns_a_convertible_copy(mlp_checkpoint):
+@pytest.mark.parametrize("channel_wise", [True, False])
+def test_distill_keeps_the_users_network_and_returns_a_convertible_copy(mlp_checkpoint, channel_wise):
     states = torch.randn(400, 6).numpy()
     before = [p.clone() for p in mlp_checkpoint.q_network.parameters()]
-    result = distill(mlp_checkpoint, states, T=8, epochs=2, snn_epochs=1, batch_size=64)
+    result = distill(mlp_checkpoint, states, T=8, epochs=2, snn_epochs=1, batch_size=64, channel_wise=channel_wise)
     for old, new in zip(before, mlp_checkpoint.q_network.parameters()):
         assert torch.equal(old, new)
     assert [row["phase"] for row in result.history] == ["qcfs", "qcfs", "qcfs", "snn", "snn"]
     assert result.checkpoint.q_network is not mlp_checkpoint.q_network
-    assert all(float(s) > 0 for s in result.scales.hidden)
+    assert result.scales.channel_wise == channel_wise
+    assert all(bool((s > 0).all()) and s.ndim == int(channel_wise) for s in result.scales.hidden)
     snn = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", T=8)
     assert snn.act(states[:10]).shape == (10,)
 
