@@ -162,12 +162,11 @@ def convert(
     native, neurons = _build_neurons(neuron_backend, network, scales, v0)
     if input_coding == "poisson" and input_max is None and len(shape) == 3:
         input_max = 255.0
-    snn = SpikingQNetwork(
+    return SpikingQNetwork(
         fold_scales(network, scales), neurons, neuron_backend.make_neuron(v0), neuron_backend, scales, shape,
         initial_membrane=v0, input_coding=input_coding, input_max=input_max, readout=readout, T=T, native=native,
+        source_network=network,
     )
-    snn._source = (network,)
-    return snn
 
 
 def _input_shape_of(network: nn.Sequential) -> tuple[int, ...]:

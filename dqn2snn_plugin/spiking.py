@@ -157,6 +157,7 @@ class SpikingQNetwork(nn.Module):
         readout: Readout = "spikes+membrane",
         T: int = 64,
         native: nn.Module | None = None,
+        source_network: nn.Sequential | None = None,
     ) -> None:
         super().__init__()
         if len(synapses) != len(neurons) + 1:
@@ -179,7 +180,7 @@ class SpikingQNetwork(nn.Module):
         self.native = native
         # the (unfolded) Q-network this SNN was converted from, held outside the module tree so that
         # snn.to() / snn.double() never touch the user's network; `store.save_snn` saves it
-        self._source: tuple[nn.Sequential, ...] = ()
+        self._source: tuple[nn.Sequential, ...] = () if source_network is None else (source_network,)
         self.carry_state = False
         # per-layer bias corrections added after folding (see dqn2snn_plugin.tuning); saved with the SNN
         self.bias_shifts: list[torch.Tensor] = [torch.zeros(_weighted(s).out_channels if isinstance(_weighted(s), nn.Conv2d)

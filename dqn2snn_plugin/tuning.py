@@ -24,6 +24,7 @@ import torch
 
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
+from dqn2snn_plugin.distillation import distill
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.normalization import layer_scales, record_activations
 from dqn2snn_plugin.spiking import SpikingQNetwork, check_T
@@ -116,8 +117,6 @@ def tune(
             if best is None or rate > best[0]:
                 best = (rate, snn)
     if distillation:
-        from dqn2snn_plugin.distillation import distill
-
         result = distill(checkpoint, fit, T, **(distill_options or {}))
         snn = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", backend=backend, T=T)
         rate = float((snn.act(val, T) == val_actions).float().mean())
