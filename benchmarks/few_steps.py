@@ -124,13 +124,13 @@ def rows_of(game: str, records: list[dict]) -> list[list[object]]:
             "-" if score is None else f"{score['mean']:.1f} ± {score['std']:.1f}",
             "-" if dqn is None else f"{dqn['mean']:.1f} ± {dqn['std']:.1f}",
             f"{r.get('synaptic_ops_per_decision', r.get('test_synaptic_ops_per_decision', 0)):,.0f}",
-            f"{r.get('spikes_per_decision', r.get('test_spikes_per_decision', 0)):,.0f}",
+            f"{r.get('spikes_per_decision', r.get('test_spikes_per_decision', 0)):,.0f}", r.get("device", "-"),
         ])
     return rows
 
 
 HEADERS = ["game", "option", "T", "agreement test %", "agreement SNN-visited %", "SNN score", "DQN score",
-           "synaptic ops / decision", "spikes / decision"]
+           "synaptic ops / decision", "spikes / decision", "device"]
 
 
 def main() -> None:
