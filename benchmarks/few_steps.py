@@ -75,7 +75,7 @@ def build(option: str, checkpoint, calibration, scales, T: int, args) -> tuple[o
     if option in ("distilled", "distilled-cw"):
         result = distill(checkpoint, calibration, T, epochs=args.epochs, snn_epochs=args.snn_epochs,
                          channel_wise=option == "distilled-cw")
-        snn = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", T=T)
+        snn = result.to_snn()
         return snn, {"history": result.history}
     raise ValueError(option)
 

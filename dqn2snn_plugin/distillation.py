@@ -34,9 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.normalization import LayerScales, check_scale, layer_scales, percentile_scale
-from dqn2snn_plugin.spiking import check_T, if_scan
+from dqn2snn_plugin.spiking import SpikingQNetwork, check_T, if_scan
 
 
 WARMUP_STEPS = 50  # optimiser steps of linear learning-rate warm-up at the start of each phase
@@ -69,14 +70,18 @@ class ClipFloorShift(nn.Module):
 
 @dataclass(frozen=True)
 class DistillationResult:
-    """The fine-tuned copy (ReLU layout, ready for `convert` with `scales` and initial_membrane="half"),
-    the same copy with its clip-floor-shift activations, and the training log (one row per epoch)."""
+    """The fine-tuned copy (ReLU layout; `to_snn()` converts it), the same copy with its
+    clip-floor-shift activations, and the training log (one row per epoch)."""
 
     checkpoint: DQNCheckpoint
     quantised: nn.Sequential
     scales: LayerScales
     T: int
     history: list[dict]
+
+    def to_snn(self, backend: str = "spikingjelly") -> SpikingQNetwork:
+        """The spiking network the copy was trained for: its thresholds as scales, half-threshold start, T."""
+        return convert(self.checkpoint, None, scales=self.scales, initial_membrane="half", backend=backend, T=self.T)
 
 
 def quantised_copy(network: nn.Sequential, thresholds, levels: int) -> nn.Sequential:

@@ -118,7 +118,7 @@ def tune(
                 best = (rate, snn)
     if distillation:
         result = distill(checkpoint, fit, T, **(distill_options or {}))
-        snn = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", backend=backend, T=T)
+        snn = result.to_snn(backend)
         rate = float((snn.act(val, T) == val_actions).float().mean())
         report.append(TuningResult(result.scales.percentile, "half", False, rate, distilled=True))
         if rate > best[0]:

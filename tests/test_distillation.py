@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from dqn2snn_plugin import convert
+from dqn2snn_plugin import convert, tune
 from dqn2snn_plugin.distillation import ClipFloorShift, distill, quantised_copy, relu_copy, spiking_forward
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.normalization import LayerScales
+from dqn2snn_plugin.store import load_snn, save_snn
 
 
 def test_clip_floor_shift_rounds_to_levels_and_passes_gradients():
@@ -48,8 +49,10 @@ def test_distill_keeps_the_users_network_and_returns_a_convertible_copy(mlp_chec
     assert result.checkpoint.q_network is not mlp_checkpoint.q_network
     assert result.scales.channel_wise == channel_wise
     assert all(bool((s > 0).all()) and s.ndim == int(channel_wise) for s in result.scales.hidden)
-    snn = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", T=8)
-    assert snn.act(states[:10]).shape == (10,)
+    snn = result.to_snn()
+    explicit = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", T=8)
+    assert snn.T == 8 and snn.initial_membrane == 0.5
+    torch.testing.assert_close(snn(states[:10]), explicit(states[:10]))
 
 
 def test_distillation_raises_agreement_of_a_few_step_snn(mlp_checkpoint):
@@ -59,7 +62,7 @@ def test_distillation_raises_agreement_of_a_few_step_snn(mlp_checkpoint):
     actions = mlp_checkpoint.act(test)
     plain = convert(mlp_checkpoint, fit, initial_membrane="half", T=4)
     result = distill(mlp_checkpoint, fit, T=4, epochs=6, snn_epochs=3, batch_size=64, lr=2e-2)
-    snn = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", T=4)
+    snn = result.to_snn()
     plain_rate = float((plain.act(test) == actions).float().mean())
     distilled_rate = float((snn.act(test) == actions).float().mean())
     assert distilled_rate > plain_rate + 0.05, (plain_rate, distilled_rate)
@@ -78,11 +81,9 @@ def test_too_few_states_are_refused(mlp_checkpoint):
 
 
 def test_a_distilled_snn_saves_its_own_weights_and_reloads(mlp_checkpoint, tmp_path):
-    from dqn2snn_plugin.store import load_snn, save_snn
-
     states = torch.randn(300, 6).numpy()
     result = distill(mlp_checkpoint, states, T=8, epochs=1, snn_epochs=1, batch_size=64)
-    snn = convert(result.checkpoint, None, scales=result.scales, initial_membrane="half", T=8)
+    snn = result.to_snn()
     save_snn(snn, mlp_checkpoint, tmp_path / "snn.pt")  # the user's checkpoint: metadata only
     again, network = load_snn(tmp_path / "snn.pt")
     torch.testing.assert_close(again(states, 8), snn(states, 8))
@@ -91,8 +92,6 @@ def test_a_distilled_snn_saves_its_own_weights_and_reloads(mlp_checkpoint, tmp_p
 
 
 def test_tune_can_let_a_distilled_copy_compete(mlp_checkpoint):
-    from dqn2snn_plugin import tune
-
     states = torch.randn(400, 6).numpy()
     snn = tune(mlp_checkpoint, states, T=4, percentiles=(99.9,), inits=("half",), bias_calibration=(False,),
                distillation=True, distill_options={"epochs": 2, "snn_epochs": 1, "batch_size": 64})
