@@ -74,7 +74,7 @@ def build(option: str, checkpoint, calibration, scales, T: int, args) -> tuple[o
         return snn, {"chosen": asdict(snn.tuning_report[0])}
     if option in ("distilled", "distilled-cw"):
         result = distill(checkpoint, calibration, T, epochs=args.epochs, snn_epochs=args.snn_epochs,
-                         channel_wise=option == "distilled-cw")
+                         batch_size=args.batch_size, margin=args.margin, channel_wise=option == "distilled-cw")
         snn = result.to_snn()
         return snn, {"history": result.history}
     raise ValueError(option)
@@ -84,6 +84,7 @@ def run_game(game: str, args, settings: RunSettings) -> list[dict]:
     checkpoint = load_dqn(args.fixtures / f"{game}NoFrameskip-v4.qnet.pt", device=args.device)
     log = CellLog(args.out / game, {"game": game, "calibration": args.calibration, "test": args.test,
                                     "fit": args.fit, "epochs": args.epochs, "snn_epochs": args.snn_epochs,
+                                    "batch_size": args.batch_size, "margin": args.margin,
                                     "settings": asdict(settings)})
     calibration, test = calibration_and_test_observations(checkpoint, args.calibration, args.test)
     actions = checkpoint.act(test)
@@ -145,6 +146,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=1000, help="held-out test states")
     parser.add_argument("--epochs", type=int, default=6, help="distillation: quantisation-aware epochs")
     parser.add_argument("--snn-epochs", type=int, default=4, help="distillation: epochs through the simulated SNN")
+    parser.add_argument("--batch-size", type=int, default=32, help="distillation: states per optimiser step")
+    parser.add_argument("--margin", type=float, default=3.0, help="distillation: weight of the greedy-action hinge")
     parser.add_argument("--episodes", type=int, default=8, help="games per SNN cell (0: agreement only)")
     parser.add_argument("--max-steps", type=int, default=1000, help="agent steps per game (cap)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from dqn2snn_plugin import convert, tune
-from dqn2snn_plugin.distillation import ClipFloorShift, distill, quantised_copy, relu_copy, spiking_forward
+from dqn2snn_plugin.distillation import (
+    ClipFloorShift,
+    DistillationLoss,
+    distill,
+    quantised_copy,
+    relu_copy,
+    spiking_forward,
+)
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.normalization import LayerScales
 from dqn2snn_plugin.store import load_snn, save_snn
@@ -20,6 +27,21 @@ def test_clip_floor_shift_rounds_to_levels_and_passes_gradients():
     y.sum().backward()
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]  # straight through inside (0, lambda)
     assert act.threshold.grad is not None
+
+
+def test_margin_term_penalises_only_a_flipped_or_too_close_greedy_action():
+    """Hinge on the DQN's greedy action: zero once the copy keeps it ahead by half the DQN's gap."""
+    teacher = torch.tensor([[1.0, 0.9, 0.0], [0.0, 2.0, 1.0]])  # gaps 0.1 and 1.0
+    plain, with_margin = DistillationLoss(teacher, 0.5), DistillationLoss(teacher, 0.5, margin=2.0)
+    kept = teacher + torch.tensor([[0.0, -0.1, 0.0], [0.0, 0.0, 0.0]])  # still ahead by >= half the gap
+    assert with_margin(kept, teacher) == pytest.approx(float(plain(kept, teacher)))
+    flipped = torch.tensor([[0.9, 1.0, 0.0], [0.0, 2.0, 1.0]], requires_grad=True)
+    extra = with_margin(flipped, teacher) - plain(flipped, teacher)
+    # state 0: best other 1.0 - greedy 0.9 + gap / 2 = 0.15, over the temperature, mean over 2 states, times 2
+    assert float(extra) == pytest.approx(2.0 * 0.15 / 0.5 / 2)
+    extra.backward()
+    assert flipped.grad[0, 0] < 0 < flipped.grad[0, 1]  # descent raises the greedy action, lowers its rival
+    assert flipped.grad[1].abs().sum() == 0
 
 
 @pytest.mark.parametrize("thresholds", [[1.3, 0.9], [torch.linspace(0.5, 2.0, 48), torch.linspace(0.3, 1.2, 32)]],
@@ -68,7 +90,7 @@ def test_distillation_raises_agreement_of_a_few_step_snn(mlp_checkpoint):
     assert distilled_rate > plain_rate + 0.05, (plain_rate, distilled_rate)
 
 
-@pytest.mark.parametrize("kwargs", [{"T": 0}, {"epochs": -1}, {"lr": 0.0}, {"validation_fraction": 1.0}])
+@pytest.mark.parametrize("kwargs", [{"T": 0}, {"epochs": -1}, {"lr": 0.0}, {"margin": -1.0}, {"validation_fraction": 1.0}])
 def test_bad_settings_are_named(mlp_checkpoint, kwargs):
     options = {"T": 8, **kwargs}
     with pytest.raises(ConfigError):
