@@ -1,0 +1,84 @@
+"""How many rate levels per neuron does each game's agreement need? A training-free precision study.
+
+An IF layer simulated for T steps from a half-threshold membrane expresses its rate in about T
+levels; the clip-floor-shift (QCFS) copy of the DQN models exactly that. This script takes the copy
+`distill` starts from (per-channel thresholds at the 99.9th percentile) and measures its agreement
+with the DQN's greedy action on the held-out test states when its activations have L levels:
+- every layer at L in --levels ("inf": clipping only, no quantisation);
+- one layer at a time refined to unlimited precision, the others at --base levels: where the
+  rounding error that flips actions enters.
+It needs no training and no simulation (a few seconds a game), so it tells beforehand which T a
+game's agreement target asks for; `distill` then recovers a few points at that T (docs/results.md).
+
+    python benchmarks/precision_needed.py --out runs/precision_needed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from dqn2snn_plugin import load_dqn
+from dqn2snn_plugin.calibration import calibration_and_test_observations
+from dqn2snn_plugin.distillation import ClipFloorShift, distill, quantised_copy
+from dqn2snn_plugin.normalization import layer_scales
+from dqn2snn_plugin.evaluation import write_json
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
+UNLIMITED = 2**30  # levels standing in for "no quantisation": steps far below float32's resolution of a rate
+
+
+def agreement_at(copy: torch.nn.Sequential, levels: list[int], x: torch.Tensor, actions: torch.Tensor) -> float:
+    """% of states where the copy, with its i-th activation at levels[i], picks the DQN's action."""
+    activations = [layer for layer in copy if isinstance(layer, ClipFloorShift)]
+    for activation, level in zip(activations, levels):
+        activation.levels = level
+    with torch.no_grad():
+        chosen = torch.cat([copy(x[i : i + 250]).argmax(1) for i in range(0, len(x), 250)])
+    return round(100 * float((chosen == actions).float().mean()), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--games", default="Breakout,Pong,Boxing,Atlantis,RoadRunner,BeamRider", help="fixture games")
+    parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of <Game>NoFrameskip-v4.qnet.pt")
+    parser.add_argument("--levels", default="16,32,64,128,256,inf", help="levels of every layer, one row each")
+    parser.add_argument("--base", type=int, default=16, help="levels of the other layers when one is refined")
+    parser.add_argument("--distilled", type=int, default=0,
+                        help="T: study the copy that distill(ckpt, states, T) trains (0: the untrained copy)")
+    parser.add_argument("--calibration", type=int, default=15000, help="calibration states (the same as few_steps.py)")
+    parser.add_argument("--test", type=int, default=1000, help="held-out test states")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
+    parser.add_argument("--out", type=Path, default=Path("runs/precision_needed.json"), help="JSON result")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    levels = [UNLIMITED if level == "inf" else int(level) for level in args.levels.split(",")]
+    results = {}
+    for game in args.games.split(","):
+        checkpoint = load_dqn(args.fixtures / f"{game}NoFrameskip-v4.qnet.pt")
+        calibration, test = calibration_and_test_observations(checkpoint, args.calibration, args.test)
+        if args.distilled:
+            copy = distill(checkpoint, calibration, args.distilled).quantised
+        else:
+            network = checkpoint.q_network.eval()
+            scales = layer_scales(network, checkpoint.prepare(calibration[:4096]), 99.9, channel_wise=True)
+            copy = quantised_copy(network, scales.hidden, args.base)
+        x, actions = checkpoint.prepare(test), checkpoint.act(test)
+        n = sum(isinstance(layer, ClipFloorShift) for layer in copy)
+        row = {"all": {("inf" if level == UNLIMITED else str(level)): agreement_at(copy, [level] * n, x, actions)
+                       for level in levels}}
+        row["one_layer_unlimited"] = [agreement_at(copy, [UNLIMITED if i == j else args.base for i in range(n)], x,
+                                                   actions) for j in range(n)]
+        results[game] = row
+        print(game, json.dumps(row), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, {"base_levels": args.base, "test_states": args.test, "distilled_T": args.distilled,
+                          "games": results})
+
+
+if __name__ == "__main__":
+    main()
