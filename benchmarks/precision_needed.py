@@ -1,12 +1,10 @@
 """How many rate levels per neuron does each game's agreement need? A training-free precision study.
 
 An IF layer simulated for T steps from a half-threshold membrane expresses its rate in about T
-levels; the clip-floor-shift (QCFS) copy of the DQN models exactly that. This script builds such a
-copy as `distill` builds its starting copy (per-channel thresholds at the 99.9th percentile), but from
-the first 4,096 calibration states where `distill` takes 4,096 of its shuffled training split; the
-figures depend on that choice by a few points (Pong at L = 16: 70.5% here, 81.8% from distill's
-split, which `distill(..., epochs=0, snn_epochs=0).quantised` returns). It measures its agreement
-with the DQN's greedy action on the held-out test states when its activations have L levels:
+levels; the clip-floor-shift (QCFS) copy of the DQN models exactly that. This script takes the copy
+`distill` starts from (`distill(..., epochs=0, snn_epochs=0).quantised`: per-channel thresholds at
+the 99.9th percentile of 4,096 states of its training split) and measures its agreement with the
+DQN's greedy action on the held-out test states when its activations have L levels:
 - every layer at L in --levels ("inf": clipping only, no quantisation);
 - one layer at a time refined to unlimited precision, the others at --base levels: where the
   rounding error that flips actions enters.
@@ -27,9 +25,8 @@ import torch
 
 from dqn2snn_plugin import load_dqn
 from dqn2snn_plugin.calibration import calibration_and_test_observations
-from dqn2snn_plugin.distillation import ClipFloorShift, distill, quantised_copy
+from dqn2snn_plugin.distillation import ClipFloorShift, distill
 from dqn2snn_plugin.evaluation import write_json
-from dqn2snn_plugin.normalization import layer_scales
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 UNLIMITED = 2**30  # levels standing in for "no quantisation": steps far below float32's resolution of a rate
@@ -64,12 +61,8 @@ def main() -> None:
     for game in args.games.split(","):
         checkpoint = load_dqn(args.fixtures / f"{game}NoFrameskip-v4.qnet.pt")
         calibration, test = calibration_and_test_observations(checkpoint, args.calibration, args.test)
-        if args.distilled:
-            copy = distill(checkpoint, calibration, args.distilled).quantised
-        else:
-            network = checkpoint.q_network.eval()
-            scales = layer_scales(network, checkpoint.prepare(calibration[:4096]), 99.9, channel_wise=True)
-            copy = quantised_copy(network, scales.hidden, args.base)
+        trained = {} if args.distilled else {"epochs": 0, "snn_epochs": 0}  # untrained: the starting copy
+        copy = distill(checkpoint, calibration, args.distilled or args.base, **trained).quantised
         x, actions = checkpoint.prepare(test), checkpoint.act(test)
         n = sum(isinstance(layer, ClipFloorShift) for layer in copy)
         row = {"all": {("inf" if level == UNLIMITED else str(level)): agreement_at(copy, [level] * n, x, actions)
