@@ -12,7 +12,9 @@ Options (each at every T of --T):
 - bias: half + `calibrate_biases` (per-channel rate matching, then per-action output offsets);
 - tuned: `tune` (p, initial membrane and bias calibration chosen on held-out calibration states);
 - distilled: `distill` (QCFS copy fine-tuned, then fine-tuned as the SNN at T) converted with
-  half-threshold membranes; distilled-cw: the same with one threshold per channel.
+  half-threshold membranes; distilled-cw: the same with one threshold per channel;
+- binary: binary spike coding (`convert(..., coding="binary")`: T-bit codes, T steps per layer), one
+  scale per channel at p = 99.99, no training.
 Reference: the paper's method at T = --reference-T (500; 0 skips it) on the same states.
 
 Every finished cell is appended to OUT/<game>/cells.jsonl at once (a rerun resumes); the table is
@@ -43,7 +45,7 @@ from dqn2snn_plugin.sweep import CellLog
 from dqn2snn_plugin.tuning import calibrate_biases
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
-OPTIONS = ("paper", "half", "carry", "bias", "tuned", "distilled", "distilled-cw")
+OPTIONS = ("paper", "half", "carry", "bias", "tuned", "distilled", "distilled-cw", "binary")
 
 
 def test_agreement(checkpoint, snn, states: np.ndarray, actions: torch.Tensor, T: int) -> dict:
@@ -77,6 +79,8 @@ def build(option: str, checkpoint, calibration, scales, T: int, args) -> tuple[o
                          batch_size=args.batch_size, margin=args.margin, channel_wise=option == "distilled-cw")
         snn = result.to_snn()
         return snn, {"history": result.history}
+    if option == "binary":
+        return convert(checkpoint, calibration, percentile=99.99, channel_wise=True, coding="binary", T=T), {}
     raise ValueError(option)
 
 

@@ -55,9 +55,10 @@ class DQNCheckpoint:
     source: str
 
     def prepare(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Turn raw observations (numpy or torch, uint8 or float, one or a batch) into a float batch."""
-        device = next(self.q_network.parameters()).device
-        return observation_batch(obs, self.observation_shape).to(device=device, dtype=torch.float32)
+        """Turn raw observations (numpy or torch, uint8 or float, one or a batch) into a float batch
+        on the network's device, in its floating dtype (float32 unless the network was made double)."""
+        parameter = next(self.q_network.parameters())
+        return observation_batch(obs, self.observation_shape).to(device=parameter.device, dtype=parameter.dtype)
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -70,11 +70,19 @@ def _add_run_options(parser: argparse.ArgumentParser, *, episodes: int = 10, max
     parser.add_argument("--seed", type=int, default=0, help="seed of the envs and of the exploration (default 0)")
 
 
+def _add_coding_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--coding", default="rate", choices=["rate", "binary"],
+                        help="rate: the paper's rate-coded IF neurons, T steps per decision; binary: T-bit spike "
+                        "codes, T steps per layer, at most 24 (dqn2snn_plugin.binary_coding; measured best with "
+                        "--percentile 99.99 --channel-wise and T = 8)")
+
+
 def _settings(args: argparse.Namespace):
     from dqn2snn_plugin.evaluation import RunSettings
 
     return RunSettings(episodes=args.episodes, calibration_frames=args.calibration_frames, max_steps=args.max_steps,
-                       n_envs=args.n_envs, seed=args.seed, backend=args.backend, readout=args.readout).check()
+                       n_envs=args.n_envs, seed=args.seed, backend=args.backend, readout=args.readout,
+                       coding=getattr(args, "coding", "rate")).check()
 
 
 def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -88,6 +96,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--T", type=int, default=64, help="time steps per decision (default 64)")
     parser.add_argument("--percentile", default="99.9", help="normalisation percentile in (0, 100] or max (default 99.9)")
     _add_run_options(parser)
+    _add_coding_option(parser)
     _add_checkpoint_options(parser)
     parser.add_argument("-o", "--output", default=None, help="write the full result as JSON to this file")
     parser.set_defaults(handler=_cmd_evaluate)
@@ -96,7 +105,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dqn2snn_plugin import evaluation as ev
 
-    T, (p,) = args.T, ev.check_grid([args.T], [args.percentile])[1]
+    T, (p,) = args.T, ev.check_grid([args.T], [args.percentile], args.coding)[1]
     settings = _settings(args)
     device = ev.resolve_device(args.device)
     if args.output:
@@ -126,6 +135,7 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--test-frames", type=int, default=1000,
                         help="held-out DQN-visited states for the agreement-vs-T curve (default 1000)")
     _add_run_options(parser)
+    _add_coding_option(parser)
     _add_checkpoint_options(parser)
     parser.add_argument("-o", "--output", required=True, help="results directory (created; reused to resume)")
     parser.set_defaults(handler=_cmd_sweep)
@@ -135,7 +145,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from dqn2snn_plugin import evaluation as ev
     from dqn2snn_plugin.sweep import SWEEP_HEADERS, sweep
 
-    Ts, ps = ev.check_grid(args.T, args.percentile)
+    Ts, ps = ev.check_grid(args.T, args.percentile, args.coding)
     settings = _settings(args)
     device = ev.resolve_device(args.device)
     ev.writable_dir(args.output)
@@ -157,6 +167,7 @@ def _register_benchmark(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--T", type=int, default=500, help="time steps per decision (default 500, the paper's)")
     parser.add_argument("--percentile", default="99.9", help="normalisation percentile in (0, 100] or max (default 99.9)")
     _add_run_options(parser)
+    _add_coding_option(parser)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="where the networks run (cuda only when a GPU exists; default cpu)")
     parser.add_argument("-o", "--output", required=True, help="results directory (created)")
@@ -166,7 +177,7 @@ def _register_benchmark(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from dqn2snn_plugin import evaluation as ev
 
-    ev.check_grid([args.T], [args.percentile])
+    ev.check_grid([args.T], [args.percentile], args.coding)
     settings = _settings(args)
     device = ev.resolve_device(args.device)
     ev.writable_dir(args.output)
@@ -188,6 +199,7 @@ def _register_convert(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--percentile", default="99.9", help="normalisation percentile in (0, 100] or max (default 99.9)")
     parser.add_argument("--channel-wise", action="store_true", help="one scale per channel instead of per layer")
     _add_run_options(parser)
+    _add_coding_option(parser)
     _add_checkpoint_options(parser)
     parser.add_argument("-o", "--output", required=True, help="output directory (created)")
     parser.set_defaults(handler=_cmd_convert)
@@ -198,13 +210,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from dqn2snn_plugin.conversion import convert
     from dqn2snn_plugin.store import save_snn
 
-    _, (p,) = ev.check_grid([args.T], [args.percentile])
+    _, (p,) = ev.check_grid([args.T], [args.percentile], args.coding)
     settings = _settings(args)
     device = ev.resolve_device(args.device)
     out = ev.writable_dir(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     snn = convert(checkpoint, ev.calibration_states(checkpoint, settings), percentile=p,
-                  channel_wise=args.channel_wise, backend=settings.backend, readout=settings.readout, T=args.T)
+                  channel_wise=args.channel_wise, backend=settings.backend, readout=settings.readout, T=args.T,
+                  coding=settings.coding)
     save_snn(snn, checkpoint, out / "snn.pt")
     ev.write_json(out / "scales.json", snn.scales.as_dict())
     print(f"saved {out / 'snn.pt'} and {out / 'scales.json'}")
@@ -221,12 +234,15 @@ def _register_tune(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
     parser.add_argument("--target-agreement", type=float, default=0.99,
                         help="agreement with the DQN's greedy action to reach, in (0, 1] (default 0.99)")
-    parser.add_argument("--T", type=_int_list, default=[4, 8, 16, 32, 64, 128],
-                        help="time steps to try, cheapest first (default 4,8,16,32,64,128)")
+    parser.add_argument("--T", type=_int_list, default=None,
+                        help="time steps to try, cheapest first (default 4,8,16,32,64,128; with --coding binary "
+                        "2,4,6,8,10,12,16)")
+    parser.add_argument("--channel-wise", action="store_true", help="one scale per channel instead of per layer")
     parser.add_argument("--distill", action="store_true",
                         help="also try a copy distilled for each T (dqn2snn_plugin.distillation; "
                         "minutes per T on a CPU, seconds on a GPU)")
     _add_run_options(parser)
+    _add_coding_option(parser)
     _add_checkpoint_options(parser)
     parser.add_argument("-o", "--output", required=True, help="output directory (created)")
     parser.set_defaults(handler=_cmd_tune)
@@ -237,19 +253,22 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     from dqn2snn_plugin import evaluation as ev
     from dqn2snn_plugin.store import save_snn
-    from dqn2snn_plugin.tuning import cheapest_T
+    from dqn2snn_plugin.tuning import cheapest_T, check_tuning
 
     from dqn2snn_plugin.errors import ConfigError
 
-    Ts, _ = ev.check_grid(args.T, ["max"])
+    default_Ts = [2, 4, 6, 8, 10, 12, 16] if args.coding == "binary" else [4, 8, 16, 32, 64, 128]
+    Ts, _ = ev.check_grid(args.T or default_Ts, ["max"], args.coding)
     if not 0.0 < args.target_agreement <= 1.0:
         raise ConfigError(f"--target-agreement must be in (0, 1], got {args.target_agreement}")
     settings = _settings(args)
+    check_tuning(settings.coding, distillation=args.distill)
     device = ev.resolve_device(args.device)
     out = ev.writable_dir(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     snn = cheapest_T(checkpoint, ev.calibration_states(checkpoint, settings), args.target_agreement, Ts,
-                     backend=settings.backend, distillation=args.distill)
+                     backend=settings.backend, distillation=args.distill, coding=settings.coding,
+                     channel_wise=args.channel_wise)
     save_snn(snn, checkpoint, out / "snn.pt")
     report = {"T": snn.T, "reached_target": snn.reached_target, "target": args.target_agreement,
               "validation_agreement": snn.validation_agreement,

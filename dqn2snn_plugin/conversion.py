@@ -18,7 +18,7 @@ from torch import nn
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import ConfigError, UnsupportedLayerError
 from dqn2snn_plugin.normalization import SYNAPSES, LayerScales, Rank, check_network, layer_scales
-from dqn2snn_plugin.spiking import InputCoding, Readout, SpikingQNetwork, check_readout, check_T
+from dqn2snn_plugin.spiking import Coding, InputCoding, Readout, SpikingQNetwork, check_readout, check_T
 
 Backend = Literal["spikingjelly", "snntorch"]
 BACKENDS: tuple[str, ...] = ("spikingjelly", "snntorch")
@@ -118,12 +118,13 @@ def convert(
     rank: Rank = "nonzero",
     channel_wise: bool = False,
     backend: Backend = "spikingjelly",
-    initial_membrane: Literal["zero", "half"] = "zero",
+    initial_membrane: Literal["zero", "half"] | None = None,
     input_coding: InputCoding = "analog",
     input_max: float | None = None,
     readout: Readout = "spikes+membrane",
     T: int = 64,
     scales: LayerScales | None = None,
+    coding: Coding = "rate",
 ) -> SpikingQNetwork:
     """Convert a DQN into a spiking Q-network.
 
@@ -136,15 +137,21 @@ def convert(
         channel_wise: one scale per channel instead of per layer.
         backend: "spikingjelly" (SpikingJelly IF neurons, converted with its Converter and our
             recipe) or "snntorch" (`snn.Leaky` with beta = 1).
-        initial_membrane: "zero" (the paper) or "half" (threshold / 2, removes the rate's floor bias).
+        initial_membrane: "zero" (the paper) or "half" (threshold / 2, removes the rate's floor bias);
+            default: "zero" with rate coding, "half" (round to the nearest level) with binary coding.
         input_coding: "analog" (observation injected at every step, the paper) or "poisson".
         input_max: with Poisson coding, the input value that spikes at every step (255 for images).
         readout: default readout of `snn(obs)`: "spikes", "spikes+membrane" (paper) or "membrane".
-        T: default number of time steps per decision.
+        T: default number of time steps per decision (with binary coding: per layer, and bits per activation).
         scales: precomputed `LayerScales` (skips the calibration pass; `calibration` may be None).
+        coding: "rate" (the paper: up to T spikes per neuron for T levels) or "binary" (T-bit codes,
+            most significant bit first: at most T spikes for 2**T levels, T steps per layer; see
+            `dqn2snn_plugin.binary_coding`). Binary coding measured best with percentile=99.99.
     """
     check_T(T)
     check_readout(readout)
+    if initial_membrane is None:
+        initial_membrane = "half" if coding == "binary" else "zero"
     if initial_membrane not in INITIAL_MEMBRANES:
         raise ConfigError(f"initial_membrane must be 'zero' or 'half', got {initial_membrane!r}")
     neuron_backend = make_backend(backend)
@@ -164,8 +171,8 @@ def convert(
         input_max = 255.0
     return SpikingQNetwork(
         fold_scales(network, scales), neurons, neuron_backend.make_neuron(v0), neuron_backend, scales, shape,
-        initial_membrane=v0, input_coding=input_coding, input_max=input_max, readout=readout, T=T, native=native,
-        source_network=network,
+        initial_membrane=v0, input_coding=input_coding, input_max=input_max, readout=readout, T=T, coding=coding,
+        native=native, source_network=network,
     )
 
 

@@ -28,13 +28,14 @@ import torch
 from tqdm.auto import tqdm
 
 from dqn2snn_plugin.atari import EpisodeResult, check_action_count, play
+from dqn2snn_plugin.binary_coding import check_bits
 from dqn2snn_plugin.calibration import _cache_key, calibration_and_test_observations, collect_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint, load_dqn
 from dqn2snn_plugin.conversion import BACKENDS, convert
 from dqn2snn_plugin.errors import CalibrationError, ConfigError, ResultsError
 from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult
 from dqn2snn_plugin.normalization import check_percentile
-from dqn2snn_plugin.spiking import SpikingQNetwork, check_readout, check_T
+from dqn2snn_plugin.spiking import CODINGS, SpikingQNetwork, check_readout, check_T
 
 EPSILON = 0.05  # the paper's evaluation exploration
 AGREEMENT_READOUTS = ("spikes+membrane", "spikes")
@@ -52,6 +53,7 @@ class RunSettings:
     backend: str = "spikingjelly"
     readout: str = "spikes+membrane"  # the readout the SNN acts on
     epsilon: float = EPSILON
+    coding: str = "rate"  # how neurons send activations: "rate" (the paper) or "binary" (T-bit codes)
 
     def check(self) -> RunSettings:
         """Raise ConfigError for any out-of-range value; return self."""
@@ -63,6 +65,8 @@ class RunSettings:
         if not 0.0 <= self.epsilon <= 1.0:
             raise ConfigError(f"epsilon must lie in [0, 1], got {self.epsilon}")
         check_readout(self.readout)
+        if self.coding not in CODINGS:
+            raise ConfigError(f"unknown coding {self.coding!r}: choose one of {', '.join(CODINGS)}")
         return self
 
 
@@ -78,12 +82,15 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def check_grid(Ts: Iterable[int], percentiles: Iterable[float | str]) -> tuple[list[int], list[float]]:
-    """Validated, de-duplicated, ordered T values and percentiles ("max" -> 100)."""
+def check_grid(Ts: Iterable[int], percentiles: Iterable[float | str], coding: str = "rate") -> tuple[list[int], list[float]]:
+    """Validated, de-duplicated, ordered T values and percentiles ("max" -> 100); with binary coding T
+    (bits) is at most `binary_coding.MAX_BITS`."""
     Ts = sorted({check_T(T) for T in Ts})
     ps = sorted({check_percentile(p) for p in percentiles})
     if not Ts or not ps:
         raise ConfigError("need at least one T and one percentile")
+    if coding == "binary":
+        check_bits(Ts[-1])
     return Ts, ps
 
 
@@ -218,7 +225,7 @@ def evaluate(checkpoint: DQNCheckpoint, *, T: int, percentile: float | str, sett
     settings.check()
     if snn is None:
         snn = convert(checkpoint, calibration_states(checkpoint, settings), percentile=p, backend=settings.backend,
-                      readout=settings.readout, T=T)
+                      readout=settings.readout, T=T, coding=settings.coding)
     dqn_score, dqn_visited = play_dqn(checkpoint, settings, snn, T)
     snn_result = play_snn(checkpoint, snn, T, settings)
     return {
@@ -379,7 +386,8 @@ def demo(checkpoint: DQNCheckpoint, *, T: int, Ts: Sequence[int], settings: RunS
     calibration, test = calibration_and_test_observations(
         checkpoint, settings.calibration_frames, test_frames, seed=settings.seed, epsilon=settings.epsilon,
         n_envs=settings.n_envs, progress=True)
-    snn = convert(checkpoint, calibration, percentile=99.9, backend=settings.backend, readout=settings.readout, T=T)
+    snn = convert(checkpoint, calibration, percentile=99.9, backend=settings.backend, readout=settings.readout, T=T,
+                  coding=settings.coding)
     result = evaluate(checkpoint, T=T, percentile=99.9, settings=settings, snn=snn)
     heldout = heldout_agreement(checkpoint, snn, test, Ts)
     rows = [[t, *(heldout[t][r]["rate"] for r in AGREEMENT_READOUTS)] for t in Ts]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dqn2snn_plugin import binary_coding
 from dqn2snn_plugin.checkpoint import observation_batch
 from dqn2snn_plugin.errors import ConfigError, ObservationError
 from dqn2snn_plugin.normalization import LayerScales
@@ -33,6 +34,8 @@ from dqn2snn_plugin.normalization import LayerScales
 Readout = Literal["spikes", "spikes+membrane", "membrane"]
 READOUTS: tuple[str, ...] = ("spikes", "spikes+membrane", "membrane")
 InputCoding = Literal["analog", "poisson"]
+Coding = Literal["rate", "binary"]
+CODINGS: tuple[str, ...] = ("rate", "binary")
 
 
 class NeuronBackend(Protocol):
@@ -140,6 +143,8 @@ class SpikingQNetwork(nn.Module):
     By default every call starts from fresh membranes (state reset before each decision);
     `carry_state=True` keeps the membranes between calls, for consecutive frames of one episode
     (call `reset_state()` at episode boundaries).
+    `coding="binary"` sends each activation as a T-bit number instead of a rate (few spikes, 2**T
+    levels, T steps per layer: see `dqn2snn_plugin.binary_coding`); it keeps no state between calls.
     """
 
     def __init__(
@@ -156,6 +161,7 @@ class SpikingQNetwork(nn.Module):
         input_max: float | None = None,
         readout: Readout = "spikes+membrane",
         T: int = 64,
+        coding: Coding = "rate",
         native: nn.Module | None = None,
         source_network: nn.Sequential | None = None,
     ) -> None:
@@ -166,6 +172,12 @@ class SpikingQNetwork(nn.Module):
             raise ConfigError(f"input_coding must be 'analog' or 'poisson', got {input_coding!r}")
         if input_coding == "poisson" and not (input_max and input_max > 0):
             raise ConfigError("Poisson input coding needs input_max > 0 (the value that fires at every step)")
+        if coding not in CODINGS:
+            raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
+        if coding == "binary" and input_coding != "analog":
+            raise ConfigError("binary spike coding integrates the analog observation: use input_coding='analog'")
+        if coding == "binary":
+            binary_coding.check_bits(check_T(T))
         self.synapses = nn.ModuleList(synapses)
         self.neurons = nn.ModuleList(neurons)
         self.output_neuron = output_neuron
@@ -177,6 +189,7 @@ class SpikingQNetwork(nn.Module):
         self.input_max = input_max
         self.readout = check_readout(readout)
         self.T = check_T(T)
+        self.coding = coding
         self.native = native
         # the (unfolded) Q-network this SNN was converted from, held outside the module tree so that
         # snn.to() / snn.double() never touch the user's network; `store.save_snn` saves it
@@ -212,7 +225,8 @@ class SpikingQNetwork(nn.Module):
         fan_outs = []
         with torch.no_grad():
             shapes = []
-            x = torch.zeros(1, *shape, device=_weighted(self.synapses[0]).weight.device)
+            weight = _weighted(self.synapses[0]).weight
+            x = torch.zeros(1, *shape, device=weight.device, dtype=weight.dtype)
             for synapse in self.synapses:
                 shapes.append(tuple(x.shape[1:]))
                 x = synapse(x)
@@ -255,17 +269,23 @@ class SpikingQNetwork(nn.Module):
         """Readouts after each T in `Ts`, from one simulation of max(Ts) steps.
 
         Exact, not an approximation: with state reset before the decision, the first T steps of a
-        longer run are the T-step run. `last_stats` describes the longest one.
+        longer run are the T-step run. `last_stats` describes the longest one. (Binary coding runs
+        each T on its own: a shorter code is not the start of a longer one.)
         """
         Ts = sorted({check_T(T) for T in Ts})
         x = self._prepare(obs)
+        if self.coding == "binary":
+            binary_coding.check_bits(Ts[-1])
+            if self.carry_state:
+                raise ConfigError("binary spike coding empties the membranes at every decision: carry_state must be False")
         state = self._state if self.carry_state and self._state is not None else None
         if state is not None and state[-1].shape[0] != x.shape[0]:
             raise ObservationError(
                 f"carried membranes are for a batch of {state[-1].shape[0]}, got {x.shape[0]}: call reset_state()"
             )
         block_samples = self.block_samples or (512 if x.device.type == "cpu" else 32768)
-        block = max(1, min(Ts[-1], block_samples // x.shape[0]))
+        # binary coding holds all T spike planes of a layer at once
+        block = Ts[-1] if self.coding == "binary" else max(1, min(Ts[-1], block_samples // x.shape[0]))
         chunk = max(1, self.max_elements // (block * self._neurons_per_sample))
         parts = [
             self._simulate(x[i : i + chunk], Ts, block, None if state is None else [v[i : i + chunk] for v in state])
@@ -285,17 +305,21 @@ class SpikingQNetwork(nn.Module):
         """One batch chunk, `block` time steps at a time (IF is causal, so blocks chain exactly).
 
         Returns (readouts per T, final membranes, spike totals per layer, synaptic operations,
-        spike totals per channel).
+        spike totals per channel); with binary coding those of the largest T.
         """
+        if self.coding == "binary":
+            results = {}
+            for T in Ts:
+                q, *rest = binary_coding.simulate(self, x, T)
+                results[T] = dict.fromkeys(READOUTS, q)  # the output layer only integrates: one readout
+            return results, *rest
         batch = x.shape[0]
         if state is None:
             shapes = [f.shape for f in self._fan_out] + [(self.n_actions,)]
             state = [torch.full((batch, *shape), self.initial_membrane, dtype=x.dtype, device=x.device) for shape in shapes]
         state = list(state)
         first = self.synapses[0](x) if self.input_coding == "analog" else None  # constant: computed once
-        totals = [torch.zeros(batch, dtype=x.dtype, device=x.device) for _ in self.neurons]
-        channels = [torch.zeros(f.shape[0], dtype=x.dtype, device=x.device) for f in self._fan_out]
-        synaptic_ops = torch.zeros(batch, dtype=x.dtype, device=x.device)
+        counts = self.new_counts(batch, x)
         out_v0, integrated, count = state[-1].clone(), 0.0, 0.0
         results, done = {}, 0
         for end in sorted(set(range(block, Ts[-1], block)) | set(Ts)):
@@ -303,10 +327,7 @@ class SpikingQNetwork(nn.Module):
             current = first.expand(steps, *first.shape) if first is not None else self._poisson_current(x, steps)
             for index, (neuron, synapse) in enumerate(zip(self.neurons, self.synapses[1:])):
                 spikes, state[index] = self.backend.run(neuron, current, state[index])
-                per_neuron = spikes.sum(0)
-                totals[index] += per_neuron.flatten(1).sum(1)
-                channels[index] += per_neuron.sum(0).flatten(1).sum(1) if per_neuron.ndim > 2 else per_neuron.sum(0)
-                synaptic_ops += (per_neuron * self._fan_out[index].to(per_neuron)).flatten(1).sum(1)
+                self.count(index, spikes, counts)
                 current = self._synaptic_current(synapse, spikes)
             # `current` is now the output layer's input in Q units, [steps, B, n_actions]
             out_spikes, state[-1] = self.backend.run(self.output_neuron, current / self.scales.output, state[-1])
@@ -318,7 +339,21 @@ class SpikingQNetwork(nn.Module):
                     "spikes+membrane": (count + state[-1] - out_v0) * self.scales.output / end,
                     "membrane": integrated / end,
                 }
-        return results, state, totals, synaptic_ops, channels
+        return results, state, *counts
+
+    def new_counts(self, batch: int, like: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+        """Zeroed spike counters: totals per layer [B], synaptic operations [B], totals per channel [C]."""
+        zeros = {"dtype": like.dtype, "device": like.device}
+        return ([torch.zeros(batch, **zeros) for _ in self._fan_out], torch.zeros(batch, **zeros),
+                [torch.zeros(f.shape[0], **zeros) for f in self._fan_out])
+
+    def count(self, layer: int, spikes: torch.Tensor, counts) -> None:
+        """Add spiking layer `layer`'s spikes [T, B, ...] to `counts` (from `new_counts`), in place."""
+        totals, synaptic_ops, channels = counts
+        per_neuron = spikes.sum(0)
+        totals[layer] += per_neuron.flatten(1).sum(1)
+        channels[layer] += per_neuron.sum(0).flatten(1).sum(1) if per_neuron.ndim > 2 else per_neuron.sum(0)
+        synaptic_ops += (per_neuron * self._fan_out[layer].to(per_neuron)).flatten(1).sum(1)
 
     def _synaptic_current(self, synapse: nn.Sequential, spikes: torch.Tensor) -> torch.Tensor:
         """The next layer's input current [T, B, ...] from spikes [T, B, ...].

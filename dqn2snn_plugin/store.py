@@ -64,7 +64,7 @@ def save_snn(snn: SpikingQNetwork, checkpoint: DQNCheckpoint, path: str | Path) 
                    "percentile": snn.scales.percentile, "rank": snn.scales.rank,
                    "channel_wise": snn.scales.channel_wise, "n_states": snn.scales.n_states},
         "options": {"backend": snn.backend.name, "initial_membrane": v0_name, "input_coding": snn.input_coding,
-                    "input_max": snn.input_max, "readout": snn.readout, "T": snn.T},
+                    "input_max": snn.input_max, "readout": snn.readout, "T": snn.T, "coding": snn.coding},
         "bias_shifts": [shift.detach().cpu() for shift in snn.bias_shifts],
     }
     path = Path(path)

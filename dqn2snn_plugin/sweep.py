@@ -107,7 +107,7 @@ def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[fl
     """Measure every (p, T) cell, resuming from `out_dir`; write sweep.csv/.md and the plots; return the rows."""
     from dqn2snn_plugin.plots import plot_sweep
 
-    Ts, ps = check_grid(Ts, percentiles)
+    Ts, ps = check_grid(Ts, percentiles, settings.coding)
     settings.check()
     if test_frames < 1:
         raise ConfigError(f"test-frames must be at least 1, got {test_frames}")
@@ -126,7 +126,8 @@ def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[fl
             for p, cell_Ts in todo.items():
                 if not cell_Ts:
                     continue
-                snn = convert(checkpoint, calibration, percentile=p, backend=settings.backend, readout=settings.readout)
+                snn = convert(checkpoint, calibration, percentile=p, backend=settings.backend, readout=settings.readout,
+                              coding=settings.coding)
                 heldout = heldout_agreement(checkpoint, snn, test, cell_Ts)
                 for T in cell_Ts:
                     log.append(run_cell(checkpoint, snn, p, T, settings, heldout[T]))

@@ -11,7 +11,9 @@ Q-value gaps of weak DQNs are smaller than these errors, so greedy actions flip.
   the SNN as already corrected below, so errors do not compound.
 - `tune`: try percentiles, initial membranes and bias calibration (and, with `distillation=True`,
   a distilled copy: see `dqn2snn_plugin.distillation`); keep the option with the highest agreement
-  on held-out calibration states (never on the test states), and report every option.
+  on held-out calibration states (never on the test states), and report every option. With
+  `coding="binary"` (T-bit spike codes, `dqn2snn_plugin.binary_coding`) only the percentile and the
+  initial membrane are tried: rate matching and distillation are for rate-coded networks.
 """
 
 from __future__ import annotations
@@ -60,6 +62,16 @@ def calibrate_biases(
     return snn
 
 
+def check_tuning(coding: str, bias_calibration=None, distillation: bool = False) -> tuple[bool, ...]:
+    """The bias-calibration settings `tune` tries (default: both; with binary coding none), or ConfigError."""
+    if bias_calibration is None:
+        bias_calibration = (False,) if coding == "binary" else (False, True)
+    if coding == "binary" and (any(bias_calibration) or distillation):
+        raise ConfigError("binary coding is tuned by percentile and initial membrane only: bias calibration "
+                          "and distillation are for rate-coded networks")
+    return tuple(bias_calibration)
+
+
 @dataclass(frozen=True)
 class TuningResult:
     """One option tried by `tune`, with its agreement on the validation states."""
@@ -69,6 +81,8 @@ class TuningResult:
     bias_calibration: bool
     agreement: float
     distilled: bool = False
+    coding: str = "rate"
+    channel_wise: bool = False
 
 
 def tune(
@@ -78,12 +92,14 @@ def tune(
     *,
     percentiles=PERCENTILES,
     inits=INITS,
-    bias_calibration=(False, True),
+    bias_calibration=None,
     validation_fraction: float = 0.25,
     backend: str = "spikingjelly",
     seed: int = 0,
     distillation: bool = False,
     distill_options: dict | None = None,
+    coding: str = "rate",
+    channel_wise: bool = False,
 ) -> SpikingQNetwork:
     """The converted network with the best options for T, chosen on part of the calibration states.
 
@@ -92,11 +108,13 @@ def tune(
     `distillation=True` a copy distilled for T (`distill(checkpoint, fit, T, **distill_options)`;
     minutes on a CPU) competes too. The returned network carries `tuning_report` (every option
     tried, best first) and `validation_agreement`; a distilled winner's weights are its
-    `source_network` (what `store.save_snn` saves).
+    `source_network` (what `store.save_snn` saves). `bias_calibration`: the settings to try, default
+    (False, True), with binary coding (False,). `channel_wise`: one scale per channel.
     """
     T = check_T(T)
     if not 0.0 < validation_fraction < 1.0:
         raise ConfigError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    bias_calibration = check_tuning(coding, bias_calibration, distillation)
     states = np.asarray(calibration) if not isinstance(calibration, torch.Tensor) else calibration
     if len(states) < 8:
         raise CalibrationError(f"tune needs at least 8 calibration states, got {len(states)}")
@@ -107,13 +125,13 @@ def tune(
     val_actions = checkpoint.act(val)
     report, best = [], None
     for p in percentiles:
-        scales = layer_scales(checkpoint.q_network, fit_x, p)
+        scales = layer_scales(checkpoint.q_network, fit_x, p, channel_wise=channel_wise)
         for init, calibrate in product(inits, bias_calibration):
-            snn = convert(checkpoint, None, scales=scales, initial_membrane=init, backend=backend, T=T)
+            snn = convert(checkpoint, None, scales=scales, initial_membrane=init, backend=backend, T=T, coding=coding)
             if calibrate:
                 calibrate_biases(snn, checkpoint, fit, T)
             rate = float((snn.act(val, T) == val_actions).float().mean())
-            report.append(TuningResult(p, init, calibrate, rate))
+            report.append(TuningResult(p, init, calibrate, rate, coding=coding, channel_wise=channel_wise))
             if best is None or rate > best[0]:
                 best = (rate, snn)
     if distillation:

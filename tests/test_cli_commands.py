@@ -123,3 +123,33 @@ def test_tune_with_distillation_saves_the_chosen_snn(capsys, tmp_path, atari_obs
     snn, _ = load_snn(tmp_path / "snn.pt")
     assert snn.T == 4 and snn(atari_observations).shape == (6, 4)
     assert "T=4: validation agreement" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["evaluate", "sweep", "convert", "benchmark", "tune"])
+def test_binary_coding_with_too_many_bits_is_refused(command, capsys, tmp_path, no_work):
+    err = _error(capsys, [command, QNET, "--coding", "binary", "--T", "32", "-o", str(tmp_path / "o")])
+    assert "float32 resolves at most 24 bits, got T=32" in err
+
+
+def test_binary_tuning_with_distillation_is_refused(capsys, tmp_path, no_work):
+    err = _error(capsys, ["tune", QNET, "--coding", "binary", "--distill", "-o", str(tmp_path / "o")])
+    assert "bias calibration and distillation are for rate-coded networks" in err
+
+
+def test_convert_with_binary_coding_saves_a_binary_snn(capsys, tmp_path, atari_observations):
+    from dqn2snn_plugin.store import load_snn
+
+    argv = ["convert", QNET, "--coding", "binary", "--T", "8", "--percentile", "99.99", "--channel-wise"]
+    assert main([*argv, "--calibration-frames", "300", "-o", str(tmp_path)]) == 0
+    snn, _ = load_snn(tmp_path / "snn.pt")
+    assert (snn.coding, snn.T, snn.initial_membrane, snn.scales.channel_wise) == ("binary", 8, 0.5, True)
+    assert snn(atari_observations).shape == (6, 4)
+
+
+def test_tune_with_binary_coding_tries_percentiles_and_membranes_only(capsys, tmp_path):
+    argv = ["tune", QNET, "--coding", "binary", "--T", "2,4", "--channel-wise", "--target-agreement", "1.0"]
+    assert main([*argv, "--calibration-frames", "300", "-o", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "tuning.json").read_text())
+    options = report["options"]
+    assert len(options) == 8  # 4 percentiles x 2 initial membranes, no bias calibration
+    assert all(o["coding"] == "binary" and o["channel_wise"] and not o["bias_calibration"] for o in options)

@@ -85,3 +85,11 @@ def test_bias_calibration_on_breakout_raises_agreement_at_small_T():
     tuned = calibrate_biases(convert(ckpt, fit, T=8), ckpt, fit, 8)
     after = float((tuned.act(test, 8) == ckpt.act(test)).float().mean())
     assert after > before + 0.1, (before, after)
+
+
+def test_binary_tuning_refuses_rate_only_options(mlp_checkpoint):
+    states = torch.randn(64, 6)
+    with pytest.raises(ConfigError, match="for rate-coded networks"):
+        tune(mlp_checkpoint, states, 4, coding="binary", bias_calibration=(True,))
+    snn = tune(mlp_checkpoint, states, 4, coding="binary", percentiles=(99.9,))
+    assert snn.coding == "binary" and [r.bias_calibration for r in snn.tuning_report] == [False, False]

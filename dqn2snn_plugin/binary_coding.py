@@ -1,0 +1,88 @@
+"""Binary-weighted spike coding: each neuron sends its activation as a T-bit number, most significant bit first.
+
+Rate coding spends up to T spikes on T + 1 levels. Here a layer's neurons get T time steps to
+integrate their input and T more to emit it, so a neuron sends at most T spikes for 2**T levels,
+and an activation costs as many spikes as its binary code has ones. This is the few-spikes (FS)
+neuron of Stöckl & Maass (Nature Machine Intelligence 2021) with binary parameters, the
+"weighted spikes" of Kim et al. (Neurocomputing 2018):
+
+- fire: the membrane V (in units of the least significant bit) starts at the integrated input
+  plus V0 (1/2: round to the nearest level, 0: truncate); at fire step t = 0 .. T-1 the threshold
+  is 2**(T-1-t): S_t = [V >= 2**(T-1-t)], then V -= S_t * 2**(T-1-t) (reset by subtraction).
+- integrate: the next layer's membrane doubles each step before adding that step's input
+  current, V <- 2 V + I_t, so after T steps it holds sum_t 2**(T-1-t) I_t: the weighted input of
+  the whole code. Doubling is a neuron update, so every synaptic event is still one addition.
+
+The first layer integrates the constant analog observation (V = (2**T - 1) I); the output layer
+integrates and never fires, and its membrane / (2**T - 1) is the Q-value readout. With folded
+weights (see `conversion.fold_scales`) each layer's rounded rate equals the clip-floor-shift copy
+of the DQN with 2**T - 1 levels (`distillation.ClipFloorShift`), exactly: no timing error.
+
+The price is latency: layers run one after another, so a decision takes T steps per layer (T to
+integrate the observation, then T per spiking layer: 5 T for the Nature CNN), where a rate-coded
+SNN's T counts steps of the whole network. float32 resolves integers up to 2**24, so bits beyond
+about 20 carry rounding noise and only cost spikes; more than MAX_BITS are refused.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from dqn2snn_plugin.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dqn2snn_plugin.spiking import SpikingQNetwork
+
+MAX_BITS = 24  # float32's integer resolution
+
+
+def check_bits(T: int) -> int:
+    """T (bits per activation) must be at most MAX_BITS."""
+    if T > MAX_BITS:
+        raise ConfigError(f"binary coding sends T-bit codes and float32 resolves at most {MAX_BITS} bits, got T={T} "
+                          "(T = 8 already matched the paper's T = 500 agreement on the fixture games)")
+    return T
+
+
+def integrate(current: torch.Tensor) -> torch.Tensor:
+    """A membrane that doubles before each step's input: sum_t 2**(T-1-t) current[t] ([T, B, ...] -> [B, ...])."""
+    v = torch.zeros_like(current[0])
+    for step in current:
+        v.mul_(2).add_(step)
+    return v
+
+
+def fire(v: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Emit membrane `v` (least-significant-bit units) as T spikes, most significant first.
+
+    Returns spikes [T, *v.shape] and the residual membrane. A membrane at or above 2**T - 1 sends
+    all ones (saturation), one below 1 sends none: the rate is clip(floor(v), 0, 2**T - 1) / (2**T - 1).
+    """
+    v = v.clone()
+    spikes = torch.empty((T, *v.shape), dtype=v.dtype, device=v.device)
+    for t in range(T):
+        threshold = float(2 ** (T - 1 - t))
+        torch.ge(v, threshold, out=spikes[t])
+        v.sub_(spikes[t], alpha=threshold)
+    return spikes, v
+
+
+def simulate(snn: SpikingQNetwork, x: torch.Tensor, T: int):
+    """Run `snn`'s folded layers with binary coding at T bits on the float observations `x`.
+
+    Returns (Q-values [B, n_actions], final membranes, spike totals per layer [B], synaptic
+    operations [B], spike totals per channel).
+    """
+    levels = float(2**T - 1)
+    v = snn.synapses[0](x) * levels  # the analog input's current, the same at every step
+    stats = snn.new_counts(x.shape[0], x)
+    membranes = []
+    for index, synapse in enumerate(snn.synapses[1:]):
+        spikes, residual = fire(v + snn.initial_membrane, T)
+        membranes.append(residual)
+        snn.count(index, spikes, stats)
+        v = integrate(snn._synaptic_current(synapse, spikes))
+    membranes.append(v)
+    return v / levels, membranes, *stats  # the output stage is folded in Q units
