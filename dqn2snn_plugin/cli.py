@@ -70,7 +70,8 @@ def _add_run_options(parser: argparse.ArgumentParser, *, episodes: int = 10, max
     parser.add_argument("--seed", type=int, default=0, help="seed of the envs and of the exploration (default 0)")
 
 
-def _add_coding_option(parser: argparse.ArgumentParser) -> None:
+def _add_conversion_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--channel-wise", action="store_true", help="one scale per channel instead of per layer")
     parser.add_argument("--coding", default="rate", choices=["rate", "binary"],
                         help="rate: the paper's rate-coded IF neurons, T steps per decision; binary: T-bit spike "
                         "codes, T steps per layer, at most 24 (dqn2snn_plugin.binary_coding; measured best with "
@@ -82,7 +83,7 @@ def _settings(args: argparse.Namespace):
 
     return RunSettings(episodes=args.episodes, calibration_frames=args.calibration_frames, max_steps=args.max_steps,
                        n_envs=args.n_envs, seed=args.seed, backend=args.backend, readout=args.readout,
-                       coding=getattr(args, "coding", "rate")).check()
+                       coding=getattr(args, "coding", "rate"), channel_wise=getattr(args, "channel_wise", False)).check()
 
 
 def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -96,7 +97,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--T", type=int, default=64, help="time steps per decision (default 64)")
     parser.add_argument("--percentile", default="99.9", help="normalisation percentile in (0, 100] or max (default 99.9)")
     _add_run_options(parser)
-    _add_coding_option(parser)
+    _add_conversion_options(parser)
     _add_checkpoint_options(parser)
     parser.add_argument("-o", "--output", default=None, help="write the full result as JSON to this file")
     parser.set_defaults(handler=_cmd_evaluate)
@@ -135,7 +136,7 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--test-frames", type=int, default=1000,
                         help="held-out DQN-visited states for the agreement-vs-T curve (default 1000)")
     _add_run_options(parser)
-    _add_coding_option(parser)
+    _add_conversion_options(parser)
     _add_checkpoint_options(parser)
     parser.add_argument("-o", "--output", required=True, help="results directory (created; reused to resume)")
     parser.set_defaults(handler=_cmd_sweep)
@@ -167,7 +168,7 @@ def _register_benchmark(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--T", type=int, default=500, help="time steps per decision (default 500, the paper's)")
     parser.add_argument("--percentile", default="99.9", help="normalisation percentile in (0, 100] or max (default 99.9)")
     _add_run_options(parser)
-    _add_coding_option(parser)
+    _add_conversion_options(parser)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="where the networks run (cuda only when a GPU exists; default cpu)")
     parser.add_argument("-o", "--output", required=True, help="results directory (created)")
@@ -197,9 +198,8 @@ def _register_convert(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
     parser.add_argument("--T", type=int, default=64, help="default time steps per decision (default 64)")
     parser.add_argument("--percentile", default="99.9", help="normalisation percentile in (0, 100] or max (default 99.9)")
-    parser.add_argument("--channel-wise", action="store_true", help="one scale per channel instead of per layer")
     _add_run_options(parser)
-    _add_coding_option(parser)
+    _add_conversion_options(parser)
     _add_checkpoint_options(parser)
     parser.add_argument("-o", "--output", required=True, help="output directory (created)")
     parser.set_defaults(handler=_cmd_convert)
@@ -216,7 +216,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     out = ev.writable_dir(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     snn = convert(checkpoint, ev.calibration_states(checkpoint, settings), percentile=p,
-                  channel_wise=args.channel_wise, backend=settings.backend, readout=settings.readout, T=args.T,
+                  channel_wise=settings.channel_wise, backend=settings.backend, readout=settings.readout, T=args.T,
                   coding=settings.coding)
     save_snn(snn, checkpoint, out / "snn.pt")
     ev.write_json(out / "scales.json", snn.scales.as_dict())
@@ -237,12 +237,11 @@ def _register_tune(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--T", type=_int_list, default=None,
                         help="time steps to try, cheapest first (default 4,8,16,32,64,128; with --coding binary "
                         "2,4,6,8,10,12,16)")
-    parser.add_argument("--channel-wise", action="store_true", help="one scale per channel instead of per layer")
     parser.add_argument("--distill", action="store_true",
                         help="also try a copy distilled for each T (dqn2snn_plugin.distillation; "
                         "minutes per T on a CPU, seconds on a GPU)")
     _add_run_options(parser)
-    _add_coding_option(parser)
+    _add_conversion_options(parser)
     _add_checkpoint_options(parser)
     parser.add_argument("-o", "--output", required=True, help="output directory (created)")
     parser.set_defaults(handler=_cmd_tune)
@@ -268,7 +267,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     snn = cheapest_T(checkpoint, ev.calibration_states(checkpoint, settings), args.target_agreement, Ts,
                      backend=settings.backend, distillation=args.distill, coding=settings.coding,
-                     channel_wise=args.channel_wise)
+                     channel_wise=settings.channel_wise)
     save_snn(snn, checkpoint, out / "snn.pt")
     report = {"T": snn.T, "reached_target": snn.reached_target, "target": args.target_agreement,
               "validation_agreement": snn.validation_agreement,

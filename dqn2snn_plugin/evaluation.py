@@ -54,6 +54,7 @@ class RunSettings:
     readout: str = "spikes+membrane"  # the readout the SNN acts on
     epsilon: float = EPSILON
     coding: str = "rate"  # how neurons send activations: "rate" (the paper) or "binary" (T-bit codes)
+    channel_wise: bool = False  # one scale per channel instead of per layer
 
     def check(self) -> RunSettings:
         """Raise ConfigError for any out-of-range value; return self."""
@@ -225,7 +226,7 @@ def evaluate(checkpoint: DQNCheckpoint, *, T: int, percentile: float | str, sett
     settings.check()
     if snn is None:
         snn = convert(checkpoint, calibration_states(checkpoint, settings), percentile=p, backend=settings.backend,
-                      readout=settings.readout, T=T, coding=settings.coding)
+                      readout=settings.readout, T=T, coding=settings.coding, channel_wise=settings.channel_wise)
     dqn_score, dqn_visited = play_dqn(checkpoint, settings, snn, T)
     snn_result = play_snn(checkpoint, snn, T, settings)
     return {
@@ -387,7 +388,7 @@ def demo(checkpoint: DQNCheckpoint, *, T: int, Ts: Sequence[int], settings: RunS
         checkpoint, settings.calibration_frames, test_frames, seed=settings.seed, epsilon=settings.epsilon,
         n_envs=settings.n_envs, progress=True)
     snn = convert(checkpoint, calibration, percentile=99.9, backend=settings.backend, readout=settings.readout, T=T,
-                  coding=settings.coding)
+                  coding=settings.coding, channel_wise=settings.channel_wise)
     result = evaluate(checkpoint, T=T, percentile=99.9, settings=settings, snn=snn)
     heldout = heldout_agreement(checkpoint, snn, test, Ts)
     rows = [[t, *(heldout[t][r]["rate"] for r in AGREEMENT_READOUTS)] for t in Ts]

@@ -127,7 +127,7 @@ def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[fl
                 if not cell_Ts:
                     continue
                 snn = convert(checkpoint, calibration, percentile=p, backend=settings.backend, readout=settings.readout,
-                              coding=settings.coding)
+                              coding=settings.coding, channel_wise=settings.channel_wise)
                 heldout = heldout_agreement(checkpoint, snn, test, cell_Ts)
                 for T in cell_Ts:
                     log.append(run_cell(checkpoint, snn, p, T, settings, heldout[T]))

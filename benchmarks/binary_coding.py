@@ -1,0 +1,75 @@
+"""Binary spike coding without training: agreement and cost per bit count T, percentile and scale granularity.
+
+For each fixture game the SNN is `convert(ckpt, states, percentile=p, channel_wise=cw, coding="binary", T=T)`
+with scales from 4,096 of the first 10,000 calibration states. Its agreement with the DQN's greedy action
+is measured on calibration states 12,000-14,000 (`--on validation`: never used for scales, so settings
+can be chosen on them) or on the 1,000 held-out test states of every other table (`--on test`), with
+the synaptic operations and spikes per decision on those states.
+
+    python benchmarks/binary_coding.py --out runs/binary_coding_validation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dqn2snn_plugin import convert, load_dqn
+from dqn2snn_plugin.calibration import calibration_and_test_observations
+from dqn2snn_plugin.evaluation import write_json
+from dqn2snn_plugin.normalization import layer_scales
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
+
+
+def measure(checkpoint, snn, states: np.ndarray, actions: torch.Tensor) -> dict:
+    """Agreement %, synaptic operations and spikes per decision of `snn` on `states`."""
+    chosen, ops, spikes = [], 0.0, 0.0
+    for start in range(0, len(states), 250):
+        chosen.append(snn.act(states[start : start + 250]))
+        ops += float(snn.last_stats.synaptic_ops.sum())
+        spikes += float(sum(s.sum() for s in snn.last_stats.spikes))
+    agreement = float((torch.cat(chosen) == actions).float().mean())
+    return {"agreement": round(100 * agreement, 1), "synaptic_ops": round(ops / len(states)),
+            "spikes": round(spikes / len(states))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--games", default="Breakout,Pong,Boxing,Atlantis,RoadRunner,BeamRider", help="fixture games")
+    parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of <Game>NoFrameskip-v4.qnet.pt")
+    parser.add_argument("--T", default="4,6,8,10,12,16", help="bits per activation (= time steps per layer)")
+    parser.add_argument("--percentiles", default="99.9,99.99,max", help="normalisation percentiles")
+    parser.add_argument("--on", choices=["validation", "test"], default="validation", help="which states to judge on")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
+    parser.add_argument("--out", type=Path, default=Path("runs/binary_coding_validation.json"), help="JSON result")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {}
+    for game in args.games.split(","):
+        checkpoint = load_dqn(args.fixtures / f"{game}NoFrameskip-v4.qnet.pt")
+        calibration, test = calibration_and_test_observations(checkpoint, 15000, 1000)
+        fit = calibration[np.random.default_rng(0).permutation(10000)[:4096]]
+        judged = test if args.on == "test" else calibration[12000:14000]
+        actions = checkpoint.act(judged)
+        rows = {}
+        for p in args.percentiles.split(","):
+            for channel_wise in (True, False):
+                scales = layer_scales(checkpoint.q_network, checkpoint.prepare(fit), p, channel_wise=channel_wise)
+                for T in map(int, args.T.split(",")):
+                    snn = convert(checkpoint, None, scales=scales, coding="binary", T=T)
+                    rows[f"p={p} {'per channel' if channel_wise else 'per layer'} T={T}"] = measure(
+                        checkpoint, snn, judged, actions)
+        results[game] = rows
+        print(game, json.dumps(rows), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, {"judged_on": args.on, "games": results})
+
+
+if __name__ == "__main__":
+    main()
