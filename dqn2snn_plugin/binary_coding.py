@@ -17,6 +17,8 @@ The first layer integrates the constant analog observation (V = (2**T - 1) I); t
 integrates and never fires, and its membrane / (2**T - 1) is the Q-value readout. With folded
 weights (see `conversion.fold_scales`) each layer's rounded rate equals the clip-floor-shift copy
 of the DQN with 2**T - 1 levels (`distillation.ClipFloorShift`), exactly: no timing error.
+Neither SpikingJelly nor snnTorch has this neuron, so it is simulated here; the backend's IF neurons
+stay unused, and `snn.native` is SpikingJelly's rate-coded network of the same weights.
 
 The price is latency: layers run one after another, so a decision takes T steps per layer (T to
 integrate the observation, then T per spiking layer: 5 T for the Nature CNN), where a rate-coded
