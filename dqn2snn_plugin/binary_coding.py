@@ -85,6 +85,6 @@ def simulate(snn: SpikingQNetwork, x: torch.Tensor, T: int):
         spikes, residual = fire(v + snn.initial_membrane, T)
         membranes.append(residual)
         snn.count(index, spikes, stats)
-        v = integrate(snn._synaptic_current(synapse, spikes))
+        v = integrate(snn.synaptic_current(synapse, spikes))
     membranes.append(v)
     return v / levels, membranes, *stats  # the output stage is folded in Q units

@@ -174,9 +174,9 @@ class SpikingQNetwork(nn.Module):
             raise ConfigError("Poisson input coding needs input_max > 0 (the value that fires at every step)")
         if coding not in CODINGS:
             raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
-        if coding == "binary" and input_coding != "analog":
-            raise ConfigError("binary spike coding integrates the analog observation: use input_coding='analog'")
         if coding == "binary":
+            if input_coding != "analog":
+                raise ConfigError("binary spike coding integrates the analog observation: use input_coding='analog'")
             binary_coding.check_bits(check_T(T))
         self.synapses = nn.ModuleList(synapses)
         self.neurons = nn.ModuleList(neurons)
@@ -328,7 +328,7 @@ class SpikingQNetwork(nn.Module):
             for index, (neuron, synapse) in enumerate(zip(self.neurons, self.synapses[1:])):
                 spikes, state[index] = self.backend.run(neuron, current, state[index])
                 self.count(index, spikes, counts)
-                current = self._synaptic_current(synapse, spikes)
+                current = self.synaptic_current(synapse, spikes)
             # `current` is now the output layer's input in Q units, [steps, B, n_actions]
             out_spikes, state[-1] = self.backend.run(self.output_neuron, current / self.scales.output, state[-1])
             integrated, count, done = integrated + current.sum(0), count + out_spikes.sum(0), end
@@ -355,7 +355,7 @@ class SpikingQNetwork(nn.Module):
         channels[layer] += per_neuron.sum(0).flatten(1).sum(1) if per_neuron.ndim > 2 else per_neuron.sum(0)
         synaptic_ops += (per_neuron * self._fan_out[layer].to(per_neuron)).flatten(1).sum(1)
 
-    def _synaptic_current(self, synapse: nn.Sequential, spikes: torch.Tensor) -> torch.Tensor:
+    def synaptic_current(self, synapse: nn.Sequential, spikes: torch.Tensor) -> torch.Tensor:
         """The next layer's input current [T, B, ...] from spikes [T, B, ...].
 
         Event-driven for a fully connected layer on CPU when few inputs spike: only the weight rows
