@@ -282,7 +282,9 @@ def format_evaluation(result: dict) -> str:
                                   ("SNN plays", snn["score"], snn["agreement_snn_visited"])):
         rows.append([who, _score(score), *(_pct(agreement[r]["rate"]) for r in AGREEMENT_READOUTS),
                      agreement[AGREEMENT_READOUTS[0]]["n_states"]])
-    title = (f"{result['env_id']}  T={result['T']}  p={p_label(result['percentile'])}  "
+    coding = s.get("coding", "rate")
+    steps = f"T={result['T']}" + (" (binary coding: steps per layer, bits per spike code)" if coding == "binary" else "")
+    title = (f"{result['env_id']}  {steps}  p={p_label(result['percentile'])}{'  per channel' * s.get('channel_wise', False)}  "
              f"{s['episodes']} episodes (ε={s['epsilon']}, ≤{s['max_steps']} steps)  SNN acts on {s['readout']}")
     table = markdown_table(["", "score (mean ± std)", *(f"agreement {r}" for r in AGREEMENT_READOUTS), "states"],
                            rows)

@@ -153,3 +153,11 @@ def test_tune_with_binary_coding_tries_percentiles_and_membranes_only(capsys, tm
     options = report["options"]
     assert len(options) == 8  # 4 percentiles x 2 initial membranes, no bias calibration
     assert all(o["coding"] == "binary" and o["channel_wise"] and not o["bias_calibration"] for o in options)
+
+
+def test_evaluate_with_binary_coding_says_so(capsys, tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["evaluate", QNET, "--coding", "binary", "--T", "4", "--channel-wise", *TINY, "-o", str(out)]) == 0
+    assert "T=4 (binary coding: steps per layer" in capsys.readouterr().out
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["coding"] == "binary" and settings["channel_wise"] is True
