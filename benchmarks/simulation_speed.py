@@ -384,6 +384,8 @@ def main() -> None:
     parser.add_argument("--batch", default="1,8,64", help="decisions per call")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per cell (median); heavy cells get fewer")
     parser.add_argument("--backends", default="spikingjelly,snntorch")
+    parser.add_argument("--coding", default="rate", choices=["rate", "binary"],
+                        help="rate (the paper) or binary spike codes (T = bits, at most 24; no naive loop)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--states", type=int, default=2000, help="real states collected (calibration + inputs)")
@@ -412,16 +414,16 @@ def main() -> None:
     states_np = collect_observations(ckpt, args.states)
     backends = [b for b in args.backends.split(",") if b]
     snns = {}
-    base = convert(ckpt, states_np, backend=backends[0])
+    base = convert(ckpt, states_np, backend=backends[0], coding=args.coding)
     snns[backends[0]] = base
     for name in backends[1:]:
-        snns[name] = convert(ckpt, None, backend=name, scales=base.scales)
+        snns[name] = convert(ckpt, None, backend=name, scales=base.scales, coding=args.coding)
     sj = snns.get("spikingjelly") or convert(ckpt, None, backend="spikingjelly", scales=base.scales)
     for snn in snns.values():
         snn.to(device)
     q_network = ckpt.q_network.to(device).eval()
     states = torch.as_tensor(states_np).to(device=device, dtype=torch.float32)
-    naive_net = None if args.no_naive else naive_model(sj).to(device)
+    naive_net = None if args.no_naive or args.coding == "binary" else naive_model(sj).to(device)
 
     report = {
         "checkpoint": args.checkpoint.name, "env_id": ckpt.env_id, "machine": machine(device),

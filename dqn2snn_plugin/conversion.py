@@ -122,7 +122,7 @@ def convert(
     input_coding: InputCoding = "analog",
     input_max: float | None = None,
     readout: Readout = "spikes+membrane",
-    T: int = 64,
+    T: int | None = None,
     scales: LayerScales | None = None,
     coding: Coding = "rate",
 ) -> SpikingQNetwork:
@@ -142,13 +142,14 @@ def convert(
         input_coding: "analog" (observation injected at every step, the paper) or "poisson".
         input_max: with Poisson coding, the input value that spikes at every step (255 for images).
         readout: default readout of `snn(obs)`: "spikes", "spikes+membrane" (paper) or "membrane".
-        T: default number of time steps per decision (with binary coding: per layer, and bits per activation).
+        T: default number of time steps per decision: 64 unless given (with binary coding: steps per layer
+            and bits per activation, 8 unless given).
         scales: precomputed `LayerScales` (skips the calibration pass; `calibration` may be None).
         coding: "rate" (the paper: up to T spikes per neuron for T levels) or "binary" (T-bit codes,
             most significant bit first: at most T spikes for 2**T levels, T steps per layer; see
             `dqn2snn_plugin.binary_coding`). Binary coding measured best with percentile=99.99.
     """
-    check_T(T)
+    T = check_T((8 if coding == "binary" else 64) if T is None else T)
     check_readout(readout)
     if initial_membrane is None:
         initial_membrane = "half" if coding == "binary" else "zero"

@@ -122,3 +122,10 @@ def test_binary_coding_refuses_too_many_bits_and_carried_state(breakout_states):
     snn.carry_state = True
     with pytest.raises(ConfigError, match="carry_state must be False"):
         snn(states)
+
+
+def test_binary_coding_defaults_to_8_bits_and_rounding(breakout_states):
+    checkpoint, states = breakout_states
+    snn = convert(checkpoint, states, coding="binary")
+    assert (snn.T, snn.initial_membrane) == (8, 0.5)
+    assert convert(checkpoint, states).T == 64  # rate coding keeps its default
