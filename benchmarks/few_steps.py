@@ -14,7 +14,8 @@ Options (each at every T of --T):
 - distilled: `distill` (QCFS copy fine-tuned, then fine-tuned as the SNN at T) converted with
   half-threshold membranes; distilled-cw: the same with one threshold per channel;
 - binary: binary spike coding (`convert(..., coding="binary")`: T-bit codes, T steps per layer), one
-  scale per channel at p = 99.99, no training.
+  scale per channel at p = 99.99, no training; binary-distilled: `distill(..., coding="binary")` (a
+  copy with 2**T - 1 levels, no SNN phase) sent as T-bit codes.
 Reference: the paper's method at T = --reference-T (500; 0 skips it) on the same states.
 
 Every finished cell is appended to OUT/<game>/cells.jsonl at once (a rerun resumes); the table is
@@ -45,7 +46,7 @@ from dqn2snn_plugin.sweep import CellLog
 from dqn2snn_plugin.tuning import calibrate_biases
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
-OPTIONS = ("paper", "half", "carry", "bias", "tuned", "distilled", "distilled-cw", "binary")
+OPTIONS = ("paper", "half", "carry", "bias", "tuned", "distilled", "distilled-cw", "binary", "binary-distilled")
 
 
 def test_agreement(checkpoint, snn, states: np.ndarray, actions: torch.Tensor, T: int) -> dict:
@@ -74,9 +75,10 @@ def build(option: str, checkpoint, calibration, scales, T: int, args) -> tuple[o
     if option == "tuned":
         snn = tune(checkpoint, calibration[: args.fit], T, percentiles=(99.9, 99.99))
         return snn, {"chosen": asdict(snn.tuning_report[0])}
-    if option in ("distilled", "distilled-cw"):
+    if option in ("distilled", "distilled-cw", "binary-distilled"):
         result = distill(checkpoint, calibration, T, epochs=args.epochs, snn_epochs=args.snn_epochs,
-                         batch_size=args.batch_size, margin=args.margin, channel_wise=option == "distilled-cw")
+                         batch_size=args.batch_size, margin=args.margin, channel_wise=option != "distilled",
+                         coding="binary" if option == "binary-distilled" else "rate")
         snn = result.to_snn()
         return snn, {"history": result.history}
     if option == "binary":
@@ -89,7 +91,7 @@ def run_game(game: str, args, settings: RunSettings) -> list[dict]:
     log = CellLog(args.out / game, {"game": game, "calibration": args.calibration, "test": args.test,
                                     "fit": args.fit, "epochs": args.epochs, "snn_epochs": args.snn_epochs,
                                     "batch_size": args.batch_size, "margin": args.margin,
-                                    "settings": asdict(settings)})
+                                    "settings": settings.as_config()})
     calibration, test = calibration_and_test_observations(checkpoint, args.calibration, args.test)
     actions = checkpoint.act(test)
     scales = layer_scales(checkpoint.q_network, checkpoint.prepare(calibration), 99.9)

@@ -252,7 +252,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     from dqn2snn_plugin import evaluation as ev
     from dqn2snn_plugin.store import save_snn
-    from dqn2snn_plugin.tuning import cheapest_T, check_tuning
+    from dqn2snn_plugin.tuning import cheapest_T
 
     from dqn2snn_plugin.errors import ConfigError
 
@@ -261,7 +261,6 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if not 0.0 < args.target_agreement <= 1.0:
         raise ConfigError(f"--target-agreement must be in (0, 1], got {args.target_agreement}")
     settings = _settings(args)
-    check_tuning(settings.coding, distillation=args.distill)
     device = ev.resolve_device(args.device)
     out = ev.writable_dir(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)

@@ -17,6 +17,9 @@ included) while the gradient flows through the clip-floor-shift activations (a s
 estimate: forward values are the SNN's rates, backward is the QCFS copy's). This closes most of the
 remaining gap between the quantised copy and its SNN.
 
+With `coding="binary"` the copy gets 2**T - 1 levels and `to_snn` sends them as T-bit spike codes
+(`dqn2snn_plugin.binary_coding`); that SNN computes the copy exactly, so there is no SNN phase.
+
 The result is still a conversion of the user's DQN: report its agreement with the original DQN
 (`metrics.agreement(checkpoint, snn, ...)`), not with the fine-tuned copy.
 """
@@ -33,11 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dqn2snn_plugin.binary_coding import check_bits
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.normalization import LayerScales, check_scale, layer_scales, percentile_scale
-from dqn2snn_plugin.spiking import SpikingQNetwork, check_T, if_scan
+from dqn2snn_plugin.spiking import CODINGS, SpikingQNetwork, check_T, if_scan
 
 
 WARMUP_STEPS = 50  # optimiser steps of linear learning-rate warm-up at the start of each phase
@@ -78,10 +82,12 @@ class DistillationResult:
     scales: LayerScales
     T: int
     history: list[dict]
+    coding: str = "rate"
 
     def to_snn(self, backend: str = "spikingjelly") -> SpikingQNetwork:
         """The spiking network the copy was trained for: its thresholds as scales, half-threshold start, T."""
-        return convert(self.checkpoint, None, scales=self.scales, initial_membrane="half", backend=backend, T=self.T)
+        return convert(self.checkpoint, None, scales=self.scales, initial_membrane="half", backend=backend, T=self.T,
+                       coding=self.coding)
 
 
 def quantised_copy(network: nn.Sequential, thresholds, levels: int) -> nn.Sequential:
@@ -189,6 +195,7 @@ def distill(
     channel_wise: bool = True,
     seed: int = 0,
     margin: float = 3.0,
+    coding: str = "rate",
 ) -> DistillationResult:
     """Fine-tune a copy of the DQN on `calibration` states so that its SNN at T agrees with the DQN.
 
@@ -207,8 +214,12 @@ def distill(
     The copy with the best agreement on the held-out `validation_fraction` of the states (judged as
     the QCFS copy in the first phase, as the SNN in the second) is kept; the starting copy counts.
     Runs on the device of `checkpoint` (see `load_dqn(..., device=)`).
+    `coding="binary"`: a copy with 2**T - 1 levels for T-bit spike codes, no SNN phase (see the module doc).
     """
     T = check_T(T)
+    if coding not in CODINGS:
+        raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
+    levels = 2 ** check_bits(T) - 1 if coding == "binary" else T
     if (epochs < 0 or snn_epochs < 0 or batch_size < 1 or lr <= 0 or margin < 0
             or not 0.0 < validation_fraction < 1.0):
         raise ConfigError("distill needs epochs >= 0, snn_epochs >= 0, batch_size >= 1, lr > 0, margin >= 0 and "
@@ -229,7 +240,7 @@ def distill(
     fit_q, val_actions = batched(teacher, fit_raw), batched(teacher, val_raw).argmax(1)
     loss_fn = DistillationLoss(fit_q, temperature, margin)
     start = layer_scales(teacher, checkpoint.prepare(fit_raw[:4096]), percentile, channel_wise=channel_wise)
-    student = quantised_copy(teacher, start.hidden, T).train()
+    student = quantised_copy(teacher, start.hidden, levels).train()
     # Adam's step is about lr for every parameter whatever its size; the first layer's weights carry
     # SB3's 1/255 and are ~100x smaller than the rest, and the actions' Q-values differ by ~0.5%, so
     # one absolute step can flip most greedy actions. Each tensor's step is therefore relative to its size.
@@ -268,13 +279,14 @@ def distill(
         student.load_state_dict(best[1])
 
     run_phase("qcfs", student, epochs)
-    if snn_epochs:
+    if snn_epochs and coding == "rate":
         run_phase("snn", lambda x: spiking_forward(student, x, T), snn_epochs)
     network, thresholds = relu_copy(student.eval())
     for index, threshold in enumerate(thresholds):
         check_scale(threshold, f"distilled layer {index} threshold")
     # the spike-count readout's output scale, from the Q-values the SNN approximates (the QCFS copy's)
     output = float(percentile_scale(batched(student, fit_raw[:4096]).abs(), percentile, "all", channel_wise=False))
-    scales = LayerScales(thresholds, output, f"distilled T={T}", "nonzero", channel_wise, len(fit_raw))
+    scales = LayerScales(thresholds, output, f"distilled T={T}{' binary' * (coding == 'binary')}", "nonzero",
+                         channel_wise, len(fit_raw))
     distilled = dataclasses.replace(checkpoint, q_network=network, source=f"{checkpoint.source} (distilled for T={T})")
-    return DistillationResult(distilled, student.requires_grad_(False), scales, T, history)
+    return DistillationResult(distilled, student.requires_grad_(False), scales, T, history, coding)

@@ -70,6 +70,16 @@ class RunSettings:
             raise ConfigError(f"unknown coding {self.coding!r}: choose one of {', '.join(CODINGS)}")
         return self
 
+    def as_config(self) -> dict:
+        """The settings as result files record them. Fields added after such files existed (coding,
+        channel_wise) appear only when they differ from their defaults, so that earlier results, made
+        with those defaults, stay resumable."""
+        config = asdict(self)
+        for name in ("coding", "channel_wise"):
+            if config[name] == RunSettings.__dataclass_fields__[name].default:
+                del config[name]
+        return config
+
 
 # ---------------------------------------------------------------- checks done before any work
 
@@ -212,7 +222,7 @@ def checkpoint_digest(checkpoint: DQNCheckpoint) -> str:
 
 def _header(checkpoint: DQNCheckpoint, settings: RunSettings) -> dict:
     return {"checkpoint": checkpoint.source, "checkpoint_sha": checkpoint_digest(checkpoint),
-            "env_id": checkpoint.env_id, "settings": asdict(settings)}
+            "env_id": checkpoint.env_id, "settings": settings.as_config()}
 
 
 def evaluate(checkpoint: DQNCheckpoint, *, T: int, percentile: float | str, settings: RunSettings,

@@ -12,8 +12,8 @@ Q-value gaps of weak DQNs are smaller than these errors, so greedy actions flip.
 - `tune`: try percentiles, initial membranes and bias calibration (and, with `distillation=True`,
   a distilled copy: see `dqn2snn_plugin.distillation`); keep the option with the highest agreement
   on held-out calibration states (never on the test states), and report every option. With
-  `coding="binary"` (T-bit spike codes, `dqn2snn_plugin.binary_coding`) only the percentile and the
-  initial membrane are tried: rate matching and distillation are for rate-coded networks.
+  `coding="binary"` (T-bit spike codes, `dqn2snn_plugin.binary_coding`) no bias calibration is tried: rate
+  matching is for rate-coded networks.
 """
 
 from __future__ import annotations
@@ -62,13 +62,12 @@ def calibrate_biases(
     return snn
 
 
-def check_tuning(coding: str, bias_calibration=None, distillation: bool = False) -> tuple[bool, ...]:
+def check_tuning(coding: str, bias_calibration=None) -> tuple[bool, ...]:
     """The bias-calibration settings `tune` tries (default: both; with binary coding none), or ConfigError."""
     if bias_calibration is None:
         bias_calibration = (False,) if coding == "binary" else (False, True)
-    if coding == "binary" and (any(bias_calibration) or distillation):
-        raise ConfigError("binary coding is tuned by percentile and initial membrane only: bias calibration "
-                          "and distillation are for rate-coded networks")
+    if coding == "binary" and any(bias_calibration):
+        raise ConfigError("bias calibration matches firing rates: it is for rate-coded networks, not binary coding")
     return tuple(bias_calibration)
 
 
@@ -114,7 +113,7 @@ def tune(
     T = check_T(T)
     if not 0.0 < validation_fraction < 1.0:
         raise ConfigError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    bias_calibration = check_tuning(coding, bias_calibration, distillation)
+    bias_calibration = check_tuning(coding, bias_calibration)
     states = np.asarray(calibration) if not isinstance(calibration, torch.Tensor) else calibration
     if len(states) < 8:
         raise CalibrationError(f"tune needs at least 8 calibration states, got {len(states)}")
@@ -135,10 +134,11 @@ def tune(
             if best is None or rate > best[0]:
                 best = (rate, snn)
     if distillation:
-        result = distill(checkpoint, fit, T, **(distill_options or {}))
+        result = distill(checkpoint, fit, T, coding=coding, **(distill_options or {}))
         snn = result.to_snn(backend)
         rate = float((snn.act(val, T) == val_actions).float().mean())
-        report.append(TuningResult(result.scales.percentile, "half", False, rate, distilled=True))
+        report.append(TuningResult(result.scales.percentile, "half", False, rate, distilled=True, coding=coding,
+                                   channel_wise=result.scales.channel_wise))
         if rate > best[0]:
             best = (rate, snn)
     chosen = best[1]

@@ -131,11 +131,6 @@ def test_binary_coding_with_too_many_bits_is_refused(command, capsys, tmp_path, 
     assert "float32 resolves at most 24 bits, got T=32" in err
 
 
-def test_binary_tuning_with_distillation_is_refused(capsys, tmp_path, no_work):
-    err = _error(capsys, ["tune", QNET, "--coding", "binary", "--distill", "-o", str(tmp_path / "o")])
-    assert "bias calibration and distillation are for rate-coded networks" in err
-
-
 def test_convert_with_binary_coding_saves_a_binary_snn(capsys, tmp_path, atari_observations):
     from dqn2snn_plugin.store import load_snn
 

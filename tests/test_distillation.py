@@ -119,3 +119,17 @@ def test_tune_can_let_a_distilled_copy_compete(mlp_checkpoint):
                distillation=True, distill_options={"epochs": 2, "snn_epochs": 1, "batch_size": 64})
     assert [r.distilled for r in sorted(snn.tuning_report, key=lambda r: r.distilled)] == [False, True]
     assert snn.validation_agreement == max(r.agreement for r in snn.tuning_report)
+
+
+def test_binary_distillation_trains_2_to_the_T_levels_and_its_snn_is_the_copy(mlp_checkpoint):
+    states = torch.randn(400, 6).numpy()
+    result = distill(mlp_checkpoint, states, T=3, epochs=2, snn_epochs=2, batch_size=64, coding="binary")
+    assert [row["phase"] for row in result.history] == ["qcfs"] * 3  # no SNN phase: the SNN is the copy
+    assert {layer.levels for layer in result.quantised if hasattr(layer, "levels")} == {7}
+    snn = result.to_snn()
+    assert (snn.coding, snn.T) == ("binary", 3)
+    with torch.no_grad():
+        copy_q = result.quantised.double()(torch.as_tensor(states[:50]).double())
+    torch.testing.assert_close(snn.double()(states[:50]), copy_q)
+    with pytest.raises(ConfigError, match="at most 24 bits"):
+        distill(mlp_checkpoint, states, T=32, coding="binary")
