@@ -23,20 +23,17 @@ from dqn2snn_plugin import convert, load_dqn
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.evaluation import write_json
 from dqn2snn_plugin.normalization import layer_scales
+from few_steps import test_agreement  # benchmarks/ is on sys.path when this script runs
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 
 
 def measure(checkpoint, snn, states: np.ndarray, actions: torch.Tensor) -> dict:
-    """Agreement %, synaptic operations and spikes per decision of `snn` on `states`."""
-    chosen, ops, spikes = [], 0.0, 0.0
-    for start in range(0, len(states), 250):
-        chosen.append(snn.act(states[start : start + 250]))
-        ops += float(snn.last_stats.synaptic_ops.sum())
-        spikes += float(sum(s.sum() for s in snn.last_stats.spikes))
-    agreement = float((torch.cat(chosen) == actions).float().mean())
-    return {"agreement": round(100 * agreement, 1), "synaptic_ops": round(ops / len(states)),
-            "spikes": round(spikes / len(states))}
+    """Agreement %, synaptic operations and spikes per decision of `snn` on `states` (few_steps' measurement)."""
+    result = test_agreement(checkpoint, snn, states, actions, snn.T)
+    return {"agreement": round(100 * result["agreement_test"], 1),
+            "synaptic_ops": round(result["test_synaptic_ops_per_decision"]),
+            "spikes": round(result["test_spikes_per_decision"])}
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.normalization import LayerScales, check_scale, layer_scales, percentile_scale
-from dqn2snn_plugin.spiking import CODINGS, SpikingQNetwork, check_T, if_scan
+from dqn2snn_plugin.spiking import SpikingQNetwork, check_coding, check_T, if_scan
 
 
 WARMUP_STEPS = 50  # optimiser steps of linear learning-rate warm-up at the start of each phase
@@ -217,9 +217,7 @@ def distill(
     `coding="binary"`: a copy with 2**T - 1 levels for T-bit spike codes, no SNN phase (see the module doc).
     """
     T = check_T(T)
-    if coding not in CODINGS:
-        raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
-    levels = 2 ** check_bits(T) - 1 if coding == "binary" else T
+    levels = 2 ** check_bits(T) - 1 if check_coding(coding) == "binary" else T
     if (epochs < 0 or snn_epochs < 0 or batch_size < 1 or lr <= 0 or margin < 0
             or not 0.0 < validation_fraction < 1.0):
         raise ConfigError("distill needs epochs >= 0, snn_epochs >= 0, batch_size >= 1, lr > 0, margin >= 0 and "

@@ -35,7 +35,7 @@ from dqn2snn_plugin.conversion import BACKENDS, convert
 from dqn2snn_plugin.errors import CalibrationError, ConfigError, ResultsError
 from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult
 from dqn2snn_plugin.normalization import check_percentile
-from dqn2snn_plugin.spiking import CODINGS, SpikingQNetwork, check_readout, check_T
+from dqn2snn_plugin.spiking import SpikingQNetwork, check_coding, check_readout, check_T
 
 EPSILON = 0.05  # the paper's evaluation exploration
 AGREEMENT_READOUTS = ("spikes+membrane", "spikes")
@@ -66,8 +66,7 @@ class RunSettings:
         if not 0.0 <= self.epsilon <= 1.0:
             raise ConfigError(f"epsilon must lie in [0, 1], got {self.epsilon}")
         check_readout(self.readout)
-        if self.coding not in CODINGS:
-            raise ConfigError(f"unknown coding {self.coding!r}: choose one of {', '.join(CODINGS)}")
+        check_coding(self.coding)
         return self
 
     def as_config(self) -> dict:

@@ -105,6 +105,12 @@ def check_readout(readout: str) -> str:
     return readout
 
 
+def check_coding(coding: str) -> str:
+    if coding not in CODINGS:
+        raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
+    return coding
+
+
 def _weighted(stage: nn.Sequential) -> nn.Module:
     """The Conv2d or Linear layer of a synaptic stage."""
     return next(layer for layer in stage if isinstance(layer, (nn.Conv2d, nn.Linear)))
@@ -172,9 +178,7 @@ class SpikingQNetwork(nn.Module):
             raise ConfigError(f"input_coding must be 'analog' or 'poisson', got {input_coding!r}")
         if input_coding == "poisson" and not (input_max and input_max > 0):
             raise ConfigError("Poisson input coding needs input_max > 0 (the value that fires at every step)")
-        if coding not in CODINGS:
-            raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
-        if coding == "binary":
+        if check_coding(coding) == "binary":
             if input_coding != "analog":
                 raise ConfigError("binary spike coding integrates the analog observation: use input_coding='analog'")
             binary_coding.check_bits(check_T(T))
