@@ -17,8 +17,7 @@ The first layer integrates the constant analog observation (V = (2**T - 1) I); t
 integrates and never fires, and its membrane / (2**T - 1) is the Q-value readout. With folded
 weights (see `conversion.fold_scales`) each layer's rounded rate equals the clip-floor-shift copy
 of the DQN with 2**T - 1 levels (`distillation.ClipFloorShift`), exactly: no timing error.
-Neither SpikingJelly nor snnTorch has this neuron, so it is simulated here; the backend's IF neurons
-stay unused, and `snn.native` is SpikingJelly's rate-coded network of the same weights.
+This module holds the coding math only; `spiking.SpikingQNetwork` schedules it layer by layer.
 
 The price is latency: layers run one after another, so a decision takes T steps per layer (T to
 integrate the observation, then T per spiking layer: 5 T for the Nature CNN), where a rate-coded
@@ -28,14 +27,9 @@ about 20 carry rounding noise and only cost spikes; more than MAX_BITS are refus
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from dqn2snn_plugin.errors import ConfigError
-
-if TYPE_CHECKING:
-    from dqn2snn_plugin.spiking import SpikingQNetwork
 
 MAX_BITS = 24  # float32's integer resolution
 
@@ -69,22 +63,3 @@ def fire(v: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         torch.ge(v, threshold, out=spikes[t])
         v.sub_(spikes[t], alpha=threshold)
     return spikes, v
-
-
-def simulate(snn: SpikingQNetwork, x: torch.Tensor, T: int):
-    """Run `snn`'s folded layers with binary coding at T bits on the float observations `x`.
-
-    Returns (Q-values [B, n_actions], final membranes, spike totals per layer [B], synaptic
-    operations [B], spike totals per channel).
-    """
-    levels = float(2**T - 1)
-    v = snn.synapses[0](x) * levels  # the analog input's current, the same at every step
-    stats = snn.new_counts(x.shape[0], x)
-    membranes = []
-    for index, synapse in enumerate(snn.synapses[1:]):
-        spikes, residual = fire(v + snn.initial_membrane, T)
-        membranes.append(residual)
-        snn.count(index, spikes, stats)
-        v = integrate(snn.synaptic_current(synapse, spikes))
-    membranes.append(v)
-    return v / levels, membranes, *stats  # the output stage is folded in Q units

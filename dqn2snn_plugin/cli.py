@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dqn2snn_plugin.errors import Dqn2SnnError
+from dqn2snn_plugin.results import markdown_table, writable_dir, write_json
+
 
 def _register_inspect(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -110,12 +112,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     device = ev.resolve_device(args.device)
     if args.output:
-        ev.writable_dir(Path(args.output).parent)
+        writable_dir(Path(args.output).parent)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     result = ev.evaluate(checkpoint, T=T, percentile=p, settings=settings)
     print(ev.format_evaluation(result))
     if args.output:
-        ev.write_json(args.output, result)
+        write_json(args.output, result)
         print(f"result written to {args.output}")
     return 0
 
@@ -149,10 +151,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     Ts, ps = ev.check_grid(args.T, args.percentile, args.coding)
     settings = _settings(args)
     device = ev.resolve_device(args.device)
-    ev.writable_dir(args.output)
+    writable_dir(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     rows = sweep(checkpoint, Ts, ps, settings, args.output, test_frames=args.test_frames)
-    print(ev.markdown_table(SWEEP_HEADERS, rows))
+    print(markdown_table(SWEEP_HEADERS, rows))
     print(f"results in {args.output}/ (sweep.csv, sweep.md, score_vs_T.png, agreement_vs_T.png)")
     return 0
 
@@ -181,10 +183,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     ev.check_grid([args.T], [args.percentile], args.coding)
     settings = _settings(args)
     device = ev.resolve_device(args.device)
-    ev.writable_dir(args.output)
+    writable_dir(args.output)
     checkpoints = [ev.load_checked(s, device=device) for s in ev.checkpoint_sources(args.checkpoints)]
     rows = ev.benchmark(checkpoints, T=args.T, percentile=args.percentile, settings=settings, out_dir=args.output)
-    print(ev.markdown_table(ev.BENCHMARK_HEADERS, rows))
+    print(markdown_table(ev.BENCHMARK_HEADERS, rows))
     print(f"results in {args.output}/ (benchmark.md, benchmark.csv)")
     return 0
 
@@ -213,13 +215,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     _, (p,) = ev.check_grid([args.T], [args.percentile], args.coding)
     settings = _settings(args)
     device = ev.resolve_device(args.device)
-    out = ev.writable_dir(args.output)
+    out = writable_dir(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     snn = convert(checkpoint, ev.calibration_states(checkpoint, settings), percentile=p,
                   channel_wise=settings.channel_wise, backend=settings.backend, readout=settings.readout, T=args.T,
                   coding=settings.coding)
     save_snn(snn, checkpoint, out / "snn.pt")
-    ev.write_json(out / "scales.json", snn.scales.as_dict())
+    write_json(out / "scales.json", snn.scales.as_dict())
     print(f"saved {out / 'snn.pt'} and {out / 'scales.json'}")
     return 0
 
@@ -262,7 +264,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--target-agreement must be in (0, 1], got {args.target_agreement}")
     settings = _settings(args)
     device = ev.resolve_device(args.device)
-    out = ev.writable_dir(args.output)
+    out = writable_dir(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     snn = cheapest_T(checkpoint, ev.calibration_states(checkpoint, settings), args.target_agreement, Ts,
                      backend=settings.backend, distillation=args.distill, coding=settings.coding,
@@ -271,7 +273,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     report = {"T": snn.T, "reached_target": snn.reached_target, "target": args.target_agreement,
               "validation_agreement": snn.validation_agreement,
               "options": [asdict(r) for r in snn.tuning_report]}
-    ev.write_json(out / "tuning.json", report)
+    write_json(out / "tuning.json", report)
     verdict = "reaches" if snn.reached_target else "does not reach (best found)"
     print(f"T={snn.T}: validation agreement {snn.validation_agreement:.1%} {verdict} the target "
           f"{args.target_agreement:.1%}; best option {asdict(snn.tuning_report[0])}")
@@ -302,7 +304,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     ev.check_grid([args.T, *args.curve_T], [99.9])
     settings = _settings(args)
     device = ev.resolve_device(args.device)
-    out = ev.writable_dir(args.output)
+    out = writable_dir(args.output)
     source = args.checkpoint or ev.find_demo_checkpoint()
     print(f"checkpoint: {source}" + ("" if args.checkpoint else " (shipped with the package: the Breakout fixture "
           "DQN of ../shared/fixtures/atari-dqn, SB3 QNetwork weights after about 234k agent steps)"))

@@ -13,12 +13,7 @@ held-out state set (separate episodes from calibration) for all T of a percentil
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +30,7 @@ from dqn2snn_plugin.conversion import BACKENDS, convert
 from dqn2snn_plugin.errors import CalibrationError, ConfigError, ResultsError
 from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult
 from dqn2snn_plugin.normalization import check_percentile
+from dqn2snn_plugin.results import markdown_table, write_json, write_table, write_text, writable_dir
 from dqn2snn_plugin.spiking import SpikingQNetwork, check_coding, check_readout, check_T
 
 EPSILON = 0.05  # the paper's evaluation exploration
@@ -102,18 +98,6 @@ def check_grid(Ts: Iterable[int], percentiles: Iterable[float | str], coding: st
     if coding == "binary":
         check_bits(Ts[-1])
     return Ts, ps
-
-
-def writable_dir(path: str | Path) -> Path:
-    """Create `path` if needed and prove it writable; ResultsError otherwise."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test"):
-            pass
-    except OSError as exc:
-        raise ResultsError(f"cannot write results to {path}: {exc.strerror or exc}") from None
-    return path
 
 
 def load_checked(source: str | Path, *, env_id: str | None = None, device: str = "cpu") -> DQNCheckpoint:
@@ -275,13 +259,6 @@ def _score(summary: dict) -> str:
     return f"{summary['mean']:.1f} ± {summary['std']:.1f}"
 
 
-def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A GitHub markdown table."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def format_evaluation(result: dict) -> str:
     """The printed table of `evaluate`: one row per player, agreement per readout on its states."""
     s = result["settings"]
@@ -300,32 +277,6 @@ def format_evaluation(result: dict) -> str:
     cost = (f"spikes per decision: {snn['spikes_per_decision']:,.0f}   "
             f"synaptic ops per decision: {snn['synaptic_ops_per_decision']:,.0f}")
     return f"{title}\n{table}\n{cost}"
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write a file atomically (temp file + os.replace): readers see the old file or the whole new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: str | Path, data: object) -> None:
-    """JSON, written atomically."""
-    write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_table(directory: Path, name: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """`name.csv` and `name.md` holding the same rows, each written atomically."""
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows([headers, *rows])
-    write_text(directory / f"{name}.csv", buffer.getvalue())
-    write_text(directory / f"{name}.md", markdown_table(headers, rows) + "\n")
 
 
 # ---------------------------------------------------------------- benchmark over games

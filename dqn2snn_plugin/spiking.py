@@ -314,7 +314,7 @@ class SpikingQNetwork(nn.Module):
         if self.coding == "binary":
             results = {}
             for T in Ts:
-                q, *rest = binary_coding.simulate(self, x, T)
+                q, *rest = self._simulate_binary(x, T)
                 results[T] = dict.fromkeys(READOUTS, q)  # the output layer only integrates: one readout
             return results, *rest
         batch = x.shape[0]
@@ -344,6 +344,24 @@ class SpikingQNetwork(nn.Module):
                     "membrane": integrated / end,
                 }
         return results, state, *counts
+
+    def _simulate_binary(self, x: torch.Tensor, T: int):
+        """Binary coding at T bits on the float observations `x` (see `dqn2snn_plugin.binary_coding`).
+
+        Returns (Q-values [B, n_actions], final membranes, spike totals per layer [B], synaptic
+        operations [B], spike totals per channel).
+        """
+        levels = float(2**T - 1)
+        v = self.synapses[0](x) * levels  # the analog input's current, the same at every step
+        stats = self.new_counts(x.shape[0], x)
+        membranes = []
+        for index, synapse in enumerate(self.synapses[1:]):
+            spikes, residual = binary_coding.fire(v + self.initial_membrane, T)
+            membranes.append(residual)
+            self.count(index, spikes, stats)
+            v = binary_coding.integrate(self.synaptic_current(synapse, spikes))
+        membranes.append(v)
+        return v / levels, membranes, *stats  # the output stage is folded in Q units
 
     def new_counts(self, batch: int, like: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
         """Zeroed spike counters: totals per layer [B], synaptic operations [B], totals per channel [C]."""

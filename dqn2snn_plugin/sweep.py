@@ -9,8 +9,6 @@ the calibration episodes), for all T of a percentile in one simulation.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,58 +17,14 @@ from tqdm.auto import tqdm
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
-from dqn2snn_plugin.errors import ConfigError, ResultsError
+from dqn2snn_plugin.errors import ConfigError
 from dqn2snn_plugin.evaluation import (
     AGREEMENT_READOUTS, RunSettings, _header, check_grid, heldout_agreement, p_label, play_dqn, play_snn,
-    write_json, write_table, writable_dir,
 )
+from dqn2snn_plugin.results import CellLog, write_table
 from dqn2snn_plugin.spiking import SpikingQNetwork
 
 SWEEP_FORMAT = "dqn2snn-sweep-v1"
-
-
-class CellLog:
-    """`DIR/config.json` + `DIR/cells.jsonl`: append-only, crash-safe results of one sweep configuration."""
-
-    def __init__(self, directory: Path, config: dict) -> None:
-        self.directory = writable_dir(directory)
-        self.config_path, self.cells_path = self.directory / "config.json", self.directory / "cells.jsonl"
-        if self.config_path.exists():
-            stored = json.loads(self.config_path.read_text())
-            differ = [f"{k}: {stored.get(k)!r} there, {config.get(k)!r} now"
-                      for k in sorted(set(stored) | set(config)) if stored.get(k) != config.get(k)]
-            if differ:
-                raise ResultsError(
-                    f"{self.directory} holds results of an incompatible run ({'; '.join(differ)}): "
-                    "use another output directory, or delete that one to start over"
-                )
-        elif self.cells_path.exists():
-            raise ResultsError(f"{self.cells_path} exists without config.json: cannot tell which run made it")
-        else:
-            write_json(self.config_path, config)
-        self.records = self._read()
-
-    def _read(self) -> list[dict]:
-        """Every complete record; a line cut short by a crash is dropped from the file."""
-        if not self.cells_path.exists():
-            return []
-        text = self.cells_path.read_text()
-        complete = text[: text.rfind("\n") + 1]
-        if complete != text:
-            with open(self.cells_path, "r+") as handle:
-                handle.truncate(len(complete.encode()))
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
-
-    def append(self, record: dict) -> None:
-        """Add one finished record durably (flush + fsync) before anything else is computed."""
-        with open(self.cells_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        self.records.append(record)
-
-    def find(self, kind: str, **key: object) -> dict | None:
-        return next((r for r in self.records if r["kind"] == kind and all(r[k] == v for k, v in key.items())), None)
 
 
 def run_cell(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, p: float, T: int, settings: RunSettings,

@@ -13,6 +13,7 @@ from dqn2snn_plugin import sweep as sw
 from dqn2snn_plugin.cli import main
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import ResultsError
+from dqn2snn_plugin.results import CellLog, writable_dir, write_json
 from dqn2snn_plugin.store import load_snn, save_snn
 from _fixtures import ATARI_FIXTURES, atari_checkpoint
 
@@ -30,7 +31,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
 
 def test_evaluate_result_is_sane(tmp_path):
     result = ev.evaluate(atari_checkpoint(), T=4, percentile=99.9, settings=TINY)
-    ev.write_json(tmp_path / "r.json", result)
+    write_json(tmp_path / "r.json", result)
     loaded = json.loads((tmp_path / "r.json").read_text())
     for score in (loaded["dqn"]["score"], loaded["snn"]["score"]):
         assert math.isfinite(score["mean"]) and score["std"] >= 0 and len(score["scores"]) == 2
@@ -84,16 +85,16 @@ def test_sweep_resumes_after_a_crash_without_recomputing(tmp_path, monkeypatch, 
 
 
 def test_cell_log_drops_a_line_cut_short_by_a_crash(tmp_path):
-    log = sw.CellLog(tmp_path, {"format": "x"})
+    log = CellLog(tmp_path, {"format": "x"})
     log.append({"kind": "dqn", "score": {"mean": 1.0}})
     with open(tmp_path / "cells.jsonl", "a") as handle:
         handle.write('{"kind": "cell", "perc')
-    reopened = sw.CellLog(tmp_path, {"format": "x"})
+    reopened = CellLog(tmp_path, {"format": "x"})
     assert len(reopened.records) == 1
     reopened.append({"kind": "cell", "percentile": 99.0, "T": 8})
-    assert len(sw.CellLog(tmp_path, {"format": "x"}).records) == 2
+    assert len(CellLog(tmp_path, {"format": "x"}).records) == 2
     with pytest.raises(ResultsError, match="incompatible"):
-        sw.CellLog(tmp_path, {"format": "y"})
+        CellLog(tmp_path, {"format": "y"})
 
 
 def test_convert_then_reload_gives_identical_outputs(tmp_path, atari_observations):
@@ -110,7 +111,7 @@ def test_convert_then_reload_gives_identical_outputs(tmp_path, atari_observation
 def test_writable_dir_refuses_a_path_below_a_file(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ResultsError, match="cannot write"):
-        ev.writable_dir(tmp_path / "file" / "out")
+        writable_dir(tmp_path / "file" / "out")
 
 
 def test_demo_checkpoint_is_found():
