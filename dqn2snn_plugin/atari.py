@@ -8,7 +8,8 @@ agent steps per episode and epsilon = 0.05. `make_env` builds exactly that with 
 the first frame of an episode, the layout SB3's `VecFrameStack` + `VecTransposeImage` hand to a
 `CnnPolicy` (tests/test_atari.py checks this against SB3's own wrappers).
 
-`play` runs a fixed number of episodes with any batched greedy policy and epsilon-greedy exploration.
+`play` runs a fixed number of episodes with any batched greedy policy and epsilon-greedy exploration,
+on Atari or on gymnasium's vector-observation tasks (CartPole-v1, ...: see `dqn2snn_plugin.classic`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from ale_py.vector_env import AtariVectorEnv
 from tqdm.auto import tqdm
 
+from dqn2snn_plugin import classic
 from dqn2snn_plugin.errors import ConfigError, EnvIdError, ObservationError
 
 FRAME_SKIP = 4
@@ -64,15 +66,18 @@ def rom_name(env_id: str) -> str:
     if env_id not in games:
         examples = ", ".join(["BreakoutNoFrameskip-v4", "PongNoFrameskip-v4", "BoxingNoFrameskip-v4"])
         raise EnvIdError(
-            f"unknown Atari environment id {env_id!r}: expected one of the {len(games)} "
-            f"'<Game>NoFrameskip-v4' ids that ale-py registers, e.g. {examples}"
+            f"unknown environment id {env_id!r}: expected one of the {len(games)} '<Game>NoFrameskip-v4' "
+            f"ids that ale-py registers (e.g. {examples}) or a gymnasium task such as CartPole-v1"
         )
     return games[env_id]
 
 
 @lru_cache(maxsize=None)
 def action_count(env_id: str) -> int:
-    """Size of the game's minimal action set (what `<Game>NoFrameskip-v4` and SB3's DQN use)."""
+    """Size of the game's minimal action set (what `<Game>NoFrameskip-v4` and SB3's DQN use), or
+    of a gymnasium task's discrete action space."""
+    if classic.is_classic(env_id):
+        return classic.action_count(env_id)
     ale = ale_py.ALEInterface()
     ale.setLoggerMode(ale_py.LoggerMode.Error)
     ale.loadROM(ale_py.roms.get_rom_path(rom_name(env_id)))
@@ -150,7 +155,7 @@ def play(
 ) -> list[EpisodeResult]:
     """Play `episodes` whole games of `env_id` and return their raw scores and lengths.
 
-    `policy(obs)` gets the uint8 batch `[k, 4, 84, 84]` of every env that still has episodes to play
+    `policy(obs)` gets the uint8 batch `[k, 4, 84, 84]` (a gymnasium task: its float batch) of every env that still has episodes to play
     (so a spiking policy runs batched across envs) and returns its greedy actions `[k]`; with
     probability `epsilon` each env takes a uniformly random action instead, drawn from an RNG seeded
     with `seed` (the envs are seeded with seed, seed + 1, ...), so a run is repeatable.
@@ -172,7 +177,7 @@ def play(
     if max_steps < 1:
         raise ConfigError(f"max_steps must be at least 1, got {max_steps}")
     n = n_envs if episodes is None else min(n_envs, episodes)
-    env = make_env(env_id, n, max_steps=max_steps)
+    env = classic.make_env(env_id, n) if classic.is_classic(env_id) else make_env(env_id, n, max_steps=max_steps)
     n_actions = int(env.single_action_space.n)
     quota = np.full(n, np.iinfo(np.int64).max) if episodes is None else np.array(
         [episodes // n + (i < episodes % n) for i in range(n)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -56,15 +57,32 @@ def _save_atomically(path: Path, array: np.ndarray) -> None:
         raise
 
 
+def _load_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The cached frames, or None (with a warning naming the file) when the file is damaged: then
+    they are collected again and the file is replaced."""
+    try:
+        frames = np.load(path, allow_pickle=False)
+        if frames.shape == shape:
+            return frames
+        reason = f"holds shape {frames.shape}, expected {shape}"
+    except (OSError, ValueError, EOFError) as exc:
+        reason = f"cannot be read ({exc})"
+    warnings.warn(f"calibration cache {path} {reason}: collecting the frames again", stacklevel=3)
+    return None
+
+
 def _play_frames(
     checkpoint: DQNCheckpoint, n_frames: int, epsilon: float, seed: int, n_envs: int, progress: bool
 ) -> np.ndarray:
-    """The first `n_frames` states the DQN visits playing its game with epsilon-greedy exploration."""
-    frames = np.empty((n_frames, *checkpoint.observation_shape), dtype=np.uint8)
+    """The first `n_frames` states the DQN visits playing its game with epsilon-greedy exploration
+    (in the env's dtype: uint8 for Atari, float32 for gymnasium's vector tasks)."""
+    frames: np.ndarray | None = None
     filled = 0
 
     def record(obs: np.ndarray, greedy: np.ndarray, taken: np.ndarray) -> bool:
-        nonlocal filled
+        nonlocal filled, frames
+        if frames is None:
+            frames = np.empty((n_frames, *checkpoint.observation_shape), dtype=obs.dtype)
         take = min(len(obs), n_frames - filled)
         frames[filled : filled + take] = obs[:take]
         filled += take
@@ -86,7 +104,7 @@ def collect_observations(
     use_cache: bool = True,
     progress: bool = False,
 ) -> np.ndarray:
-    """uint8 `[n_frames, 4, 84, 84]`: states visited while the DQN plays `checkpoint.env_id`.
+    """`[n_frames, *observation_shape]` (uint8 for Atari): states visited while the DQN plays `checkpoint.env_id`.
 
     The DQN plays whole games (`n_envs` in parallel, env i seeded with seed + i) with epsilon-greedy
     exploration; every state it acts on is recorded, in step order, until `n_frames` are collected.
@@ -106,7 +124,9 @@ def collect_observations(
                      n_envs=n_envs)
     path = Path(cache_dir or default_cache_dir()) / f"{checkpoint.env_id}-{key}.npy"
     if use_cache and path.is_file():
-        return np.load(path)
+        cached = _load_cached(path, (n_frames, *checkpoint.observation_shape))
+        if cached is not None:
+            return cached
     frames = _play_frames(checkpoint, n_frames, epsilon, seed, n_envs, progress)
     if use_cache:
         _save_atomically(path, frames)

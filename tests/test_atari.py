@@ -18,7 +18,7 @@ def noop_policy(obs: np.ndarray) -> np.ndarray:
     return np.zeros(len(obs), dtype=np.int64)
 
 
-@pytest.mark.parametrize("env_id", ["Breakout-v4", "ALE/Breakout-v5", "NoSuchGameNoFrameskip-v4", "CartPole-v1"])
+@pytest.mark.parametrize("env_id", ["Breakout-v4", "ALE/Breakout-v5", "NoSuchGameNoFrameskip-v4", "NoSuchTask-v0"])
 def test_unknown_env_ids_are_refused_before_any_work(env_id, monkeypatch):
     monkeypatch.setattr(atari, "AtariVectorEnv", None)  # building an env would crash with a TypeError
     with pytest.raises(EnvIdError, match="BreakoutNoFrameskip-v4"):

@@ -1,0 +1,73 @@
+"""Gymnasium's vector-observation tasks end to end: RL-Zoo's classic-control DQNs convert, act and play."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from dqn2snn_plugin import classic
+from dqn2snn_plugin.atari import check_action_count, play
+from dqn2snn_plugin.calibration import collect_observations
+from dqn2snn_plugin.checkpoint import load_dqn
+from dqn2snn_plugin.conversion import convert
+from dqn2snn_plugin.errors import EnvIdError
+from dqn2snn_plugin.evaluation import RunSettings, evaluate
+
+HAS_BOX2D = importlib.util.find_spec("Box2D") is not None
+
+
+@pytest.mark.parametrize("env_id, n_actions", [("CartPole-v1", 2), ("Acrobot-v1", 3), ("MountainCar-v0", 3)])
+def test_tasks_without_system_packages_play_seeded_whole_episodes(env_id, n_actions):
+    check_action_count(env_id, n_actions)
+    with pytest.raises(EnvIdError, match="actions"):
+        check_action_count(env_id, n_actions + 1)
+    seen = []
+    episodes = play(lambda obs: np.zeros(len(obs), dtype=np.int64), env_id, 2, n_envs=2, epsilon=0.5, seed=3,
+                    max_steps=50, on_step=lambda obs, greedy, taken: seen.append(obs.copy()))
+    assert len(episodes) == 2 and all(1 <= e.length <= 50 for e in episodes)
+    assert seen[0].dtype == np.float32 and seen[0].shape[0] == 2
+    again = play(lambda obs: np.zeros(len(obs), dtype=np.int64), env_id, 2, n_envs=2, epsilon=0.5, seed=3,
+                 max_steps=50)
+    assert again == episodes
+
+
+@pytest.mark.skipif(HAS_BOX2D, reason="Box2D is installed here")
+def test_lunar_lander_without_box2d_says_what_to_install():
+    with pytest.raises(EnvIdError, match="LunarLander-v2 cannot be played here.*box2d"):
+        classic.make_env("LunarLander-v2", 1)
+
+
+def test_unknown_task_is_an_env_id_error():
+    with pytest.raises(EnvIdError, match="NoSuchTask-v0"):
+        play(lambda obs: obs[:, 0], "NoSuchTask-v0", 1)
+
+
+def test_zoo_dqns_convert_and_act_on_negative_inputs(zoo_zip):
+    """Both codings act on raw float observations, negative values included (analog input current)."""
+    checkpoint = load_dqn(zoo_zip)
+    rng = np.random.default_rng(0)
+    states = rng.normal(0.0, 1.0, size=(300, *checkpoint.observation_shape)).astype(np.float32)
+    assert (states < 0).any()
+    for coding, T in (("rate", 256), ("binary", 10)):
+        snn = convert(checkpoint, states[:200], percentile=99.99, coding=coding, T=T, channel_wise=coding == "binary")
+        actions = snn.act(states[200:])
+        assert actions.shape == (100,)
+        agreement = float((actions == checkpoint.act(states[200:])).float().mean())
+        assert agreement > 0.8, (coding, agreement)
+
+
+def test_cartpole_calibrates_on_its_own_play_and_evaluates(fixtures_dir, tmp_path):
+    checkpoint = load_dqn(fixtures_dir / "sb3-zoo" / "classic" / "CartPole-v1.zip")
+    frames = collect_observations(checkpoint, 300, n_envs=2, cache_dir=tmp_path)
+    assert frames.dtype == np.float32 and frames.shape == (300, 4) and np.isfinite(frames).all()
+    assert (frames < 0).any()  # cart positions and velocities on both sides
+    settings = RunSettings(episodes=2, calibration_frames=300, max_steps=100, n_envs=2, coding="binary",
+                           channel_wise=True)
+    snn = convert(checkpoint, frames, percentile=99.99, coding="binary", T=8, channel_wise=True)
+    result = evaluate(checkpoint, T=8, percentile=99.99, settings=settings, snn=snn)
+    assert result["env_id"] == "CartPole-v1"
+    assert result["dqn"]["score"]["mean"] == 100.0  # the trained DQN balances to the 100-step cap
+    assert result["snn"]["agreement_snn_visited"]["spikes+membrane"]["rate"] > 0.8
+    assert result["snn"]["synaptic_ops_per_decision"] > 0
