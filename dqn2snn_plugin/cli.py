@@ -283,16 +283,21 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _register_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="convert the shipped Breakout DQN, play short games as an SNN, plot agreement vs T",
-        description="Convert the shipped Breakout fixture DQN (or --checkpoint), play a few short games with the DQN "
-        "and the SNN, print the table and write result.json, heldout.md and agreement_vs_T.png to the output directory.",
+        "demo", help="the paper's conversion vs our binary coding on the shipped Breakout DQN, in one table and plot",
+        description="Convert the shipped Breakout fixture DQN (or --checkpoint) twice, with the paper's method "
+        "(rate coding, N+V readout, p = 99.9) and with our training-free binary coding (T-bit codes, p = 99.99, "
+        "per-channel scales); measure held-out agreement, agreement and score while playing short games, "
+        "synaptic operations and latency; print one table and write result.json, demo.md and "
+        "agreement_vs_latency.png to the output directory.",
     )
     parser.add_argument("--checkpoint", default=None, help="checkpoint to use instead of the shipped Breakout fixture")
-    parser.add_argument("--T", type=int, default=32, help="time steps per decision while playing (default 32)")
-    parser.add_argument("--curve-T", type=_int_list, default=[8, 16, 32, 64, 128, 256],
-                        help="T values of the held-out agreement curve (default 8,16,32,64,128,256)")
-    parser.add_argument("--test-frames", type=int, default=256, help="held-out states for the curve (default 256)")
-    _add_run_options(parser, episodes=3, max_steps=500, calibration_frames=2000)
+    parser.add_argument("--bits", type=int, default=8, help="bits per spike code of the binary row (default 8)")
+    parser.add_argument("--rate-T", type=int, default=None,
+                        help="time steps per decision of the paper's row (default: the binary row's latency, "
+                        "bits x weighted layers: 40 for the Nature CNN)")
+    parser.add_argument("--test-frames", type=int, default=128,
+                        help="held-out DQN-visited states for the agreement curve (default 128)")
+    _add_run_options(parser, episodes=2, max_steps=300, calibration_frames=1000)
     _add_checkpoint_options(parser)
     parser.add_argument("-o", "--output", default="dqn2snn-demo", help="output directory (default ./dqn2snn-demo)")
     parser.set_defaults(handler=_cmd_demo)
@@ -300,20 +305,22 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dqn2snn_plugin import evaluation as ev
+    from dqn2snn_plugin.demo import find_demo_checkpoint, run_demo, table
 
-    ev.check_grid([args.T, *args.curve_T], [99.9])
     settings = _settings(args)
     device = ev.resolve_device(args.device)
-    out = writable_dir(args.output)
-    source = args.checkpoint or ev.find_demo_checkpoint()
+    source = args.checkpoint or find_demo_checkpoint()
+    checkpoint = ev.load_checked(source, env_id=args.env_id, device=device)
     print(f"checkpoint: {source}" + ("" if args.checkpoint else " (shipped with the package: the Breakout fixture "
           "DQN of ../shared/fixtures/atari-dqn, SB3 QNetwork weights after about 234k agent steps)"))
-    checkpoint = ev.load_checked(source, env_id=args.env_id, device=device)
-    result, _ = ev.demo(checkpoint, T=args.T, Ts=args.curve_T, settings=settings, out_dir=out,
-                        test_frames=args.test_frames)
-    print(ev.format_evaluation(result))
-    print((out / "heldout.md").read_text().rstrip())
-    print(f"written: {out / 'result.json'}, {out / 'heldout.md'}, {out / 'agreement_vs_T.png'}")
+    result = run_demo(checkpoint, settings, args.output, bits=args.bits, rate_T=args.rate_T,
+                      test_frames=args.test_frames)
+    s = result["settings"]
+    print(f"{checkpoint.env_id}: {s['episodes']} games of at most {s['max_steps']} steps per player (epsilon = "
+          f"{s['epsilon']}), agreement = same greedy action as the DQN (N+V readout)")
+    print(table(result))
+    out = Path(args.output)
+    print(f"written: {out / 'result.json'}, {out / 'demo.md'}, {out / 'agreement_vs_latency.png'}")
     return 0
 
 

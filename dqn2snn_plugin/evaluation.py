@@ -1,4 +1,4 @@
-"""Run logic behind `dqn2snn evaluate / sweep / benchmark / demo`: play, measure, tabulate, save.
+"""Run logic behind `dqn2snn evaluate / sweep / benchmark` (and the demo's measurements): play, measure, tabulate, save.
 
 The paper's protocol: whole games with epsilon = 0.05 (`atari.play`), mean +- std of the raw score,
 and the "conversion rate" = agreement of the SNN's and the DQN's greedy actions on the states the
@@ -320,43 +320,3 @@ def benchmark(checkpoints: Sequence[DQNCheckpoint], *, T: int, percentile: float
         rows.append(benchmark_row(result))
     write_table(out, "benchmark", BENCHMARK_HEADERS, rows)
     return rows
-
-
-# ---------------------------------------------------------------- demo
-
-
-
-def find_demo_checkpoint() -> Path:
-    """The Breakout DQN shipped inside the package (a copy of the shared fixture
-    `atari-dqn/BreakoutNoFrameskip-v4.qnet.pt`: SB3 QNetwork weights, about 234k agent steps of training)."""
-    path = Path(__file__).resolve().parent / "data" / "BreakoutNoFrameskip-v4.qnet.pt"
-    if not path.is_file():
-        raise ResultsError(f"the shipped demo checkpoint {path} is missing (broken install?): pass --checkpoint")
-    return path
-
-
-def demo(checkpoint: DQNCheckpoint, *, T: int, Ts: Sequence[int], settings: RunSettings, out_dir: str | Path,
-         test_frames: int = 256) -> tuple[dict, list[list[object]]]:
-    """Convert, play DQN and SNN at T, measure held-out agreement for every T in `Ts`, plot it.
-
-    Returns the `evaluate` result and the held-out rows (T, agreement per readout); writes
-    `result.json`, `agreement_vs_T.png` and `heldout.md` into `out_dir`.
-    """
-    from dqn2snn_plugin.plots import plot_heldout
-
-    out = writable_dir(out_dir)
-    Ts = sorted({check_T(t) for t in (*Ts, T)})
-    calibration, test = calibration_and_test_observations(
-        checkpoint, settings.calibration_frames, test_frames, seed=settings.seed, epsilon=settings.epsilon,
-        n_envs=settings.n_envs, progress=True)
-    snn = convert(checkpoint, calibration, percentile=99.9, backend=settings.backend, readout=settings.readout, T=T,
-                  coding=settings.coding, channel_wise=settings.channel_wise)
-    result = evaluate(checkpoint, T=T, percentile=99.9, settings=settings, snn=snn)
-    heldout = heldout_agreement(checkpoint, snn, test, Ts)
-    rows = [[t, *(heldout[t][r]["rate"] for r in AGREEMENT_READOUTS)] for t in Ts]
-    write_json(out / "result.json", {**result, "agreement_heldout": {str(t): heldout[t] for t in Ts}})
-    write_text(out / "heldout.md", markdown_table(
-        ["T", *(f"held-out agreement {r}" for r in AGREEMENT_READOUTS)],
-        [[t, *map(_pct, rates)] for t, *rates in rows]) + "\n")
-    plot_heldout(out / "agreement_vs_T.png", rows, AGREEMENT_READOUTS, title=f"{checkpoint.env_id}, p = 99.9")
-    return result, rows

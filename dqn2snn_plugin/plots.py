@@ -54,11 +54,17 @@ def plot_sweep(directory: Path, rows: Sequence[Sequence[object]], *, dqn_score: 
     _save(fig, ax, directory / "agreement_vs_T.png", "agreement with DQN (N+V readout)", "Conversion rate vs T")
 
 
-def plot_heldout(path: Path, rows: Sequence[Sequence[float]], readouts: Sequence[str], *, title: str) -> None:
-    """Agreement on held-out states vs T, one line per readout (rows: T, rate per readout)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    Ts = [row[0] for row in rows]
-    for index, readout in enumerate(readouts, start=1):
-        ax.plot(Ts, [row[index] for row in rows], marker="o", label=readout)
+def plot_agreement_vs_latency(path: Path, lines: dict[str, Sequence[tuple[int, float]]], *, title: str) -> None:
+    """Agreement with the DQN vs latency (time steps from observation to action), one line per conversion."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in lines.items():
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
     ax.set_ylim(0, 1.02)
-    _save(fig, ax, path, "agreement with DQN (held-out states)", title)
+    ax.set_xlabel("latency (time steps from observation to action)")
+    ax.set_ylabel("agreement with the DQN's action")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -114,10 +114,6 @@ def test_writable_dir_refuses_a_path_below_a_file(tmp_path):
         writable_dir(tmp_path / "file" / "out")
 
 
-def test_demo_checkpoint_is_found():
-    assert ev.find_demo_checkpoint().name == "BreakoutNoFrameskip-v4.qnet.pt"
-
-
 def test_settings_added_later_are_recorded_only_when_not_default():
     """Result directories written before `coding` and `channel_wise` existed stay resumable."""
     assert "coding" not in ev.RunSettings().as_config() and "channel_wise" not in ev.RunSettings().as_config()

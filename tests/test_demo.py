@@ -1,0 +1,49 @@
+"""The demo: the paper's conversion and binary coding measured side by side, latency from the layer count."""
+
+from __future__ import annotations
+
+import json
+
+from dqn2snn_plugin import demo
+from dqn2snn_plugin.checkpoint import load_dqn
+from dqn2snn_plugin.conversion import convert
+from dqn2snn_plugin.evaluation import RunSettings
+from _fixtures import atari_checkpoint
+
+
+def test_shipped_checkpoint_is_found():
+    assert demo.find_demo_checkpoint().name == "BreakoutNoFrameskip-v4.qnet.pt"
+
+
+def test_latency_is_T_for_rate_and_T_per_weighted_layer_for_binary(atari_observations):
+    checkpoint = atari_checkpoint()  # Nature CNN: 3 convolutions + 2 linear layers
+    rate = convert(checkpoint, atari_observations, T=16)
+    binary = convert(checkpoint, atari_observations, T=8, coding="binary")
+    assert demo.latency_steps(rate, 16) == 16
+    assert demo.latency_steps(binary, 8) == 40 and demo.latency_steps(binary, 4) == 20
+
+
+def test_the_paper_row_runs_at_the_binary_latency_by_default():
+    paper, ours = demo.conversions(8, None, 5)
+    assert (paper.coding, paper.T, paper.percentile, paper.channel_wise) == ("rate", 40, 99.9, False)
+    assert (ours.coding, ours.T, ours.percentile, ours.channel_wise) == ("binary", 8, 99.99, True)
+    assert ours.curve_T == (2, 4, 6, 8) and paper.curve_T == (10, 20, 30, 40)
+    assert demo.conversions(5, 32, 3)[0].curve_T == (6, 12, 15, 32)
+
+
+def test_demo_end_to_end_on_cartpole(fixtures_dir, tmp_path):
+    checkpoint = load_dqn(fixtures_dir / "sb3-zoo" / "classic" / "CartPole-v1.zip")  # 3 weighted layers
+    settings = RunSettings(episodes=2, calibration_frames=300, max_steps=50, n_envs=2)
+    result = demo.run_demo(checkpoint, settings, tmp_path / "out", bits=6, test_frames=64)
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"result.json", "demo.md", "agreement_vs_latency.png"} <= files
+    assert json.loads((tmp_path / "out" / "result.json").read_text()) == json.loads(json.dumps(result))
+    paper, ours = result["conversions"]
+    assert paper["latency_steps"] == ours["latency_steps"] == 18
+    assert [h["latency_steps"] for h in ours["heldout"]] == [6, 12, 18]
+    for row in (paper, ours):
+        assert row["snn"]["score"]["mean"] > 0 and row["snn"]["synaptic_ops_per_decision"] > 0
+        assert 0.0 <= row["snn"]["agreement_snn_visited"]["spikes+membrane"]["rate"] <= 1.0
+    text = (tmp_path / "out" / "demo.md").read_text()
+    assert "paper's method: rate coding" in text and "ours, training-free: binary coding, 6-bit codes" in text
+    assert text.count("\n") == 5  # header, rule, DQN, two conversions
