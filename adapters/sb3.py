@@ -68,31 +68,30 @@ def read_zip(path: Path) -> SB3Parts:
                 raise CheckpointError(f"{where}: the zip has no policy.pth, so it is not an SB3 checkpoint")
             data = _read_json(archive.read("data"), where) if "data" in names else {}
             version_file = "_stable_baselines3_version"
-            version = archive.read(version_file).decode().strip() if version_file in names else None
+            version = archive.read(version_file).decode("utf-8", "replace").strip() if version_file in names else None
             state = _load_tensors(archive.read("policy.pth"), f"{where} (policy.pth)")
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise CheckpointError(f"{where}: not a readable zip file ({exc})") from None
     algorithm = _algorithm_from_data(data)
     if algorithm not in (None, "DQN", "QRDQN"):
         raise CheckpointError(f"{where}: this is a {algorithm} checkpoint; only DQN and QR-DQN can be converted")
-    kwargs = data.get("policy_kwargs") or {}
+    kwargs = _mapping(data, "policy_kwargs", where)
     _check_class_text(kwargs.get("activation_fn"), ("ReLU",), "activation_fn", where)
     _check_class_text(kwargs.get("features_extractor_class"), SUPPORTED_EXTRACTORS, "features_extractor_class", where)
     algorithm_from_keys, net_state = _q_network_state(state, where)
-    space = data.get("observation_space") or {}
-    shape = space.get("_shape", space.get("shape"))
-    shape = tuple(int(s) for s in shape) if shape is not None else None
+    space = _mapping(data, "observation_space", where)
+    shape = _shape(space.get("_shape", space.get("shape")), where)
     image = _is_image_space(shape, space.get("dtype"), _numbers(space.get("low")), _numbers(space.get("high")))
     # unknown space (no shape recorded): None lets the builder treat a CNN as NatureCNN on uint8 images
     scale_input = (image if shape is not None else None) if kwargs.get("normalize_images", True) else False
-    n_actions = (data.get("action_space") or {}).get("n")
+    n_actions = _mapping(data, "action_space", where).get("n")
     return _build_parts(
         net_state,
         algorithm=algorithm or algorithm_from_keys,
         policy=_policy_from_data(data),
         observation_shape=shape,
         scale_input=scale_input,
-        n_actions=int(n_actions) if n_actions is not None else None,
+        n_actions=_whole(n_actions, "action_space.n", where) if n_actions is not None else None,
         n_quantiles=kwargs.get("n_quantiles"),
         sb3_version=version,
         env_id=_env_id_from_name(path.name.removesuffix(".zip")),
@@ -196,11 +195,22 @@ def _q_network_state(state: Mapping[str, torch.Tensor], where: str) -> tuple[str
     raise CheckpointError(f"{where}: no q_net or quantile_net weights found (keys: {', '.join(list(state)[:4])} ...)")
 
 
-def _load_tensors(file: bytes | Path, where: str) -> dict[str, torch.Tensor]:
+def load_weights_only(file: bytes | Path, where: str) -> Any:
+    """`torch.load(weights_only=True)`, a failure as CheckpointError in plain words (never torch's
+    advice to load with weights_only=False, which would run code stored in the file)."""
+    if (len(file) if isinstance(file, bytes) else Path(file).stat().st_size) == 0:
+        raise CheckpointError(f"{where}: the file is empty")
     try:
-        state = torch.load(io.BytesIO(file) if isinstance(file, bytes) else file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{where}: cannot be read as tensors with torch.load(weights_only=True): {exc}") from None
+        return torch.load(io.BytesIO(file) if isinstance(file, bytes) else file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        reason = "it is not a PyTorch tensor file, or it holds Python objects besides tensors (those are never loaded)"
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        reason = f"it is not a complete PyTorch file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    raise CheckpointError(f"{where}: cannot be read as tensors: {reason}")
+
+
+def _load_tensors(file: bytes | Path, where: str) -> dict[str, torch.Tensor]:
+    state = load_weights_only(file, where)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{where}: does not hold a state dict (a mapping of names to tensors)")
     return {str(k): v for k, v in state.items()}
@@ -216,9 +226,38 @@ def _read_json(raw: bytes, where: str) -> dict[str, Any]:
     return data
 
 
+def _mapping(data: Mapping[str, Any], field: str, where: str) -> Mapping[str, Any]:
+    """`data[field]` as a mapping ({} when absent); CheckpointError when it is something else."""
+    value = data.get(field) or {}
+    if not isinstance(value, Mapping):
+        raise CheckpointError(f"{where}: its `data` field {field} is a {type(value).__name__}, not a JSON object")
+    return value
+
+
+def _whole(value: Any, field: str, where: str) -> int:
+    """A positive whole number as SB3 records it (an int, or its text such as "4"); CheckpointError otherwise."""
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = 0
+    if isinstance(value, bool) or number < 1:
+        raise CheckpointError(f"{where}: its `data` field {field} is {value!r}, not a positive whole number")
+    return number
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...] | None:
+    """A recorded observation shape as a tuple of positive ints; CheckpointError when it is not one."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise CheckpointError(f"{where}: its observation_space shape {value!r} is not a shape (positive whole numbers)")
+    return tuple(_whole(d, "observation_space shape", where) for d in value)
+
+
 def _algorithm_from_data(data: Mapping[str, Any]) -> str | None:
     """The algorithm named by the policy class's module, e.g. `stable_baselines3.ppo.policies` -> PPO."""
-    module = str((data.get("policy_class") or {}).get("__module__", ""))
+    policy_class = data.get("policy_class")
+    module = str(policy_class.get("__module__", "")) if isinstance(policy_class, Mapping) else ""
     parts = module.split(".")
     if len(parts) != 3 or parts[0] not in ("stable_baselines3", "sb3_contrib"):
         return None
@@ -229,7 +268,9 @@ def _algorithm_from_data(data: Mapping[str, Any]) -> str | None:
 
 def _policy_from_data(data: Mapping[str, Any]) -> str | None:
     """The policy class name from the text of its `__init__` entry, e.g. `<function CnnPolicy.__init__ ...>`."""
-    match = re.match(r"<function (\w+)\.__init__", str((data.get("policy_class") or {}).get("__init__", "")))
+    policy_class = data.get("policy_class")
+    text = str(policy_class.get("__init__", "")) if isinstance(policy_class, Mapping) else ""
+    match = re.match(r"<function (\w+)\.__init__", text)
     return _POLICY_NAMES.get(match[1], match[1]) if match else None
 
 

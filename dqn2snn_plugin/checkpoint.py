@@ -23,8 +23,15 @@ CONVERTIBLE_LAYERS = (nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten)
 
 
 def observation_batch(obs: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Raw observations (numpy or torch, one or a batch) as a batch tensor [B, *shape], dtype kept."""
-    x = obs if isinstance(obs, torch.Tensor) else torch.as_tensor(np.asarray(obs))
+    """Raw observations (numpy or torch, one or a batch) as a batch tensor [B, *shape], dtype kept.
+
+    ObservationError for a wrong shape, an empty batch, NaN or infinite values, and image frames
+    (3-D observations, raw pixels 0..255) with fractional values: those were divided by 255 already,
+    while SB3's `/255` is folded into the network's first layer."""
+    try:
+        x = obs if isinstance(obs, torch.Tensor) else torch.as_tensor(np.asarray(obs))
+    except (TypeError, ValueError, RuntimeError):
+        raise ObservationError(f"observations must be a numeric array or tensor, got {type(obs).__name__}") from None
     shape = tuple(shape)
     if tuple(x.shape) == shape:
         x = x.unsqueeze(0)
@@ -33,6 +40,18 @@ def observation_batch(obs: np.ndarray | torch.Tensor, shape: tuple[int, ...]) ->
             f"observations of shape {tuple(x.shape)} do not match this network's input: "
             f"expected [B, {', '.join(map(str, shape))}]"
         )
+    if len(x) == 0:
+        raise ObservationError(f"the observation batch is empty: pass at least one observation of shape {shape}")
+    if x.is_floating_point():
+        if not torch.isfinite(x).all():
+            raise ObservationError("observations hold NaN or infinite values: pass the env's raw observations")
+        if len(shape) == 3 and (x != x.round()).any():
+            raise ObservationError(
+                "image observations hold fractional values: pass raw pixels 0..255 (uint8), not frames divided "
+                "by 255 (the DQN's /255 is already inside its first layer)"
+            )
+    elif x.dtype == torch.bool or x.is_complex():
+        raise ObservationError(f"observations must be numbers, got dtype {x.dtype}")
     return x
 
 
@@ -103,8 +122,7 @@ def describe(checkpoint: DQNCheckpoint) -> str:
         f"policy:        {checkpoint.policy}",
         f"SB3 version:   {checkpoint.sb3_version or 'not recorded'}",
     ]
-    if checkpoint.env_id:
-        lines.append(f"env id:        {checkpoint.env_id}")
+    lines.append(f"env id:        {checkpoint.env_id or 'could not tell from the file name (pass --env-id)'}")
     lines += [
         f"observation:   {_dims(checkpoint.observation_shape)}",
         f"actions:       {checkpoint.n_actions}",

@@ -2,7 +2,9 @@
 
 To add a subcommand, write `_register_<name>(subparsers)` (which sets `handler=_cmd_<name>`) and
 `_cmd_<name>(args) -> int`, and list the register function in `SUBCOMMANDS`. A `Dqn2SnnError`
-raised by any handler is printed as `dqn2snn: error: <message>` and exits with status 2.
+raised by any handler, and any usage error, is printed as one line `dqn2snn: error: <message>` and
+exits with status 2; Ctrl-C prints one line and exits with 130. Handlers check every option, then
+load the checkpoint, and only then create output folders, so a refused run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dqn2snn_plugin.errors import Dqn2SnnError
-from dqn2snn_plugin.results import markdown_table, writable_dir, write_json
+from dqn2snn_plugin.results import check_output_dir, check_output_file, markdown_table, writable_dir, write_json
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (`dqn2snn: error: ...`, exit 2), like the plugin's own errors."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"dqn2snn: error: {message} (see {self.prog} --help)\n")
 
 
 def _register_inspect(subparsers: argparse._SubParsersAction) -> None:
@@ -29,18 +38,45 @@ def _register_inspect(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from dqn2snn_plugin.atari import check_action_count
     from dqn2snn_plugin.checkpoint import describe, load_dqn
 
-    print(describe(load_dqn(args.checkpoint, env_id=args.env_id)))
+    checkpoint = load_dqn(args.checkpoint, env_id=args.env_id)
+    if args.env_id:
+        check_action_count(args.env_id, checkpoint.n_actions)
+    print(describe(checkpoint))
     return 0
 
 
-def _int_list(text: str) -> list[int]:
-    """`8,16,32` -> [8, 16, 32] (argparse type)."""
+def _count(text: str) -> int:
+    """A positive integer (argparse type)."""
     try:
-        return [int(item) for item in text.split(",") if item.strip()]
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A seed in 0 .. MAX_SEED (argparse type)."""
+    from dqn2snn_plugin.evaluation import check_seed
+
+    try:
+        return check_seed(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    except Dqn2SnnError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _int_list(text: str) -> list[int]:
+    """`8,16,32` -> [8, 16, 32] (argparse type; each at least 1)."""
+    values = [_count(item) for item in text.split(",") if item.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}")
+    return values
 
 
 def _str_list(text: str) -> list[str]:
@@ -50,26 +86,31 @@ def _str_list(text: str) -> list[str]:
 
 def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env-id", default=None,
-                        help="<Game>NoFrameskip-v4 id, overriding the one in the checkpoint's file name")
+                        help="<Game>NoFrameskip-v4 or gymnasium id (CartPole-v1, ...), overriding the one in the "
+                        "checkpoint's file name")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="where the networks run (cuda only when a GPU exists; default cpu)")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, episodes: int = 10, max_steps: int = 18_000,
-                     calibration_frames: int = 5000) -> None:
-    """The options of `RunSettings` (what decides a result besides T and p)."""
-    parser.add_argument("--episodes", type=int, default=episodes,
-                        help=f"whole games per player, epsilon = 0.05 (default {episodes})")
-    parser.add_argument("--readout", default="spikes+membrane", choices=["spikes", "spikes+membrane", "membrane"],
-                        help="SNN readout the SNN acts on (default: the paper's spikes+membrane, N + V)")
+                     calibration_frames: int = 5000, playing: bool = True, readout: bool = True) -> None:
+    """The options of `RunSettings` (what decides a result besides T and p); `playing=False` leaves out
+    --episodes and --max-steps (commands that only calibrate), `readout=False` leaves out --readout."""
+    if playing:
+        parser.add_argument("--episodes", type=_count, default=episodes,
+                            help=f"whole games per player, epsilon = 0.05 (default {episodes})")
+        paper = ", the paper's" if max_steps == 18_000 else "; the paper's is 18,000"
+        parser.add_argument("--max-steps", type=_count, default=max_steps,
+                            help=f"agent steps after which an episode is cut (default {max_steps:,}{paper})")
+    if readout:
+        parser.add_argument("--readout", default="spikes+membrane", choices=["spikes", "spikes+membrane", "membrane"],
+                            help="SNN readout the SNN acts on (default: the paper's spikes+membrane, N + V)")
     parser.add_argument("--backend", default="spikingjelly", choices=["spikingjelly", "snntorch"],
                         help="neuron framework (default spikingjelly)")
-    parser.add_argument("--calibration-frames", type=int, default=calibration_frames,
+    parser.add_argument("--calibration-frames", type=_count, default=calibration_frames,
                         help=f"DQN-visited frames for the layer scales, cached on disk (default {calibration_frames})")
-    parser.add_argument("--max-steps", type=int, default=max_steps,
-                        help=f"agent steps after which an episode is cut (default {max_steps:,}, the paper's)")
-    parser.add_argument("--n-envs", type=int, default=8, help="games played in parallel (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the envs and of the exploration (default 0)")
+    parser.add_argument("--n-envs", type=_count, default=8, help="games played in parallel (default 8)")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of the envs and of the exploration (default 0)")
 
 
 def _add_conversion_options(parser: argparse.ArgumentParser) -> None:
@@ -81,11 +122,18 @@ def _add_conversion_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
+    """RunSettings from the options; those a command does not take keep their defaults."""
+    from dataclasses import fields
+
     from dqn2snn_plugin.evaluation import RunSettings
 
-    return RunSettings(episodes=args.episodes, calibration_frames=args.calibration_frames, max_steps=args.max_steps,
-                       n_envs=args.n_envs, seed=args.seed, backend=args.backend, readout=args.readout,
-                       coding=getattr(args, "coding", "rate"), channel_wise=getattr(args, "channel_wise", False)).check()
+    given = {f.name: getattr(args, f.name) for f in fields(RunSettings) if hasattr(args, f.name)}
+    return RunSettings(**given).check()
+
+
+def _T(args: argparse.Namespace, rate: int, binary: int = 8) -> int:
+    """--T, or its default for the coding: binary coding's T is bits per code, 8 unless given."""
+    return args.T or (binary if args.coding == "binary" else rate)
 
 
 def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
@@ -96,7 +144,8 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "one visits (spikes and spikes+membrane readouts) and spikes per decision.",
     )
     parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
-    parser.add_argument("--T", type=int, default=64, help="time steps per decision (default 64)")
+    parser.add_argument("--T", type=_count, default=None,
+                        help="time steps per decision (default 64; with --coding binary: bits per code, default 8)")
     parser.add_argument("--percentile", default="99.9", help="normalisation percentile in (0, 100] or max (default 99.9)")
     _add_run_options(parser)
     _add_conversion_options(parser)
@@ -108,15 +157,16 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dqn2snn_plugin import evaluation as ev
 
-    T, (p,) = args.T, ev.check_grid([args.T], [args.percentile], args.coding)[1]
+    (T,), (p,) = ev.check_grid([_T(args, 64)], [args.percentile], args.coding)
     settings = _settings(args)
     device = ev.resolve_device(args.device)
     if args.output:
-        writable_dir(Path(args.output).parent)
+        check_output_file(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     result = ev.evaluate(checkpoint, T=T, percentile=p, settings=settings)
     print(ev.format_evaluation(result))
     if args.output:
+        writable_dir(Path(args.output).parent)
         write_json(args.output, result)
         print(f"result written to {args.output}")
     return 0
@@ -131,11 +181,12 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
         "DIR/agreement_vs_T.png.",
     )
     parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
-    parser.add_argument("--T", type=_int_list, default=[8, 16, 32, 64, 128, 256, 500],
-                        help="comma-separated time steps per decision (default 8,16,32,64,128,256,500)")
+    parser.add_argument("--T", type=_int_list, default=None,
+                        help="comma-separated time steps per decision (default 8,16,32,64,128,256,500; with "
+                        "--coding binary: bits per code, default 2,4,6,8,10,12,16)")
     parser.add_argument("--percentile", type=_str_list, default=["99", "99.9", "99.99", "max"],
                         help="comma-separated percentiles in (0, 100] or max (default 99,99.9,99.99,max)")
-    parser.add_argument("--test-frames", type=int, default=1000,
+    parser.add_argument("--test-frames", type=_count, default=1000,
                         help="held-out DQN-visited states for the agreement-vs-T curve (default 1000)")
     _add_run_options(parser)
     _add_conversion_options(parser)
@@ -148,10 +199,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from dqn2snn_plugin import evaluation as ev
     from dqn2snn_plugin.sweep import SWEEP_HEADERS, sweep
 
-    Ts, ps = ev.check_grid(args.T, args.percentile, args.coding)
+    default_Ts = [2, 4, 6, 8, 10, 12, 16] if args.coding == "binary" else [8, 16, 32, 64, 128, 256, 500]
+    Ts, ps = ev.check_grid(args.T or default_Ts, args.percentile, args.coding)
     settings = _settings(args)
     device = ev.resolve_device(args.device)
-    writable_dir(args.output)
+    check_output_dir(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     rows = sweep(checkpoint, Ts, ps, settings, args.output, test_frames=args.test_frames)
     print(markdown_table(SWEEP_HEADERS, rows))
@@ -167,7 +219,9 @@ def _register_benchmark(subparsers: argparse._SubParsersAction) -> None:
         "DIR/benchmark.md and DIR/benchmark.csv, plus DIR/<env id>.json per game.",
     )
     parser.add_argument("checkpoints", nargs="+", help="checkpoints or directories of checkpoints")
-    parser.add_argument("--T", type=int, default=500, help="time steps per decision (default 500, the paper's)")
+    parser.add_argument("--T", type=_count, default=None,
+                        help="time steps per decision (default 500, the paper's; with --coding binary: bits per "
+                        "code, default 8)")
     parser.add_argument("--percentile", default="99.9", help="normalisation percentile in (0, 100] or max (default 99.9)")
     _add_run_options(parser)
     _add_conversion_options(parser)
@@ -180,12 +234,12 @@ def _register_benchmark(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from dqn2snn_plugin import evaluation as ev
 
-    ev.check_grid([args.T], [args.percentile], args.coding)
+    (T,), _ = ev.check_grid([_T(args, 500)], [args.percentile], args.coding)
     settings = _settings(args)
     device = ev.resolve_device(args.device)
-    writable_dir(args.output)
+    check_output_dir(args.output)
     checkpoints = [ev.load_checked(s, device=device) for s in ev.checkpoint_sources(args.checkpoints)]
-    rows = ev.benchmark(checkpoints, T=args.T, percentile=args.percentile, settings=settings, out_dir=args.output)
+    rows = ev.benchmark(checkpoints, T=T, percentile=args.percentile, settings=settings, out_dir=args.output)
     print(markdown_table(ev.BENCHMARK_HEADERS, rows))
     print(f"results in {args.output}/ (benchmark.md, benchmark.csv)")
     return 0
@@ -198,9 +252,11 @@ def _register_convert(subparsers: argparse._SubParsersAction) -> None:
         "dqn2snn_plugin.store.load_snn) and OUT/scales.json.",
     )
     parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
-    parser.add_argument("--T", type=int, default=64, help="default time steps per decision (default 64)")
+    parser.add_argument("--T", type=_count, default=None,
+                        help="default time steps per decision of the saved SNN (default 64; with --coding binary: "
+                        "bits per code, default 8)")
     parser.add_argument("--percentile", default="99.9", help="normalisation percentile in (0, 100] or max (default 99.9)")
-    _add_run_options(parser)
+    _add_run_options(parser, playing=False)
     _add_conversion_options(parser)
     _add_checkpoint_options(parser)
     parser.add_argument("-o", "--output", required=True, help="output directory (created)")
@@ -212,14 +268,15 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from dqn2snn_plugin.conversion import convert
     from dqn2snn_plugin.store import save_snn
 
-    _, (p,) = ev.check_grid([args.T], [args.percentile], args.coding)
+    (T,), (p,) = ev.check_grid([_T(args, 64)], [args.percentile], args.coding)
     settings = _settings(args)
     device = ev.resolve_device(args.device)
-    out = writable_dir(args.output)
+    check_output_dir(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     snn = convert(checkpoint, ev.calibration_states(checkpoint, settings), percentile=p,
-                  channel_wise=settings.channel_wise, backend=settings.backend, readout=settings.readout, T=args.T,
+                  channel_wise=settings.channel_wise, backend=settings.backend, readout=settings.readout, T=T,
                   coding=settings.coding)
+    out = writable_dir(args.output)
     save_snn(snn, checkpoint, out / "snn.pt")
     write_json(out / "scales.json", snn.scales.as_dict())
     print(f"saved {out / 'snn.pt'} and {out / 'scales.json'}")
@@ -242,7 +299,7 @@ def _register_tune(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--distill", action="store_true",
                         help="also try a copy distilled for each T (dqn2snn_plugin.distillation; "
                         "minutes per T on a CPU, seconds on a GPU)")
-    _add_run_options(parser)
+    _add_run_options(parser, playing=False, readout=False)
     _add_conversion_options(parser)
     _add_checkpoint_options(parser)
     parser.add_argument("-o", "--output", required=True, help="output directory (created)")
@@ -264,11 +321,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         raise ConfigError(f"--target-agreement must be in (0, 1], got {args.target_agreement}")
     settings = _settings(args)
     device = ev.resolve_device(args.device)
-    out = writable_dir(args.output)
+    check_output_dir(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     snn = cheapest_T(checkpoint, ev.calibration_states(checkpoint, settings), args.target_agreement, Ts,
                      backend=settings.backend, distillation=args.distill, coding=settings.coding,
                      channel_wise=settings.channel_wise)
+    out = writable_dir(args.output)
     save_snn(snn, checkpoint, out / "snn.pt")
     report = {"T": snn.T, "reached_target": snn.reached_target, "target": args.target_agreement,
               "validation_agreement": snn.validation_agreement,
@@ -291,11 +349,11 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
         "agreement_vs_latency.png to the output directory.",
     )
     parser.add_argument("--checkpoint", default=None, help="checkpoint to use instead of the shipped Breakout fixture")
-    parser.add_argument("--bits", type=int, default=8, help="bits per spike code of the binary row (default 8)")
-    parser.add_argument("--rate-T", type=int, default=None,
+    parser.add_argument("--bits", type=_count, default=8, help="bits per spike code of the binary row (default 8)")
+    parser.add_argument("--rate-T", type=_count, default=None,
                         help="time steps per decision of the paper's row (default: the binary row's latency, "
                         "bits x weighted layers: 40 for the Nature CNN)")
-    parser.add_argument("--test-frames", type=int, default=128,
+    parser.add_argument("--test-frames", type=_count, default=128,
                         help="held-out DQN-visited states for the agreement curve (default 128)")
     _add_run_options(parser, episodes=2, max_steps=300, calibration_frames=1000)
     _add_checkpoint_options(parser)
@@ -305,10 +363,12 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from dqn2snn_plugin import evaluation as ev
-    from dqn2snn_plugin.demo import find_demo_checkpoint, run_demo, table
+    from dqn2snn_plugin.demo import conversions, find_demo_checkpoint, run_demo, table
 
+    conversions(args.bits, args.rate_T, 1)  # refuses --bits above binary_coding.MAX_BITS and T beyond MAX_T
     settings = _settings(args)
     device = ev.resolve_device(args.device)
+    check_output_dir(args.output)
     source = args.checkpoint or find_demo_checkpoint()
     checkpoint = ev.load_checked(source, env_id=args.env_id, device=device)
     print(f"checkpoint: {source}" + ("" if args.checkpoint else " (shipped with the package: the Breakout fixture "
@@ -332,7 +392,10 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The `dqn2snn` parser with every subcommand in `SUBCOMMANDS`."""
-    parser = argparse.ArgumentParser(prog="dqn2snn", description="Convert SB3 Deep Q-Networks into spiking networks.")
+    from importlib.metadata import version
+
+    parser = _Parser(prog="dqn2snn", description="Convert SB3 Deep Q-Networks into spiking networks.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('dqn2snn_plugin')}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in SUBCOMMANDS:
         register(subparsers)
@@ -347,6 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Dqn2SnnError as exc:
         print(f"dqn2snn: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("dqn2snn: interrupted: nothing is lost (results are written whole or not at all; "
+              "a sweep resumes where it stopped)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -156,6 +156,9 @@ def convert(
     if initial_membrane not in INITIAL_MEMBRANES:
         raise ConfigError(f"initial_membrane must be 'zero' or 'half', got {initial_membrane!r}")
     neuron_backend = make_backend(backend)
+    if scales is None and calibration is None:
+        raise ConfigError("convert() needs calibration observations (e.g. collect_observations(ckpt)) "
+                          "or precomputed scales=")
     if scales is None:
         network, shape, states = _resolve(checkpoint_or_module, calibration)
         scales = layer_scales(network, states, percentile, rank=rank, channel_wise=channel_wise)

@@ -61,6 +61,7 @@ class RunSettings:
             raise ConfigError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if not 0.0 <= self.epsilon <= 1.0:
             raise ConfigError(f"epsilon must lie in [0, 1], got {self.epsilon}")
+        check_seed(self.seed)
         check_readout(self.readout)
         check_coding(self.coding)
         return self
@@ -77,6 +78,17 @@ class RunSettings:
 
 
 # ---------------------------------------------------------------- checks done before any work
+
+
+# env i gets seed + i, and the held-out states seed + TEST_SEED_OFFSET + i: all must stay below 2**31 (ale-py)
+MAX_SEED = 2**30
+
+
+def check_seed(seed: int) -> int:
+    """A seed in 0 .. MAX_SEED; ConfigError otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED:,}, got {seed!r}")
+    return int(seed)
 
 
 def resolve_device(device: str) -> str:

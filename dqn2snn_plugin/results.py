@@ -30,6 +30,36 @@ def writable_dir(path: str | Path) -> Path:
     return path
 
 
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_output_dir(path: str | Path, flag: str = "--output") -> Path:
+    """Refuse, before any work and without creating anything, an output folder that cannot be made:
+    a path onto a file, or below a file or an unwritable folder. `writable_dir` creates it later."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ResultsError(f"{flag} {path} is a file, not a folder: pass a folder path")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise ResultsError(f"{flag} {path}: {base} is a file, so no folder can be made below it")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ResultsError(f"{flag} {path}: {base} is not writable: pass a folder you can write to")
+    return path
+
+
+def check_output_file(path: str | Path, flag: str = "--output") -> Path:
+    """Refuse, before any work, an output file path that is a folder or whose folder cannot be made."""
+    path = Path(path)
+    if path.is_dir():
+        raise ResultsError(f"{flag} {path} is a folder: pass a file path such as {path / 'result.json'}")
+    check_output_dir(path.parent, flag)
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -80,9 +110,7 @@ class CellLog:
         self.directory = writable_dir(directory)
         self.config_path, self.cells_path = self.directory / "config.json", self.directory / "cells.jsonl"
         if self.config_path.exists():
-            stored = json.loads(self.config_path.read_text())
-            differ = [f"{k}: {stored.get(k)!r} there, {config.get(k)!r} now"
-                      for k in sorted(set(stored) | set(config)) if stored.get(k) != config.get(k)]
+            differ = _differences(self._stored_config(), config)
             if differ:
                 raise ResultsError(
                     f"{self.directory} holds results of an incompatible run ({'; '.join(differ)}): "
@@ -94,16 +122,39 @@ class CellLog:
             write_json(self.config_path, config)
         self.records = self._read()
 
+    def _stored_config(self) -> dict:
+        try:
+            stored = json.loads(self.config_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            stored = None
+        if not isinstance(stored, dict):
+            raise ResultsError(f"{self.config_path} is empty or not a JSON object: delete that folder to start over, "
+                               "or use another output folder")
+        return stored
+
     def _read(self) -> list[dict]:
-        """Every complete record; a line cut short by a crash is dropped from the file."""
+        """Every complete record; a line cut short by a crash is dropped from the file. ResultsError,
+        naming the file and line, for a complete line that is not a record (edited or damaged)."""
         if not self.cells_path.exists():
             return []
-        text = self.cells_path.read_text()
+        text = self.cells_path.read_text(errors="replace")
         complete = text[: text.rfind("\n") + 1]
         if complete != text:
             with open(self.cells_path, "r+") as handle:
                 handle.truncate(len(complete.encode()))
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(complete.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict) or "kind" not in record:
+                raise ResultsError(f"{self.cells_path} line {number} is not a result record: delete that line "
+                                   "(its cell is measured again) or the folder")
+            records.append(record)
+        return records
 
     def append(self, record: dict) -> None:
         """Add one finished record durably (flush + fsync) before anything else is computed."""
@@ -114,4 +165,17 @@ class CellLog:
         self.records.append(record)
 
     def find(self, kind: str, **key: object) -> dict | None:
-        return next((r for r in self.records if r["kind"] == kind and all(r[k] == v for k, v in key.items())), None)
+        return next((r for r in self.records if r["kind"] == kind and all(r.get(k) == v for k, v in key.items())),
+                    None)
+
+
+def _differences(stored: dict, config: dict, prefix: str = "") -> list[str]:
+    """"name: old there, new now" for every setting that differs, nested settings by dotted name."""
+    differ = []
+    for key in sorted(set(stored) | set(config)):
+        old, new = stored.get(key), config.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differ += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differ.append(f"{prefix}{key}: {old!r} there, {new!r} now")
+    return differ

@@ -92,10 +92,15 @@ def if_scan(current: torch.Tensor, v: torch.Tensor, threshold: float = 1.0) -> t
     return spikes, v
 
 
+MAX_T = 10_000  # 20x the paper's 500; a decision at this T already takes seconds per frame on a CPU
+
+
 def check_T(T: int) -> int:
-    """T must be a positive integer."""
+    """T must be a positive integer, at most MAX_T."""
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T <= 0:
         raise ConfigError(f"T (time steps per decision) must be a positive integer, got {T!r}")
+    if T > MAX_T:
+        raise ConfigError(f"T = {T} time steps per decision is beyond any use (the paper's is 500): pass at most {MAX_T:,}")
     return int(T)
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dqn2snn_plugin.adapters.sb3 import load_weights_only
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import INITIAL_MEMBRANES, convert
-from dqn2snn_plugin.errors import CheckpointError
+from dqn2snn_plugin.errors import CheckpointError, ResultsError
 from dqn2snn_plugin.normalization import LayerScales
 from dqn2snn_plugin.spiking import SpikingQNetwork
 
@@ -68,18 +69,25 @@ def save_snn(snn: SpikingQNetwork, checkpoint: DQNCheckpoint, path: str | Path) 
         "bias_shifts": [shift.detach().cpu() for shift in snn.bias_shifts],
     }
     path = Path(path)
+    if path.is_dir():
+        raise ResultsError(f"{path} is a folder: save the SNN to a file path such as {path / 'snn.pt'}")
+    if not path.parent.is_dir():
+        raise ResultsError(f"cannot save {path}: the folder {path.parent} does not exist (create it first)")
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save never leaves a half-written file
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: an interrupted save never leaves a half-written file
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_snn(path: str | Path, *, device: str = "cpu") -> tuple[SpikingQNetwork, DQNCheckpoint]:
     """Rebuild the SNN saved by `save_snn`, and the network it was converted from: the DQN, or for a
     distilled SNN (scales.percentile "distilled T=...") the distilled copy, not the user's DQN."""
-    try:
-        payload = torch.load(Path(path), weights_only=True, map_location="cpu")
-    except Exception as exc:  # torch raises several unrelated types for a bad file
-        raise CheckpointError(f"{path}: not a saved dqn2snn SNN ({exc})") from None
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: no such file (save one with save_snn or `dqn2snn convert`)")
+    payload = load_weights_only(Path(path), str(path))
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a saved dqn2snn SNN (format {FORMAT} expected)")
     network = nn.Sequential(*(_build_layer(spec) for spec in payload["layers"]))

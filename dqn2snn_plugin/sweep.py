@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
-from dqn2snn_plugin.errors import ConfigError
+from dqn2snn_plugin.errors import ConfigError, ResultsError
 from dqn2snn_plugin.evaluation import (
     AGREEMENT_READOUTS, RunSettings, _header, check_grid, heldout_agreement, p_label, play_dqn, play_snn,
 )
@@ -39,26 +39,26 @@ SWEEP_HEADERS = ["percentile", "T", "DQN score", "SNN score", "SNN std",
                  "agreement held-out (N+V)", "agreement held-out (spikes)", "spikes per decision"]
 
 
-def sweep_rows(log: CellLog, Ts: list[int], ps: list[float]) -> list[list[object]]:
-    """One table row per finished (p, T) cell of the grid, in grid order."""
-    dqn = log.find("dqn")["score"]["mean"]
-    rows = []
-    for p in ps:
-        for T in Ts:
-            cell = log.find("cell", percentile=p, T=T)
-            if cell is None:
-                continue
-            visited, held = cell["agreement_snn_visited"], cell["agreement_heldout"]
-            rows.append([p_label(p), T, f"{dqn:.2f}", f"{cell['score']['mean']:.2f}", f"{cell['score']['std']:.2f}",
-                         *(f"{visited[r]['rate']:.4f}" for r in AGREEMENT_READOUTS),
-                         *(f"{held[r]['rate']:.4f}" for r in AGREEMENT_READOUTS),
-                         f"{cell['spikes_per_decision']:.0f}"])
-    return rows
+def sweep_rows(log: CellLog) -> list[list[object]]:
+    """One table row per finished (p, T) cell in the log, ordered by p then T: a rerun on part of
+    the grid keeps the other cells in the table. ResultsError when a record lacks what a row needs."""
+    try:
+        dqn = log.find("dqn")["score"]["mean"]
+        cells = sorted((r for r in log.records if r["kind"] == "cell"), key=lambda r: (r["percentile"], r["T"]))
+        return [[p_label(cell["percentile"]), cell["T"], f"{dqn:.2f}", f"{cell['score']['mean']:.2f}",
+                 f"{cell['score']['std']:.2f}",
+                 *(f"{cell['agreement_snn_visited'][r]['rate']:.4f}" for r in AGREEMENT_READOUTS),
+                 *(f"{cell['agreement_heldout'][r]['rate']:.4f}" for r in AGREEMENT_READOUTS),
+                 f"{cell['spikes_per_decision']:.0f}"] for cell in cells]
+    except (KeyError, TypeError) as exc:
+        raise ResultsError(f"{log.cells_path}: a record lacks {exc} or holds the wrong type (edited or damaged): "
+                           "delete that line (its cell is measured again) or the folder") from None
 
 
 def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[float | str], settings: RunSettings,
           out_dir: str | Path, *, test_frames: int = 1000) -> list[list[object]]:
-    """Measure every (p, T) cell, resuming from `out_dir`; write sweep.csv/.md and the plots; return the rows."""
+    """Measure every (p, T) cell, resuming from `out_dir`; write sweep.csv/.md and the plots of every cell
+    measured there so far (this grid and earlier ones); return the rows."""
     from dqn2snn_plugin.plots import plot_sweep
 
     Ts, ps = check_grid(Ts, percentiles, settings.coding)
@@ -68,7 +68,9 @@ def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[fl
     config = {"format": SWEEP_FORMAT, **_header(checkpoint, settings), "test_frames": test_frames}
     config.pop("checkpoint")  # where the file lies does not matter, its weights do
     log = CellLog(Path(out_dir), config)
-    if log.find("dqn") is None:
+    if log.find("dqn") is not None:
+        sweep_rows(log)  # a damaged record is refused now, not after the new cells
+    else:
         log.append({"kind": "dqn", "score": play_dqn(checkpoint, settings)[0]})
     todo = {p: [T for T in Ts if log.find("cell", percentile=p, T=T) is None] for p in ps}
     if any(todo.values()):
@@ -86,7 +88,7 @@ def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[fl
                 for T in cell_Ts:
                     log.append(run_cell(checkpoint, snn, p, T, settings, heldout[T]))
                     bar.update(1)
-    rows = sweep_rows(log, Ts, ps)
+    rows = sweep_rows(log)
     write_table(log.directory, "sweep", SWEEP_HEADERS, rows)
     plot_sweep(log.directory, rows, dqn_score=log.find("dqn")["score"]["mean"])
     return rows

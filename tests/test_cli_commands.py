@@ -31,7 +31,11 @@ def no_work(monkeypatch):
 
 
 def _error(capsys, argv: list[str]) -> str:
-    assert main(argv) == 2
+    try:
+        status = main(argv)
+    except SystemExit as exit_info:  # argparse's usage errors
+        status = exit_info.code
+    assert status == 2
     err = capsys.readouterr().err
     assert err.startswith("dqn2snn: error: ") and err.count("\n") == 1
     return err
@@ -39,7 +43,15 @@ def _error(capsys, argv: list[str]) -> str:
 
 @pytest.mark.parametrize("command", ["evaluate", "sweep", "convert", "benchmark"])
 @pytest.mark.parametrize("bad, message", [
-    (["--T", "0"], "T (time steps per decision) must be a positive integer"),
+    (["--T", "0"], "argument --T: must be at least 1, got 0"),
+    (["--T", "-3"], "argument --T: must be at least 1, got -3"),
+    (["--T", "eight"], "argument --T: expected a whole number, got 'eight'"),
+    (["--T", "100000"], "T = 100000 time steps per decision is beyond any use"),
+    (["--seed", "-1"], "argument --seed: seed must be a whole number from 0 to 1,073,741,824, got -1"),
+    (["--seed", str(2**40)], "argument --seed: seed must be a whole number from 0"),
+    (["--calibration-frames", "0"], "argument --calibration-frames: must be at least 1"),
+    (["--n-envs", "-2"], "argument --n-envs: must be at least 1"),
+    (["--percentile", "abc"], "percentile"),
     (["--percentile", "150"], "percentile must be in (0, 100]"),
     (["--percentile", "0"], "percentile must be in (0, 100]"),
 ])
@@ -50,7 +62,7 @@ def test_out_of_range_options_are_refused(command, bad, message, capsys, tmp_pat
 @pytest.mark.parametrize("command", ["evaluate", "sweep", "convert"])
 def test_unknown_game_is_refused(command, capsys, tmp_path, no_work):
     err = _error(capsys, [command, QNET, "--env-id", "NoSuchGameNoFrameskip-v4", "-o", str(tmp_path / "o")])
-    assert "unknown Atari environment id 'NoSuchGameNoFrameskip-v4'" in err
+    assert "unknown environment id 'NoSuchGameNoFrameskip-v4'" in err
 
 
 @pytest.mark.parametrize("command", ["evaluate", "sweep", "convert"])
@@ -63,7 +75,8 @@ def test_action_count_mismatch_is_refused(command, capsys, tmp_path, no_work):
 def test_unwritable_output_is_refused(command, capsys, tmp_path, no_work):
     (tmp_path / "file").write_text("")
     output = tmp_path / "file" / ("r.json" if command == "evaluate" else "out")
-    assert "cannot write results to" in _error(capsys, [command, QNET, "-o", str(output)])
+    assert f"{tmp_path / 'file'} is a file" in _error(
+        capsys, [command, QNET, "-o", str(output)])
 
 
 def test_results_of_an_older_incompatible_run_are_refused(capsys, tmp_path, no_work):
@@ -73,8 +86,8 @@ def test_results_of_an_older_incompatible_run_are_refused(capsys, tmp_path, no_w
 
 
 def test_other_bad_settings_are_refused(capsys, tmp_path, no_work):
-    assert "episodes must be at least 1" in _error(capsys, ["evaluate", QNET, "--episodes", "0"])
-    assert "n-envs must be at least 1" in _error(capsys, ["evaluate", QNET, "--n-envs", "0"])
+    assert "argument --episodes: must be at least 1" in _error(capsys, ["evaluate", QNET, "--episodes", "0"])
+    assert "argument --max-steps: must be at least 1" in _error(capsys, ["evaluate", QNET, "--max-steps", "0"])
     assert "holds no checkpoint" in _error(capsys, ["benchmark", str(tmp_path), "-o", str(tmp_path / "o")])
 
 
