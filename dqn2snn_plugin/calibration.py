@@ -148,10 +148,15 @@ def calibration_and_test_observations(
 
 
 def _as_batch(item: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """One observation or a batch of them as a batch tensor; CalibrationError if the shape is wrong."""
+    """One observation or a batch of them as a batch tensor (an empty batch stays empty: the caller
+    refuses an empty set as a whole); CalibrationError if the shape or the values are wrong."""
+    if tuple(np.shape(item)) == (0, *shape):
+        return torch.as_tensor(np.asarray(item))
     try:
         return observation_batch(item, shape)
-    except ObservationError:
+    except ObservationError as exc:
+        if tuple(np.shape(item))[-len(shape):] == shape:
+            raise CalibrationError(f"calibration {exc}") from None
         raise CalibrationError(
             f"observations of shape {tuple(np.shape(item))} do not match the network's input: expected "
             f"{shape} or [B, {', '.join(map(str, shape))}]"

@@ -126,3 +126,21 @@ def test_wrong_shapes_are_refused_with_both_shapes_named(data):
 def test_vector_checkpoint_shapes():
     dqn = tiny_checkpoint(torch.eye(3))
     assert as_observation_array([[1.0, 2.0, 3.0]], dqn.observation_shape).shape == (1, 3)
+
+
+def test_a_damaged_cache_file_is_collected_again(fixtures_dir, tmp_path):
+    import warnings as _warnings
+
+    from dqn2snn_plugin.calibration import collect_observations
+    from dqn2snn_plugin.checkpoint import load_dqn
+
+    checkpoint = load_dqn(fixtures_dir / "sb3-zoo" / "classic" / "CartPole-v1.zip")
+    frames = collect_observations(checkpoint, 50, n_envs=2, cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("CartPole-v1-*.npy")
+    for damage in (b"", b"garbage" * 10, cached.read_bytes()[:100]):
+        cached.write_bytes(damage)
+        with _warnings.catch_warnings(record=True) as caught:
+            _warnings.simplefilter("always")
+            again = collect_observations(checkpoint, 50, n_envs=2, cache_dir=tmp_path)
+        assert any(str(cached) in str(w.message) and "collecting the frames again" in str(w.message) for w in caught)
+        assert (again == frames).all() and (np.load(cached) == frames).all()

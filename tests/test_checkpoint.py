@@ -257,3 +257,89 @@ def test_source_that_is_neither_file_nor_hub_id(source):
 def test_object_that_is_not_an_sb3_dqn():
     with pytest.raises(CheckpointError, match=r"<in-memory Linear>: not an SB3 DQN/QR-DQN"):
         load_dqn(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "the file is empty"),
+    (bytes(range(256)) * 3, "not a PyTorch tensor file"),
+])
+def test_unreadable_pt_files_name_the_reason_without_torch_advice(tmp_path, content, reason):
+    path = tmp_path / "broken.qnet.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=reason) as info:
+        load_dqn(path)
+    assert str(info.value).startswith(str(path)) and "weights_only" not in str(info.value)
+
+
+def _rewrite_zip(source: Path, target: Path, entry: str, edit) -> Path:
+    target.parent.mkdir(exist_ok=True)
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for name in old.namelist():
+            raw = old.read(name)
+            new.writestr(name, edit(raw) if name == entry else raw)
+    return target
+
+
+def _edit_data(**fields):
+    def edit(raw: bytes) -> bytes:
+        data = json.loads(raw)
+        for path, value in fields.items():
+            *outer, last = path.split("__")
+            node = data
+            for key in outer:
+                node = node[key]
+            node[last] = value
+        return json.dumps(data).encode()
+    return edit
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"policy_kwargs": [1, 2]}, "policy_kwargs is a list, not a JSON object"),
+    ({"action_space": "Discrete(2)"}, "action_space is a str, not a JSON object"),
+    ({"action_space__n": "two"}, "action_space.n is 'two', not a positive whole number"),
+    ({"action_space__n": 0}, "action_space.n is 0"),
+    ({"observation_space___shape": "4"}, "shape '4' is not a shape"),
+    ({"observation_space___shape": [4, -1]}, "observation_space shape is -1"),
+])
+def test_crafted_sb3_data_fields_are_named(cartpole, tmp_path, fields, message):
+    _, path = cartpole
+    crafted = _rewrite_zip(path, tmp_path / "crafted" / "dqn-CartPole-v1.zip", "data", _edit_data(**fields))
+    with pytest.raises(CheckpointError, match=message):
+        load_dqn(crafted)
+
+
+def test_a_non_utf8_version_file_still_loads(cartpole, tmp_path):
+    _, path = cartpole
+    crafted = _rewrite_zip(path, tmp_path / "crafted" / "dqn-CartPole-v1.zip", "_stable_baselines3_version", lambda raw: b"\xff\xfe2.")
+    assert load_dqn(crafted).n_actions == 2
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda x: x[:0], "the observation batch is empty"),
+    (lambda x: x.float().masked_fill(torch.zeros_like(x, dtype=torch.bool).index_fill_(0, torch.tensor([1]), True),
+                                     float("nan")), "NaN or infinite"),
+    (lambda x: x.float() / 255, "divided by 255"),
+    (lambda x: x.bool(), "must be numbers"),
+    (lambda x: "frames", "numeric array or tensor, got str"),
+])
+def test_bad_observations_are_refused_by_the_dqn_and_its_snn(atari_observations, bad, message):
+    from dqn2snn_plugin.conversion import convert
+    from dqn2snn_plugin.errors import ObservationError
+    from _fixtures import atari_checkpoint
+
+    ckpt = atari_checkpoint()
+    snn = convert(ckpt, atari_observations, T=4)
+    obs = bad(torch.as_tensor(atari_observations))
+    for act in (ckpt.act, snn.act):
+        with pytest.raises(ObservationError, match=message):
+            act(obs)
+    assert ckpt.act(torch.as_tensor(atari_observations).float()).shape == (6,)  # raw pixels as floats are fine
+
+
+def test_describe_says_when_the_env_is_unknown(cartpole, tmp_path):
+    from dqn2snn_plugin.checkpoint import describe
+
+    _, path = cartpole
+    renamed = tmp_path / "my-agent.zip"
+    renamed.write_bytes(path.read_bytes())
+    assert "env id:        could not tell from the file name (pass --env-id)" in describe(load_dqn(renamed))

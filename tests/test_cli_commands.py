@@ -147,7 +147,7 @@ def test_binary_coding_with_too_many_bits_is_refused(command, capsys, tmp_path, 
 def test_convert_with_binary_coding_saves_a_binary_snn(capsys, tmp_path, atari_observations):
     from dqn2snn_plugin.store import load_snn
 
-    argv = ["convert", QNET, "--coding", "binary", "--T", "8", "--percentile", "99.99", "--channel-wise"]
+    argv = ["convert", QNET, "--coding", "binary", "--percentile", "99.99", "--channel-wise"]  # T: 8 bits unless given
     assert main([*argv, "--calibration-frames", "300", "-o", str(tmp_path)]) == 0
     snn, _ = load_snn(tmp_path / "snn.pt")
     assert (snn.coding, snn.T, snn.initial_membrane, snn.scales.channel_wise) == ("binary", 8, 0.5, True)
@@ -169,3 +169,55 @@ def test_evaluate_with_binary_coding_says_so(capsys, tmp_path):
     assert "T=4 (binary coding: steps per layer" in capsys.readouterr().out
     settings = json.loads(out.read_text())["settings"]
     assert settings["coding"] == "binary" and settings["channel_wise"] is True
+
+
+def test_evaluate_onto_an_existing_folder_is_refused_before_playing(capsys, tmp_path, no_work):
+    err = _error(capsys, ["evaluate", QNET, "-o", str(tmp_path)])
+    assert "is a folder: pass a file path such as" in err
+
+
+@pytest.mark.parametrize("argv", [["tune", QNET, "--readout", "spikes"], ["convert", QNET, "--episodes", "3"],
+                                  ["convert", QNET, "--max-steps", "9"], ["tune", QNET, "--episodes", "2"]])
+def test_options_a_command_would_ignore_are_not_accepted(capsys, tmp_path, argv, no_work):
+    assert "unrecognized arguments" in _error(capsys, [*argv, "-o", str(tmp_path / "o")])
+
+
+@pytest.mark.parametrize("command", ["sweep", "convert", "tune", "benchmark", "demo"])
+def test_no_output_folder_is_left_when_the_checkpoint_is_refused(capsys, tmp_path, command):
+    bad = tmp_path / "notes.zip"
+    bad.write_text("not a checkpoint")
+    out = tmp_path / "new" / "out"
+    argv = [command, "--checkpoint", str(bad)] if command == "demo" else [command, str(bad)]
+    assert "not a readable zip" in _error(capsys, [*argv, "-o", str(out)])
+    assert not (tmp_path / "new").exists()
+
+
+def test_demo_options_are_checked_by_their_flag_names(capsys, no_work):
+    assert "argument --test-frames: must be at least 1, got 0" in _error(capsys, ["demo", "--test-frames", "0"])
+    assert "at most 24 bits" in _error(capsys, ["demo", "--bits", "30"])
+    assert "argument --rate-T: must be at least 1" in _error(capsys, ["demo", "--rate-T", "-4"])
+
+
+def test_help_names_the_papers_step_cap_and_version_is_printed(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default 300; the paper's is 18,000)" in text
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("dqn2snn ")
+
+
+def test_inspect_refuses_an_env_id_with_another_action_count(capsys):
+    err = _error(capsys, ["inspect", QNET, "--env-id", "PongNoFrameskip-v4"])
+    assert "the checkpoint has 4 actions but PongNoFrameskip-v4 has 6" in err
+
+
+def test_ctrl_c_says_nothing_is_lost(capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dqn2snn_plugin.checkpoint.load_dqn", interrupted)
+    assert main(["inspect", QNET]) == 130
+    assert capsys.readouterr().err == ("dqn2snn: interrupted: nothing is lost (results are written whole or not "
+                                       "at all; a sweep resumes where it stopped)\n")

@@ -77,6 +77,10 @@ def test_sweep_resumes_after_a_crash_without_recomputing(tmp_path, monkeypatch, 
     for png in ("score_vs_T.png", "agreement_vs_T.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 
+    # a rerun on part of the grid computes nothing and keeps every cell in the table
+    assert main(["sweep", QNET, *[a if a != "2,4" else "2" for a in SWEEP_ARGS], "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "sweep.csv").read_text().splitlines() == csv_lines
+
     # a third run computes nothing; an incompatible one is refused before any work
     calls.clear()
     assert main(["sweep", QNET, *SWEEP_ARGS, "-o", str(tmp_path)]) == 0
