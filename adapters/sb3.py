@@ -204,8 +204,8 @@ def load_weights_only(file: bytes | Path, where: str) -> Any:
         return torch.load(io.BytesIO(file) if isinstance(file, bytes) else file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         reason = "it is not a PyTorch tensor file, or it holds Python objects besides tensors (those are never loaded)"
-    except Exception as exc:  # noqa: BLE001  torch raises many unrelated types for a damaged file
-        reason = f"it is not a complete PyTorch file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    except Exception:  # noqa: BLE001  torch raises many unrelated types for a damaged file
+        reason = "it is damaged, cut short, or not a PyTorch file"
     raise CheckpointError(f"{where}: cannot be read as tensors: {reason}")
 
 

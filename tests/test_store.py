@@ -21,7 +21,7 @@ def test_saving_into_a_missing_folder_or_onto_a_folder_is_refused(tmp_path, atar
 
 
 @pytest.mark.parametrize("content, reason", [(None, "no such file"), (b"", "the file is empty"),
-                                             (b"\x80\x02junk" * 20, "not a PyTorch tensor file")])
+                                             (b"\x80\x02junk" * 20, "not a PyTorch")])
 def test_unreadable_snn_files_are_named(tmp_path, content, reason):
     path = tmp_path / "snn.pt"
     if content is not None:
