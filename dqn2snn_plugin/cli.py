@@ -160,12 +160,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     (T,), (p,) = ev.check_grid([_T(args, 64)], [args.percentile], args.coding)
     settings = _settings(args)
     device = ev.resolve_device(args.device)
-    if args.output:
+    if args.output is not None:
         check_output_file(args.output)
     checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
     result = ev.evaluate(checkpoint, T=T, percentile=p, settings=settings)
     print(ev.format_evaluation(result))
-    if args.output:
+    if args.output is not None:
         writable_dir(Path(args.output).parent)
         write_json(args.output, result)
         print(f"result written to {args.output}")

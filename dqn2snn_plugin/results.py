@@ -40,6 +40,8 @@ def _nearest_existing(path: Path) -> Path:
 def check_output_dir(path: str | Path, flag: str = "--output") -> Path:
     """Refuse, before any work and without creating anything, an output folder that cannot be made:
     a path onto a file, or below a file or an unwritable folder. `writable_dir` creates it later."""
+    if not str(path).strip():
+        raise ResultsError(f"{flag} is empty: pass a folder path")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ResultsError(f"{flag} {path} is a file, not a folder: pass a folder path")
@@ -53,6 +55,8 @@ def check_output_dir(path: str | Path, flag: str = "--output") -> Path:
 
 def check_output_file(path: str | Path, flag: str = "--output") -> Path:
     """Refuse, before any work, an output file path that is a folder or whose folder cannot be made."""
+    if not str(path).strip():
+        raise ResultsError(f"{flag} is empty: pass a file path such as result.json")
     path = Path(path)
     if path.is_dir():
         raise ResultsError(f"{flag} {path} is a folder: pass a file path such as {path / 'result.json'}")

@@ -23,6 +23,9 @@ def test_output_paths_are_checked_without_creating_anything(tmp_path):
         check_output_dir(tmp_path / "file" / "out")
     with pytest.raises(ResultsError, match=r"--output .*folder is a folder: pass a file path such as"):
         check_output_file(tmp_path / "folder")
+    for check in (check_output_dir, check_output_file):
+        with pytest.raises(ResultsError, match="--output is empty"):
+            check("")
 
 
 @pytest.mark.parametrize("config_text", ["", "not json", "[1, 2]"])
