@@ -271,26 +271,16 @@ def test_unreadable_pt_files_name_the_reason_without_torch_advice(tmp_path, cont
     assert str(info.value).startswith(str(path)) and "weights_only" not in str(info.value)
 
 
-def _rewrite_zip(source: Path, target: Path, entry: str, edit) -> Path:
-    target.parent.mkdir(exist_ok=True)
-    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
-        for name in old.namelist():
-            raw = old.read(name)
-            new.writestr(name, edit(raw) if name == entry else raw)
-    return target
-
-
-def _edit_data(**fields):
-    def edit(raw: bytes) -> bytes:
-        data = json.loads(raw)
-        for path, value in fields.items():
-            *outer, last = path.split("__")
-            node = data
-            for key in outer:
-                node = node[key]
-            node[last] = value
-        return json.dumps(data).encode()
-    return edit
+def _edited_data(path: Path, **fields) -> bytes:
+    """The zip's `data` JSON with `fields` set (`a__b` sets data["a"]["b"])."""
+    data = json.loads(zipfile.ZipFile(path).read("data"))
+    for name, value in fields.items():
+        *outer, last = name.split("__")
+        node = data
+        for key in outer:
+            node = node[key]
+        node[last] = value
+    return json.dumps(data).encode()
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -303,14 +293,14 @@ def _edit_data(**fields):
 ])
 def test_crafted_sb3_data_fields_are_named(cartpole, tmp_path, fields, message):
     _, path = cartpole
-    crafted = _rewrite_zip(path, tmp_path / "crafted" / "dqn-CartPole-v1.zip", "data", _edit_data(**fields))
+    crafted = _rewrite_zip(path, tmp_path / "crafted.zip", data=_edited_data(path, **fields))
     with pytest.raises(CheckpointError, match=message):
         load_dqn(crafted)
 
 
 def test_a_non_utf8_version_file_still_loads(cartpole, tmp_path):
     _, path = cartpole
-    crafted = _rewrite_zip(path, tmp_path / "crafted" / "dqn-CartPole-v1.zip", "_stable_baselines3_version", lambda raw: b"\xff\xfe2.")
+    crafted = _rewrite_zip(path, tmp_path / "crafted.zip", _stable_baselines3_version=b"\xff\xfe2.")
     assert load_dqn(crafted).n_actions == 2
 
 
