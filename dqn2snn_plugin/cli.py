@@ -38,12 +38,18 @@ def _register_inspect(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin.atari import check_action_count
+    from dqn2snn_plugin.atari import action_count, check_action_count
     from dqn2snn_plugin.checkpoint import describe, load_dqn
+    from dqn2snn_plugin.errors import EnvIdError
 
     checkpoint = load_dqn(args.checkpoint, env_id=args.env_id)
     if args.env_id:
-        check_action_count(args.env_id, checkpoint.n_actions)
+        try:
+            action_count(args.env_id)
+        except EnvIdError:
+            pass  # an id no env library registers (a custom env): nothing to compare with, only shown
+        else:
+            check_action_count(args.env_id, checkpoint.n_actions)
     print(describe(checkpoint))
     return 0
 
