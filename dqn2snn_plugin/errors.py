@@ -35,3 +35,7 @@ class EnvIdError(Dqn2SnnError):
 
 class ResultsError(Dqn2SnnError):
     """A results file or directory cannot be used (unwritable, or from an incompatible run)."""
+
+
+class ClusterError(Dqn2SnnError):
+    """Ray cannot be reached, has no node that fits a cell, or lost a cell's worker too often."""
