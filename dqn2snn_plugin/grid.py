@@ -9,7 +9,8 @@ missing cells and a grid can be extended later; `DIR/config.json` pins what ever
 writer: a runner (`run_here`, or `adapters.ray.RayRunner`) computes cells and yields their records.
 
 Binary coding's T counts bits per layer (at most `binary_coding.MAX_BITS`): a grid that pairs a
-larger T with binary coding skips those cells and says so; a grid with no cell left is refused.
+larger T with binary coding skips those cells and says so (a rate-coded T = 500 is still run);
+a grid with no cell left is refused.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from dqn2snn_plugin.binary_coding import MAX_BITS
+from dqn2snn_plugin.binary_coding import MAX_BITS, check_bits
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import ConfigError, ResultsError
 from dqn2snn_plugin.evaluation import (
@@ -82,7 +83,7 @@ def grid_settings(Ts: Iterable[int], percentiles: Iterable[float | str], codings
                 continue
             settings += [Setting(coding, T, p, channel_wise) for p in ps]
     if not settings:
-        raise ConfigError(f"no cell left: binary coding takes T (bits per layer) up to {MAX_BITS}")
+        check_bits(Ts[-1])  # every cell was binary with too many bits: its own error says why
     return settings, skipped
 
 

@@ -106,9 +106,10 @@ def test_convert_saves_a_reloadable_snn(capsys, tmp_path, atari_observations):
 def test_benchmark_writes_the_table(capsys, tmp_path):
     assert main(["benchmark", QNET, "--T", "4", *TINY, "-o", str(tmp_path)]) == 0
     md = (tmp_path / "benchmark.md").read_text()
-    assert md.startswith("| game | DQN score | SNN score |") and "| Breakout |" in md
+    assert md.startswith("| game | coding | T | p | scales | DQN score | SNN score |")
+    assert "| Breakout | rate | 4 | 99.9 | per layer |" in md
     assert (tmp_path / "benchmark.csv").read_text().count("\n") == 2
-    assert (tmp_path / "BreakoutNoFrameskip-v4.json").exists()
+    assert (tmp_path / "cells.jsonl").read_text().count("\n") == 1
 
 
 def test_tune_with_distillation_saves_the_chosen_snn(capsys, tmp_path, atari_observations):
