@@ -66,7 +66,10 @@ def _auto_address(ray: ModuleType) -> str:
     """The address `auto` means ($RAY_ADDRESS, or the cluster `ray start` recorded on this machine)."""
     from ray._private.services import get_ray_address_from_environment
 
-    address = get_ray_address_from_environment(AUTO, None)
+    try:
+        address = get_ray_address_from_environment(AUTO, None)
+    except ConnectionError as exc:  # several clusters run here, or none
+        raise ClusterError(f"--ray auto: {str(exc).splitlines()[0]} Pass --ray HOST:PORT") from None
     if address in (None, AUTO, LOCAL):
         raise ClusterError("--ray auto: no running Ray cluster on this machine: start one with `ray start --head`, "
                            "or pass --ray HOST:PORT")
