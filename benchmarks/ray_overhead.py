@@ -2,9 +2,9 @@
 
 Three runs of the same grid (games x settings, tiny protocol), each with its own empty calibration
 cache so that each does the same work: (1) plain, one cell after another in this process with one
-torch thread; (2) Ray with 1 CPU (cells one at a time, as plain: the difference is Ray's overhead:
-start-up, worker processes, shipping checkpoints and records); (3) Ray with every CPU of the machine,
-1 CPU per cell. Ray runs on 127.0.0.1 only. Writes a JSON report (timings, per-cell wall times) and
+torch thread; (2) Ray with 1 CPU (cells one at a time, as plain): its time outside `ray.init` and
+the cells' own wall times is Ray's overhead per cell (worker processes, shipping checkpoints and
+records); (3) Ray with every CPU of the machine, 1 CPU per cell. Ray runs on 127.0.0.1 only. Writes a JSON report (timings, per-cell wall times) and
 checks that all three give the same numbers.
 
     python benchmarks/ray_overhead.py --out runs/ray_overhead.json
@@ -35,13 +35,14 @@ def timed_run(name: str, games, settings, run_settings, work: Path, ray_cpus: in
     """One run of the grid into its own directory and cache; Ray started inside the timing when asked."""
     os.environ["DQN2SNN_CACHE"] = str(work / f"cache-{name}")  # Ray workers inherit it at ray.init
     start = time.perf_counter()
-    table = grid.Grid(games, settings, run_settings, work / name)
+    table, init_s = grid.Grid(games, settings, run_settings, work / name), 0.0
     if ray_cpus is None:
         rows = table.run()
     else:
         import ray
 
         ray.init(num_cpus=ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        init_s = time.perf_counter() - start
         try:
             with connected(ray.get_runtime_context().gcs_address):
                 rows = table.run(RayRunner())
@@ -49,7 +50,8 @@ def timed_run(name: str, games, settings, run_settings, work: Path, ray_cpus: in
             ray.shutdown()
     wall = time.perf_counter() - start
     cells = [r["wall_s"] for r in table.log.records]
-    return {"name": name, "wall_s": wall, "cell_wall_s": cells, "rows": [row[:-1] for row in rows]}
+    return {"name": name, "wall_s": wall, "ray_init_s": init_s, "cell_wall_s": cells,
+            "outside_cells_s": wall - init_s - sum(cells), "rows": [row[:-1] for row in rows]}
 
 
 def main() -> None:
@@ -73,11 +75,12 @@ def main() -> None:
     n = len(games) * len(settings)
     report = {"cells": n, "settings": run_settings.as_config(), "load_before": load_before, "load_after": os.getloadavg(),
               "same_numbers": all(run["rows"] == runs[0]["rows"] for run in runs),
-              "ray_overhead_per_cell_s": (runs[1]["wall_s"] - runs[0]["wall_s"]) / n, "runs": runs}
+              "ray_overhead_per_cell_s": runs[1]["outside_cells_s"] / n, "runs": runs}
     write_json(args.out, report)
     for run in runs:
-        print(f"{run['name']}: {run['wall_s']:.1f} s for {n} cells (sum of cell walls {sum(run['cell_wall_s']):.1f} s)")
-    print(f"same numbers: {report['same_numbers']}; Ray overhead per cell (1-CPU Ray - plain) / cells: "
+        print(f"{run['name']}: {run['wall_s']:.1f} s for {n} cells (ray.init {run['ray_init_s']:.1f} s, sum of cell "
+              f"walls {sum(run['cell_wall_s']):.1f} s, outside cells {run['outside_cells_s']:.1f} s)")
+    print(f"same numbers: {report['same_numbers']}; Ray overhead per cell (1-CPU Ray: outside cells / cells): "
           f"{report['ray_overhead_per_cell_s']:.1f} s; load average before {load_before}, after {os.getloadavg()}")
 
 
