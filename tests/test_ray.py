@@ -14,15 +14,12 @@ import time
 import pytest
 import torch
 
-from dqn2snn_plugin import evaluation as ev
-from dqn2snn_plugin import grid
-from dqn2snn_plugin.adapters.ray import KILL_ONCE_ENV, RayRunner, connected
+from dqn2snn_plugin.adapters.ray import KILL_ONCE_ENV
 from dqn2snn_plugin.cli import main
 from _fixtures import ATARI_FIXTURES
 
 QNET = str(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")
 ZIP = str(ATARI_FIXTURES / "dqn-BreakoutNoFrameskip-v4.zip")
-TINY = ev.RunSettings(episodes=1, calibration_frames=300, max_steps=40, n_envs=1)
 TINY_ARGS = ["--episodes", "1", "--max-steps", "40", "--n-envs", "1", "--calibration-frames", "300"]
 # what the cluster's workers and the drivers share: one thread, a private calibration cache, Ray on loopback
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -52,23 +49,27 @@ def _numbers(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in WHERE}
 
 
-def test_ray_gives_the_plain_numbers_and_each_cell_once_when_a_worker_dies(cluster, tmp_path, monkeypatch):
-    games = grid.unique_games([ev.load_checked(QNET), ev.load_checked(ZIP)])
-    assert len(games) == 1
-    settings = [grid.Setting("rate", 4, 99.9), grid.Setting("binary", 4, 99.9)]
+def _table(directory) -> list[str]:
+    """benchmark.md without the last column (the cells' wall times)."""
+    return [line.rsplit("|", 2)[0] for line in (directory / "benchmark.md").read_text().splitlines()]
+
+
+def test_ray_gives_the_plain_table_and_each_cell_once_when_a_worker_dies(cluster, tmp_path, monkeypatch, capsys):
+    argv = ["benchmark", QNET, ZIP, "--T", "4", "--coding", "rate,binary", *TINY_ARGS]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as on a 1-CPU Ray cell
+    torch.set_num_threads(1)  # as in a 1-CPU Ray cell
     try:
-        plain = grid.Grid(games, settings, TINY, tmp_path / "plain").run()
+        assert main([*argv, "-o", str(tmp_path / "plain")]) == 0
     finally:
         torch.set_num_threads(threads)
+    assert f"{QNET} and {ZIP} hold the same weights: one game" in capsys.readouterr().out
 
     marker = tmp_path / "killed-once"
     monkeypatch.setenv(KILL_ONCE_ENV, str(marker))
-    with connected(cluster):
-        on_ray = grid.Grid(games, settings, TINY, tmp_path / "ray").run(RayRunner(max_retries=2))
-    assert marker.exists()  # one worker did die mid-cell
-    assert [row[:-1] for row in on_ray] == [row[:-1] for row in plain]  # all but the wall time
+    assert main([*argv, "--ray", cluster, "-o", str(tmp_path / "ray")]) == 0
+    assert marker.exists()  # one worker did die mid-cell, and Ray ran its cell again
+    assert f"Ray at {cluster}: 1 node(s), 2 CPUs" in capsys.readouterr().out
+    assert _table(tmp_path / "ray") == _table(tmp_path / "plain") and len(_table(tmp_path / "ray")) == 4
     here, there = _records(tmp_path / "plain"), _records(tmp_path / "ray")
     assert len(there) == 2 and {r["coding"] for r in there} == {"rate", "binary"}
     by_coding = {r["coding"]: r for r in here}
