@@ -203,5 +203,5 @@ class RayRunner:
             raise
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.ObjectLostError) as exc:
-            raise ClusterError(f"a cell's worker died {self.max_retries + 1} times ({type(exc).__name__}): "
-                               "see the Ray logs (/tmp/ray/session_latest/logs)") from None
+            raise ClusterError(f"a cell's worker died and Ray gave up after {self.max_retries} retries "
+                               f"({type(exc).__name__}): see the Ray logs (/tmp/ray/session_latest/logs)") from None
