@@ -69,7 +69,8 @@ def _auto_address(ray: ModuleType) -> str:
     try:
         address = get_ray_address_from_environment(AUTO, None)
     except ConnectionError as exc:  # several clusters run here, or none
-        raise ClusterError(f"--ray auto: {str(exc).splitlines()[0]} Pass --ray HOST:PORT") from None
+        raise ClusterError(f"--ray auto: no single Ray cluster to join here (Ray: {str(exc).split('.')[0]}): start "
+                           "one with `ray start --head`, or pass --ray HOST:PORT") from None
     if address in (None, AUTO, LOCAL):
         raise ClusterError("--ray auto: no running Ray cluster on this machine: start one with `ray start --head`, "
                            "or pass --ray HOST:PORT")

@@ -227,6 +227,22 @@ def _ray_runner(args: argparse.Namespace):
                      device=args.device).check()
 
 
+def _paper_games(games: list, notes: list[str]) -> list:
+    """The paper's games among `games`; notes (printed first) name the others and the paper's games not given."""
+    from dqn2snn_plugin import grid
+    from dqn2snn_plugin.errors import ConfigError
+
+    ours, missing, others = grid.split_paper_games(games)
+    notes += [f"not in the paper's list, skipped: {g.sources[0]}" for g in others]
+    if missing:
+        notes.append(f"{len(missing)} of the paper's games have no checkpoint here; add them with: "
+                     + " ".join(grid.hub_id(name) for name in missing))
+    if not ours:
+        print("\n".join(notes))
+        raise ConfigError("--paper: none of the checkpoints is one of the paper's 17 games: pass the hf:// ids above")
+    return ours
+
+
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
@@ -251,13 +267,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     games = grid.unique_games(checkpoints)
     notes += [f"{' and '.join(g.sources)} hold the same weights: one game" for g in games if len(g.sources) > 1]
     if args.paper:
-        games, missing, others = grid.split_paper_games(games)
-        notes += [f"not in the paper's list, skipped: {g.sources[0]}" for g in others]
-        if missing:
-            notes.append(f"{len(missing)} of the paper's games have no checkpoint here; add them with: "
-                         + " ".join(grid.hub_id(name) for name in missing))
-        if not games:
-            raise ConfigError("--paper: none of the checkpoints is one of the paper's 17 games; pass their hf:// ids")
+        games = _paper_games(games, notes)
     table = grid.Grid(games, settings, run_settings, args.output)
     todo = table.missing()
     notes.append(f"{len(todo)} of {len(table.cells)} cells to compute ({len(table.cells) - len(todo)} already in "
