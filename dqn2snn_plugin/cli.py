@@ -180,9 +180,9 @@ def _register_benchmark(subparsers: argparse._SubParsersAction) -> None:
                         help="one scale per channel instead of per layer, in every cell")
     parser.add_argument("--paper", action="store_true",
                         help="the paper's protocol and games: its 17 Atari games (those without a checkpoint are "
-                        "listed with their hf:// id), 30 whole games per player (--episodes overrides it for a trial), "
-                        "18,000-step cap, rate coding T=500 p=99.9, plus our best setting (binary T=8 p=99.99 per "
-                        "channel); not combinable with --T/--percentile/--coding/--channel-wise")
+                        "listed with their hf:// id), 30 whole games per player, 18,000-step cap (--episodes and "
+                        "--max-steps override them for a trial), rate coding T=500 p=99.9, plus our best setting "
+                        "(binary T=8 p=99.99 per channel); not combinable with --T/--percentile/--coding/--channel-wise")
     _add_run_options(parser)
     parser.set_defaults(episodes=None)  # 10, or the paper's 30 with --paper
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
