@@ -33,7 +33,9 @@ def cluster(tmp_path_factory) -> str:
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)  # before ray.init: the workers inherit it
     import ray
+    from ray._private import ray_constants
 
+    assert not ray_constants.ENABLE_RAY_CLUSTER, "ray was imported before the loopback-only setting was made"
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
