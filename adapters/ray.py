@@ -62,7 +62,7 @@ def probe(address: str, seconds: float = PROBE_SECONDS) -> None:
         channel.close()
 
 
-def _auto_address(ray: ModuleType) -> str:
+def _auto_address() -> str:
     """The address `auto` means ($RAY_ADDRESS, or the cluster `ray start` recorded on this machine)."""
     from ray._private.services import get_ray_address_from_environment
 
@@ -98,7 +98,7 @@ def connected(address: str = LOCAL) -> Iterator[str]:
         ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, _node_ip_address="127.0.0.1",
                  log_to_driver=False)
     else:
-        target = _auto_address(ray) if address == AUTO else address
+        target = _auto_address() if address == AUTO else address
         probe(target)
         try:
             ray.init(address=target, log_to_driver=False)
