@@ -170,12 +170,13 @@ class RayRunner:
     def _check_fits(self, ray: ModuleType) -> None:
         nodes = _alive_nodes(ray)
         if not any(n.get("CPU", 0) >= self.cpus_per_cell and n.get("GPU", 0) >= self.gpus_per_cell for n in nodes):
-            raise ClusterError(f"no node of the Ray cluster has {self.cpus_per_cell:g} CPUs and {self.gpus_per_cell:g} "
-                               "GPUs free for a cell: lower --cpus-per-cell / --gpus-per-cell or add nodes")
+            raise ClusterError(f"no node of the Ray cluster can hold a cell ({self.cpus_per_cell:g} CPU and "
+                               f"{self.gpus_per_cell:g} GPU each): lower --cpus-per-cell / --gpus-per-cell or add nodes")
 
     def __call__(self, cells: Sequence[Cell], settings: RunSettings) -> Iterator[dict]:
+        """Check that a cell fits a node, submit every cell at once, return their records as they finish."""
         if not cells:
-            return
+            return iter(())
         ray = _import_ray()
         self._check_fits(ray)
         task = ray.remote(_cell_task).options(num_cpus=self.cpus_per_cell, num_gpus=self.gpus_per_cell,
@@ -187,6 +188,9 @@ class RayRunner:
         threads, kill_once = max(1, round(self.cpus_per_cell)), os.environ.get(KILL_ONCE_ENV)
         pending = [task.remote(shipped[c.game.digest], c.setting, settings, self.device, threads, kill_once)
                    for c in cells]
+        return self._collect(ray, pending)
+
+    def _collect(self, ray: ModuleType, pending: list) -> Iterator[dict]:
         try:
             while pending:
                 (done,), pending = ray.wait(pending, num_returns=1)

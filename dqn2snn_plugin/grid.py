@@ -211,8 +211,9 @@ class Grid:
         """Compute the missing cells with `runner`, appending each record the moment it arrives;
         write DIR/benchmark.csv and .md; return the table rows (grid order)."""
         todo = self.missing()
+        records = runner(todo, self.run_settings)
         with tqdm(total=len(self.cells), initial=len(self.cells) - len(todo), desc="cells", unit="cell") as bar:
-            for record in runner(todo, self.run_settings):
+            for record in records:
                 self.log.append(record)
                 bar.update(1)
         rows = [benchmark_row(self.log.find("cell", **cell.key())) for cell in self.cells]

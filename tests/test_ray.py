@@ -121,3 +121,11 @@ def test_a_dead_or_wrong_address_is_one_clear_line_within_seconds(listening, cap
     assert err == (f"dqn2snn: error: --ray {address}: no Ray head answers there within 3 s: start one with "
                    "`ray start --head` and pass the address it prints\n")
     assert not (tmp_path / "cells.jsonl").exists()
+
+
+def test_a_cell_no_node_can_hold_is_refused_instead_of_waiting(cluster, capsys, tmp_path):
+    argv = ["benchmark", QNET, "--T", "4", *TINY_ARGS, "--ray", cluster, "--device", "cuda", "--gpus-per-cell", "1"]
+    assert main([*argv, "-o", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("dqn2snn: error: no node of the Ray cluster can hold a cell (1 CPU and 1 GPU "
+                                       "each): lower --cpus-per-cell / --gpus-per-cell or add nodes\n")
+    assert not (tmp_path / "cells.jsonl").exists()
