@@ -12,7 +12,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from dqn2snn_plugin.errors import ResultsError
@@ -47,6 +47,21 @@ def write_text(path: str | Path, text: str) -> None:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", newline="") as handle:
             handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_file(path: str | Path, writer: Callable[[Path], None]) -> None:
+    """Atomically write a file that a library writes by name (h5py for NIR, torch.save): `writer(tmp)`
+    fills a temp file beside `path`, which then replaces `path` with the umask's mode."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
