@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,7 +197,9 @@ def _sinabs(graph: nir.NIRGraph, neurons: dict, T: int, dtype: torch.dtype) -> n
         def forward(ctx, v_mem, spike_threshold, surrogate_grad_fn):
             return SingleSpike.forward(ctx, v_mem, spike_threshold, surrogate_grad_fn).to(v_mem.dtype)
 
-    module = from_nir(graph, num_timesteps=T)
+    with warnings.catch_warnings():  # it calls nirtorch.load, deprecated in nirtorch 2 but working
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = from_nir(graph, num_timesteps=T)
     for name in neurons:
         layer = _submodule(module, name)
         layer.spike_fn = SingleSpikeInDtype  # one spike per step

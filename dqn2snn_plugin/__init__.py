@@ -21,6 +21,7 @@ from dqn2snn_plugin.errors import (
     ConfigError,
     Dqn2SnnError,
     EnvIdError,
+    NirError,
     NormalizationError,
     ObservationError,
     ResultsError,
@@ -40,6 +41,9 @@ _LAZY = {
     "agreement": "dqn2snn_plugin.metrics",
     "tune": "dqn2snn_plugin.tuning",
     "distill": "dqn2snn_plugin.distillation",
+    "to_nir": "dqn2snn_plugin.nir_graph",
+    "from_nir": "dqn2snn_plugin.nir_graph",
+    "save_nir": "dqn2snn_plugin.nir_graph",
 }
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "ConfigError",
     "Dqn2SnnError",
     "EnvIdError",
+    "NirError",
     "NormalizationError",
     "ObservationError",
     "ResultsError",
