@@ -11,44 +11,29 @@ our `SpikingQNetwork` (same dtype) and with the DQN. Frameworks that are not ins
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from pathlib import Path
 
 import torch
 
-from dqn2snn_plugin import convert, load_dqn, save_nir
+from dqn2snn_plugin import save_nir
 from dqn2snn_plugin.adapters.nir import FRAMEWORKS, load_nir, run_nir
-from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.errors import ConfigError
 from dqn2snn_plugin.results import write_json, write_table
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
+from nir_weight_bits import game_parser, game_snns  # benchmarks/ is on sys.path when this script runs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--games", default="Breakout,Pong,Boxing,Atlantis,RoadRunner,BeamRider", help="fixture games")
-    parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of <Game>NoFrameskip-v4.qnet.pt")
-    parser.add_argument("--T", type=int, default=64, help="time steps per decision")
-    parser.add_argument("--percentile", default="99.9", help="normalisation percentile")
-    parser.add_argument("--calibration", type=int, default=2000, help="calibration states per game")
-    parser.add_argument("--test", type=int, default=300, help="held-out states collected per game (as nir_weight_bits.py)")
+    parser = game_parser(__doc__.splitlines()[0], "runs/nir_frameworks", 300)
     parser.add_argument("--states", type=int, default=100, help="the first this many held-out states are judged")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="simulation dtype")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    parser.add_argument("--out", type=Path, default=Path("runs/nir_frameworks"), help="output directory")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
     dtype = getattr(torch, args.dtype)
     rows, records = [], {}
-    for game in args.games.split(","):
-        checkpoint = load_dqn(args.fixtures / f"{game}NoFrameskip-v4.qnet.pt")
-        calibration, test = calibration_and_test_observations(checkpoint, args.calibration, args.test)
+    for game, checkpoint, test, snn in game_snns(args):
         test = test[: args.states]
-        snn = convert(checkpoint, calibration, percentile=args.percentile, T=args.T).to(dtype)
+        snn = snn.to(dtype)
         ours = torch.cat([snn.act(test[i : i + 50]) for i in range(0, len(test), 50)])
         dqn = checkpoint.act(test)
         records[game] = {"ours_vs_dqn": float((ours == dqn).float().mean())}

@@ -56,7 +56,8 @@ def to_nir(snn: SpikingQNetwork, *, weight_bits: int | None = None, per_channel:
     _check_exportable(snn)
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(np.array(snn.observation_shape))}
     chain = ["input"]
-    x = torch.zeros(1, *snn.observation_shape, dtype=snn.synapses[0][0].weight.dtype)
+    weight = snn.synapses[0][0].weight
+    x = torch.zeros(1, *snn.observation_shape, dtype=weight.dtype, device=weight.device)  # for the shapes
     with torch.no_grad():
         for stage_index, stage in enumerate(snn.synapses):
             for layer in stage:
