@@ -96,11 +96,9 @@ def run_nir(module: nn.Module, obs, T: int | None = None) -> tuple[torch.Tensor,
     try:
         if info.framework == "sinabs":
             total = _run_sinabs(module, info, x, T)
-        elif info.framework == "spikingjelly":
-            total, state = 0.0, _spikingjelly_state(module, info, x.shape[0])
-            for _ in range(T):
-                out, state = module(x, state)
-                total = total + out
+        elif info.framework == "spikingjelly":  # multi-step: all T steps in one call, [T, B, ...]
+            out, _ = module(x.expand(T, *x.shape), _spikingjelly_state(module, info, x.shape[0]))
+            total = out.sum(0)
         else:
             _snntorch_state(module, info, x.shape[0])
             total = sum(module(x)[0] for _ in range(T))
@@ -109,6 +107,8 @@ def run_nir(module: nn.Module, obs, T: int | None = None) -> tuple[torch.Tensor,
             hook.remove()
     if info.framework == "sinabs":  # one call saw all B*T samples
         counts = {name: c.unflatten(0, (x.shape[0], T)).sum(1) for name, c in counts.items()}
+    elif info.framework == "spikingjelly":  # one call saw [T, B, ...]
+        counts = {name: c.sum(0) for name, c in counts.items()}
     return total, counts
 
 
@@ -141,7 +141,7 @@ def _spikingjelly(graph: nir.NIRGraph, neurons: dict, T: int, dtype: torch.dtype
     from spikingjelly.activation_based import neuron
     from spikingjelly.activation_based.nir_exchange import import_from_nir
 
-    module = import_from_nir(graph, dt=1.0, dtype=dtype)  # dt = 1: one NIR time unit is one step
+    module = import_from_nir(graph, dt=1.0, dtype=dtype, step_mode="m")  # dt = 1: one NIR time unit is one step
     for name in neurons:
         node = next(m for m in _submodule(module, name).modules() if isinstance(m, neuron.IFNode))
         node.v_reset = None  # reset by subtraction
