@@ -76,7 +76,8 @@ def load_nir(path: str | Path | nir.NIRGraph, framework: str = "spikingjelly", *
     metadata = plain(graph.metadata)
     v_init = float(metadata.get("v_init", 0.0))
     T = int(metadata.get("T", 64))
-    module = {"spikingjelly": _spikingjelly, "snntorch": _snntorch, "sinabs": _sinabs}[framework](graph, neurons, T, dtype)
+    importer = {"spikingjelly": _spikingjelly, "snntorch": _snntorch, "sinabs": _sinabs}[framework]
+    module = importer(graph, neurons, T, dtype)
     _copy_weights(module, graph, dtype)
     module.nir_import = NirImport(framework, T, v_init, neurons,
                                   tuple(int(d) for d in graph.nodes[chain[0]].input_type["input"]), dtype)

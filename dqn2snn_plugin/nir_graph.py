@@ -73,10 +73,12 @@ def to_nir(snn: SpikingQNetwork, *, weight_bits: int | None = None, per_channel:
     metadata = {
         "format": FORMAT, "dqn2snn_version": __version__, "T": snn.T, "dt": 1.0,
         "time": "dt = 1: one NIR time unit is one simulation step", "coding": "rate", "readout": READOUT,
-        "our_readout": snn.readout, "input": "the raw observation (pixels 0-255), the same at every step",
+        "our_readout": snn.readout,
+        "input": "the raw observation as the environment gives it (Atari: pixels 0-255), the same at every step",
         "v_init": snn.initial_membrane, "weight_bits": weight_bits or 0,
         "weight_grid": "float" if weight_bits is None else ("per channel" if per_channel else "per layer"),
-        "scales": _scales_metadata(snn.scales), "provenance": {k: v for k, v in (provenance or {}).items() if v is not None},
+        "scales": _scales_metadata(snn.scales),
+        "provenance": {k: v for k, v in (provenance or {}).items() if v is not None},
     }
     return nir.NIRGraph(nodes, list(zip(chain[:-1], chain[1:])), metadata=metadata)
 
@@ -217,7 +219,7 @@ def _torch_layer(name: str, node: nir.NIRNode) -> nn.Module:
         weight = torch.from_numpy(np.array(node.weight))
         layer = nn.Linear(weight.shape[1], weight.shape[0], dtype=weight.dtype)
     else:
-        raise NirError(f"node {name!r} is a nir.{type(node).__name__}: from_nir rebuilds Conv2d, Affine, Flatten and IF")
+        raise NirError(f"node {name!r} is a nir.{type(node).__name__}: from_nir rebuilds Conv2d, Affine, Flatten, IF")
     with torch.no_grad():
         layer.weight.copy_(weight)
         layer.bias.copy_(torch.from_numpy(np.array(node.bias)))
