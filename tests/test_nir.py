@@ -218,3 +218,16 @@ def test_quantised_export_runs_everywhere(exported, states):
     torch.testing.assert_close(total / snn.T, ours, rtol=0, atol=1e-9)
     with pytest.raises(Exception, match="weight_bits must be an integer from 2 to 16"):
         to_nir(snn, weight_bits=1)
+
+
+def test_a_failed_write_leaves_no_file(exported, tmp_path, monkeypatch):
+    snn, *_ = exported(CASES[0])
+
+    def fail(path, graph):
+        open(path, "w").write("half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nir, "write", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_nir(snn, tmp_path / "snn.nir")
+    assert list(tmp_path.iterdir()) == []
