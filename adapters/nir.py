@@ -4,7 +4,8 @@ Each framework's own NIR importer builds the network; as installed, none of them
 (threshold 1, reset by subtraction, at most one spike per step, spike when v >= 1) exactly, so
 `load_nir` applies these corrections, measured in ../shared/notes/nir-interop.md:
 - SpikingJelly 2.0 `import_from_nir`: needs `dt=1.0` (its default 1e-4 rejects r = 1) and imports IF
-  as reset to zero: every imported `IFNode` gets `v_reset = None` (soft reset).
+  as reset to zero: every imported `IFNode` gets `v_reset = None` (soft reset). Imported in multi-step
+  mode (`step_mode="m"`): one call takes all T steps, [T, B, ...].
 - snnTorch 1.0 `import_from_nir`: builds `Leaky(beta=0.9, reset_delay=False)` (a leak) and a Flatten
   that also flattens the batch: every IF becomes `Leaky(beta=1, reset_mechanism="subtract",
   reset_delay=True, init_hidden=True)` firing on mem >= 1 (snnTorch's own spike function fires on
