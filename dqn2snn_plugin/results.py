@@ -36,23 +36,6 @@ def _umask() -> int:
     return mask
 
 
-def write_text(path: str | Path, text: str) -> None:
-    """Write a file atomically (temp file + os.replace): readers see the old file or the whole new one.
-
-    The file gets the mode a plain `open(path, "w")` would give (0666 less the umask), not the 0600
-    of a temp file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_file(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Atomically write a file that a library writes by name (h5py for NIR, torch.save): `writer(tmp)`
     fills a temp file beside `path`, which then replaces `path` with the umask's mode."""
@@ -66,6 +49,14 @@ def write_file(path: str | Path, writer: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a file atomically (temp file + os.replace): readers see the old file or the whole new one.
+
+    The file gets the mode a plain `open(path, "w")` would give (0666 less the umask), not the 0600
+    of a temp file."""
+    write_file(path, lambda tmp: tmp.write_text(text, newline=""))
 
 
 def write_json(path: str | Path, data: object) -> None:
