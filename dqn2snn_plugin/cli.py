@@ -293,7 +293,8 @@ def _register_convert(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert", help="convert a DQN and save the SNN (reload with dqn2snn_plugin.store.load_snn)",
         description="Calibrate on the DQN's own play, convert, and save OUT/snn.pt (load it with "
-        "dqn2snn_plugin.store.load_snn) and OUT/scales.json.",
+        "dqn2snn_plugin.store.load_snn), OUT/scales.json and, for rate coding, OUT/snn.nir (the NIR graph: "
+        "dqn2snn_plugin.from_nir, or dqn2snn_plugin.adapters.nir.load_nir for SpikingJelly, snnTorch, Sinabs).",
     )
     parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
     parser.add_argument("--T", type=int, default=64, help="default time steps per decision (default 64)")
@@ -321,6 +322,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     save_snn(snn, checkpoint, out / "snn.pt")
     write_json(out / "scales.json", snn.scales.as_dict())
     print(f"saved {out / 'snn.pt'} and {out / 'scales.json'}")
+    if snn.coding == "binary":
+        print("no snn.nir: binary spike coding has no NIR form (its IF neurons change threshold between steps)")
+    else:
+        from dqn2snn_plugin.nir_graph import save_nir
+
+        save_nir(snn, out / "snn.nir", provenance={
+            "checkpoint": checkpoint.source, "checkpoint_sha": ev.checkpoint_digest(checkpoint),
+            "env_id": checkpoint.env_id, "algorithm": checkpoint.algorithm,
+            "calibration_frames": settings.calibration_frames, "seed": settings.seed})
+        print(f"saved {out / 'snn.nir'} (NIR graph; run it elsewhere with dqn2snn_plugin.adapters.nir.load_nir)")
     return 0
 
 
