@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqn2snn_plugin import binary_coding
+from dqn2snn_plugin import binary_coding, fused_scan
 from dqn2snn_plugin.checkpoint import observation_batch
 from dqn2snn_plugin.errors import ConfigError, ObservationError
 from dqn2snn_plugin.normalization import LayerScales
@@ -80,8 +80,12 @@ def if_scan(current: torch.Tensor, v: torch.Tensor, threshold: float = 1.0) -> t
     """Inference IF dynamics over T: H = V + I; S = [H >= threshold]; V = H - S * threshold.
 
     The same equations as SpikingJelly's soft-reset `IFNode`, in place and without the per-step
-    copies its trainable kernel keeps for backward (about 4x faster on CPU).
+    copies its trainable kernel keeps for backward (about 4x faster on CPU). On CPU the loop runs
+    as one C call where it can (`dqn2snn_plugin.fused_scan`, bit-identical); this is its reference.
     """
+    fused = fused_scan.if_scan(current, v, threshold)
+    if fused is not None:
+        return fused
     v = v.clone()
     spikes = torch.empty(current.shape, dtype=current.dtype, device=current.device)
     for t in range(current.shape[0]):
@@ -213,7 +217,11 @@ class SpikingQNetwork(nn.Module):
         # block stays in cache), 32768 on a GPU (fewer, larger kernel launches)
         self.block_samples: int | None = None
         self.event_driven = True  # fully connected layers read sparse spikes when few neurons fire
-        self.sparse_rate = 0.08  # below this input firing rate the event-driven path is faster (CPU)
+        # the event-driven path is faster (CPU) below an input firing rate of sparse_rate + sparse_rows / rows
+        # (rows = T*B spike vectors): with few rows the dense pass is bound by reading the weights once
+        self.sparse_rate, self.sparse_rows = 0.05, 1.3
+        self.sparse_min_inputs = 1024  # narrower layers stay dense: the sparse path's fixed cost outweighs
+        self._weights_t: dict[int, tuple[tuple, torch.Tensor]] = {}  # transposed fc weights of the sparse path
 
     @property
     def source_network(self) -> nn.Sequential | None:
@@ -380,17 +388,26 @@ class SpikingQNetwork(nn.Module):
     def synaptic_current(self, synapse: nn.Sequential, spikes: torch.Tensor) -> torch.Tensor:
         """The next layer's input current [T, B, ...] from spikes [T, B, ...].
 
-        Event-driven for a fully connected layer on CPU when few inputs spike: only the weight rows
-        of the spiking inputs are summed (sparse x dense product); otherwise one dense batched pass.
+        Event-driven for a wide fully connected layer on CPU when few inputs spike: only the weight
+        rows of the spiking inputs are summed (sparse x dense product); otherwise one dense batched pass.
         """
         flat = spikes.flatten(0, 1)
         linear = synapse[-1]
-        if self.event_driven and isinstance(linear, nn.Linear) and flat.device.type == "cpu":
+        if (self.event_driven and isinstance(linear, nn.Linear) and flat.device.type == "cpu"
+                and linear.in_features >= self.sparse_min_inputs):
             events = flat.flatten(1)
-            if events.count_nonzero() < self.sparse_rate * events.numel():
-                out = torch.addmm(linear.bias, events.to_sparse(), linear.weight.t().contiguous())
+            if events.count_nonzero() < (self.sparse_rate + self.sparse_rows / events.shape[0]) * events.numel():
+                out = torch.addmm(linear.bias, events.to_sparse(), self._transposed(linear.weight))
                 return out.unflatten(0, spikes.shape[:2])
         return synapse(flat).unflatten(0, spikes.shape[:2])
+
+    def _transposed(self, weight: torch.Tensor) -> torch.Tensor:
+        """`weight.t().contiguous()`, kept until the weight changes (in place, or replaced by .to())."""
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        cached = self._weights_t.get(id(weight))
+        if cached is None or cached[0] != key:
+            cached = self._weights_t[id(weight)] = (key, weight.t().contiguous())
+        return cached[1]
 
     def _poisson_current(self, x: torch.Tensor, T: int) -> torch.Tensor:
         """First layer's input current [T, B, ...] from Bernoulli spike trains with rate x / input_max."""
