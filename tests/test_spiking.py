@@ -164,3 +164,55 @@ def test_poisson_input_coding_approaches_the_rate():
     assert float(out.mean()) == pytest.approx(0.5, abs=0.03)  # Bernoulli(0.5) input, rate 1/2
     with pytest.raises(ConfigError, match="input_max"):
         convert(net, torch.tensor([[1.0]]), input_coding="poisson")
+
+
+def step_by_step(snn, x: torch.Tensor, T: int):
+    """Reference: the whole network one time step at a time on [B] inputs, IF updates written out.
+
+    Returns the hidden spike trains [T, B, ...] per layer and the "spikes" readout."""
+    current0 = snn.synapses[0](x)
+    v = [torch.full_like(f, snn.initial_membrane).expand(x.shape[0], *f.shape).clone() for f in snn._fan_out]
+    v_out = torch.zeros(x.shape[0], snn.n_actions)
+    trains, out_count = [[] for _ in v], torch.zeros_like(v_out)
+    for _ in range(T):
+        current = current0
+        for layer, synapse in enumerate(snn.synapses[1:]):
+            v[layer] += current
+            spikes = (v[layer] >= 1.0).float()
+            v[layer] -= spikes
+            trains[layer].append(spikes)
+            current = synapse(spikes)
+        v_out += current / snn.scales.output
+        fired = (v_out >= 1.0).float()
+        v_out -= fired
+        out_count += fired
+    return [torch.stack(t) for t in trains], out_count * snn.scales.output / T
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "python"])
+@pytest.mark.parametrize("block_samples", [512, 5], ids=["one-block", "blocks"])
+def test_simulation_equals_a_step_by_step_reference_exactly(atari_observations, monkeypatch, fused, block_samples):
+    """Hidden spike trains of the Breakout SNN, every layer, bit for bit (dense synapses on both sides)."""
+    from _fixtures import atari_checkpoint
+
+    from dqn2snn_plugin import fused_scan
+
+    ckpt = atari_checkpoint()
+    snn = convert(ckpt, atari_observations)
+    snn.event_driven, snn.block_samples = False, block_samples
+    if not fused:
+        monkeypatch.setattr(fused_scan, "library", lambda: None)
+    recorded = []
+    run = snn.backend.run
+    monkeypatch.setattr(snn.backend, "run", lambda *a: recorded.append(run(*a)) or recorded[-1])
+    x = ckpt.prepare(atari_observations[:3])
+    T = 12
+    out = snn.readouts(x, T)
+    with torch.no_grad():
+        trains, spikes_readout = step_by_step(snn, x, T)
+    hidden = [torch.cat([r[0] for r in recorded[i :: len(trains) + 1]]) for i in range(len(trains))]
+    assert all(t.sum() > 0 for t in trains)
+    for ours, reference in zip(hidden, trains):
+        assert torch.equal(ours, reference)
+    assert torch.equal(out["spikes"], spikes_readout)
+    assert torch.equal(snn.last_stats.spikes[0], trains[0].sum(0).flatten(1).sum(1))
