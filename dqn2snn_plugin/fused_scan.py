@@ -11,12 +11,14 @@ The C source below is compiled once per machine with the system's C compiler (`$
 `gcc` or `clang`: about 0.3 s) into `$DQN2SNN_CACHE` (default `~/.cache/dqn2snn_plugin`) and loaded
 with ctypes: no build step at install, no Python headers, no ninja. Where that fails (no compiler,
 not Linux/macOS, a read-only cache) one RuntimeWarning says so and the Python loops run instead,
-with the same results. `DQN2SNN_FUSED_SCAN=0` turns the fused loops off without a warning.
+with the same results. `DQN2SNN_FUSED_SCAN=0` turns the fused loops off without a warning, and
+`with fused_scan.switched_off():` does so for a block (to time or check against the Python loops).
 Only contiguous float32 / float64 CPU tensors outside autograd take the fused path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -143,10 +145,24 @@ def library() -> ctypes.CDLL | None:
         return None
 
 
+_switched_off = False
+
+
+@contextlib.contextmanager
+def switched_off():
+    """Run the Python loops (the reference) inside this block, e.g. to compare speeds or results."""
+    global _switched_off
+    before, _switched_off = _switched_off, True
+    try:
+        yield
+    finally:
+        _switched_off = before
+
+
 def _usable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
     """The library, if all `tensors` are CPU float32/float64 of one dtype and no gradient is wanted."""
     dtype = tensors[0].dtype
-    if dtype not in SUFFIX or any(t.device.type != "cpu" or t.dtype != dtype for t in tensors):
+    if _switched_off or dtype not in SUFFIX or any(t.device.type != "cpu" or t.dtype != dtype for t in tensors):
         return None
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return None

@@ -115,6 +115,11 @@ def check_coding(coding: str) -> str:
     return coding
 
 
+def _joined(chunks: list[torch.Tensor]) -> torch.Tensor:
+    """The batch chunks as one tensor (a single chunk as it is: no copy)."""
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+
+
 def _weighted(stage: nn.Sequential) -> nn.Module:
     """The Conv2d or Linear layer of a synaptic stage."""
     return next(layer for layer in stage if isinstance(layer, (nn.Conv2d, nn.Linear)))
@@ -303,13 +308,13 @@ class SpikingQNetwork(nn.Module):
             self._simulate(x[i : i + chunk], Ts, block, None if state is None else [v[i : i + chunk] for v in state])
             for i in range(0, x.shape[0], chunk)
         ]
-        results = {T: {name: torch.cat([p[0][T][name] for p in parts]) for name in READOUTS} for T in Ts}
+        results = {T: {name: _joined([p[0][T][name] for p in parts]) for name in READOUTS} for T in Ts}
         if self.carry_state:
-            self._state = [torch.cat(vs) for vs in zip(*(p[1] for p in parts))]
+            self._state = [_joined(vs) for vs in zip(*(p[1] for p in parts))]
         stats = SimulationStats(Ts[-1], neurons=[int(f.numel()) for f in self._fan_out])
-        stats.spikes = [torch.cat(layer) for layer in zip(*(p[2] for p in parts))]
-        stats.synaptic_ops = torch.cat([p[3] for p in parts])
-        stats.channel_spikes = [sum(layer) for layer in zip(*(p[4] for p in parts))]
+        stats.spikes = [_joined(layer) for layer in zip(*(p[2] for p in parts))]
+        stats.synaptic_ops = _joined([p[3] for p in parts])
+        stats.channel_spikes = [sum(layer[1:], layer[0]) for layer in zip(*(p[4] for p in parts))]
         self.last_stats = stats
         return results
 

@@ -11,12 +11,11 @@ needs_compiler = pytest.mark.skipif(fused_scan.compiler() is None, reason="no C 
 
 
 @pytest.fixture
-def python_loops(monkeypatch):
+def python_loops():
     """Runs a function with the fused path switched off (the reference)."""
 
     def run(fn, *args):
-        with monkeypatch.context() as patch:
-            patch.setattr(fused_scan, "library", lambda: None)
+        with fused_scan.switched_off():
             return fn(*args)
 
     return run
