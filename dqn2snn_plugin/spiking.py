@@ -388,7 +388,10 @@ class SpikingQNetwork(nn.Module):
         per_neuron = spikes.sum(0)
         totals[layer] += per_neuron.flatten(1).sum(1)
         channels[layer] += per_neuron.sum(0).flatten(1).sum(1) if per_neuron.ndim > 2 else per_neuron.sum(0)
-        synaptic_ops += (per_neuron * self._fan_out[layer].to(per_neuron)).flatten(1).sum(1)
+        fan = self._fan_out[layer]
+        if fan.device != per_neuron.device or fan.dtype != per_neuron.dtype:  # moved once (no copy per call)
+            fan = self._fan_out[layer] = fan.to(per_neuron)
+        synaptic_ops += (per_neuron * fan).flatten(1).sum(1)
 
     def synaptic_current(self, synapse: nn.Sequential, spikes: torch.Tensor) -> torch.Tensor:
         """The next layer's input current [T, B, ...] from spikes [T, B, ...].
