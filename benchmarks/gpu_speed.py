@@ -36,7 +36,7 @@ from dqn2snn_plugin.adapters.spikingjelly import SpikingJellyBackend  # noqa: E4
 from dqn2snn_plugin.calibration import collect_observations  # noqa: E402
 from dqn2snn_plugin.results import write_text  # noqa: E402
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn" / "BreakoutNoFrameskip-v4.qnet.pt"
+FIXTURE = Path(__file__).resolve().parents[1] / "dqn2snn_plugin" / "data" / "BreakoutNoFrameskip-v4.qnet.pt"  # packaged
 
 
 def per_call(fn, repeats: int, calls: int, sync) -> float:

@@ -181,13 +181,14 @@ def dense_call(q_network, states: torch.Tensor, n: int, chunk: int):
 # ----------------------------------------------------------------------------------------- play
 def evaluate_speed(ckpt, snn, T: int, settings: RunSettings) -> dict:
     """Agent steps per second of `evaluate` with this SNN: its DQN games (the SNN simulated on every
-    DQN state for agreement), then its SNN games; the same calls `evaluate` makes."""
+    DQN state for agreement), then its SNN games; the same calls `evaluate` makes. Timed with --clock
+    (with `cpu`, "wall_s" holds CPU seconds: ALE runs in this process)."""
     parts = {}
     for name, games in (("dqn_games", lambda: play_dqn(ckpt, settings, snn, T)[0]),
                         ("snn_games", lambda: play_snn(ckpt, snn, T, settings)["score"])):
-        start = time.perf_counter()
+        start = clock()
         score = games()
-        parts[name] = {"wall_s": time.perf_counter() - start, "agent_steps": sum(score["lengths"])}
+        parts[name] = {"wall_s": clock() - start, "agent_steps": sum(score["lengths"])}
     steps, wall = (sum(p[k] for p in parts.values()) for k in ("agent_steps", "wall_s"))
     return {"coding": snn.coding, "T": T, "n_envs": settings.n_envs, "episodes": settings.episodes,
             "max_steps": settings.max_steps, **parts, "agent_steps": steps, "wall_s": wall,
@@ -368,7 +369,7 @@ def markdown(report: dict) -> str:
     for p in report["play"]:
         lines += ["", f"`evaluate` ({report['env_id']}, spikingjelly, {p['coding']} T={p['T']}, {p['n_envs']} envs, "
                   f"{p['episodes']} episodes capped at {p['max_steps']} steps, DQN games then SNN games): "
-                  f"{p['agent_steps']} agent steps in {p['wall_s']:.1f} s = **{p['agent_steps_per_s']:.1f} agent steps/s** "
+                  f"{p['agent_steps']} agent steps in {p['wall_s']:.1f} s ({report['clock']} clock) = **{p['agent_steps_per_s']:.1f} agent steps/s** "
                   f"(SNN games alone {p['snn_games_agent_steps_per_s']:.1f}/s)."]
     if report.get("profile"):
         lines += ["", "Time breakdown of one `readouts` call (ms, spikingjelly backend):", ""]
