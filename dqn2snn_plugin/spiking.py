@@ -226,7 +226,7 @@ class SpikingQNetwork(nn.Module):
         # (rows = T*B spike vectors): with few rows the dense pass is bound by reading the weights once
         self.sparse_rate, self.sparse_rows = 0.05, 1.3
         self.sparse_min_inputs = 1024  # narrower layers stay dense: the sparse path's fixed cost outweighs
-        self._weights_t: dict[int, tuple[tuple, torch.Tensor]] = {}  # transposed fc weights of the sparse path
+        self._weights_t: dict[int, tuple[tuple, torch.Tensor]] = {}  # per fc layer: its transposed weight
 
     @property
     def source_network(self) -> nn.Sequential | None:
@@ -405,16 +405,18 @@ class SpikingQNetwork(nn.Module):
                 and linear.in_features >= self.sparse_min_inputs):
             events = flat.flatten(1)
             if events.count_nonzero() < (self.sparse_rate + self.sparse_rows / events.shape[0]) * events.numel():
-                out = torch.addmm(linear.bias, events.to_sparse(), self._transposed(linear.weight))
+                out = torch.addmm(linear.bias, events.to_sparse(), self._transposed(linear))
                 return out.unflatten(0, spikes.shape[:2])
         return synapse(flat).unflatten(0, spikes.shape[:2])
 
-    def _transposed(self, weight: torch.Tensor) -> torch.Tensor:
-        """`weight.t().contiguous()`, kept until the weight changes (in place, or replaced by .to())."""
+    def _transposed(self, linear: nn.Linear) -> torch.Tensor:
+        """`linear.weight.t().contiguous()`, kept until the weight changes (in place: its version
+        counter moves; or by .to() / .double(): its storage moves). One entry per layer."""
+        weight = linear.weight
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-        cached = self._weights_t.get(id(weight))
+        cached = self._weights_t.get(id(linear))
         if cached is None or cached[0] != key:
-            cached = self._weights_t[id(weight)] = (key, weight.t().contiguous())
+            cached = self._weights_t[id(linear)] = (key, weight.t().contiguous())
         return cached[1]
 
     def _poisson_current(self, x: torch.Tensor, T: int) -> torch.Tensor:

@@ -115,13 +115,28 @@ def test_event_driven_fully_connected_path_equals_the_dense_pass():
     net = nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
     snn = convert(net, torch.randn(200, 6), backend="spikingjelly")
     obs = torch.randn(30, 6)
-    snn.event_driven, snn.sparse_rate = True, 1.0  # always sparse
+    snn.event_driven, snn.sparse_rate, snn.sparse_min_inputs = True, 1.0, 0  # always sparse, narrow layers too
+    addmm_calls = []
+    real_addmm = torch.addmm
+    torch.addmm = lambda *a, **k: addmm_calls.append(1) or real_addmm(*a, **k)
+    try:
+        snn.readouts(obs, T=40)
+    finally:
+        torch.addmm = real_addmm
+    assert len(addmm_calls) == 2 * 3  # both fc layers after a spiking one, in each time block (17 + 17 + 6 steps)
     sparse = snn.readouts(obs, T=40)
     sparse_spikes = [s.clone() for s in snn.last_stats.spikes]
     snn.event_driven = False
     dense = snn.readouts(obs, T=40)
     torch.testing.assert_close(sparse["membrane"], dense["membrane"], rtol=1e-5, atol=1e-5)
     assert all(torch.equal(a, b) for a, b in zip(sparse_spikes, snn.last_stats.spikes))
+    with torch.no_grad():  # the sparse path keeps a transposed copy of the weight: it must follow edits
+        snn.synapses[1][-1].weight.mul_(-1.0)
+    snn.event_driven = True
+    flipped = snn.readouts(obs, T=40)["membrane"]
+    snn.event_driven = False
+    torch.testing.assert_close(flipped, snn.readouts(obs, T=40)["membrane"], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(flipped, dense["membrane"])
 
 
 def test_carry_state_keeps_membranes_between_calls():
