@@ -191,11 +191,11 @@ class SpikingJellyBackend:
     for rate coding, `FewSpikeNode` for binary coding.
 
     Args:
-        kernel: "auto" runs SpikingJelly's own multi-step IF kernel on GPU (Triton when
-            `SJ_IF_CUDA_IMPLEMENTATION=triton`) and our inference scan (`spiking.if_scan`, the same
-            equations without the copies kept for training) on CPU, and binary codes on
-            `FewSpikeNode`; "spikingjelly" always uses SpikingJelly's neurons; "scan" always ours
-            (`binary_coding.fire` for binary codes). Spikes are identical (tests check it).
+        kernel: "auto" runs SpikingJelly's own neurons on GPU (its multi-step IF kernel, Triton when
+            `SJ_IF_CUDA_IMPLEMENTATION=triton`; `FewSpikeNode` for binary codes) and our inference
+            scans on CPU (`spiking.if_scan`, `binary_coding.fire`: the same equations without the
+            copies kept for training, 2-4x faster); "spikingjelly" always uses SpikingJelly's
+            neurons; "scan" always ours. Spikes are identical (tests check it).
     """
 
     name = "spikingjelly"
@@ -222,8 +222,11 @@ class SpikingJellyBackend:
                 node.step_mode = "m"
         return found
 
+    def _scan(self, x: torch.Tensor) -> bool:
+        return self.kernel == "scan" or self.kernel == "auto" and x.device.type == "cpu"
+
     def run(self, node: nn.Module, current: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.kernel == "scan" or self.kernel == "auto" and current.device.type == "cpu":
+        if self._scan(current):
             spikes, v_final = if_scan(current, v, float(node.v_threshold))
             node.v = v_final
             return spikes, v_final
@@ -235,7 +238,7 @@ class SpikingJellyBackend:
         """Send gate `v` (least-significant-bit units, [B, ...]) as node.K spikes: spikes [K, B, ...] and
         the residual membrane (rounding start included, as `binary_coding.fire`)."""
         start = float(node.h[0] - node.theta[0])
-        if self.kernel == "scan":
+        if self._scan(v):
             return binary_coding.fire(v + start, node.K)
         # multi-step mode integrates the sum of its K inputs: the gate at step 0, then nothing
         sequence = torch.cat([v[None], v.new_zeros(node.K - 1, *v.shape)])

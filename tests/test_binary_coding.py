@@ -13,6 +13,7 @@ from spikingjelly.activation_based.neuron.few_spike import FewSpikeNode
 from dqn2snn_plugin import convert
 from dqn2snn_plugin.adapters.snntorch import BinaryFewSpikes, SnnTorchBackend
 from dqn2snn_plugin.adapters.spikingjelly import SpikingJellyBackend
+from dqn2snn_plugin import binary_coding
 from dqn2snn_plugin.binary_coding import fire, integrate
 from dqn2snn_plugin.distillation import distill, quantised_copy
 from dqn2snn_plugin.errors import ConfigError
@@ -40,13 +41,17 @@ def test_fire_sends_the_binary_code_most_significant_bit_first(v, T, expected):
     assert float(residual) == pytest.approx(v - sent)  # reset by subtraction: the rest stays
 
 
-BACKENDS = {"reference": SpikingJellyBackend("scan"), "spikingjelly": SpikingJellyBackend(), "snntorch": SnnTorchBackend()}
+BACKENDS = {"reference": SpikingJellyBackend("scan"), "spikingjelly": SpikingJellyBackend("spikingjelly"),
+            "snntorch": SnnTorchBackend()}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("v0", [0.5, 0.0])
-def test_each_backends_neuron_sends_the_rounded_code(backend, v0):
-    """10,000 membranes in [-0.2, 1.2] x full scale: the bits of clip(floor(v + V0), 0, 2**T - 1), exactly."""
+def test_each_backends_neuron_sends_the_rounded_code(backend, v0, monkeypatch):
+    """10,000 membranes in [-0.2, 1.2] x full scale: the bits of clip(floor(v + V0), 0, 2**T - 1), exactly;
+    the frameworks' neurons without falling back on `fire`."""
+    if backend != "reference":
+        monkeypatch.setattr(binary_coding, "fire", None)
     T = 8
     v = torch.empty(10_000, dtype=torch.float64).uniform_(-0.2, 1.2, generator=torch.Generator().manual_seed(0))
     v = v * (2**T - 1)
@@ -172,15 +177,15 @@ def breakout64(breakout_states):
 
 @pytest.mark.parametrize("T", [8, 5])
 def test_backends_and_reference_give_the_same_spikes_and_q_values(breakout64, T):
-    """convert(..., coding="binary") on FewSpikeNode, on snnTorch, and on `fire`: exact in float64; a T other
-    than the network's own builds fresh neurons."""
+    """convert(..., coding="binary") on `fire` (the CPU default), on FewSpikeNode and on snnTorch: exact in
+    float64; a T other than the network's own builds fresh neurons."""
     checkpoint, states = breakout64
-    sj = convert(checkpoint, states[:20], percentile=99.99, channel_wise=True, coding="binary")
-    assert all(type(n) is FewSpikeNode for n in sj.neurons)
+    reference = convert(checkpoint, states[:20], percentile=99.99, channel_wise=True, coding="binary")
+    assert all(type(n) is FewSpikeNode for n in reference.neurons)
+    sj = copy.deepcopy(reference)
+    sj.backend = SpikingJellyBackend("spikingjelly")
     snt = convert(checkpoint, None, scales=sj.scales, coding="binary", backend="snntorch")
     assert all(isinstance(n, BinaryFewSpikes) for n in snt.neurons)
-    reference = copy.deepcopy(sj)
-    reference.backend = SpikingJellyBackend("scan")
     runs = [(net(states, T), net.last_stats) for net in (reference, sj, snt)]
     (q, stats), others = runs[0], runs[1:]
     assert stats.T == T
