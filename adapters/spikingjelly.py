@@ -79,18 +79,19 @@ class RobustNormRecipe(RateCodingRecipe):
 
     def calibrate(self, converter, fx_model: fx.GraphModule) -> fx.GraphModule:
         """Compute exact scales on the whole set and hand them to the hooks the parent recipe reads."""
+        dtype = next(self._ann.parameters()).dtype
         if self.scales is None:
             data = self.dataloader[0]
             data = torch.cat(list(data)) if isinstance(data, (list, tuple)) else torch.as_tensor(data)
             self.scales = layer_scales(
-                self._ann, data.to(converter.device, next(self._ann.parameters()).dtype), self.percentile,
-                rank=self.rank, channel_wise=self.channel_wise,
+                self._ann, data.to(converter.device, dtype), self.percentile, rank=self.rank, channel_wise=self.channel_wise,
             )
         hooks = [m for m in fx_model.modules() if isinstance(m, (VoltageHook, ChannelVoltageHook))]
         if len(hooks) != len(self.scales.hidden):
             raise ValueError(f"{len(hooks)} ReLU layers in the graph but {len(self.scales.hidden)} scales")
         for hook, scale in zip(hooks, self.scales.hidden):
-            hook.scale = scale.to(converter.device).clone()
+            # in the network's precision, as the scalers the parent recipe derives from it
+            hook.scale = scale.to(converter.device, dtype).clone()
         return fx_model
 
 
