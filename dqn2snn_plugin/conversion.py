@@ -63,14 +63,13 @@ def fold_scales(network: nn.Sequential, scales: LayerScales) -> list[nn.Sequenti
     """Copies of each stage with W * lambda_in / lambda_out and b / lambda_out (the output stays in Q units)."""
     stages = split_stages(copy.deepcopy(network))
     one = torch.tensor(1.0)
-    lambdas = [one, *[s.detach().cpu() for s in scales.hidden], one]
+    lambdas = [one, *[s.detach().cpu().float() for s in scales.hidden], one]
     folded = []
     for index, stage in enumerate(stages):
         for layer in stage:
             if isinstance(layer, SYNAPSES):
-                # in the weights' precision: float64 scales fold exactly into a float64 network
-                like = {"device": layer.weight.device, "dtype": layer.weight.dtype}
-                s_in, s_out = lambdas[index].to(**like), lambdas[index + 1].to(**like)
+                device = layer.weight.device
+                s_in, s_out = lambdas[index].to(device), lambdas[index + 1].to(device)
                 layer.weight.mul_(_input_scale(s_in, layer)).div_(_output_scale(s_out, layer))
                 if layer.bias is not None:
                     layer.bias.div_(s_out.reshape(-1) if s_out.ndim else s_out)
