@@ -203,6 +203,6 @@ def test_a_distilled_binary_copy_converts_on_both_backends(mlp_checkpoint, backe
     assert snn.coding == "binary" and type(snn.neurons[0]).__name__ in ("FewSpikeNode", "BinaryFewSpikes")
     with torch.no_grad():
         expected = result.quantised.double()(states.double())
-    # the scales are folded in float32 (`fold_scales`), hence 1e-6 rather than float64's noise
+    # folded in float32 (the copy is float32) before .double(), hence 1e-6 rather than float64 noise
     torch.testing.assert_close(snn(states), expected, rtol=0, atol=1e-6)
     assert torch.equal(snn.act(states), expected.argmax(1))

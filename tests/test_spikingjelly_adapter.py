@@ -40,6 +40,8 @@ def test_the_graph_holds_few_spike_nodes_and_computes_our_binary_snn(breakout64)
     nodes = [m for m in graph.modules() if isinstance(m, FewSpikeNode)]
     assert len(nodes) == 4 and all(node.K == 8 for node in nodes)
     assert not any(isinstance(m, nn.ReLU) for m in graph.modules())
+    # scalers in the network's precision: float32 ones flip spikes of a float64 network near thresholds
+    assert all(buffer.dtype == torch.float64 for buffer in graph.buffers())
     snn = convert(checkpoint, calibration, percentile=99.99, channel_wise=True, coding="binary", T=8)
     with torch.no_grad():
         q = graph(checkpoint.prepare(states))
