@@ -3,8 +3,8 @@
 Steps: validate the network -> compute exact per-layer scales on the calibration set -> build the
 backend's neurons (SpikingJelly: through its `ann2snn.Converter` with our `RobustNormRecipe`, or
 `BinaryCodingRecipe` for binary coding; snnTorch: `snn.Leaky` or our `BinaryFewSpikes` layers) ->
-fold the scales into a copy of the weights. Nothing is built if any
-step fails, and the user's network is never modified.
+fold the scales into a copy of the weights. Nothing is built if any step fails, and the user's
+network is never modified.
 """
 
 from __future__ import annotations
