@@ -32,7 +32,7 @@ from torch import fx, nn  # noqa: E402
 
 from dqn2snn_plugin import binary_coding  # noqa: E402
 from dqn2snn_plugin.normalization import LayerScales, Rank, check_network, check_percentile, layer_scales  # noqa: E402
-from dqn2snn_plugin.spiking import if_scan  # noqa: E402
+from dqn2snn_plugin.spiking import check_T, if_scan  # noqa: E402
 
 
 class RobustNormRecipe(RateCodingRecipe):
@@ -163,7 +163,7 @@ class BinaryCodingRecipe(RobustNormRecipe):
         scales: LayerScales | None = None,
     ) -> None:
         super().__init__(calibration, percentile, rank=rank, channel_wise=channel_wise, scales=scales)
-        self.bits = binary_coding.check_bits(bits)
+        self.bits = binary_coding.check_bits(check_T(bits))
         self.neuron_factory = lambda _: binary_few_spike_node(self.bits, initial_membrane)
 
     def after_trace(self, converter, fx_model: fx.GraphModule) -> fx.GraphModule:

@@ -71,6 +71,7 @@ def test_multi_step_mode_runs_the_K_steps_of_each_layer(breakout64):
     assert [s.tolist() for s in spikes] == [s.long().tolist() for s in snn.last_stats.spikes]
 
 
-def test_binary_recipe_refuses_too_many_bits(breakout64):
-    with pytest.raises(ConfigError, match="at most 24 bits"):
-        BinaryCodingRecipe(breakout64[1], bits=25)
+@pytest.mark.parametrize("bits, message", [(25, "at most 24 bits"), (0, "positive integer")])
+def test_binary_recipe_refuses_bad_bit_counts(breakout64, bits, message):
+    with pytest.raises(ConfigError, match=message):
+        BinaryCodingRecipe(breakout64[1], bits=bits)
