@@ -5,4 +5,5 @@
   binary coding on its FewSpikeNode).
 - `snntorch`: the same spiking networks built from snnTorch neurons (and `BinaryFewSpikes`, a few-spikes
   neuron for binary coding).
+- `ray`: benchmark cells as Ray tasks, on this machine or a cluster.
 """
