@@ -19,6 +19,12 @@ weights (see `conversion.fold_scales`) each layer's rounded rate equals the clip
 of the DQN with 2**T - 1 levels (`distillation.ClipFloorShift`), exactly: no timing error.
 This module holds the coding math only; `spiking.SpikingQNetwork` schedules it layer by layer.
 
+The frameworks run the same neuron: SpikingJelly 2.0's `FewSpikeNode` with the table of
+`few_spike_table` (thresholds 2**(T-1-t) - V0, subtraction 2**(T-1-t): the rounding start folded
+into the thresholds), and for snnTorch `adapters.snntorch.BinaryFewSpikes`, the equivalent
+constant-threshold form (the membrane doubles after each step instead of the threshold halving).
+`fire` stays as the reference and the fast path; tests hold the three equal.
+
 The price is latency: layers run one after another, so a decision takes T steps per layer (T to
 integrate the observation, then T per spiking layer: 5 T for the Nature CNN), where a rate-coded
 SNN's T counts steps of the whole network. float32 resolves integers up to 2**24, so bits beyond
@@ -74,3 +80,14 @@ def fire(v: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         torch.ge(v, threshold, out=spikes[t])
         v.sub_(spikes[t], alpha=threshold)
     return spikes, v
+
+
+def few_spike_table(T: int, initial_membrane: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`fire` as a few-spikes table (theta, h, d) over a gate in least-significant-bit units.
+
+    Step t fires when gate - (spikes so far) >= theta_t = 2**(T-1-t) - V0 and subtracts
+    h_t = 2**(T-1-t); its output weight d_t = 2**(T-1-t) / (2**T - 1) makes the summed output the
+    rate n / (2**T - 1). float64, so that d is exact in a float64 network (thresholds are exact in any).
+    """
+    h = torch.tensor([2.0 ** (T - 1 - t) for t in range(check_bits(T))], dtype=torch.float64)
+    return h - initial_membrane, h, h / (2**T - 1)

@@ -49,6 +49,12 @@ class NeuronBackend(Protocol):
     def run(self, neuron: nn.Module, current: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Integrate `current` [T, B, ...] from membrane `v` [B, ...]; return spikes [T, B, ...] and final v."""
 
+    def make_binary_neuron(self, bits: int, initial_membrane: float) -> nn.Module:
+        """One binary-coding layer: sends `bits`-bit codes, starting at `initial_membrane` (least significant bits)."""
+
+    def fire_binary(self, neuron: nn.Module, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Send gate `v` [B, ...] as a binary code: spikes [T, B, ...] and residual, as `binary_coding.fire`."""
+
 
 @dataclass
 class SimulationStats:
@@ -368,8 +374,11 @@ class SpikingQNetwork(nn.Module):
         v = self.synapses[0](x) * levels  # the analog input's current, the same at every step
         stats = self.new_counts(x.shape[0], x)
         membranes = []
-        for index, synapse in enumerate(self.synapses[1:]):
-            spikes, residual = binary_coding.fire(v + self.initial_membrane, T)
+        # the backend's neurons send T-bit codes; another T than the network's gets fresh ones
+        neurons = self.neurons if T == self.T else [self.backend.make_binary_neuron(T, self.initial_membrane)
+                                                    for _ in self.neurons]
+        for index, (neuron, synapse) in enumerate(zip(neurons, self.synapses[1:])):
+            spikes, residual = self.backend.fire_binary(neuron, v)
             membranes.append(residual)
             self.count(index, spikes, stats)
             v = binary_coding.integrate(self.synaptic_current(synapse, spikes))
