@@ -1,14 +1,16 @@
-"""SpikingJelly adapter: our normalisation as an `ann2snn` recipe, and SpikingJelly's IF neurons.
+"""SpikingJelly adapter: our normalisation as `ann2snn` recipes, and SpikingJelly's neurons.
 
-`RobustNormRecipe` plugs into SpikingJelly's fixed converter template:
+`RobustNormRecipe` (rate coding, the paper) and `BinaryCodingRecipe` (T-bit codes on SpikingJelly's
+`FewSpikeNode`) plug into SpikingJelly's fixed converter template:
 
     from spikingjelly.activation_based import ann2snn, functional
-    from dqn2snn_plugin.adapters.spikingjelly import RobustNormRecipe
+    from dqn2snn_plugin.adapters.spikingjelly import BinaryCodingRecipe, RobustNormRecipe
     snn = ann2snn.Converter(recipe=RobustNormRecipe(states, percentile=99.9)).convert(q_network)
+    binary = ann2snn.Converter(recipe=BinaryCodingRecipe(states, bits=8)).convert(q_network)
 
-It reuses `RateCodingRecipe`'s graph surgery (ReLU -> scaler(1/lambda), IFNode, scaler(lambda)) and
-replaces only its calibration: SpikingJelly ranks each batch and blends the results with momentum, so
-the first batch dominates; we rank the whole calibration set at once (`normalization.layer_scales`).
+Both reuse `RateCodingRecipe`'s graph surgery (ReLU -> scaler, neuron, scaler(lambda)) and replace
+only its calibration: SpikingJelly ranks each batch and blends the results with momentum, so the
+first batch dominates; we rank the whole calibration set at once (`normalization.layer_scales`).
 """
 
 from __future__ import annotations
@@ -17,15 +19,20 @@ import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # SpikingJelly's calibration bar is meaningless for our recipe
 
+import copy  # noqa: E402
+
 import torch  # noqa: E402
-from spikingjelly.activation_based import neuron  # noqa: E402
+from spikingjelly.activation_based import base, neuron  # noqa: E402
 from spikingjelly.activation_based.ann2snn import RateCodingRecipe  # noqa: E402
 from spikingjelly.activation_based.ann2snn.modules import VoltageHook  # noqa: E402
+from spikingjelly.activation_based.ann2snn.recipes.base import replace_submodule  # noqa: E402
 from spikingjelly.activation_based.ann2snn.recipes.rate_coding import ChannelVoltageHook  # noqa: E402
+from spikingjelly.activation_based.neuron.few_spike import FewSpikeNode, FewSpikeTable  # noqa: E402
 from torch import fx, nn  # noqa: E402
 
+from dqn2snn_plugin import binary_coding  # noqa: E402
 from dqn2snn_plugin.normalization import LayerScales, Rank, check_network, check_percentile, layer_scales  # noqa: E402
-from dqn2snn_plugin.spiking import if_scan  # noqa: E402
+from dqn2snn_plugin.spiking import check_T, if_scan  # noqa: E402
 
 
 class RobustNormRecipe(RateCodingRecipe):
@@ -72,29 +79,124 @@ class RobustNormRecipe(RateCodingRecipe):
 
     def calibrate(self, converter, fx_model: fx.GraphModule) -> fx.GraphModule:
         """Compute exact scales on the whole set and hand them to the hooks the parent recipe reads."""
+        dtype = next(self._ann.parameters()).dtype
         if self.scales is None:
             data = self.dataloader[0]
             data = torch.cat(list(data)) if isinstance(data, (list, tuple)) else torch.as_tensor(data)
             self.scales = layer_scales(
-                self._ann, data.float().to(converter.device), self.percentile,
-                rank=self.rank, channel_wise=self.channel_wise,
+                self._ann, data.to(converter.device, dtype), self.percentile, rank=self.rank, channel_wise=self.channel_wise,
             )
         hooks = [m for m in fx_model.modules() if isinstance(m, (VoltageHook, ChannelVoltageHook))]
         if len(hooks) != len(self.scales.hidden):
             raise ValueError(f"{len(hooks)} ReLU layers in the graph but {len(self.scales.hidden)} scales")
         for hook, scale in zip(hooks, self.scales.hidden):
-            hook.scale = scale.to(converter.device).clone()
+            # in the network's precision, as the scalers the parent recipe derives from it
+            hook.scale = scale.to(converter.device, dtype).clone()
+        return fx_model
+
+
+def binary_few_spike_node(bits: int, initial_membrane: float) -> FewSpikeNode:
+    """SpikingJelly's few-spikes neuron sending T-bit codes (`binary_coding.few_spike_table`).
+
+    Its gate is in least-significant-bit units, so its full scale is 2**T - 1: set as `v_threshold`,
+    the value `RateCodingRecipe` reads to scale the ReLU input by v_threshold / lambda.
+    """
+    node = FewSpikeNode(FewSpikeTable(*binary_coding.few_spike_table(bits, initial_membrane)))
+    node.v_threshold = float(2**bits - 1)
+    return node
+
+
+class DecisionBias(nn.Module, base.StepModule):
+    """A synaptic layer's bias, entering once per decision.
+
+    Single-step mode adds it; multi-step mode adds it at the first of the K steps only: a
+    `FewSpikeNode` sums its K inputs, so a bias at every step would count K times.
+    """
+
+    def __init__(self, bias: torch.Tensor, step_mode: str = "s") -> None:
+        super().__init__()
+        self.register_buffer("bias", bias.detach().clone())
+        self.step_mode = step_mode
+
+    def _shaped(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.view(-1, *([1] * (x.ndim - 2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.step_mode == "s":
+            return x + self._shaped(x)
+        first = x[:1] + self._shaped(x[0])
+        return torch.cat([first, x[1:]])
+
+
+class BinaryCodingRecipe(RobustNormRecipe):
+    """Binary spike coding (`convert(..., coding="binary")`) as a SpikingJelly conversion recipe.
+
+    Each ReLU becomes scaler((2**bits - 1) / lambda) -> `FewSpikeNode` (binary table, rounding start
+    folded into its thresholds) -> scaler(lambda); the output layer stays analog, and each bias
+    becomes a `DecisionBias`. How to run the converted graph:
+
+    - single-step mode (default): `graph(x)` on prepared observations [B, ...] is the Q-value
+      readout, each FewSpikeNode sending its whole code at once.
+    - multi-step mode (`functional.set_step_mode(graph, "m")`): every layer runs its K = bits steps
+      explicitly. Feed x_seq [K, B, ...] with the observation at step 0 and zeros after (a
+      FewSpikeNode integrates the sum of its K inputs); `graph(x_seq)` [K, B, n_actions] holds the
+      output layer's current at each step and `.sum(0)` is the Q-value readout.
+
+    Args:
+        calibration: float observations as the network takes them; ignored when `scales` is given.
+        bits: T, bits per activation (and steps per layer).
+        percentile, rank, channel_wise, scales: as for `RobustNormRecipe` (99.99 and channel-wise
+            scales measured best for binary coding).
+        initial_membrane: the rounding start in least-significant bits (0.5: round to nearest level,
+            0: truncate).
+    """
+
+    def __init__(
+        self,
+        calibration: torch.Tensor | list[torch.Tensor] | None = None,
+        bits: int = 8,
+        percentile: float | str = 99.99,
+        *,
+        rank: Rank = "nonzero",
+        channel_wise: bool = True,
+        initial_membrane: float = 0.5,
+        scales: LayerScales | None = None,
+    ) -> None:
+        super().__init__(calibration, percentile, rank=rank, channel_wise=channel_wise, scales=scales)
+        self.bits = binary_coding.check_bits(check_T(bits))
+        self.neuron_factory = lambda _: binary_few_spike_node(self.bits, initial_membrane)
+
+    def after_trace(self, converter, fx_model: fx.GraphModule) -> fx.GraphModule:
+        """Move each Conv2d / Linear bias into a `DecisionBias` after it (on copies: the ANN stays as is)."""
+        fx_model = super().after_trace(converter, fx_model)
+        modules = dict(fx_model.named_modules())
+        for node in list(fx_model.graph.nodes):
+            layer = modules.get(node.target) if node.op == "call_module" else None
+            if not isinstance(layer, (nn.Conv2d, nn.Linear)) or layer.bias is None:
+                continue
+            unbiased = copy.deepcopy(layer)
+            unbiased.bias = None
+            replace_submodule(fx_model, node.target, unbiased)
+            target = f"{node.target.replace('.', '_')}_bias"
+            fx_model.add_submodule(target, DecisionBias(layer.bias))
+            with fx_model.graph.inserting_after(node):
+                bias_node = fx_model.graph.call_module(target, args=(node,))
+            node.replace_all_uses_with(bias_node, delete_user_cb=lambda user: user is not bias_node)
+        fx_model.graph.lint()
+        fx_model.recompile()
         return fx_model
 
 
 class SpikingJellyBackend:
-    """Runs SpikingJelly IF neurons (soft reset) in multi-step mode with explicit initial membranes.
+    """Runs SpikingJelly's neurons: IF (soft reset) in multi-step mode with explicit initial membranes
+    for rate coding, `FewSpikeNode` for binary coding.
 
     Args:
-        kernel: "auto" runs SpikingJelly's own multi-step kernel on GPU (Triton when
-            `SJ_IF_CUDA_IMPLEMENTATION=triton`) and our inference scan (`spiking.if_scan`, the same
-            equations without the copies kept for training) on CPU; "spikingjelly" always uses
-            SpikingJelly's kernel; "scan" always ours. Spikes are identical (a test checks it).
+        kernel: "auto" runs SpikingJelly's own neurons on GPU (its multi-step IF kernel, Triton when
+            `SJ_IF_CUDA_IMPLEMENTATION=triton`; `FewSpikeNode` for binary codes) and our inference
+            scans on CPU (`spiking.if_scan`, `binary_coding.fire`: the same equations without the
+            copies kept for training, 2-4x faster); "spikingjelly" always uses SpikingJelly's
+            neurons; "scan" always ours. Spikes are identical (tests check it).
     """
 
     name = "spikingjelly"
@@ -109,18 +211,38 @@ class SpikingJellyBackend:
             return neuron.HalfThresholdIFNode(step_mode="m")
         return neuron.IFNode(v_reset=None, step_mode="m")
 
+    def make_binary_neuron(self, bits: int, initial_membrane: float) -> nn.Module:
+        return binary_few_spike_node(bits, initial_membrane)
+
     def neurons_of(self, converted: nn.Module) -> list[nn.Module]:
-        """The IF layers of a converted graph, in execution order, switched to multi-step mode."""
-        found = [m for m in converted.modules() if isinstance(m, (neuron.IFNode, neuron.HalfThresholdIFNode))]
+        """The spiking layers of a converted graph, in execution order (IF layers switched to multi-step
+        mode; FewSpikeNodes stay single-step, so that calling the graph still gives the Q-values)."""
+        found = [m for m in converted.modules() if isinstance(m, (neuron.IFNode, neuron.HalfThresholdIFNode, FewSpikeNode))]
         for node in found:
-            node.step_mode = "m"
+            if not isinstance(node, FewSpikeNode):
+                node.step_mode = "m"
         return found
 
+    def _scan(self, x: torch.Tensor) -> bool:
+        return self.kernel == "scan" or self.kernel == "auto" and x.device.type == "cpu"
+
     def run(self, node: nn.Module, current: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.kernel == "scan" or self.kernel == "auto" and current.device.type == "cpu":
+        if self._scan(current):
             spikes, v_final = if_scan(current, v, float(node.v_threshold))
             node.v = v_final
             return spikes, v_final
         node.v = v.clone()
         spikes = node(current)
         return spikes, node.v
+
+    def fire_binary(self, node: FewSpikeNode, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Send gate `v` (least-significant-bit units, [B, ...]) as node.K spikes: spikes [K, B, ...] and
+        the residual membrane (rounding start included, as `binary_coding.fire`)."""
+        start = float(node.h[0] - node.theta[0])
+        if self._scan(v):
+            return binary_coding.fire(v + start, node.K)
+        # multi-step mode integrates the sum of its K inputs: the gate at step 0, then nothing
+        sequence = torch.cat([v[None], v.new_zeros(node.K - 1, *v.shape)])
+        spikes = node.multi_step_forward(sequence).ne(0).to(v.dtype)  # weighted spikes d_t * S_t -> S_t
+        sent = torch.tensordot(node.h.to(v), spikes, dims=1)
+        return spikes, v + start - sent

@@ -19,6 +19,12 @@ weights (see `conversion.fold_scales`) each layer's rounded rate equals the clip
 of the DQN with 2**T - 1 levels (`distillation.ClipFloorShift`), exactly: no timing error.
 This module holds the coding math only; `spiking.SpikingQNetwork` schedules it layer by layer.
 
+The frameworks run the same neuron: SpikingJelly 2.0's `FewSpikeNode` with the table of
+`few_spike_table` (thresholds 2**(T-1-t) - V0, subtraction 2**(T-1-t): the rounding start folded
+into the thresholds), and for snnTorch `adapters.snntorch.BinaryFewSpikes`, the equivalent
+constant-threshold form (the membrane doubles after each step instead of the threshold halving).
+`fire` stays as the reference and the fast path; tests hold the three equal.
+
 The price is latency: layers run one after another, so a decision takes T steps per layer (T to
 integrate the observation, then T per spiking layer: 5 T for the Nature CNN), where a rate-coded
 SNN's T counts steps of the whole network. float32 resolves integers up to 2**24, so bits beyond
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import torch
 
+from dqn2snn_plugin import fused_scan
 from dqn2snn_plugin.errors import ConfigError
 
 MAX_BITS = 24  # float32's integer resolution
@@ -43,7 +50,13 @@ def check_bits(T: int) -> int:
 
 
 def integrate(current: torch.Tensor) -> torch.Tensor:
-    """A membrane that doubles before each step's input: sum_t 2**(T-1-t) current[t] ([T, B, ...] -> [B, ...])."""
+    """A membrane that doubles before each step's input: sum_t 2**(T-1-t) current[t] ([T, B, ...] -> [B, ...]).
+
+    On CPU one C call where it can (`dqn2snn_plugin.fused_scan`, bit-identical); the loop is its reference.
+    """
+    fused = fused_scan.integrate(current)
+    if fused is not None:
+        return fused
     v = torch.zeros_like(current[0])
     for step in current:
         v.mul_(2).add_(step)
@@ -55,7 +68,11 @@ def fire(v: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns spikes [T, *v.shape] and the residual membrane. A membrane at or above 2**T - 1 sends
     all ones (saturation), one below 1 sends none: the rate is clip(floor(v), 0, 2**T - 1) / (2**T - 1).
+    On CPU one C call where it can (`dqn2snn_plugin.fused_scan`, bit-identical); the loop is its reference.
     """
+    fused = fused_scan.fire(v, T)
+    if fused is not None:
+        return fused
     v = v.clone()
     spikes = torch.empty((T, *v.shape), dtype=v.dtype, device=v.device)
     for t in range(T):
@@ -63,3 +80,14 @@ def fire(v: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         torch.ge(v, threshold, out=spikes[t])
         v.sub_(spikes[t], alpha=threshold)
     return spikes, v
+
+
+def few_spike_table(T: int, initial_membrane: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`fire` as a few-spikes table (theta, h, d) over a gate in least-significant-bit units.
+
+    Step t fires when gate - (spikes so far) >= theta_t = 2**(T-1-t) - V0 and subtracts
+    h_t = 2**(T-1-t); its output weight d_t = 2**(T-1-t) / (2**T - 1) makes the summed output the
+    rate n / (2**T - 1). float64, so that d is exact in a float64 network (thresholds are exact in any).
+    """
+    h = torch.tensor([2.0 ** (T - 1 - t) for t in range(check_bits(T))], dtype=torch.float64)
+    return h - initial_membrane, h, h / (2**T - 1)

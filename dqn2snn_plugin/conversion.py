@@ -1,9 +1,10 @@
 """`convert`: a DQN and calibration states in, a `SpikingQNetwork` out (the paper's method by default).
 
 Steps: validate the network -> compute exact per-layer scales on the calibration set -> build the
-backend's neurons (SpikingJelly: through its `ann2snn.Converter` with our `RobustNormRecipe`;
-snnTorch: `snn.Leaky` layers) -> fold the scales into a copy of the weights. Nothing is built if any
-step fails, and the user's network is never modified.
+backend's neurons (SpikingJelly: through its `ann2snn.Converter` with our `RobustNormRecipe`, or
+`BinaryCodingRecipe` for binary coding; snnTorch: `snn.Leaky` or our `BinaryFewSpikes` layers) ->
+fold the scales into a copy of the weights. Nothing is built if any step fails, and the user's
+network is never modified.
 """
 
 from __future__ import annotations
@@ -135,8 +136,9 @@ def convert(
             are percentiles of the activations they cause. See `collect_observations`.
         percentile: p in (0, 100] or "max"; rank: "all" or "nonzero" values (see normalization).
         channel_wise: one scale per channel instead of per layer.
-        backend: "spikingjelly" (SpikingJelly IF neurons, converted with its Converter and our
-            recipe) or "snntorch" (`snn.Leaky` with beta = 1).
+        backend: "spikingjelly" (SpikingJelly IF neurons, or FewSpikeNode with binary coding, converted
+            with its Converter and our recipe) or "snntorch" (`snn.Leaky` with beta = 1, or our
+            `BinaryFewSpikes` with binary coding).
         initial_membrane: "zero" (the paper) or "half" (threshold / 2, removes the rate's floor bias);
             default: "zero" with rate coding, "half" (round to the nearest level) with binary coding.
         input_coding: "analog" (observation injected at every step, the paper) or "poisson".
@@ -170,7 +172,7 @@ def convert(
         if len(scales.hidden) != n_relu:
             raise ConfigError(f"the scales are for {len(scales.hidden)} spiking layers, the network has {n_relu}")
     v0 = INITIAL_MEMBRANES[initial_membrane]
-    native, neurons = _build_neurons(neuron_backend, network, scales, v0)
+    native, neurons = _build_neurons(neuron_backend, network, scales, v0, coding, T)
     if input_coding == "poisson" and input_max is None and len(shape) == 3:
         input_max = 255.0
     return SpikingQNetwork(
@@ -187,15 +189,21 @@ def _input_shape_of(network: nn.Sequential) -> tuple[int, ...]:
     raise ConfigError("cannot infer the observation shape of a convolutional network: pass a DQNCheckpoint")
 
 
-def _build_neurons(backend, network: nn.Sequential, scales: LayerScales, v0: float):
-    """SpikingJelly: convert through its own Converter (kept as `snn.native`); snnTorch: Leaky layers."""
+def _build_neurons(backend, network: nn.Sequential, scales: LayerScales, v0: float, coding: Coding, T: int):
+    """SpikingJelly: convert through its own Converter (kept as `snn.native`) with our RobustNormRecipe, or
+    BinaryCodingRecipe (FewSpikeNode layers); snnTorch: Leaky or BinaryFewSpikes layers."""
     n_layers = len(scales.hidden)
     if backend.name != "spikingjelly":
+        if coding == "binary":
+            return None, [backend.make_binary_neuron(T, v0) for _ in range(n_layers)]
         return None, [backend.make_neuron(v0) for _ in range(n_layers)]
     from spikingjelly.activation_based.ann2snn import Converter
 
-    from dqn2snn_plugin.adapters.spikingjelly import RobustNormRecipe
+    from dqn2snn_plugin.adapters.spikingjelly import BinaryCodingRecipe, RobustNormRecipe
 
-    recipe = RobustNormRecipe(scales=scales, half_threshold=v0 == 0.5, channel_wise=scales.channel_wise)
+    if coding == "binary":
+        recipe = BinaryCodingRecipe(bits=T, channel_wise=scales.channel_wise, initial_membrane=v0, scales=scales)
+    else:
+        recipe = RobustNormRecipe(scales=scales, half_threshold=v0 == 0.5, channel_wise=scales.channel_wise)
     native = Converter(recipe=recipe).convert(copy.deepcopy(network))
     return native, backend.neurons_of(native)

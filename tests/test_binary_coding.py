@@ -1,14 +1,21 @@
-"""Binary spike coding: the neuron against hand-computed codes, the network against the clip-floor-shift copy."""
+"""Binary spike coding: the neuron against hand-computed codes, the network against the clip-floor-shift copy,
+the frameworks' neurons (SpikingJelly's FewSpikeNode, our snnTorch BinaryFewSpikes) against both."""
 
 import copy
 import dataclasses
 
 import pytest
+import snntorch
 import torch
 
+from spikingjelly.activation_based.neuron.few_spike import FewSpikeNode
+
 from dqn2snn_plugin import convert
+from dqn2snn_plugin.adapters.snntorch import BinaryFewSpikes, SnnTorchBackend
+from dqn2snn_plugin.adapters.spikingjelly import SpikingJellyBackend
+from dqn2snn_plugin import binary_coding
 from dqn2snn_plugin.binary_coding import fire, integrate
-from dqn2snn_plugin.distillation import quantised_copy
+from dqn2snn_plugin.distillation import distill, quantised_copy
 from dqn2snn_plugin.errors import ConfigError
 from dqn2snn_plugin.store import load_snn, save_snn
 from _fixtures import atari_checkpoint
@@ -32,6 +39,35 @@ def test_fire_sends_the_binary_code_most_significant_bit_first(v, T, expected):
     assert spikes[:, 0].tolist() == expected
     sent = sum(bit * 2 ** (T - 1 - t) for t, bit in enumerate(expected))
     assert float(residual) == pytest.approx(v - sent)  # reset by subtraction: the rest stays
+
+
+BACKENDS = {"reference": SpikingJellyBackend("scan"), "spikingjelly": SpikingJellyBackend("spikingjelly"),
+            "snntorch": SnnTorchBackend()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("v0", [0.5, 0.0])
+def test_each_backends_neuron_sends_the_rounded_code(backend, v0, monkeypatch):
+    """10,000 membranes in [-0.2, 1.2] x full scale: the bits of clip(floor(v + V0), 0, 2**T - 1), exactly;
+    the frameworks' neurons without falling back on `fire`."""
+    if backend != "reference":
+        monkeypatch.setattr(binary_coding, "fire", None)
+    T = 8
+    v = torch.empty(10_000, dtype=torch.float64).uniform_(-0.2, 1.2, generator=torch.Generator().manual_seed(0))
+    v = v * (2**T - 1)
+    n = torch.floor(v + v0).clamp(0, 2**T - 1).long()
+    impl = BACKENDS[backend]
+    spikes, residual = impl.fire_binary(impl.make_binary_neuron(T, v0), v)
+    assert torch.equal(spikes.long(), torch.stack([(n >> (T - 1 - t)) & 1 for t in range(T)]))
+    torch.testing.assert_close(residual, v + v0 - n, rtol=0, atol=1e-9)
+
+
+def test_the_frameworks_neurons_are_their_own_classes():
+    assert type(SpikingJellyBackend().make_binary_neuron(8, 0.5)) is FewSpikeNode
+    node = SnnTorchBackend().make_binary_neuron(8, 0.5)
+    assert isinstance(node, BinaryFewSpikes) and isinstance(node, snntorch.SpikingNeuron)
+    spk, mem = node(torch.tensor([200.25]))  # snnTorch's step convention: (spikes, membrane)
+    assert (float(spk), float(mem)) == (1.0, 2 * (200.75 - 128))
 
 
 def test_integrate_weighs_each_step_by_its_bit():
@@ -94,12 +130,14 @@ def test_zero_initial_membrane_truncates_and_costs_fewer_spikes(breakout_states)
     assert rounded.last_stats.spikes_per_decision > truncated.last_stats.spikes_per_decision
 
 
-def test_binary_snn_survives_save_and_load(breakout_states, tmp_path):
+@pytest.mark.parametrize("backend", ["spikingjelly", "snntorch"])
+def test_binary_snn_survives_save_and_load(breakout_states, tmp_path, backend):
     checkpoint, states = breakout_states
-    snn = convert(checkpoint, states, percentile=99.99, coding="binary", T=6)
+    snn = convert(checkpoint, states, percentile=99.99, coding="binary", T=6, backend=backend)
     save_snn(snn, checkpoint, tmp_path / "snn.pt")
     loaded, _ = load_snn(tmp_path / "snn.pt")
-    assert loaded.coding == "binary" and loaded.T == 6
+    assert (loaded.coding, loaded.T, loaded.backend.name) == ("binary", 6, backend)
+    assert type(loaded.neurons[0]) is type(snn.neurons[0])
     assert torch.equal(loaded(states), snn(states))
 
 
@@ -129,3 +167,42 @@ def test_binary_coding_defaults_to_8_bits_and_rounding(breakout_states):
     snn = convert(checkpoint, states, coding="binary")
     assert (snn.T, snn.initial_membrane) == (8, 0.5)
     assert convert(checkpoint, states).T == 64  # rate coding keeps its default
+
+
+@pytest.fixture(scope="module")
+def breakout64(breakout_states):
+    checkpoint, states = breakout_states
+    return dataclasses.replace(checkpoint, q_network=copy.deepcopy(checkpoint.q_network).double()), states
+
+
+@pytest.mark.parametrize("T", [8, 5])
+def test_backends_and_reference_give_the_same_spikes_and_q_values(breakout64, T):
+    """convert(..., coding="binary") on `fire` (the CPU default), on FewSpikeNode and on snnTorch: exact in
+    float64; a T other than the network's own builds fresh neurons."""
+    checkpoint, states = breakout64
+    reference = convert(checkpoint, states[:20], percentile=99.99, channel_wise=True, coding="binary")
+    assert all(type(n) is FewSpikeNode for n in reference.neurons)
+    sj = copy.deepcopy(reference)
+    sj.backend = SpikingJellyBackend("spikingjelly")
+    snt = convert(checkpoint, None, scales=sj.scales, coding="binary", backend="snntorch")
+    assert all(isinstance(n, BinaryFewSpikes) for n in snt.neurons)
+    runs = [(net(states, T), net.last_stats) for net in (reference, sj, snt)]
+    (q, stats), others = runs[0], runs[1:]
+    assert stats.T == T
+    for q_other, stats_other in others:
+        torch.testing.assert_close(q_other, q, rtol=0, atol=1e-12)
+        assert all(torch.equal(a, b) for a, b in zip(stats_other.spikes, stats.spikes))
+        assert torch.equal(stats_other.synaptic_ops, stats.synaptic_ops)
+
+
+@pytest.mark.parametrize("backend", ["spikingjelly", "snntorch"])
+def test_a_distilled_binary_copy_converts_on_both_backends(mlp_checkpoint, backend):
+    states = torch.randn(64, 6, generator=torch.Generator().manual_seed(0))
+    result = distill(mlp_checkpoint, states, T=4, epochs=1, snn_epochs=0, batch_size=32, coding="binary")
+    snn = result.to_snn(backend).double()
+    assert snn.coding == "binary" and type(snn.neurons[0]).__name__ in ("FewSpikeNode", "BinaryFewSpikes")
+    with torch.no_grad():
+        expected = result.quantised.double()(states.double())
+    # folded in float32 (the copy is float32) before .double(), hence 1e-6 rather than float64 noise
+    torch.testing.assert_close(snn(states), expected, rtol=0, atol=1e-6)
+    assert torch.equal(snn.act(states), expected.argmax(1))
