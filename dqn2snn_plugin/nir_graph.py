@@ -56,7 +56,7 @@ def to_nir(snn: SpikingQNetwork, *, weight_bits: int | None = None, per_channel:
     _check_exportable(snn)
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(np.array(snn.observation_shape))}
     chain = ["input"]
-    weight = snn.synapses[0][0].weight
+    weight = next(snn.synapses[0].parameters())  # MLP policies start with a Flatten
     x = torch.zeros(1, *snn.observation_shape, dtype=weight.dtype, device=weight.device)  # for the shapes
     with torch.no_grad():
         for stage_index, stage in enumerate(snn.synapses):

@@ -71,3 +71,16 @@ def test_cartpole_calibrates_on_its_own_play_and_evaluates(fixtures_dir, tmp_pat
     assert result["dqn"]["score"]["mean"] == 100.0  # the trained DQN balances to the 100-step cap
     assert result["snn"]["agreement_snn_visited"]["spikes+membrane"]["rate"] > 0.8
     assert result["snn"]["synaptic_ops_per_decision"] > 0
+
+
+def test_cli_convert_saves_a_cartpole_snn_and_its_nir_graph(fixtures_dir, tmp_path, monkeypatch):
+    from dqn2snn_plugin.cli import main
+    from dqn2snn_plugin.store import load_snn
+
+    monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path / "cache"))
+    zoo = fixtures_dir / "sb3-zoo" / "classic" / "CartPole-v1.zip"
+    assert main(["convert", str(zoo), "--calibration-frames", "200", "--n-envs", "2", "-o", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "snn.nir").stat().st_size > 0
+    snn, dqn = load_snn(tmp_path / "o" / "snn.pt")
+    states = np.array([[0.1, -0.5, 0.02, -0.3], [-0.1, 0.4, -0.05, 0.6]], dtype=np.float32)
+    assert snn.act(states, T=256).tolist() == dqn.act(states).tolist()
