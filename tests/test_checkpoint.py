@@ -259,7 +259,7 @@ def test_a_saved_replay_buffer_size_is_never_allocated(cartpole, tmp_path, monke
     data = json.loads(zipfile.ZipFile(path).read("data"))
     assert data["buffer_size"] == 1
     data["buffer_size"] = 10**12
-    huge = _rewrite_zip(path, tmp_path / "dqn-CartPole-v1.zip", data=json.dumps(data).encode())
+    huge = _rewrite_zip(path, tmp_path / "huge-buffer.zip", data=json.dumps(data).encode())
 
     def refuse(*args, **kwargs):
         raise AssertionError("a replay buffer was allocated / SB3's loader was called")
