@@ -381,3 +381,15 @@ def test_cuda_simulation_gives_the_spikes_of_the_cpu(coding):
     assert snn.last_stats.synaptic_ops.cpu().tolist() == cpu_ops.tolist()
     for name, values in cpu.items():
         torch.testing.assert_close(gpu[name].cpu(), values, rtol=0, atol=1e-9)
+
+
+def test_an_sb3_mlp_checkpoint_whose_network_starts_with_flatten_simulates(zoo_zip):
+    """SB3's MLP Q-networks begin with Flatten (the FlattenExtractor): the simulation once looked for
+    the first layer's weights at index 0 and failed on every classic-control checkpoint."""
+    from dqn2snn_plugin import load_dqn
+
+    checkpoint = load_dqn(zoo_zip)
+    assert isinstance(checkpoint.q_network[0], nn.Flatten)
+    states = torch.randn(200, *checkpoint.observation_shape)
+    snn = convert(checkpoint, states, T=64)
+    assert float((snn.act(states[:50]) == checkpoint.act(states[:50])).float().mean()) > 0.5
