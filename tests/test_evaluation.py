@@ -104,6 +104,22 @@ def test_evaluate_reports_the_games_each_player_played(tmp_path, atari_observati
     assert "DQN plays" in table and "SNN plays" in table
 
 
+def test_heldout_agreement_of_each_T_equals_a_separate_run_at_that_T(mlp_checkpoint):
+    """One simulation of max(T) steps serves every T; each must equal its own T-step run, per readout."""
+    snn = convert(mlp_checkpoint, torch.randn(200, 6), T=16)
+    states = torch.randn(90, 6).numpy()
+    summaries = ev.heldout_agreement(mlp_checkpoint, snn, states, [2, 5, 16], batch_size=40)
+    q = mlp_checkpoint.q_values(states)
+    for T, summary in summaries.items():
+        readouts = snn.readouts(states, T)
+        for readout in ev.AGREEMENT_READOUTS:
+            expected = (readouts[readout].argmax(1) == q.argmax(1)).double().mean()
+            assert summary[readout]["rate"] == pytest.approx(float(expected), abs=1e-12), (T, readout)
+            assert summary[readout]["n_states"] == 90
+    rates = [summaries[T][r]["rate"] for T in (2, 16) for r in ev.AGREEMENT_READOUTS]
+    assert len(set(rates)) > 1  # the readouts and T differ here, so a mix-up would show
+
+
 def test_sweep_resumes_after_a_crash_without_recomputing(tmp_path, monkeypatch, capsys):
     real_run_cell, calls = sw.run_cell, []
 

@@ -165,11 +165,13 @@ def test_scales_of_another_network_are_refused():
         convert(tiny_network(), None, scales=other.scales)
 
 
-def test_poisson_input_coding_approaches_the_rate():
+@pytest.mark.parametrize("input_max", [1.0, 2.0])
+def test_poisson_input_coding_approaches_the_rate(input_max):
     net = tiny_network()
-    snn = convert(net, torch.tensor([[1.0]]), percentile="max", input_coding="poisson", input_max=1.0)
+    snn = convert(net, torch.tensor([[1.0]]), percentile="max", input_coding="poisson", input_max=input_max)
     out = snn.readouts(torch.full((64, 1), 0.5), T=200)["membrane"][:, 0]
-    assert float(out.mean()) == pytest.approx(0.5, abs=0.03)  # Bernoulli(0.5) input, rate 1/2
+    # spikes of size input_max at rate 0.5 / input_max: a mean input of 0.5, whatever input_max
+    assert float(out.mean()) == pytest.approx(0.5, abs=0.03)
     with pytest.raises(ConfigError, match="input_max"):
         convert(net, torch.tensor([[1.0]]), input_coding="poisson")
 

@@ -84,6 +84,28 @@ def test_tune_tries_every_combination_of_options(mlp_checkpoint):
     assert len(snn.tuning_report) == len(tried) == 2 * 2 * 2
 
 
+def test_tune_validates_on_states_it_did_not_fit_on(mlp_checkpoint):
+    """The DQN's greedy actions are asked for on the validation states only; the scales are fitted on
+    the rest. Each state carries its index in column 0, so the two sets can be told apart."""
+    seen: dict[str, list[torch.Tensor]] = {"prepare": [], "act": []}
+
+    class Recording(DQNCheckpoint):
+        def prepare(self, obs):
+            seen["prepare"].append(torch.as_tensor(np.asarray(obs))[:, 0].long())
+            return super().prepare(obs)
+
+        def act(self, obs):
+            seen["act"].append(torch.as_tensor(np.asarray(obs))[:, 0].long())
+            return super().act(obs)
+
+    states = torch.randn(80, 6)
+    states[:, 0] = torch.arange(80)
+    tune(Recording(**vars(mlp_checkpoint)), states.numpy(), T=4, percentiles=("max",), **ONLY_SCALES)
+    validation = set(torch.cat(seen["act"]).tolist())
+    assert len(validation) == 20  # validation_fraction 0.25
+    assert any(set(batch.tolist()) == set(range(80)) - validation for batch in seen["prepare"])  # fitted on the rest
+
+
 def threshold_checkpoint() -> tuple[DQNCheckpoint, np.ndarray]:
     """Q = (x, 0.3) on states x in [0.34, 0.45] (DQN: always action 0), plus a quarter at x = 1.
 
