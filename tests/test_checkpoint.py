@@ -270,3 +270,13 @@ def test_a_saved_replay_buffer_size_is_never_allocated(cartpole, tmp_path, monke
         DQN("MlpPolicy", "CartPole-v1", buffer_size=1, device="cpu")
     ckpt = load_dqn(huge)
     assert (ckpt.n_actions, ckpt.observation_shape) == (2, (4,))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU: none here, so loading onto a GPU is not tested on this machine")
+def test_loading_onto_a_gpu_gives_the_cpu_q_values(cartpole):
+    _, path = cartpole
+    cpu, gpu = load_dqn(path), load_dqn(path, device="cuda")
+    assert all(p.device.type == "cuda" for p in gpu.q_network.parameters())
+    obs = torch.randn(8, 4)
+    torch.testing.assert_close(gpu.q_values(obs).cpu(), cpu.q_values(obs), rtol=1e-5, atol=1e-6)
