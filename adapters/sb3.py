@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from dqn2snn_plugin.adapters.sb3_network import SUPPORTED_EXTRACTORS, build_q_network
-from dqn2snn_plugin.errors import CheckpointError, UnsupportedLayerError
+from dqn2snn_plugin.errors import CheckpointError, EnvIdError, UnsupportedLayerError
 
 # policy class module `stable_baselines3.<x>.policies` / `sb3_contrib.<x>.policies` -> algorithm name
 _ALGORITHMS = {"dqn": "DQN", "qrdqn": "QRDQN", "ppo_recurrent": "RecurrentPPO", "ppo_mask": "MaskablePPO"}
@@ -112,14 +112,14 @@ def read_state_dict(path: Path, *, env_id: str | None = None, n_quantiles: int |
     where = str(path)
     algorithm, net_state = _q_network_state(_load_tensors(path, where), where)
     env_id = env_id or _env_id_from_name(path.name.rsplit(".", 1)[0].removesuffix(".qnet"))
-    n_actions = None
-    if algorithm == "QRDQN" and n_quantiles is None and _head_outputs(net_state, "quantile_net"):
+    n_actions, outputs = None, _head_outputs(net_state, "quantile_net")
+    if algorithm == "QRDQN" and n_quantiles is None and outputs:
         n_actions = env_action_count(env_id) if env_id else None
         if n_actions is None:
             raise CheckpointError(
-                f"{where}: a QR-DQN state dict does not say how its {_head_outputs(net_state, 'quantile_net')} "
-                "outputs split into quantiles x actions: name its environment (env_id=..., on the command line "
-                "--env-id <Env>) or pass n_quantiles=... to load_dqn"
+                f"{where}: a QR-DQN state dict does not say how its {outputs} outputs split into quantiles x "
+                "actions: name its environment (env_id=..., on the command line --env-id <Env>) or pass "
+                "n_quantiles=... to load_dqn"
             )
     return _build_parts(
         net_state,
@@ -139,8 +139,7 @@ def env_action_count(env_id: str) -> int | None:
     """The action count of a known environment with a discrete action space; None when it cannot be
     made here (unregistered id, missing optional dependency, continuous actions)."""
     if env_id.endswith("NoFrameskip-v4"):
-        from dqn2snn_plugin.atari import action_count
-        from dqn2snn_plugin.errors import EnvIdError
+        from dqn2snn_plugin.atari import action_count  # imported here: it loads ale-py
 
         try:
             return action_count(env_id)
