@@ -94,11 +94,13 @@ def check_imports_copy(repo: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--module", action="append", help="only this module's mutants (repeatable)")
+    parser.add_argument("--name", action="append", help="only mutants whose name contains this (repeatable)")
     parser.add_argument("--budget", type=float, default=3600.0, help="seconds; no mutant starts after it")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per test run (counted killed)")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     args = parser.parse_args(argv)
-    mutants = [m for m in load_mutants() if not args.module or m.module in args.module]
+    mutants = [m for m in load_mutants() if (not args.module or m.module in args.module)
+               and (not args.name or any(part in m.name for part in args.name))]
     rows, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dqn2snn-mutants-") as tmp:
         repo = copy_tree(Path(tmp))

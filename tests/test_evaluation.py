@@ -34,17 +34,20 @@ def _private_cache(tmp_path_factory, monkeypatch):
 
 
 def constant_breakout_dqn() -> DQNCheckpoint:
-    """A Breakout "DQN" whose three hidden units are 2 whatever the frame and whose Q-values are
-    (1.8, 0.6, 1.2, 2.4): it always moves LEFT (action 3; with ε = 0.05 that scores a brick or two in
-    200 steps, where FIRE, its worst action, loses every ball). Converted with lambda = 2 (the maximum)
-    every hidden neuron gets a current of exactly 1 per step, so it fires at every step and the SNN's
-    readouts are the Q-values exactly: the SNN is this DQN, and must play and score like it."""
-    net = nn.Sequential(nn.Flatten(), nn.Linear(4 * 84 * 84, 3), nn.ReLU(), nn.Linear(3, 4))
+    """A Breakout "DQN" whose hidden units are 2 (three of them) and then 1 (two) whatever the frame,
+    and whose Q-values are (1.8, 0.6, 1.2, 2.4): it always moves LEFT (action 3; with ε = 0.05 that
+    scores a brick or two in 200 steps, where FIRE, its worst action, loses every ball). Converted
+    with the maxima as scales (2, then 1) every hidden neuron gets a current of exactly 1 per step, so
+    it fires at every step and the SNN's readouts are the Q-values exactly: the SNN is this DQN, and
+    must play and score like it."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4 * 84 * 84, 3), nn.ReLU(), nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 4))
     with torch.no_grad():
         net[1].weight.zero_()
         net[1].bias.fill_(2.0)
-        net[3].weight.copy_(torch.tensor([0.3, 0.1, 0.2, 0.4]).view(4, 1).expand(4, 3))
-        net[3].bias.zero_()
+        net[3].weight.zero_()
+        net[3].bias.fill_(1.0)
+        net[5].weight.copy_(torch.tensor([0.9, 0.3, 0.6, 1.2]).view(4, 1).expand(4, 2))
+        net[5].bias.zero_()
     return DQNCheckpoint(net.eval(), 4, (4, 84, 84), "CnnPolicy", "DQN", None, "BreakoutNoFrameskip-v4", "<test>")
 
 
@@ -61,8 +64,9 @@ def test_an_snn_equal_to_its_dqn_plays_and_scores_like_it(atari_observations):
     for readout in ev.AGREEMENT_READOUTS:
         assert result["agreement_snn_visited"][readout]["rate"] == 1.0
         assert result["agreement_snn_visited"][readout]["n_states"] == sum(dqn_score["lengths"])
-    assert result["spikes_per_decision"] == 3 * 5  # three neurons firing at each of 5 steps
-    assert result["synaptic_ops_per_decision"] == 3 * 5 * 4  # each spike reaches the 4 outputs
+    assert result["spikes_per_decision"] == (3 + 2) * 5  # every neuron fires at each of 5 steps
+    # a spike of layer 1 reaches the 2 neurons of layer 2, one of layer 2 the 4 outputs
+    assert result["synaptic_ops_per_decision"] == 3 * 5 * 2 + 2 * 5 * 4
 
 
 def reference_games(policy, checkpoint, snn, T, settings):
