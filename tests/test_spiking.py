@@ -329,43 +329,51 @@ def test_binary_coded_spikes_in_every_layer_equal_a_layer_by_layer_loop():
 # ---------------------------------------------------------------- cost by hand
 
 
-def counting_network() -> DQNCheckpoint:
-    """[1, 3, 3] input -> identity 1x1 conv -> ReLU -> 2x2 conv to 2 channels (zero weights, bias 0.5)
-    -> ReLU -> Linear(8, 2). Layer 1's neurons send to 1, 2 or 4 positions of 2 channels: fan-out
-    2 at a corner, 4 on an edge, 8 in the centre; layer 2's eight neurons send to 2 outputs each."""
-    net = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU(), nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+def counting_network(side: int, stride: int) -> DQNCheckpoint:
+    """[1, side, side] input -> identity 1x1 conv -> ReLU -> 2x2 conv (given stride) to 2 channels of
+    2x2 (zero weights, bias 0.5) -> ReLU -> Linear(8, 2). Layer 2's eight neurons send to 2 outputs."""
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU(), nn.Conv2d(1, 2, 2, stride=stride), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(8, 2))
     with torch.no_grad():
         net[0].weight.fill_(1.0)
         net[0].bias.zero_()
         net[2].weight.zero_()
         net[2].bias.fill_(0.5)
-    return DQNCheckpoint(net.eval(), 2, (1, 3, 3), "CnnPolicy", "DQN", None, None, "<test>")
+    return DQNCheckpoint(net.eval(), 2, (1, side, side), "CnnPolicy", "DQN", None, None, "<test>")
 
 
-# corner (0, 0) = 1, corner (0, 2) = 0.5, centre = 1, corner (2, 0) = 0.5, the rest 0; lambda_1 = 1, lambda_2 = 0.5
-COUNTING_OBS = torch.tensor([[[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [0.5, 0.0, 0.0]]]])
+# Layer 1's neurons see the input itself (lambda_1 = 1): two 1s and two 0.5s, the rest 0. With
+# stride 1 on 3x3 a neuron sends to 1, 2 or 4 positions of 2 channels: fan-out 2 at a corner, 4 on
+# an edge, 8 in the centre; the 1s sit at a corner and the centre, the 0.5s at two corners. With
+# stride 2 on 4x4 the windows do not overlap: fan-out 2 everywhere.
+STRIDE_1_OBS = torch.tensor([[[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [0.5, 0.0, 0.0]]]])
+STRIDE_2_OBS = torch.tensor([[[[1.0, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 0.5, 0], [0, 0, 0, 1.0]]]])
 
 
-@pytest.mark.parametrize("coding, spikes, ops", [
+@pytest.mark.parametrize("coding, stride, spikes, ops", [
     # rate, T = 4, membranes from 0: a 1 fires 4 times, a 0.5 twice (at 1.0: SpikingJelly fires on >=);
-    # layer 1: 4 + 2 + 4 + 2 = 12 spikes, 4*2 + 2*2 + 4*8 + 2*2 = 48 operations; layer 2 gets
-    # 0.5 / 0.5 = 1 per step: 8 x 4 = 32 spikes, 32 x 2 = 64 operations
-    ("rate", [12, 32], 48 + 64),
+    # layer 1: 4 + 2 + 4 + 2 = 12 spikes, 4*2 + 2*2 + 4*8 + 2*2 = 48 operations (stride 1) or 12*2 = 24
+    # (stride 2); layer 2 gets 0.5 / 0.5 = 1 per step: 8 x 4 = 32 spikes, 32 x 2 = 64 operations
+    ("rate", 1, [12, 32], 48 + 64),
+    ("rate", 2, [12, 32], 24 + 64),
     # binary, 4 bits, membranes from 1/2: 15 x 1 + 0.5 -> 1111 (4 spikes), 15 x 0.5 + 0.5 = 8 -> 1000
-    # (1 spike): 4 + 1 + 4 + 1 = 10 spikes, 8 + 2 + 32 + 2 = 44 operations; layer 2: 15 + 0.5 -> 1111
-    ("binary", [10, 32], 44 + 64),
+    # (1 spike): 4 + 1 + 4 + 1 = 10 spikes, 4*2 + 1*2 + 4*8 + 1*2 = 44 operations (stride 1) or 10*2 = 20
+    # (stride 2); layer 2: 15 + 0.5 -> 1111, as with rate coding
+    ("binary", 1, [10, 32], 44 + 64),
+    ("binary", 2, [10, 32], 20 + 64),
 ])
-def test_spikes_and_synaptic_operations_per_decision_by_hand(coding, spikes, ops):
-    checkpoint = counting_network()
-    snn = convert(checkpoint, COUNTING_OBS, percentile="max", coding=coding, T=4, backend="spikingjelly")
+def test_spikes_and_synaptic_operations_per_decision_by_hand(coding, stride, spikes, ops):
+    obs = STRIDE_1_OBS if stride == 1 else STRIDE_2_OBS
+    checkpoint = counting_network(obs.shape[-1], stride)
+    snn = convert(checkpoint, obs, percentile="max", coding=coding, T=4, backend="spikingjelly")
     assert [float(s) for s in snn.scales.hidden] == [1.0, 0.5]
-    snn.readouts(COUNTING_OBS.repeat(3, 1, 1, 1), T=4)
+    snn.readouts(obs.repeat(3, 1, 1, 1), T=4)
     stats = snn.last_stats
     assert [s.tolist() for s in stats.spikes] == [[spikes[0]] * 3, [spikes[1]] * 3]
     assert stats.synaptic_ops.tolist() == [ops] * 3
     assert stats.spikes_per_decision == sum(spikes)
     if coding == "rate":
-        assert stats.firing_rates == pytest.approx([12 / (9 * 4), 1.0])
+        assert stats.firing_rates == pytest.approx([12 / (obs[0].numel() * 4), 1.0])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),
