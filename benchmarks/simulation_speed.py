@@ -1,15 +1,20 @@
-"""Simulation speed of the converted Nature-CNN (issue 5): decisions per second vs the dense bound.
+"""Simulation speed of the converted Nature-CNN (issues 5, 16): decisions per second vs the dense bound.
 
-For T in {8, 32, 128, 500} and batch B in {1, 8, 64}, on real Atari states of a fixture DQN:
-  (a) our multi-step simulation, `snn.readouts(obs, T)`, for each backend (spikingjelly, snntorch);
+For each coding (rate: T in --T; binary: T in --binary-T) and batch B in {1, 8, 64}, on real Atari
+states of a fixture DQN:
+  (a) our multi-step simulation, `snn.readouts(obs, T)`, for each backend (spikingjelly, snntorch),
+      with the fused C loops (`dqn2snn_plugin.fused_scan`) and, with --python-loops, without them;
   (b) a naive per-time-step loop over the whole network: SpikingJelly's converted model `snn.native`
       in single-step mode, `functional.reset_net` per decision, the full forward (first conv
       included) on [B] inputs at every step, output current summed over T;
   (c) the dense bound: the DQN's throughput at batch B*T divided by T (evaluated in chunks of at most
       --dense-chunk samples: per-sample throughput no longer grows at that size).
-The figure of merit is (a)/(c). Also: peak memory per decision, firing rates per layer, and agent
-steps per second of a full SNN evaluation (T = 64, 8 envs). `--profile` adds the time breakdown of
-one simulation (synapse passes / IF scans / bookkeeping) and the sparse-vs-dense fc1 crossover.
+The figure of merit is (a)/(c): the median over repeats of the ratio of the two times, measured
+interleaved (a, c, a, c, ...) so that both see the same load. `--clock cpu` times process CPU time
+instead of wall time: with --threads 1 that is robust to other processes on a shared machine.
+Also: the fused loops' compile latency, peak memory per decision, firing rates per layer, and agent
+steps per second of `evaluate` (its DQN and SNN games, 8 envs; rate T = 64, binary T = 8).
+`--profile` adds the time breakdown of one simulation and the sparse-vs-dense fc1 crossover.
 
     python benchmarks/simulation_speed.py --out runs/simulation_speed
 """
@@ -31,8 +36,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dqn2snn_plugin import convert, load_dqn
+from dqn2snn_plugin import convert, fused_scan, load_dqn
 from dqn2snn_plugin.calibration import collect_observations
+from dqn2snn_plugin.evaluation import RunSettings, play_dqn, play_snn
+from dqn2snn_plugin.results import write_text
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn" / "BreakoutNoFrameskip-v4.qnet.pt"
 NAIVE_LIMIT_S = 60.0  # skip a naive-loop cell whose single call is predicted to take longer than this
@@ -46,12 +53,16 @@ def make_sync(device: str):
     return lambda: None
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]  # set from --clock
+
+
 def timed(fn, sync) -> float:
     sync()
-    start = time.perf_counter()
+    start = clock()
     fn()
     sync()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def measure(fn, sync, repeats: int) -> dict:
@@ -60,6 +71,34 @@ def measure(fn, sync, repeats: int) -> dict:
     n = repeats if warm < HEAVY_S else max(1, min(repeats, 2 if warm < 5 * HEAVY_S else 1))
     times = [timed(fn, sync) for _ in range(n)]
     return {"median_s": statistics.median(times), "times_s": times, "warmup_s": warm}
+
+
+def measure_interleaved(fns: dict, sync, repeats: int, reference: str) -> dict:
+    """`measure` for several calls at once, timed in turn (a, b, a, b, ...) so they share the load.
+
+    Each result also holds `ratio`: the median over rounds of reference time / its time."""
+    warm = {name: timed(fn, sync) for name, fn in fns.items()}
+    slowest = max(warm.values())
+    n = repeats if slowest < HEAVY_S else max(1, min(repeats, 2 if slowest < 5 * HEAVY_S else 1))
+    times = {name: [] for name in fns}
+    for _ in range(n):
+        for name, fn in fns.items():
+            times[name].append(timed(fn, sync))
+    return {name: {"median_s": statistics.median(times[name]), "times_s": times[name], "warmup_s": warm[name],
+                   "ratio": statistics.median(r / t for r, t in zip(times[reference], times[name]))}
+            for name in fns}
+
+
+def compile_latency() -> dict:
+    """Seconds to build the fused C loops from scratch (a fresh cache), and whether they load here."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        try:
+            fused_scan.build(Path(tmp))
+            seconds = time.perf_counter() - start
+        except OSError as error:
+            return {"available": False, "error": str(error)}
+    return {"available": fused_scan.library() is not None, "compile_s": seconds, "compiler": fused_scan.compiler()}
 
 
 # ----------------------------------------------------------------------------------------- memory
@@ -131,45 +170,30 @@ def naive_decide(net, x: torch.Tensor, T: int) -> torch.Tensor:
     return out / T
 
 
-@torch.no_grad()
-def dense_time(q_network, states: torch.Tensor, n: int, chunk: int, sync, repeats: int) -> dict:
-    """Seconds for the DQN to evaluate n states (real states, cycled), in chunks of at most `chunk`."""
+def dense_call(q_network, states: torch.Tensor, n: int, chunk: int):
+    """The DQN on min(n, chunk) real states (cycled), and n / that: the factor that turns its time
+    into the time for n states (per-sample throughput no longer grows beyond `chunk`)."""
     size = min(n, chunk)
-    idx = torch.arange(size) % states.shape[0]
-    x = states[idx]
-
-    def run():
-        q_network(x)
-
-    result = measure(run, sync, repeats)
-    result["median_s"] *= n / size  # per-sample throughput at batch `size` applied to n samples
-    result["evaluated_batch"] = size
-    return result
+    x = states[torch.arange(size) % states.shape[0]]
+    return (lambda: q_network(x)), n / size
 
 
 # ----------------------------------------------------------------------------------------- play
-def play_speed(snn, env_id: str, T: int, n_envs: int, episodes: int, max_steps: int) -> dict:
-    from dqn2snn_plugin.atari import play
-
-    counted = {"steps": 0, "calls": 0, "policy_s": 0.0}
-
-    def policy(obs):
-        start = time.perf_counter()
-        actions = snn.act(obs, T=T).cpu().numpy()
-        counted["policy_s"] += time.perf_counter() - start
-        counted["steps"] += len(obs)
-        counted["calls"] += 1
-        return actions
-
-    start = time.perf_counter()
-    results = play(policy, env_id=env_id, episodes=episodes, n_envs=n_envs, max_steps=max_steps)
-    wall = time.perf_counter() - start
-    return {
-        "T": T, "n_envs": n_envs, "episodes": episodes, "max_steps": max_steps,
-        "agent_steps": counted["steps"], "policy_calls": counted["calls"], "wall_s": wall,
-        "policy_s": counted["policy_s"], "agent_steps_per_s": counted["steps"] / wall,
-        "episode_lengths": [r.length for r in results], "scores": [r.score for r in results],
-    }
+def evaluate_speed(ckpt, snn, T: int, settings: RunSettings) -> dict:
+    """Agent steps per second of `evaluate` with this SNN: its DQN games (the SNN simulated on every
+    DQN state for agreement), then its SNN games; the same calls `evaluate` makes. Timed with --clock
+    (with `cpu`, "wall_s" holds CPU seconds: ALE runs in this process)."""
+    parts = {}
+    for name, games in (("dqn_games", lambda: play_dqn(ckpt, settings, snn, T)[0]),
+                        ("snn_games", lambda: play_snn(ckpt, snn, T, settings)["score"])):
+        start = clock()
+        score = games()
+        parts[name] = {"wall_s": clock() - start, "agent_steps": sum(score["lengths"])}
+    steps, wall = (sum(p[k] for p in parts.values()) for k in ("agent_steps", "wall_s"))
+    return {"coding": snn.coding, "T": T, "n_envs": settings.n_envs, "episodes": settings.episodes,
+            "max_steps": settings.max_steps, **parts, "agent_steps": steps, "wall_s": wall,
+            "agent_steps_per_s": steps / wall,
+            "snn_games_agent_steps_per_s": parts["snn_games"]["agent_steps"] / parts["snn_games"]["wall_s"]}
 
 
 # ----------------------------------------------------------------------------------------- profile
@@ -299,6 +323,12 @@ def fmt_rate(value):
     return "skipped" if value is None else f"{value:,.1f}"
 
 
+def fused_line(fused: dict) -> str:
+    if not fused["available"]:
+        return f"Fused C loops: unavailable here ({fused.get('error', 'not loaded')}); (a) ran the Python loops."
+    return f"Fused C loops: built from scratch in {fused['compile_s']:.2f} s by {fused['compiler']} (once per machine)."
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
@@ -307,44 +337,40 @@ def markdown(report: dict) -> str:
         + (f" ({m['gpu']}, SJ_IF_CUDA_IMPLEMENTATION={m['SJ_IF_CUDA_IMPLEMENTATION'] or 'default'})" if "gpu" in m else "")
         + f"; load average at start {m['load_average_start'][0]:.2f}, at end {report['load_average_end'][0]:.2f}.",
         "",
-        "Decisions per second (median of repeats; a decision = one state simulated for T steps).",
-        "(a) = `snn.readouts(obs, T)`; naive = SpikingJelly `snn.native` single-step loop; "
-        "dense = DQN throughput at batch B*T / T. Figure of merit: (a)/(dense).", "",
+        f"Decisions per second (median of repeats, {report['clock']} clock; a decision = one state simulated "
+        "for T steps). (a) = `snn.readouts(obs, T)`; python loops = (a) without the fused C loops; naive = "
+        "SpikingJelly `snn.native` single-step loop; dense = DQN throughput at batch B*T / T. "
+        "Figure of merit (a)/(c): median over interleaved repeats of the time ratio.", "",
+        fused_line(report["fused_scan"]), "",
     ]
     backends = report["backends"]
-    head = ["T", "B"] + [f"(a) {b}" for b in backends] + ["(b) naive", "(c) dense"] + [f"(a)/(c) {b}" for b in backends] + ["(a) sj / (b) naive"]
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
+    extra = [k for k in ("python loops", "naive") if any(k in r for r in report["rows"])]
+    head = ["coding", "T", "B"] + [f"(a) {b}" for b in backends] + extra + ["(c) dense"] + [f"(a)/(c) {b}" for b in backends]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["rows"]:
-        ours = [row.get(b, {}).get("decisions_per_s") for b in backends]
-        naive = row.get("naive", {}).get("decisions_per_s")
-        dense = row["dense"]["decisions_per_s"]
-        ratios = [f"{o / dense:.3f}" if o else "-" for o in ours]
-        sj = row.get("spikingjelly", {}).get("decisions_per_s")
-        speedup = f"{sj / naive:.1f}x" if sj and naive else "-"
-        naive_cell = fmt_rate(naive) if "naive" in row else "not run"
-        cells = [str(row["T"]), str(row["B"])] + [fmt_rate(o) for o in ours] + [naive_cell, fmt_rate(dense)] + ratios + [speedup]
+        cells = [row["coding"], str(row["T"]), str(row["B"])] + [fmt_rate(row[b].get("decisions_per_s")) for b in backends]
+        cells += [fmt_rate(row[k].get("decisions_per_s")) if k in row else "-" for k in extra]
+        cells += [fmt_rate(row["dense"]["decisions_per_s"])] + [f"{row[b]['ratio']:.2f}" for b in backends]
         lines.append("| " + " | ".join(cells) + " |")
     skipped = [f"T={r['T']},B={r['B']}: {r['naive']['skipped']}" for r in report["rows"] if "skipped" in r.get("naive", {})]
     if skipped:
         lines += ["", "Naive loop skipped: " + "; ".join(skipped)]
     if report.get("memory"):
         lines += ["", f"Peak memory per decision (MiB; {report['memory_method']}):", "",
-                  "| T | B | " + " | ".join(report["memory_methods"]) + " |", "|" + "---|" * (2 + len(report["memory_methods"]))]
+                  "| coding T | B | " + " | ".join(report["memory_methods"]) + " |", "|" + "---|" * (2 + len(report["memory_methods"]))]
         for mem in report["memory"]:
-            lines.append(f"| {mem['T']} | {mem['B']} | " + " | ".join(
+            lines.append(f"| {mem['coding']} {mem['T']} | {mem['B']} | " + " | ".join(
                 f"{mem[k] / mem['B'] / 2**20:.2f}" if mem.get(k) is not None else "-" for k in report["memory_methods"]) + " |")
     if report.get("firing_rates"):
         lines += ["", "Firing rates per layer (spikes / neuron / step, spikingjelly backend, real states):", "",
-                  "| T | B | conv1 | conv2 | conv3 | fc1 |", "|---|---|---|---|---|---|"]
+                  "| coding T | B | conv1 | conv2 | conv3 | fc1 |", "|---|---|---|---|---|---|"]
         for fr in report["firing_rates"]:
-            lines.append(f"| {fr['T']} | {fr['B']} | " + " | ".join(f"{r:.4f}" for r in fr["rates"]) + " |")
-    if report.get("play"):
-        p = report["play"]
-        lines += ["", f"Full evaluation ({report['env_id']}, spikingjelly, T={p['T']}, {p['n_envs']} envs, "
-                  f"{p['episodes']} episodes, max {p['max_steps']} steps): {p['agent_steps']} agent steps in "
-                  f"{p['wall_s']:.1f} s = **{p['agent_steps_per_s']:.1f} agent steps/s** "
-                  f"({p['policy_calls']} policy calls, {p['policy_s']:.1f} s in the SNN)."]
+            lines.append(f"| {fr['coding']} {fr['T']} | {fr['B']} | " + " | ".join(f"{r:.4f}" for r in fr["rates"]) + " |")
+    for p in report["play"]:
+        lines += ["", f"`evaluate` ({report['env_id']}, spikingjelly, {p['coding']} T={p['T']}, {p['n_envs']} envs, "
+                  f"{p['episodes']} episodes capped at {p['max_steps']} steps, DQN games then SNN games): "
+                  f"{p['agent_steps']} agent steps in {p['wall_s']:.1f} s ({report['clock']} clock) = **{p['agent_steps_per_s']:.1f} agent steps/s** "
+                  f"(SNN games alone {p['snn_games_agent_steps_per_s']:.1f}/s)."]
     if report.get("profile"):
         lines += ["", "Time breakdown of one `readouts` call (ms, spikingjelly backend):", ""]
         for prof in report["profile"]:
@@ -360,139 +386,145 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ----------------------------------------------------------------------------------------- main
 def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
+@torch.no_grad()
+def measure_coding(report: dict, args, coding: str, Ts: list[int], snns: dict, sj, q_network, states, sync) -> None:
+    """The table rows (and memory, firing rates, profile) of one coding, appended to `report`."""
+    naive_net = None if args.no_naive or coding == "binary" else naive_model(sj).to(states.device)
+    if naive_net is not None:  # sanity: the naive loop computes the same network (membrane readout)
+        x = states[:8]
+        agree = (naive_decide(naive_net, x, 32).argmax(1) == sj.readouts(x, 32)["membrane"].argmax(1)).float().mean()
+        report["naive_membrane_action_agreement_T32"] = float(agree)
+    for T in Ts:
+        for B in ints(args.batch):
+            x = states[:B]
+            dense, factor = dense_call(q_network, states, B * T, args.dense_chunk)
+            calls = {name: (lambda snn=snn: snn.readouts(x, T)) for name, snn in snns.items()} | {"dense": dense}
+            if args.python_loops:
+                calls["python loops"] = lambda: python_loops(sj, x, T)
+            row = {"coding": coding, "T": T, "B": B} | measure_interleaved(calls, sync, args.repeats, "dense")
+            row["dense"]["median_s"] *= factor
+            for name in calls:
+                row[name]["ratio"] *= factor if name != "dense" else 1.0
+            sj.readouts(x, T)
+            report["firing_rates"].append({"coding": coding, "T": T, "B": B, "rates": sj.last_stats.firing_rates})
+            if naive_net is not None:
+                # predict from the multi-step time (naive costs about 1.6x the synapse work + per-step overhead)
+                previous = [r for r in report["rows"] if r["B"] == B and "median_s" in r.get("naive", {})]
+                predicted = (previous[-1]["naive"]["median_s"] * T / previous[-1]["T"] if previous
+                             else 2 * row[next(iter(snns))]["median_s"])
+                if predicted > NAIVE_LIMIT_S:
+                    row["naive"] = {"skipped": f"predicted {predicted:.0f} s per call > {NAIVE_LIMIT_S:.0f} s"}
+                else:
+                    row["naive"] = measure(lambda: naive_decide(naive_net, x, T), sync, args.repeats)
+            for result in row.values():
+                if isinstance(result, dict) and "median_s" in result:
+                    result["decisions_per_s"] = B / result["median_s"]  # dense: (B*T samples/s) / T
+            report["rows"].append(row)
+            cells = ", ".join(f"{k} {v['decisions_per_s']:.1f}/s" for k, v in row.items()
+                              if isinstance(v, dict) and v.get("decisions_per_s"))
+            print(f"{coding} T={T:4d} B={B:3d}: {cells}; load {os.getloadavg()[0]:.1f}", flush=True)
+            if not args.no_memory:
+                mem = {"coding": coding, "T": T, "B": B}
+                for name, snn in snns.items():
+                    mem[name], report["memory_method"] = peak_memory(lambda: snn.readouts(x, T), states.device.type)
+                if naive_net is not None and row["naive"].get("decisions_per_s") and row["naive"]["median_s"] < 10:
+                    mem["naive"], _ = peak_memory(lambda: naive_decide(naive_net, x, T), states.device.type)
+                mem["dense (batch B*T)"], _ = peak_memory(dense, states.device.type)
+                report["memory"].append(mem)
+    if args.profile and coding == "rate":
+        report["profile"] = [breakdown(sj, states[:B], T, sync) | {"T": T, "B": B}
+                             for T in ints(args.profile_T) for B in ints(args.profile_batch)]
+        report["sparse_fc1"] = [sparse_fc1(sj, states[:B], T, [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3], args.repeats, sync)
+                                for T, B in [(32, 8), (128, 8)]]
+
+
+def python_loops(snn, x: torch.Tensor, T: int):
+    """`snn.readouts(x, T)` with the fused C loops switched off: the Python loops they replace."""
+    with fused_scan.switched_off():
+        return snn.readouts(x, T)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=FIXTURE)
-    parser.add_argument("--T", default="8,32,128,500", help="time steps per decision")
+    parser.add_argument("--T", default="8,32,128,500", help="time steps per decision (rate coding)")
+    parser.add_argument("--binary-T", default="8", help="bits per activation (binary coding)")
     parser.add_argument("--batch", default="1,8,64", help="decisions per call")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per cell (median); heavy cells get fewer")
     parser.add_argument("--backends", default="spikingjelly,snntorch")
-    parser.add_argument("--coding", default="rate", choices=["rate", "binary"],
-                        help="rate (the paper) or binary spike codes (T = bits, at most 24; no naive loop)")
+    parser.add_argument("--coding", default="rate", help="rate (the paper), binary (T-bit codes, no naive loop), or both: rate,binary")
+    parser.add_argument("--python-loops", action="store_true", help="also time the Python loops the fused C loops replace")
+    parser.add_argument("--clock", default="wall", choices=sorted(CLOCKS),
+                        help="wall time, or process CPU time (with --threads 1: robust to a loaded machine)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--states", type=int, default=2000, help="real states collected (calibration + inputs)")
     parser.add_argument("--dense-chunk", type=int, default=2048, help="largest batch the dense bound is evaluated at")
     parser.add_argument("--no-naive", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--play-T", type=int, default=64)
+    parser.add_argument("--play-T", type=int, default=64, help="T of the timed evaluate (rate coding)")
+    parser.add_argument("--play-binary-T", type=int, default=8, help="T of the timed evaluate (binary coding)")
     parser.add_argument("--play-envs", type=int, default=8)
     parser.add_argument("--play-episodes", type=int, default=8)
-    parser.add_argument("--play-max-steps", type=int, default=300, help="0 skips the evaluation")
+    parser.add_argument("--play-max-steps", type=int, default=300, help="step cap per episode; 0 skips the evaluation")
     parser.add_argument("--profile", action="store_true", help="add the time breakdown and the sparse fc1 study")
     parser.add_argument("--profile-T", default="32,128")
     parser.add_argument("--profile-batch", default="8,64")
     parser.add_argument("--out", type=Path, default=Path("runs/simulation_speed"), help="writes OUT.md and OUT.json")
     args = parser.parse_args()
 
+    global clock
+    clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch.cuda.is_available() is False")
+    if device.startswith("cuda") and args.clock == "cpu":
+        raise SystemExit("--clock cpu times the host only: use --clock wall on a GPU")
     sync = make_sync(device)
     started = time.time()
     wall_start = time.perf_counter()
 
     ckpt = load_dqn(str(args.checkpoint))
     states_np = collect_observations(ckpt, args.states)
-    backends = [b for b in args.backends.split(",") if b]
-    snns = {}
-    base = convert(ckpt, states_np, backend=backends[0], coding=args.coding)
-    snns[backends[0]] = base
-    for name in backends[1:]:
-        snns[name] = convert(ckpt, None, backend=name, scales=base.scales, coding=args.coding)
-    sj = snns.get("spikingjelly") or convert(ckpt, None, backend="spikingjelly", scales=base.scales)
-    for snn in snns.values():
-        snn.to(device)
     q_network = ckpt.q_network.to(device).eval()
     states = torch.as_tensor(states_np).to(device=device, dtype=torch.float32)
-    naive_net = None if args.no_naive or args.coding == "binary" else naive_model(sj).to(device)
-
+    backends = [b for b in args.backends.split(",") if b]
     report = {
         "checkpoint": args.checkpoint.name, "env_id": ckpt.env_id, "machine": machine(device),
-        "started_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
-        "backends": backends, "args": {k: str(v) for k, v in vars(args).items()}, "rows": [],
+        "started_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)), "clock": args.clock,
+        "fused_scan": compile_latency(), "backends": backends, "args": {k: str(v) for k, v in vars(args).items()},
+        "rows": [], "memory": [], "firing_rates": [], "play": [],
     }
-    if naive_net is not None:  # sanity: the naive loop computes the same network (membrane readout)
-        x = states[:8]
-        agree = (naive_decide(naive_net, x, 32).argmax(1) == sj.readouts(x, 32)["membrane"].argmax(1)).float().mean()
-        report["naive_membrane_action_agreement_T32"] = float(agree)
-
-    memory, firing = [], []
-    with torch.no_grad():
-        for T in ints(args.T):
-            for B in ints(args.batch):
-                x = states[:B]
-                row = {"T": T, "B": B}
-                for name, snn in snns.items():
-                    result = measure(lambda: snn.readouts(x, T), sync, args.repeats)
-                    result["decisions_per_s"] = B / result["median_s"]
-                    row[name] = result
-                    if name == "spikingjelly" or (name == backends[0] and "spikingjelly" not in snns):
-                        firing.append({"T": T, "B": B, "rates": snn.last_stats.firing_rates})
-                if naive_net is not None:
-                    # predict from the multi-step time (naive costs about 1.6x the synapse work + per-step overhead)
-                    ref = row.get("spikingjelly", row[backends[0]])["median_s"]
-                    previous = [r for r in report["rows"] if r["B"] == B and "median_s" in r.get("naive", {})]
-                    predicted = previous[-1]["naive"]["median_s"] * T / previous[-1]["T"] if previous else 2 * ref
-                    if predicted > NAIVE_LIMIT_S:
-                        row["naive"] = {"skipped": f"predicted {predicted:.0f} s per call > {NAIVE_LIMIT_S:.0f} s",
-                                        "decisions_per_s": None}
-                    else:
-                        result = measure(lambda: naive_decide(naive_net, x, T), sync, args.repeats)
-                        result["decisions_per_s"] = B / result["median_s"]
-                        row["naive"] = result
-                dense = dense_time(q_network, states, B * T, args.dense_chunk, sync, args.repeats)
-                dense["decisions_per_s"] = B / dense["median_s"]  # (B*T samples/s) / T
-                row["dense"] = dense
-                report["rows"].append(row)
-                cells = ", ".join(f"{k} {v['decisions_per_s']:.1f}/s" for k, v in row.items()
-                                  if isinstance(v, dict) and v.get("decisions_per_s"))
-                print(f"T={T:4d} B={B:3d}: {cells}", flush=True)
-                if not args.no_memory:
-                    mem = {"T": T, "B": B}
-                    for name, snn in snns.items():
-                        mem[name], method = peak_memory(lambda: snn.readouts(x, T), device)
-                    if naive_net is not None and row["naive"].get("decisions_per_s") and row["naive"]["median_s"] < 10:
-                        mem["naive"], _ = peak_memory(lambda: naive_decide(naive_net, x, T), device)
-                    mem["dense (batch B*T)"], _ = peak_memory(
-                        lambda: q_network(states[torch.arange(min(B * T, args.dense_chunk)) % states.shape[0]]), device)
-                    memory.append(mem)
-                    report["memory_method"] = method
-        report["memory"] = memory
-        report["memory_methods"] = list(snns) + ([] if naive_net is None else ["naive"]) + ["dense (batch B*T)"]
-        report["firing_rates"] = firing
-        if args.profile:
-            report["profile"] = [breakdown(sj, states[:B], T, sync) | {"T": T, "B": B}
-                                 for T in ints(args.profile_T) for B in ints(args.profile_batch)]
-            report["sparse_fc1"] = [sparse_fc1(sj, states[:B], T, [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3], args.repeats, sync)
-                                    for T, B in [(32, 8), (128, 8)]]
-    if args.play_max_steps > 0:
-        report["play"] = play_speed(sj, ckpt.env_id, args.play_T, args.play_envs, args.play_episodes, args.play_max_steps)
-        print(f"play: {report['play']['agent_steps_per_s']:.1f} agent steps/s", flush=True)
+    for coding in [c for c in args.coding.split(",") if c]:
+        snns = {backends[0]: convert(ckpt, states_np, backend=backends[0], coding=coding)}
+        for name in backends[1:]:
+            snns[name] = convert(ckpt, None, backend=name, scales=snns[backends[0]].scales, coding=coding)
+        for snn in snns.values():
+            snn.to(device)
+        sj = snns.get("spikingjelly") or convert(ckpt, None, backend="spikingjelly", scales=snns[backends[0]].scales,
+                                                 coding=coding).to(device)
+        Ts = ints(args.T if coding == "rate" else args.binary_T)
+        measure_coding(report, args, coding, Ts, snns, sj, q_network, states, sync)
+        if args.play_max_steps > 0:
+            settings = RunSettings(episodes=args.play_episodes, n_envs=args.play_envs, max_steps=args.play_max_steps,
+                                   coding=coding)
+            T = args.play_T if coding == "rate" else args.play_binary_T
+            report["play"].append(evaluate_speed(ckpt, sj.cpu() if device == "cpu" else sj, T, settings))
+            print(f"evaluate ({coding}, T={T}): {report['play'][-1]['agent_steps_per_s']:.1f} agent steps/s", flush=True)
+    report["memory_methods"] = backends + ([] if args.no_naive else ["naive"]) + ["dense (batch B*T)"]
 
     report["wall_s"] = time.perf_counter() - wall_start
     report["load_average_end"] = os.getloadavg()
     text = markdown(report)
-    write_atomically(args.out.with_suffix(".md"), text)
-    write_atomically(args.out.with_suffix(".json"), json.dumps(report, indent=1, default=float))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(args.out.with_suffix(".md"), text)
+    write_text(args.out.with_suffix(".json"), json.dumps(report, indent=1, default=float))
     print(text)
 
 

@@ -18,9 +18,11 @@ from typing import Any
 from dqn2snn_plugin.errors import (
     CalibrationError,
     CheckpointError,
+    ClusterError,
     ConfigError,
     Dqn2SnnError,
     EnvIdError,
+    NirError,
     NormalizationError,
     ObservationError,
     ResultsError,
@@ -40,15 +42,20 @@ _LAZY = {
     "agreement": "dqn2snn_plugin.metrics",
     "tune": "dqn2snn_plugin.tuning",
     "distill": "dqn2snn_plugin.distillation",
+    "to_nir": "dqn2snn_plugin.nir_graph",
+    "from_nir": "dqn2snn_plugin.nir_graph",
+    "save_nir": "dqn2snn_plugin.nir_graph",
 }
 
 __all__ = [
     *_LAZY,
     "CalibrationError",
     "CheckpointError",
+    "ClusterError",
     "ConfigError",
     "Dqn2SnnError",
     "EnvIdError",
+    "NirError",
     "NormalizationError",
     "ObservationError",
     "ResultsError",

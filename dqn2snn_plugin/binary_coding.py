@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import torch
 
+from dqn2snn_plugin import fused_scan
 from dqn2snn_plugin.errors import ConfigError
 
 MAX_BITS = 24  # float32's integer resolution
@@ -43,7 +44,13 @@ def check_bits(T: int) -> int:
 
 
 def integrate(current: torch.Tensor) -> torch.Tensor:
-    """A membrane that doubles before each step's input: sum_t 2**(T-1-t) current[t] ([T, B, ...] -> [B, ...])."""
+    """A membrane that doubles before each step's input: sum_t 2**(T-1-t) current[t] ([T, B, ...] -> [B, ...]).
+
+    On CPU one C call where it can (`dqn2snn_plugin.fused_scan`, bit-identical); the loop is its reference.
+    """
+    fused = fused_scan.integrate(current)
+    if fused is not None:
+        return fused
     v = torch.zeros_like(current[0])
     for step in current:
         v.mul_(2).add_(step)
@@ -55,7 +62,11 @@ def fire(v: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns spikes [T, *v.shape] and the residual membrane. A membrane at or above 2**T - 1 sends
     all ones (saturation), one below 1 sends none: the rate is clip(floor(v), 0, 2**T - 1) / (2**T - 1).
+    On CPU one C call where it can (`dqn2snn_plugin.fused_scan`, bit-identical); the loop is its reference.
     """
+    fused = fused_scan.fire(v, T)
+    if fused is not None:
+        return fused
     v = v.clone()
     spikes = torch.empty((T, *v.shape), dtype=v.dtype, device=v.device)
     for t in range(T):

@@ -161,33 +161,131 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _register_benchmark(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "benchmark", help="the paper's table over many games",
-        description="Evaluate each checkpoint (or every .zip/.pt/.pth in a directory) at one (T, percentile) and "
-        "write the paper's table (game, DQN score, SNN score, agreement, T, p, spikes per decision) as "
-        "DIR/benchmark.md and DIR/benchmark.csv, plus DIR/<env id>.json per game.",
+        "benchmark", help="the paper's table over many games x settings, resumable, optionally on Ray",
+        description="Evaluate every checkpoint (or every .zip/.pt/.pth in a directory; hf:// ids too) at every "
+        "setting of the grid --coding x --T x --percentile: one cell per game and setting (dqn2snn_plugin.grid). "
+        "Checkpoints holding the same weights are one game. Each finished cell is appended to DIR/cells.jsonl at "
+        "once, so a rerun computes only the missing cells; DIR/config.json pins what all cells share. Writes the "
+        "table as DIR/benchmark.md and DIR/benchmark.csv. With --ray the cells run as Ray tasks (docs/ray.md).",
     )
-    parser.add_argument("checkpoints", nargs="+", help="checkpoints or directories of checkpoints")
-    parser.add_argument("--T", type=int, default=500, help="time steps per decision (default 500, the paper's)")
-    parser.add_argument("--percentile", default="99.9", help="normalisation percentile in (0, 100] or max (default 99.9)")
+    parser.add_argument("checkpoints", nargs="*", help="checkpoints, directories of checkpoints or hf:// ids")
+    parser.add_argument("--T", type=_int_list, default=None,
+                        help="comma-separated time steps per decision; bits per layer for binary coding, whose "
+                        "cells above 24 are skipped (default 500, the paper's)")
+    parser.add_argument("--percentile", type=_str_list, default=None,
+                        help="comma-separated percentiles in (0, 100] or max (default 99.9)")
+    parser.add_argument("--coding", type=_str_list, default=None, dest="codings",
+                        help="comma-separated codings: rate (the paper's) and/or binary (T-bit codes) (default rate)")
+    parser.add_argument("--channel-wise", action="store_true",
+                        help="one scale per channel instead of per layer, in every cell")
+    parser.add_argument("--paper", action="store_true",
+                        help="the paper's protocol and games: its 17 Atari games (those without a checkpoint are "
+                        "listed with their hf:// id), 30 whole games per player, 18,000-step cap (--episodes and "
+                        "--max-steps override them for a trial), rate coding T=500 p=99.9, plus our best setting "
+                        "(binary T=8 p=99.99 per channel); not combinable with --T/--percentile/--coding/--channel-wise")
     _add_run_options(parser)
-    _add_conversion_options(parser)
+    parser.set_defaults(episodes=None)  # 10, or the paper's 30 with --paper
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="where the networks run (cuda only when a GPU exists; default cpu)")
-    parser.add_argument("-o", "--output", required=True, help="results directory (created)")
+                        help="where the networks run (cuda only when a GPU exists; with --ray on the workers; "
+                        "default cpu)")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="run the cells as Ray tasks: bare --ray starts a Ray on this machine, --ray auto joins "
+                        "the cluster `ray start` began here, --ray HOST:PORT joins that head node (docs/ray.md)")
+    parser.add_argument("--cpus-per-cell", type=float, default=None,
+                        help="with --ray: CPUs reserved per cell, also its torch threads (default 1)")
+    parser.add_argument("--gpus-per-cell", type=float, default=None,
+                        help="with --ray: GPUs reserved per cell, fractions share one; needs --device cuda (default 0)")
+    parser.add_argument("-o", "--output", required=True, help="results directory (created; reused to resume)")
     parser.set_defaults(handler=_cmd_benchmark)
 
 
-def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin import evaluation as ev
+def _benchmark_grid(args: argparse.Namespace):
+    """The grid's settings and notes on skipped cells, from the grid options or --paper."""
+    from dqn2snn_plugin import grid
+    from dqn2snn_plugin.errors import ConfigError
 
-    ev.check_grid([args.T], [args.percentile], args.coding)
-    settings = _settings(args)
-    device = ev.resolve_device(args.device)
+    if not args.paper:
+        return grid.grid_settings(args.T or [500], args.percentile or ["99.9"], args.codings or ["rate"],
+                                  args.channel_wise)
+    if args.T or args.percentile or args.codings or args.channel_wise:
+        raise ConfigError("--paper fixes the settings (rate T=500 p=99.9 and binary T=8 p=99.99 per channel): "
+                          "drop --T/--percentile/--coding/--channel-wise, or drop --paper")
+    return [grid.PAPER_SETTING, grid.BEST_SETTING], []
+
+
+def _ray_runner(args: argparse.Namespace):
+    """The Ray runner the options ask for, checked; None without --ray."""
+    from dqn2snn_plugin.errors import ConfigError
+
+    if args.ray is None:
+        if args.cpus_per_cell is not None or args.gpus_per_cell is not None:
+            raise ConfigError("--cpus-per-cell and --gpus-per-cell reserve Ray resources: add --ray")
+        return None
+    from dqn2snn_plugin.adapters.ray import RayRunner
+
+    return RayRunner(cpus_per_cell=args.cpus_per_cell or 1.0, gpus_per_cell=args.gpus_per_cell or 0.0,
+                     device=args.device).check()
+
+
+def _paper_games(games: list, notes: list[str]) -> list:
+    """The paper's games among `games`; notes (printed first) name the others and the paper's games not given."""
+    from dqn2snn_plugin import grid
+    from dqn2snn_plugin.errors import ConfigError
+
+    ours, missing, others = grid.split_paper_games(games)
+    notes += [f"not in the paper's list, skipped: {g.sources[0]}" for g in others]
+    if missing:
+        notes.append(f"{len(missing)} of the paper's games have no checkpoint here; add them with: "
+                     + " ".join(grid.hub_id(name) for name in missing))
+    if not ours:
+        print("\n".join(notes))
+        raise ConfigError("--paper: none of the checkpoints is one of the paper's 17 games: pass the hf:// ids above")
+    return ours
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from dqn2snn_plugin import evaluation as ev
+    from dqn2snn_plugin import grid
+    from dqn2snn_plugin.errors import ConfigError
+
+    if args.episodes is None:
+        args.episodes = grid.PAPER_EPISODES if args.paper else 10
+    if not args.checkpoints and not args.paper:
+        raise ConfigError("name at least one checkpoint, directory or hf:// id (or use --paper)")
+    settings, notes = _benchmark_grid(args)
+    run_settings = _settings(args)
+    runner = _ray_runner(args)
+    if args.ray not in (None, "local", "auto"):
+        from dqn2snn_plugin.adapters.ray import probe
+
+        probe(args.ray)  # a dead address fails now, not after the checkpoints are loaded
+    device = "cpu" if runner else ev.resolve_device(args.device)  # on Ray the workers move the networks
     writable_dir(args.output)
-    checkpoints = [ev.load_checked(s, device=device) for s in ev.checkpoint_sources(args.checkpoints)]
-    rows = ev.benchmark(checkpoints, T=args.T, percentile=args.percentile, settings=settings, out_dir=args.output)
-    print(markdown_table(ev.BENCHMARK_HEADERS, rows))
-    print(f"results in {args.output}/ (benchmark.md, benchmark.csv)")
+    checkpoints = [ev.load_checked(s, device=device) for s in grid.checkpoint_sources(args.checkpoints)]
+    games = grid.unique_games(checkpoints)
+    notes += [f"{' and '.join(g.sources)} hold the same weights: one game" for g in games if len(g.sources) > 1]
+    if args.paper:
+        games = _paper_games(games, notes)
+    table = grid.Grid(games, settings, run_settings, args.output)
+    todo = table.missing()
+    notes.append(f"{len(todo)} of {len(table.cells)} cells to compute ({len(table.cells) - len(todo)} already in "
+                 f"{args.output})")
+    for note in notes:
+        print(note)
+    if todo and runner is not None:
+        from dqn2snn_plugin.adapters.ray import connected
+
+        context = connected(args.ray)
+    else:
+        context = nullcontext(None)
+    with context as cluster:
+        if cluster:
+            print(cluster)
+        rows = table.run(runner or grid.run_here)
+    print(grid.format_table(rows))
+    print(f"results in {args.output}/ (benchmark.md, benchmark.csv, cells.jsonl)")
     return 0
 
 
@@ -195,7 +293,8 @@ def _register_convert(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert", help="convert a DQN and save the SNN (reload with dqn2snn_plugin.store.load_snn)",
         description="Calibrate on the DQN's own play, convert, and save OUT/snn.pt (load it with "
-        "dqn2snn_plugin.store.load_snn) and OUT/scales.json.",
+        "dqn2snn_plugin.store.load_snn), OUT/scales.json and, for rate coding, OUT/snn.nir (the NIR graph: "
+        "dqn2snn_plugin.from_nir, or dqn2snn_plugin.adapters.nir.load_nir for SpikingJelly, snnTorch, Sinabs).",
     )
     parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
     parser.add_argument("--T", type=int, default=64, help="default time steps per decision (default 64)")
@@ -223,6 +322,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     save_snn(snn, checkpoint, out / "snn.pt")
     write_json(out / "scales.json", snn.scales.as_dict())
     print(f"saved {out / 'snn.pt'} and {out / 'scales.json'}")
+    if snn.coding == "binary":
+        print("no snn.nir: binary spike coding has no NIR form (its IF neurons change threshold between steps)")
+    else:
+        from dqn2snn_plugin.nir_graph import save_nir
+
+        save_nir(snn, out / "snn.nir", provenance={
+            "checkpoint": checkpoint.source, "checkpoint_sha": ev.checkpoint_digest(checkpoint),
+            "env_id": checkpoint.env_id, "algorithm": checkpoint.algorithm,
+            "calibration_frames": settings.calibration_frames, "seed": settings.seed})
+        print(f"saved {out / 'snn.nir'} (NIR graph; run it elsewhere with dqn2snn_plugin.adapters.nir.load_nir)")
     return 0
 
 

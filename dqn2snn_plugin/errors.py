@@ -35,3 +35,12 @@ class EnvIdError(Dqn2SnnError):
 
 class ResultsError(Dqn2SnnError):
     """A results file or directory cannot be used (unwritable, or from an incompatible run)."""
+
+
+class ClusterError(Dqn2SnnError):
+    """Ray cannot be reached, has no node that fits a cell, or lost a cell's worker too often."""
+
+
+class NirError(Dqn2SnnError):
+    """An SNN cannot be written as a NIR graph (binary coding, Poisson input), or a NIR graph is not one
+    that `from_nir` can rebuild (the message says why and what to use instead)."""

@@ -1,4 +1,4 @@
-"""Run logic behind `dqn2snn evaluate / sweep / benchmark / demo`: play, measure, tabulate, save.
+"""Run logic behind `dqn2snn evaluate / demo` (and each cell of `sweep` and `benchmark`): play, measure, tabulate.
 
 The paper's protocol: whole games with epsilon = 0.05 (`atari.play`), mean +- std of the raw score,
 and the "conversion rate" = agreement of the SNN's and the DQN's greedy actions on the states the
@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
 from dqn2snn_plugin.atari import EpisodeResult, check_action_count, play
 from dqn2snn_plugin.binary_coding import check_bits
 from dqn2snn_plugin.calibration import _cache_key, calibration_and_test_observations, collect_observations
@@ -30,7 +28,7 @@ from dqn2snn_plugin.conversion import BACKENDS, convert
 from dqn2snn_plugin.errors import CalibrationError, ConfigError, ResultsError
 from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult
 from dqn2snn_plugin.normalization import check_percentile
-from dqn2snn_plugin.results import markdown_table, write_json, write_table, write_text, writable_dir
+from dqn2snn_plugin.results import markdown_table, write_json, write_text, writable_dir
 from dqn2snn_plugin.spiking import SpikingQNetwork, check_coding, check_readout, check_T
 
 EPSILON = 0.05  # the paper's evaluation exploration
@@ -277,49 +275,6 @@ def format_evaluation(result: dict) -> str:
     cost = (f"spikes per decision: {snn['spikes_per_decision']:,.0f}   "
             f"synaptic ops per decision: {snn['synaptic_ops_per_decision']:,.0f}")
     return f"{title}\n{table}\n{cost}"
-
-
-# ---------------------------------------------------------------- benchmark over games
-
-BENCHMARK_HEADERS = ["game", "DQN score", "SNN score", "agreement SNN-visited (N+V)", "agreement DQN-visited (N+V)",
-                     "agreement SNN-visited (spikes)", "agreement DQN-visited (spikes)", "T", "p",
-                     "spikes per decision"]
-
-
-def checkpoint_sources(paths: Sequence[str]) -> list[str]:
-    """The checkpoints named, with every .zip/.pt/.pth file inside a named directory (sorted)."""
-    sources = []
-    for path in paths:
-        if Path(path).is_dir():
-            found = sorted(str(f) for f in Path(path).iterdir() if f.suffix in (".zip", ".pt", ".pth"))
-            if not found:
-                raise ResultsError(f"{path} holds no checkpoint (.zip, .pt, .pth)")
-            sources += found
-        else:
-            sources.append(path)
-    return sources
-
-
-def benchmark_row(result: dict) -> list[object]:
-    snn, rates = result["snn"], {}
-    for r in AGREEMENT_READOUTS:
-        rates[r] = (_pct(snn["agreement_snn_visited"][r]["rate"]), _pct(result["agreement_dqn_visited"][r]["rate"]))
-    game = result["env_id"].removesuffix("NoFrameskip-v4")
-    return [game, _score(result["dqn"]["score"]), _score(snn["score"]), *rates["spikes+membrane"],
-            *rates["spikes"], result["T"], p_label(result["percentile"]), f"{snn['spikes_per_decision']:,.0f}"]
-
-
-def benchmark(checkpoints: Sequence[DQNCheckpoint], *, T: int, percentile: float | str, settings: RunSettings,
-              out_dir: str | Path) -> list[list[object]]:
-    """The paper's table: `evaluate` per game, saved as DIR/<env_id>.json, DIR/benchmark.csv and .md."""
-    out = writable_dir(out_dir)
-    rows = []
-    for checkpoint in tqdm(checkpoints, desc="games", unit="game"):
-        result = evaluate(checkpoint, T=T, percentile=percentile, settings=settings)
-        write_json(out / f"{checkpoint.env_id}.json", result)
-        rows.append(benchmark_row(result))
-    write_table(out, "benchmark", BENCHMARK_HEADERS, rows)
-    return rows
 
 
 # ---------------------------------------------------------------- demo

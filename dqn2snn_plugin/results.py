@@ -12,7 +12,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from dqn2snn_plugin.errors import ResultsError
@@ -36,21 +36,27 @@ def _umask() -> int:
     return mask
 
 
+def write_file(path: str | Path, writer: Callable[[Path], None]) -> None:
+    """Atomically write a file that a library writes by name (h5py for NIR, torch.save): `writer(tmp)`
+    fills a temp file beside `path`, which then replaces `path` with the umask's mode."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write a file atomically (temp file + os.replace): readers see the old file or the whole new one.
 
     The file gets the mode a plain `open(path, "w")` would give (0666 less the umask), not the 0600
     of a temp file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file(path, lambda tmp: tmp.write_text(text, newline=""))
 
 
 def write_json(path: str | Path, data: object) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import nir
 import pytest
 import torch
 
+from dqn2snn_plugin import from_nir
 from dqn2snn_plugin.cli import main
 from _fixtures import ATARI_FIXTURES
 
@@ -101,14 +103,18 @@ def test_convert_saves_a_reloadable_snn(capsys, tmp_path, atari_observations):
     assert len(scales["hidden"]) == 4 and scales["percentile"] == 99.9
     snn, dqn = load_snn(tmp_path / "snn.pt")
     assert snn.T == 8 and snn(atari_observations).shape == (6, dqn.n_actions)
+    graph = nir.read(tmp_path / "snn.nir")  # the same SNN as a NIR graph, with where it came from
+    assert graph.metadata["provenance"]["env_id"] == "BreakoutNoFrameskip-v4"
+    assert torch.equal(from_nir(graph)(atari_observations), snn(atari_observations))
 
 
 def test_benchmark_writes_the_table(capsys, tmp_path):
     assert main(["benchmark", QNET, "--T", "4", *TINY, "-o", str(tmp_path)]) == 0
     md = (tmp_path / "benchmark.md").read_text()
-    assert md.startswith("| game | DQN score | SNN score |") and "| Breakout |" in md
+    assert md.startswith("| game | coding | T | p | scales | DQN score | SNN score |")
+    assert "| Breakout | rate | 4 | 99.9 | per layer |" in md
     assert (tmp_path / "benchmark.csv").read_text().count("\n") == 2
-    assert (tmp_path / "BreakoutNoFrameskip-v4.json").exists()
+    assert (tmp_path / "cells.jsonl").read_text().count("\n") == 1
 
 
 def test_tune_with_distillation_saves_the_chosen_snn(capsys, tmp_path, atari_observations):
@@ -139,6 +145,7 @@ def test_convert_with_binary_coding_saves_a_binary_snn(capsys, tmp_path, atari_o
     snn, _ = load_snn(tmp_path / "snn.pt")
     assert (snn.coding, snn.T, snn.initial_membrane, snn.scales.channel_wise) == ("binary", 8, 0.5, True)
     assert snn(atari_observations).shape == (6, 4)
+    assert not (tmp_path / "snn.nir").exists() and "no snn.nir: binary spike coding" in capsys.readouterr().out
 
 
 def test_tune_with_binary_coding_tries_percentiles_and_membranes_only(capsys, tmp_path):

@@ -123,13 +123,28 @@ def test_event_driven_fully_connected_path_equals_the_dense_pass():
     net = nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
     snn = convert(net, torch.randn(200, 6), backend="spikingjelly")
     obs = torch.randn(30, 6)
-    snn.event_driven, snn.sparse_rate = True, 1.0  # always sparse
+    snn.event_driven, snn.sparse_rate, snn.sparse_min_inputs = True, 1.0, 0  # always sparse, narrow layers too
+    addmm_calls = []
+    real_addmm = torch.addmm
+    torch.addmm = lambda *a, **k: addmm_calls.append(1) or real_addmm(*a, **k)
+    try:
+        snn.readouts(obs, T=40)
+    finally:
+        torch.addmm = real_addmm
+    assert len(addmm_calls) == 2 * 3  # both fc layers after a spiking one, in each time block (17 + 17 + 6 steps)
     sparse = snn.readouts(obs, T=40)
     sparse_spikes = [s.clone() for s in snn.last_stats.spikes]
     snn.event_driven = False
     dense = snn.readouts(obs, T=40)
     torch.testing.assert_close(sparse["membrane"], dense["membrane"], rtol=1e-5, atol=1e-5)
     assert all(torch.equal(a, b) for a, b in zip(sparse_spikes, snn.last_stats.spikes))
+    with torch.no_grad():  # the sparse path keeps a transposed copy of the weight: it must follow edits
+        snn.synapses[1][-1].weight.mul_(-1.0)
+    snn.event_driven = True
+    flipped = snn.readouts(obs, T=40)["membrane"]
+    snn.event_driven = False
+    torch.testing.assert_close(flipped, snn.readouts(obs, T=40)["membrane"], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(flipped, dense["membrane"])
 
 
 def test_carry_state_keeps_membranes_between_calls():
@@ -399,3 +414,55 @@ def test_an_sb3_mlp_checkpoint_whose_network_starts_with_flatten_simulates(zoo_z
     states = torch.randn(200, *checkpoint.observation_shape)
     snn = convert(checkpoint, states, T=64)
     assert float((snn.act(states[:50]) == checkpoint.act(states[:50])).float().mean()) > 0.5
+
+
+def step_by_step(snn, x: torch.Tensor, T: int):
+    """Reference: the whole network one time step at a time on [B] inputs, IF updates written out.
+
+    Returns the hidden spike trains [T, B, ...] per layer and the "spikes" readout."""
+    current0 = snn.synapses[0](x)
+    v = [torch.full_like(f, snn.initial_membrane).expand(x.shape[0], *f.shape).clone() for f in snn._fan_out]
+    v_out = torch.zeros(x.shape[0], snn.n_actions)
+    trains, out_count = [[] for _ in v], torch.zeros_like(v_out)
+    for _ in range(T):
+        current = current0
+        for layer, synapse in enumerate(snn.synapses[1:]):
+            v[layer] += current
+            spikes = (v[layer] >= 1.0).float()
+            v[layer] -= spikes
+            trains[layer].append(spikes)
+            current = synapse(spikes)
+        v_out += current / snn.scales.output
+        fired = (v_out >= 1.0).float()
+        v_out -= fired
+        out_count += fired
+    return [torch.stack(t) for t in trains], out_count * snn.scales.output / T
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "python"])
+@pytest.mark.parametrize("block_samples", [512, 5], ids=["one-block", "blocks"])
+def test_simulation_equals_a_step_by_step_reference_exactly(atari_observations, monkeypatch, fused, block_samples):
+    """Hidden spike trains of the Breakout SNN, every layer, bit for bit (dense synapses on both sides)."""
+    from _fixtures import atari_checkpoint
+
+    from dqn2snn_plugin import fused_scan
+
+    ckpt = atari_checkpoint()
+    snn = convert(ckpt, atari_observations)
+    snn.event_driven, snn.block_samples = False, block_samples
+    if not fused:
+        monkeypatch.setattr(fused_scan, "_switched_off", True)
+    recorded = []
+    run = snn.backend.run
+    monkeypatch.setattr(snn.backend, "run", lambda *a: recorded.append(run(*a)) or recorded[-1])
+    x = ckpt.prepare(atari_observations[:3])
+    T = 12
+    out = snn.readouts(x, T)
+    with torch.no_grad():
+        trains, spikes_readout = step_by_step(snn, x, T)
+    hidden = [torch.cat([r[0] for r in recorded[i :: len(trains) + 1]]) for i in range(len(trains))]
+    assert all(t.sum() > 0 for t in trains)
+    for ours, reference in zip(hidden, trains):
+        assert torch.equal(ours, reference)
+    assert torch.equal(out["spikes"], spikes_readout)
+    assert torch.equal(snn.last_stats.spikes[0], trains[0].sum(0).flatten(1).sum(1))

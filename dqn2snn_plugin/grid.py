@@ -1,0 +1,225 @@
+"""`dqn2snn benchmark`: a grid of games x settings, one cell each, resumable, run here or on Ray.
+
+A cell is one game (one set of Q-network weights) at one `Setting` (coding, T, percentile, scale
+granularity), measured by `evaluation.evaluate`. Checkpoints holding the same weights (a `.zip` and
+the `.qnet.pt` made from it) are one game. Each finished cell is appended to `DIR/cells.jsonl` at
+once (`results.CellLog`), keyed by the weights' digest and the setting, so a rerun computes only the
+missing cells and a grid can be extended later; `DIR/config.json` pins what every cell shares
+(episodes, step cap, seed, ...), and a rerun with other values is refused. The driver is the only
+writer: a runner (`run_here`, or `adapters.ray.RayRunner`) computes cells and yields their records.
+
+Binary coding's T counts bits per layer (at most `binary_coding.MAX_BITS`): a grid that pairs a
+larger T with binary coding skips those cells and says so (a rate-coded T = 500 is still run);
+a grid with no cell left is refused.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from dqn2snn_plugin.binary_coding import MAX_BITS, check_bits
+from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.errors import ConfigError, ResultsError
+from dqn2snn_plugin.evaluation import (
+    AGREEMENT_READOUTS, RunSettings, _pct, _score, checkpoint_digest, evaluate, p_label,
+)
+from dqn2snn_plugin.normalization import check_percentile
+from dqn2snn_plugin.results import CellLog, markdown_table, write_table
+from dqn2snn_plugin.spiking import check_coding, check_T
+
+BENCHMARK_FORMAT = "dqn2snn-benchmark-v1"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one cell converts and simulates: coding ("rate" or "binary"), T (time steps per decision;
+    bits per layer for binary coding), percentile (100 = max) and one scale per channel or per layer."""
+
+    coding: str
+    T: int
+    percentile: float
+    channel_wise: bool = False
+
+    def key(self) -> dict:
+        return asdict(self)
+
+    def label(self) -> str:
+        return f"{self.coding} T={self.T} p={p_label(self.percentile)}" + " per channel" * self.channel_wise
+
+
+# The paper's setting (Tan et al. 2021) and our best training-free one (docs/results.md, binary coding).
+PAPER_SETTING = Setting("rate", 500, 99.9, False)
+BEST_SETTING = Setting("binary", 8, 99.99, True)
+PAPER_GAMES = ("Atlantis", "BeamRider", "Boxing", "Breakout", "CrazyClimber", "Gopher", "Jamesbond", "Kangaroo",
+               "Krull", "NameThisGame", "Pong", "RoadRunner", "SpaceInvaders", "StarGunner", "Tennis", "Tutankham",
+               "VideoPinball")
+PAPER_EPISODES = 30  # whole games per player, each cut at the paper's 18,000 agent steps
+
+
+def hub_id(game: str) -> str:
+    """The RL-Zoo checkpoint of an Atari game on the Hugging Face Hub."""
+    return f"hf://sb3/dqn-{game}NoFrameskip-v4"
+
+
+def grid_settings(Ts: Iterable[int], percentiles: Iterable[float | str], codings: Iterable[str],
+                  channel_wise: bool = False) -> tuple[list[Setting], list[str]]:
+    """Every (coding, T, percentile) combination, validated and ordered, and a note per skipped one
+    (binary coding with more than MAX_BITS bits); ConfigError if none is left."""
+    Ts, ps = sorted({check_T(T) for T in Ts}), sorted({check_percentile(p) for p in percentiles})
+    codings = list(dict.fromkeys(check_coding(c) for c in codings))
+    if not Ts or not ps or not codings:
+        raise ConfigError("need at least one T, one percentile and one coding")
+    settings, skipped = [], []
+    for coding in codings:
+        for T in Ts:
+            if coding == "binary" and T > MAX_BITS:
+                skipped.append(f"binary coding at T={T} skipped: its T counts bits per layer, at most {MAX_BITS}")
+                continue
+            settings += [Setting(coding, T, p, channel_wise) for p in ps]
+    if not settings:
+        check_bits(Ts[-1])  # every cell was binary with too many bits: its own error says why
+    return settings, skipped
+
+
+# ---------------------------------------------------------------- games and cells
+
+
+@dataclass(frozen=True)
+class Game:
+    """One set of Q-network weights, with every source that holds them."""
+
+    checkpoint: DQNCheckpoint
+    digest: str
+    sources: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return (self.checkpoint.env_id or "?").removesuffix("NoFrameskip-v4")
+
+
+def unique_games(checkpoints: Sequence[DQNCheckpoint]) -> list[Game]:
+    """The checkpoints as games: those with equal weights (`checkpoint_digest`) merge into the first."""
+    games: dict[str, Game] = {}
+    for checkpoint in checkpoints:
+        digest = checkpoint_digest(checkpoint)
+        if digest in games:
+            games[digest] = replace(games[digest], sources=(*games[digest].sources, checkpoint.source))
+        else:
+            games[digest] = Game(checkpoint, digest, (checkpoint.source,))
+    return list(games.values())
+
+
+def split_paper_games(games: Sequence[Game]) -> tuple[list[Game], list[str], list[Game]]:
+    """(games of the paper's list, the paper's games without a checkpoint, games outside the list)."""
+    ours = [g for g in games if g.name in PAPER_GAMES]
+    found = {g.name for g in ours}
+    return ours, [name for name in PAPER_GAMES if name not in found], [g for g in games if g.name not in PAPER_GAMES]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One game at one setting."""
+
+    game: Game
+    setting: Setting
+
+    def key(self) -> dict:
+        """What identifies the cell's record in the log: the weights and the setting, not the file."""
+        return {"checkpoint_sha": self.game.digest, **self.setting.key()}
+
+
+def shared_config(settings: RunSettings) -> dict:
+    """What every cell of a results directory shares (coding and channel_wise vary per cell)."""
+    config = asdict(settings.check())
+    del config["coding"], config["channel_wise"]
+    return {"format": BENCHMARK_FORMAT, **config}
+
+
+def measure_cell(checkpoint: DQNCheckpoint, setting: Setting, settings: RunSettings) -> dict:
+    """The cell's record: `evaluate` at the setting, plus the host it ran on and its wall time."""
+    start = time.perf_counter()
+    result = evaluate(checkpoint, T=setting.T, percentile=setting.percentile,
+                      settings=replace(settings, coding=setting.coding, channel_wise=setting.channel_wise))
+    return {"kind": "cell", **setting.key(), **result, "host": socket.gethostname(), "ray_node_id": None,
+            "wall_s": time.perf_counter() - start}
+
+
+Runner = Callable[[Sequence[Cell], RunSettings], Iterator[dict]]
+
+
+def run_here(cells: Sequence[Cell], settings: RunSettings) -> Iterator[dict]:
+    """Compute the cells one after another in this process."""
+    for cell in cells:
+        yield measure_cell(cell.game.checkpoint, cell.setting, settings)
+
+
+# ---------------------------------------------------------------- the table
+
+BENCHMARK_HEADERS = ["game", "coding", "T", "p", "scales", "DQN score", "SNN score", "agreement SNN-visited (N+V)",
+                     "agreement DQN-visited (N+V)", "agreement SNN-visited (spikes)", "agreement DQN-visited (spikes)",
+                     "spikes per decision", "synaptic ops per decision", "cell wall (s)"]
+
+
+def benchmark_row(record: dict) -> list[object]:
+    """One table row of a cell's record."""
+    snn, rates = record["snn"], []
+    for r in AGREEMENT_READOUTS:
+        rates += [_pct(snn["agreement_snn_visited"][r]["rate"]), _pct(record["agreement_dqn_visited"][r]["rate"])]
+    return [record["env_id"].removesuffix("NoFrameskip-v4"), record["coding"], record["T"],
+            p_label(record["percentile"]), "per channel" if record["channel_wise"] else "per layer",
+            _score(record["dqn"]["score"]), _score(snn["score"]), *rates, f"{snn['spikes_per_decision']:,.0f}",
+            f"{snn['synaptic_ops_per_decision']:,.0f}", f"{record['wall_s']:.0f}"]
+
+
+def checkpoint_sources(paths: Sequence[str]) -> list[str]:
+    """The checkpoints named, with every .zip/.pt/.pth file inside a named directory (sorted)."""
+    sources = []
+    for path in paths:
+        if Path(path).is_dir():
+            found = sorted(str(f) for f in Path(path).iterdir() if f.suffix in (".zip", ".pt", ".pth"))
+            if not found:
+                raise ResultsError(f"{path} holds no checkpoint (.zip, .pt, .pth)")
+            sources += found
+        else:
+            sources.append(path)
+    return sources
+
+
+# ---------------------------------------------------------------- the driver
+
+
+class Grid:
+    """The cells of `games` x `settings` against the log in `out_dir` (opened, or created, at once)."""
+
+    def __init__(self, games: Sequence[Game], settings: Sequence[Setting], run_settings: RunSettings,
+                 out_dir: str | Path) -> None:
+        self.run_settings = run_settings
+        self.log = CellLog(Path(out_dir), shared_config(run_settings))
+        self.cells = [Cell(game, setting) for game in games for setting in settings]
+
+    def missing(self) -> list[Cell]:
+        """The cells the log does not hold yet."""
+        return [cell for cell in self.cells if self.log.find("cell", **cell.key()) is None]
+
+    def run(self, runner: Runner = run_here) -> list[list[object]]:
+        """Compute the missing cells with `runner`, appending each record the moment it arrives;
+        write DIR/benchmark.csv and .md; return the table rows (grid order)."""
+        todo = self.missing()
+        records = runner(todo, self.run_settings)
+        with tqdm(total=len(self.cells), initial=len(self.cells) - len(todo), desc="cells", unit="cell") as bar:
+            for record in records:
+                self.log.append(record)
+                bar.update(1)
+        rows = [benchmark_row(self.log.find("cell", **cell.key())) for cell in self.cells]
+        write_table(self.log.directory, "benchmark", BENCHMARK_HEADERS, rows)
+        return rows
+
+
+def format_table(rows: Sequence[Sequence[object]]) -> str:
+    return markdown_table(BENCHMARK_HEADERS, rows)

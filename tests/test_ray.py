@@ -1,0 +1,131 @@
+"""Benchmark cells on a local Ray (2 CPUs, loopback only): same numbers as without Ray, each cell once
+after a worker died, resume after the driver was killed, a dead address refused within seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from dqn2snn_plugin.adapters.ray import KILL_ONCE_ENV
+from dqn2snn_plugin.cli import main
+from _fixtures import ATARI_FIXTURES
+
+QNET = str(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")
+ZIP = str(ATARI_FIXTURES / "dqn-BreakoutNoFrameskip-v4.zip")
+TINY_ARGS = ["--episodes", "1", "--max-steps", "40", "--n-envs", "1", "--calibration-frames", "300"]
+# what the cluster's workers and the drivers share: one thread, a private calibration cache, Ray on loopback
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+WHERE = ("host", "ray_node_id", "wall_s")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> str:
+    """A 2-CPU Ray head on 127.0.0.1 started by this process; yields its address (HOST:PORT)."""
+    env = {**WORKER_ENV, "DQN2SNN_CACHE": str(tmp_path_factory.mktemp("cache"))}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)  # before ray.init: the workers inherit it
+    import ray
+    from ray._private import ray_constants
+
+    assert not ray_constants.ENABLE_RAY_CLUSTER, "ray was imported before the loopback-only setting was made"
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    for name, value in saved.items():
+        os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
+
+
+def _records(directory) -> list[dict]:
+    return [json.loads(line) for line in (directory / "cells.jsonl").read_text().splitlines()]
+
+
+def _numbers(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in WHERE}
+
+
+def _table(directory) -> list[str]:
+    """benchmark.md without the last column (the cells' wall times)."""
+    return [line.rsplit("|", 2)[0] for line in (directory / "benchmark.md").read_text().splitlines()]
+
+
+def test_ray_gives_the_plain_table_and_each_cell_once_when_a_worker_dies(cluster, tmp_path, monkeypatch, capsys):
+    argv = ["benchmark", QNET, ZIP, "--T", "4", "--coding", "rate,binary", *TINY_ARGS]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a 1-CPU Ray cell
+    try:
+        assert main([*argv, "-o", str(tmp_path / "plain")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert f"{QNET} and {ZIP} hold the same weights: one game" in capsys.readouterr().out
+
+    marker = tmp_path / "killed-once"
+    monkeypatch.setenv(KILL_ONCE_ENV, str(marker))
+    assert main([*argv, "--ray", cluster, "-o", str(tmp_path / "ray")]) == 0
+    assert marker.exists()  # one worker did die mid-cell, and Ray ran its cell again
+    assert f"Ray at {cluster}: 1 node(s), 2 CPUs" in capsys.readouterr().out
+    assert _table(tmp_path / "ray") == _table(tmp_path / "plain") and len(_table(tmp_path / "ray")) == 4
+    here, there = _records(tmp_path / "plain"), _records(tmp_path / "ray")
+    assert len(there) == 2 and {r["coding"] for r in there} == {"rate", "binary"}
+    by_coding = {r["coding"]: r for r in here}
+    for record in there:
+        assert _numbers(record) == _numbers(by_coding[record["coding"]])
+        assert len(record["ray_node_id"]) == 56 and record["host"] == socket.gethostname() and record["wall_s"] > 0
+
+
+def test_a_rerun_after_the_driver_was_killed_computes_only_the_missing_cells(cluster, tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["benchmark", QNET, "--T", "2,3,4", *TINY_ARGS, "--max-steps", "20", "--ray", cluster, "-o", str(out)]
+    driver = subprocess.Popen([sys.executable, "-m", "dqn2snn_plugin.cli", *argv], env={**os.environ, **WORKER_ENV},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 150
+    while not (out / "cells.jsonl").exists() or not (out / "cells.jsonl").read_text():
+        assert driver.poll() is None and time.monotonic() < deadline, "the driver ended before it logged a cell"
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = (out / "cells.jsonl").read_text()
+    done = before.count("\n")
+    assert 1 <= done < 3
+
+    assert main(argv) == 0  # this process is the cluster's driver now
+    assert f"{3 - done} of 3 cells to compute ({done} already in {out})" in capsys.readouterr().out
+    after = (out / "cells.jsonl").read_text()
+    assert after.startswith(before)
+    assert sorted(r["T"] for r in _records(out)) == [2, 3, 4]
+
+
+@pytest.mark.parametrize("listening", [False, True], ids=["nothing there", "not a Ray head"])
+def test_a_dead_or_wrong_address_is_one_clear_line_within_seconds(listening, capsys, tmp_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{server.getsockname()[1]}"
+    if listening:
+        server.listen()  # accepts TCP, never answers gRPC
+    else:
+        server.close()
+    start = time.monotonic()
+    try:
+        status = main(["benchmark", QNET, "--ray", address, "-o", str(tmp_path)])
+    finally:
+        server.close()
+    assert status == 2 and time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert err == (f"dqn2snn: error: --ray {address}: no Ray head answers there within 3 s: start one with "
+                   "`ray start --head` and pass the address it prints\n")
+    assert not (tmp_path / "cells.jsonl").exists()
+
+
+def test_a_cell_no_node_can_hold_is_refused_instead_of_waiting(cluster, capsys, tmp_path):
+    argv = ["benchmark", QNET, "--T", "4", *TINY_ARGS, "--ray", cluster, "--device", "cuda", "--gpus-per-cell", "1"]
+    assert main([*argv, "-o", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("dqn2snn: error: no node of the Ray cluster can hold a cell (1 CPU and 1 GPU "
+                                       "each): lower --cpus-per-cell / --gpus-per-cell or add nodes\n")
+    assert not (tmp_path / "cells.jsonl").exists()
