@@ -1,5 +1,6 @@
 """IF dynamics against hand-computed spike trains, readouts, state handling, and bad input."""
 
+import contextlib
 import dataclasses
 import math
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from dqn2snn_plugin import convert
+from dqn2snn_plugin import convert, fused_scan
 from dqn2snn_plugin.adapters.snntorch import SnnTorchBackend
 from dqn2snn_plugin.adapters.spikingjelly import SpikingJellyBackend
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
@@ -44,10 +45,13 @@ def test_if_neuron_spike_trains_by_hand(backend, current, v0, T, expected):
     assert float(v) == pytest.approx(v0 + current * T - sum(expected))
 
 
-def test_a_membrane_exactly_at_threshold():
-    """SpikingJelly fires on H >= threshold, snnTorch on mem > threshold: one step later at a tie."""
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "python"])
+def test_a_membrane_exactly_at_threshold(fused):
+    """SpikingJelly fires on H >= threshold, snnTorch on mem > threshold: one step later at a tie.
+    Both IF scans of the SpikingJelly backend: the compiled one and its Python reference."""
     x = torch.full((4, 1), 0.25)  # H reaches exactly 1.0 at step 4
-    sj, _ = SpikingJellyBackend().run(SpikingJellyBackend().make_neuron(0.0), x, torch.zeros(1))
+    with contextlib.nullcontext() if fused else fused_scan.switched_off():
+        sj, _ = SpikingJellyBackend().run(SpikingJellyBackend().make_neuron(0.0), x, torch.zeros(1))
     snt, _ = SnnTorchBackend().run(SnnTorchBackend().make_neuron(0.0), x, torch.zeros(1))
     assert sj.flatten().tolist() == [0, 0, 0, 1]
     assert snt.flatten().tolist() == [0, 0, 0, 0]
@@ -444,8 +448,6 @@ def step_by_step(snn, x: torch.Tensor, T: int):
 def test_simulation_equals_a_step_by_step_reference_exactly(atari_observations, monkeypatch, fused, block_samples):
     """Hidden spike trains of the Breakout SNN, every layer, bit for bit (dense synapses on both sides)."""
     from _fixtures import atari_checkpoint
-
-    from dqn2snn_plugin import fused_scan
 
     ckpt = atari_checkpoint()
     snn = convert(ckpt, atari_observations)
