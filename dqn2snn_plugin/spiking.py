@@ -278,7 +278,7 @@ class SpikingQNetwork(nn.Module):
 
     def _prepare(self, obs) -> torch.Tensor:
         x = observation_batch(obs, self.observation_shape)
-        weight = self.synapses[0][0].weight  # simulate in the network's dtype: snn.double() gives float64
+        weight = _weighted(self.synapses[0]).weight  # simulate in the network's dtype: snn.double() gives float64
         return x.to(device=weight.device, dtype=weight.dtype)
 
     @torch.no_grad()
