@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from dqn2snn_plugin.adapters.sb3_network import SUPPORTED_EXTRACTORS, build_q_network
-from dqn2snn_plugin.errors import CheckpointError, UnsupportedLayerError
+from dqn2snn_plugin.errors import CheckpointError, EnvIdError, UnsupportedLayerError
 
 # policy class module `stable_baselines3.<x>.policies` / `sb3_contrib.<x>.policies` -> algorithm name
 _ALGORITHMS = {"dqn": "DQN", "qrdqn": "QRDQN", "ppo_recurrent": "RecurrentPPO", "ppo_mask": "MaskablePPO"}
@@ -99,28 +99,66 @@ def read_zip(path: Path) -> SB3Parts:
     )
 
 
-def read_state_dict(path: Path) -> SB3Parts:
+def read_state_dict(path: Path, *, env_id: str | None = None, n_quantiles: int | None = None) -> SB3Parts:
     """Read a `.pt` / `.pth` state dict of an SB3 `QNetwork` (or a whole DQN policy) with `weights_only=True`.
 
-    Nothing records the observation space here: a CNN is taken as SB3's NatureCNN on uint8 images
-    (so `/255` is folded in) and the input shape is inferred from the weights; a QR-DQN
-    `QuantileNetwork` is assumed to have sb3-contrib's default 200 quantiles.
+    Nothing records the observation or action space here: a CNN is taken as SB3's NatureCNN on uint8
+    images (so `/255` is folded in) and the input shape is inferred from the weights. A QR-DQN
+    `QuantileNetwork` has n_quantiles x n_actions outputs, which the weights alone cannot split: the
+    action count comes from the environment (`env_id`, else the file name), or `n_quantiles` is given;
+    otherwise the file is refused (CheckpointError saying what to pass).
     """
     where = str(path)
     algorithm, net_state = _q_network_state(_load_tensors(path, where), where)
-    stem = path.name.rsplit(".", 1)[0].removesuffix(".qnet")
+    env_id = env_id or _env_id_from_name(path.name.rsplit(".", 1)[0].removesuffix(".qnet"))
+    n_actions, outputs = None, _head_outputs(net_state, "quantile_net")
+    if algorithm == "QRDQN" and n_quantiles is None and outputs:
+        n_actions = env_action_count(env_id) if env_id else None
+        if n_actions is None:
+            raise CheckpointError(
+                f"{where}: a QR-DQN state dict does not say how its {outputs} outputs split into quantiles x "
+                "actions: name its environment (env_id=..., on the command line --env-id <Env>) or pass "
+                "n_quantiles=... to load_dqn"
+            )
     return _build_parts(
         net_state,
         algorithm=algorithm,
         policy=None,
         observation_shape=None,
         scale_input=None,
-        n_actions=None,
-        n_quantiles=None,
+        n_actions=n_actions,
+        n_quantiles=n_quantiles,
         sb3_version=None,
-        env_id=_env_id_from_name(stem),
+        env_id=env_id,
         source=where,
     )
+
+
+def env_action_count(env_id: str) -> int | None:
+    """The action count of a known environment with a discrete action space; None when it cannot be
+    made here (unregistered id, missing optional dependency, continuous actions)."""
+    if env_id.endswith("NoFrameskip-v4"):
+        from dqn2snn_plugin.atari import action_count  # imported here: it loads ale-py
+
+        try:
+            return action_count(env_id)
+        except EnvIdError:
+            return None
+    import gymnasium as gym
+
+    try:
+        env = gym.make(env_id)
+    except Exception:  # gymnasium raises many types: unknown id, missing extra, bad kwargs
+        return None
+    n = getattr(env.action_space, "n", None)
+    env.close()
+    return None if n is None else int(n)
+
+
+def _head_outputs(state: Mapping[str, torch.Tensor], head: str) -> int:
+    """Outputs of the last Linear layer of `head` (weights keyed `<head>.<index>.weight`); 0 if it has none."""
+    weights = {int(k.split(".")[1]): v for k, v in state.items() if re.fullmatch(rf"{head}\.\d+\.weight", k)}
+    return int(weights[max(weights)].shape[0]) if weights else 0
 
 
 def read_model(model: Any) -> SB3Parts:
@@ -165,19 +203,32 @@ def _build_parts(
     """Build the network and bundle it with `fields`.
 
     `scale_input=None` (space unknown) folds `/255` exactly when the net has a CNN; an unrecorded
-    QR-DQN quantile count defaults to sb3-contrib's 200. A missing policy name is inferred likewise.
+    QR-DQN quantile count is the outputs / the known action count, else sb3-contrib's default 200
+    (what an SB3 zip that records neither means). A missing policy name is inferred likewise.
     """
     head = "quantile_net" if algorithm == "QRDQN" else "q_net"
     has_cnn = any(k.startswith("features_extractor.cnn.") for k in state)
+    if algorithm == "QRDQN" and n_quantiles is None:
+        n_quantiles = _quantiles_for(_head_outputs(state, head), fields["n_actions"], fields["source"])
     net = build_q_network(
         state,
         head=head,
-        n_quantiles=(n_quantiles or 200) if algorithm == "QRDQN" else None,
+        n_quantiles=n_quantiles if algorithm == "QRDQN" else None,
         scale_input=has_cnn if scale_input is None else scale_input,
         where=fields["source"],
     )
     policy = fields.pop("policy") or ("CnnPolicy" if has_cnn else "MlpPolicy")
     return SB3Parts(q_network=net, algorithm=algorithm, policy=policy, **fields)
+
+
+def _quantiles_for(outputs: int, n_actions: int | None, where: str) -> int:
+    """Quantiles per action of a QR-DQN head with `outputs` outputs and `n_actions` actions (None: 200)."""
+    if n_actions is None:
+        return 200
+    if outputs % n_actions:
+        raise CheckpointError(f"{where}: the QR-DQN head has {outputs} outputs, not a multiple of the "
+                              f"{n_actions} actions of its environment: pass n_quantiles")
+    return outputs // n_actions
 
 
 def _q_network_state(state: Mapping[str, torch.Tensor], where: str) -> tuple[str, dict[str, torch.Tensor]]:

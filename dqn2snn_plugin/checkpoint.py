@@ -90,16 +90,22 @@ class DQNCheckpoint:
 
 
 def load_dqn(
-    source: str | Path | Any, *, env_id: str | None = None, device: str | torch.device = "cpu"
+    source: str | Path | Any,
+    *,
+    env_id: str | None = None,
+    device: str | torch.device = "cpu",
+    n_quantiles: int | None = None,
 ) -> DQNCheckpoint:
     """Load a DQN from any source users hold, without running code stored in it.
 
     `source` is an SB3 / sb3-contrib `.zip` (DQN or QR-DQN, SB3 1.x or 2.x), a `.pt`/`.pth` state
     dict of an SB3 `QNetwork`, a hub id `hf://<org>/<repo>` (RL-Zoo naming), or an in-memory SB3
     `DQN` / `QRDQN` model or policy. `env_id` overrides the env id read from the file name.
+    `n_quantiles` is for a QR-DQN `.pt` of an environment that cannot be made here (otherwise its
+    quantile count follows from the environment's action count; see `sb3.read_state_dict`).
     The returned network is float32, in eval mode, on `device`.
     """
-    parts = _read(source)
+    parts = _read(source, env_id, n_quantiles)
     shape = parts.observation_shape or infer_observation_shape(parts.q_network, parts.source)
     n_actions = _validate(parts.q_network, shape, parts.n_actions, parts.source)
     return DQNCheckpoint(
@@ -144,7 +150,7 @@ def describe(checkpoint: DQNCheckpoint) -> str:
     return "\n".join(lines)
 
 
-def _read(source: str | Path | Any) -> sb3.SB3Parts:
+def _read(source: str | Path | Any, env_id: str | None, n_quantiles: int | None) -> sb3.SB3Parts:
     """Dispatch on the kind of source: hub id, zip, tensor file, or an in-memory SB3 object."""
     if isinstance(source, str) and source.startswith(hub.PREFIX):
         return dataclasses.replace(sb3.read_zip(hub.download(source)), source=source)
@@ -152,7 +158,9 @@ def _read(source: str | Path | Any) -> sb3.SB3Parts:
         path = Path(source)
         if not path.is_file():
             raise CheckpointError(f"{source}: neither an existing file nor a hub id (hf://<org>/<repo>)")
-        return sb3.read_state_dict(path) if path.suffix in (".pt", ".pth") else sb3.read_zip(path)
+        if path.suffix in (".pt", ".pth"):
+            return sb3.read_state_dict(path, env_id=env_id, n_quantiles=n_quantiles)
+        return sb3.read_zip(path)
     return sb3.read_model(source)
 
 

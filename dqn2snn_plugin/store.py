@@ -86,8 +86,12 @@ def load_snn(path: str | Path, *, device: str = "cpu") -> tuple[SpikingQNetwork,
     """Rebuild the SNN saved by `save_snn`, and the network it was converted from: the DQN, or for a
     distilled SNN (scales.percentile "distilled T=...") the distilled copy, not the user's DQN."""
     if not Path(path).is_file():
-        raise CheckpointError(f"{path}: no such file (save one with save_snn or `dqn2snn convert`)")
-    payload = load_weights_only(Path(path), str(path))
+        raise CheckpointError(f"{path}: not a saved dqn2snn SNN (no such file: save one with save_snn or "
+                              "`dqn2snn convert`)")
+    try:
+        payload = load_weights_only(Path(path), str(path))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: not a saved dqn2snn SNN ({str(exc).removeprefix(f'{path}: ')})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a saved dqn2snn SNN (format {FORMAT} expected)")
     network = nn.Sequential(*(_build_layer(spec) for spec in payload["layers"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +23,16 @@ def atari_checkpoint(env_id: str = "BreakoutNoFrameskip-v4") -> DQNCheckpoint:
     if not path.exists():
         pytest.skip(f"shared fixture not found: {path}")
     return load_dqn(path)
+
+
+class MarkerPayload:
+    """Unpickling this runs a shell command that creates a marker file (proof that code ran)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
 
 
 def tiny_checkpoint(weight: torch.Tensor, env_id: str | None = None) -> DQNCheckpoint:

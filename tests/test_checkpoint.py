@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -20,6 +19,8 @@ from torch import nn
 from dqn2snn_plugin import DQNCheckpoint, load_dqn
 from dqn2snn_plugin.errors import CheckpointError, UnsupportedLayerError
 
+from _fixtures import MarkerPayload
+
 PLAIN_LAYERS = (nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten)
 
 
@@ -32,16 +33,6 @@ class TinyExtractor(BaseFeaturesExtractor):
 
     def forward(self, obs):
         return self.body(obs)
-
-
-class MarkerPayload:
-    """Unpickling this runs a shell command that creates a marker file."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def _rewrite_zip(src: Path, dst: Path, **replace: bytes | None) -> Path:
@@ -333,3 +324,36 @@ def test_describe_says_when_the_env_is_unknown(cartpole, tmp_path):
     renamed = tmp_path / "my-agent.zip"
     renamed.write_bytes(path.read_bytes())
     assert "env id:        could not tell from the file name (pass --env-id)" in describe(load_dqn(renamed))
+
+
+def test_a_saved_replay_buffer_size_is_never_allocated(cartpole, tmp_path, monkeypatch):
+    """SB3's `DQN.load` builds the replay buffer the zip's `buffer_size` declares (here 10**12
+    transitions, terabytes); the loader reads only the JSON text and policy.pth, so nothing is built."""
+    from stable_baselines3.common import buffers
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    _, path = cartpole
+    data = json.loads(zipfile.ZipFile(path).read("data"))
+    assert data["buffer_size"] == 1
+    data["buffer_size"] = 10**12
+    huge = _rewrite_zip(path, tmp_path / "huge-buffer.zip", data=json.dumps(data).encode())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a replay buffer was allocated / SB3's loader was called")
+
+    monkeypatch.setattr(buffers.ReplayBuffer, "__init__", refuse)
+    monkeypatch.setattr(BaseAlgorithm, "load", classmethod(refuse))
+    with pytest.raises(AssertionError, match="replay buffer"):  # the trap is live
+        DQN("MlpPolicy", "CartPole-v1", buffer_size=1, device="cpu")
+    ckpt = load_dqn(huge)
+    assert (ckpt.n_actions, ckpt.observation_shape) == (2, (4,))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU: none here, so loading onto a GPU is not tested on this machine")
+def test_loading_onto_a_gpu_gives_the_cpu_q_values(cartpole):
+    _, path = cartpole
+    cpu, gpu = load_dqn(path), load_dqn(path, device="cuda")
+    assert all(p.device.type == "cuda" for p in gpu.q_network.parameters())
+    obs = torch.randn(8, 4)
+    torch.testing.assert_close(gpu.q_values(obs).cpu(), cpu.q_values(obs), rtol=1e-5, atol=1e-6)

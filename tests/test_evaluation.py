@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from dqn2snn_plugin import evaluation as ev
 from dqn2snn_plugin import sweep as sw
+from dqn2snn_plugin.atari import play
+from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.cli import main
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import ResultsError
@@ -29,20 +33,97 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
-def test_evaluate_result_is_sane(tmp_path):
-    result = ev.evaluate(atari_checkpoint(), T=4, percentile=99.9, settings=TINY)
-    write_json(tmp_path / "r.json", result)
-    loaded = json.loads((tmp_path / "r.json").read_text())
-    for score in (loaded["dqn"]["score"], loaded["snn"]["score"]):
-        assert math.isfinite(score["mean"]) and score["std"] >= 0 and len(score["scores"]) == 2
-        assert all(length <= 60 for length in score["lengths"])
-    for agreement in (loaded["agreement_dqn_visited"], loaded["snn"]["agreement_snn_visited"]):
-        assert set(agreement) == {"spikes", "spikes+membrane"}
-        for value in agreement.values():
-            assert 0.0 <= value["rate"] <= 1.0 and value["n_states"] > 0
-    assert loaded["snn"]["spikes_per_decision"] > 0
-    table = ev.format_evaluation(loaded)
+def constant_breakout_dqn() -> DQNCheckpoint:
+    """A Breakout "DQN" whose hidden units are 2 (three of them) and then 1 (two) whatever the frame,
+    and whose Q-values are (1.8, 0.6, 1.2, 2.4): it always moves LEFT (action 3; with ε = 0.05 that
+    scores a brick or two in 200 steps, where FIRE, its worst action, loses every ball). Converted
+    with the maxima as scales (2, then 1) every hidden neuron gets a current of exactly 1 per step, so
+    it fires at every step and the SNN's readouts are the Q-values exactly: the SNN is this DQN, and
+    must play and score like it."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4 * 84 * 84, 3), nn.ReLU(), nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 4))
+    with torch.no_grad():
+        net[1].weight.zero_()
+        net[1].bias.fill_(2.0)
+        net[3].weight.zero_()
+        net[3].bias.fill_(1.0)
+        net[5].weight.copy_(torch.tensor([0.9, 0.3, 0.6, 1.2]).view(4, 1).expand(4, 2))
+        net[5].bias.zero_()
+    return DQNCheckpoint(net.eval(), 4, (4, 84, 84), "CnnPolicy", "DQN", None, "BreakoutNoFrameskip-v4", "<test>")
+
+
+@pytest.mark.atari
+def test_an_snn_equal_to_its_dqn_plays_and_scores_like_it(atari_observations):
+    checkpoint = constant_breakout_dqn()
+    snn = convert(checkpoint, atari_observations, percentile="max", T=5)
+    torch.testing.assert_close(snn(atari_observations, 5), checkpoint.q_values(atari_observations), rtol=0, atol=1e-6)
+    settings = ev.RunSettings(episodes=2, max_steps=200, n_envs=2)
+    dqn_score, _ = ev.play_dqn(checkpoint, settings)
+    result = ev.play_snn(checkpoint, snn, 5, settings)
+    assert result["score"] == dqn_score  # the same actions on the same seeds: the same games
+    assert dqn_score["mean"] > 0  # games in which playing another action shows
+    for readout in ev.AGREEMENT_READOUTS:
+        assert result["agreement_snn_visited"][readout]["rate"] == 1.0
+        assert result["agreement_snn_visited"][readout]["n_states"] == sum(dqn_score["lengths"])
+    assert result["spikes_per_decision"] == (3 + 2) * 5  # every neuron fires at each of 5 steps
+    # a spike of layer 1 reaches the 2 neurons of layer 2, one of layer 2 the 4 outputs
+    assert result["synaptic_ops_per_decision"] == 3 * 5 * 2 + 2 * 5 * 4
+
+
+def reference_games(policy, checkpoint, snn, T, settings):
+    """Games played step by step here: the score of `policy`, and on every visited state whether the
+    SNN's greedy action (on the settings' readout, and on the spike count) equals the DQN's."""
+    matches = {readout: [] for readout in ev.AGREEMENT_READOUTS}
+
+    def record(obs, greedy, taken):
+        dqn_actions = checkpoint.act(obs)
+        readouts = snn.readouts(obs, T)
+        for readout in matches:
+            matches[readout] += (readouts[readout].argmax(1) == dqn_actions).tolist()
+
+    episodes = play(policy, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs, epsilon=settings.epsilon,
+                    seed=settings.seed, max_steps=settings.max_steps, on_step=record)
+    return [e.score for e in episodes], [e.length for e in episodes], matches
+
+
+@pytest.mark.atari
+def test_evaluate_reports_the_games_each_player_played(tmp_path, atari_observations):
+    """Breakout's fixture DQN at T = 4 (agreement well below 100%): evaluate's scores and both
+    agreements equal those of games played here with the SNN's greedy action on its readout."""
+    checkpoint = atari_checkpoint()
+    snn = convert(checkpoint, atari_observations, percentile=99.9, T=4)
+    result = json.loads(json.dumps(ev.evaluate(checkpoint, T=4, percentile=99.9, settings=TINY, snn=snn)))
+
+    def snn_policy(obs):
+        return snn.readouts(obs, 4)[TINY.readout].argmax(1)
+
+    for who, policy, score, agreement in (
+            ("DQN", checkpoint.act, result["dqn"]["score"], result["agreement_dqn_visited"]),
+            ("SNN", snn_policy, result["snn"]["score"], result["snn"]["agreement_snn_visited"])):
+        scores, lengths, matches = reference_games(policy, checkpoint, snn, 4, TINY)
+        assert (score["scores"], score["lengths"]) == (scores, lengths), who
+        assert (score["mean"], score["std"]) == pytest.approx((np.mean(scores), np.std(scores))), who
+        for readout, match in matches.items():
+            assert agreement[readout]["n_states"] == len(match), (who, readout)
+            assert agreement[readout]["rate"] == pytest.approx(np.mean(match), abs=1e-12), (who, readout)
+    assert 0.0 < result["snn"]["agreement_snn_visited"]["spikes"]["rate"] < 1.0  # a case where errors show
+    table = ev.format_evaluation(result)
     assert "DQN plays" in table and "SNN plays" in table
+
+
+def test_heldout_agreement_of_each_T_equals_a_separate_run_at_that_T(mlp_checkpoint):
+    """One simulation of max(T) steps serves every T; each must equal its own T-step run, per readout."""
+    snn = convert(mlp_checkpoint, torch.randn(200, 6), T=16)
+    states = torch.randn(90, 6).numpy()
+    summaries = ev.heldout_agreement(mlp_checkpoint, snn, states, [2, 5, 16], batch_size=40)
+    q = mlp_checkpoint.q_values(states)
+    for T, summary in summaries.items():
+        readouts = snn.readouts(states, T)
+        for readout in ev.AGREEMENT_READOUTS:
+            expected = (readouts[readout].argmax(1) == q.argmax(1)).double().mean()
+            assert summary[readout]["rate"] == pytest.approx(float(expected), abs=1e-12), (T, readout)
+            assert summary[readout]["n_states"] == 90
+    rates = [summaries[T][r]["rate"] for T in (2, 16) for r in ev.AGREEMENT_READOUTS]
+    assert len(set(rates)) > 1  # the readouts and T differ here, so a mix-up would show
 
 
 def test_sweep_resumes_after_a_crash_without_recomputing(tmp_path, monkeypatch, capsys):

@@ -70,6 +70,29 @@ def test_gap_filters_absolute_and_relative():
     assert none_left.n_above_gap == 0 and math.isnan(none_left.rate_above_gap)
 
 
+def test_relative_gap_filter_is_relative_to_the_size_of_q_for_a_losing_agent():
+    """All Q-values negative (an agent that expects to lose): the threshold is r * |max Q|, not r * max Q."""
+    rows = [[-10, -10.05, -30], [-10, -13, -30], [10, 9.95, -30], [10, 7, -30]]  # gaps 0.05, 3, 0.05, 3
+    dqn, obs = identity_dqn(rows)
+    snn = TableSNN([[0, 1, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0]])  # wrong on both small-gap states
+    result = agreement(dqn, snn, obs, T=4, relative_gap_threshold=0.01)  # keeps gaps above 0.1
+    assert (result.n_above_gap, result.rate_above_gap, result.rate) == (2, 1.0, 0.5)
+
+
+def test_gap_filters_keep_only_gaps_strictly_above_the_threshold():
+    # gaps exactly at each threshold (exact in binary floating point) are left out; just above, kept
+    dqn, obs = identity_dqn([[1.0, 0.5], [1.0, 0.25], [-2.0, -3.0], [4.0, 1.5]])  # gaps .5, .75, 1, 2.5
+    snn = TableSNN([[1, 0], [1, 0], [0, 1], [1, 0]])
+    absolute = AgreementResult.from_values(dqn.q_values(obs), snn(obs, T=1), gap_threshold=0.5)
+    assert absolute.n_above_gap == 3 and absolute.rate_above_gap == pytest.approx(2 / 3)
+    # relative: gap > 0.5 * |max Q|, i.e. > 0.5, 0.5, 1.0, 2.0
+    relative = AgreementResult.from_values(dqn.q_values(obs), snn(obs, T=1), relative_gap_threshold=0.5)
+    assert relative.n_above_gap == 2 and relative.rate_above_gap == 1.0
+    ties = AgreementResult.from_values(torch.tensor([[1.0, 1.0], [2.0, 1.0]]), torch.tensor([[0.0, 1.0]] * 2),
+                                       gap_threshold=0.0)
+    assert ties.n_above_gap == 1 and ties.rate_above_gap == 0.0  # a tie has no preference to lose
+
+
 def test_spearman_on_known_permutations_and_ties():
     q = torch.tensor([[1.0, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 2, 4], [5, 5, 5, 5]])
     s = torch.tensor([[10.0, 20, 30, 40], [4, 3, 2, 1], [1, 3, 2, 4], [1, 1, 3, 2], [1, 2, 3, 4]])

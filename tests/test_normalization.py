@@ -91,3 +91,18 @@ def test_unsupported_layers_are_named(layer):
     net = nn.Sequential(nn.Linear(3, 3), layer, nn.ReLU(), nn.Linear(3, 2))
     with pytest.raises(UnsupportedLayerError, match=type(layer).__name__):
         layer_scales(net, torch.rand(10, 3))
+
+
+def test_a_channel_that_is_never_active_keeps_the_layers_scale():
+    """Channel-wise scales: a dead channel gets the layer-wide percentile (any positive value would do,
+    but zero would divide by zero in the folding); the live channels get their own percentiles."""
+    net = identity_net(3)
+    # channels 0 and 1 are zero on about 30% of the states (ranked out: rank="nonzero"); channel 2 always
+    data = (torch.rand(400, 3) - 0.3) * torch.tensor([1.0, 4.0, 0.0]) - torch.tensor([0.0, 0.0, 1.0])
+    live = torch.relu(data[:, :2])
+    for p in (99.0, "max"):
+        scales = layer_scales(net, data, p, channel_wise=True)
+        q = 100.0 if p == "max" else p
+        layer_wide = np.percentile(live[live > 0].numpy(), q)
+        per_channel = [np.percentile(live[:, c][live[:, c] > 0].numpy(), q) for c in range(2)]
+        assert scales.hidden[0].tolist() == pytest.approx([*per_channel, layer_wide], rel=1e-6)

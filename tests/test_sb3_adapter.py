@@ -186,3 +186,76 @@ def test_parse_hub_id(hub_id, expected):
 def test_malformed_hub_id_is_refused():
     with pytest.raises(CheckpointError, match="hf://<org>/<repo>"):
         load_dqn("hf://just-a-name")
+
+
+# ---------------------------------------------------------------- QR-DQN quantile counts
+# A QuantileNetwork has n_quantiles x n_actions outputs; the loader must split them as sb3-contrib
+# does, whatever n_quantiles was. Reference: sb3-contrib's own quantile_net, averaged over quantiles.
+
+
+def _qr_policy(n_actions: int, n_quantiles: int, cnn: bool = False):
+    if cnn:
+        return QRCnnPolicy(ATARI_SPACE, spaces.Discrete(n_actions), _lr, n_quantiles=n_quantiles)
+    from sb3_contrib.qrdqn.policies import QRDQNPolicy
+
+    return QRDQNPolicy(spaces.Box(-1, 1, (6,), np.float32), spaces.Discrete(n_actions), _lr,
+                       n_quantiles=n_quantiles, net_arch=[8])
+
+
+def _check_qr(ckpt, policy, obs, n_actions, assert_close_q):
+    with torch.no_grad():
+        theirs = policy.quantile_net(torch.as_tensor(obs)).mean(dim=1)
+    assert (ckpt.algorithm, ckpt.n_actions) == ("QRDQN", n_actions)
+    assert_close_q(ckpt.q_values(obs), theirs)
+
+
+@pytest.mark.parametrize("n_quantiles", [200, 50])
+def test_qrdqn_state_dict_splits_quantiles_by_the_envs_action_count(tmp_path, n_quantiles, assert_close_q):
+    """Acrobot-v1 has 3 actions: 3 x 50 = 150 outputs once came back as 1 action of 150 / 200 quantiles."""
+    policy = _qr_policy(3, n_quantiles)
+    path = tmp_path / "qrdqn-Acrobot-v1.pt"
+    torch.save(policy.quantile_net.state_dict(), path)
+    _check_qr(load_dqn(path), policy, _vector_obs(6), 3, assert_close_q)
+    # a whole policy's state dict, and an env id given instead of read from the name
+    anonymous = tmp_path / "agent.pt"
+    torch.save(policy.state_dict(), anonymous)
+    _check_qr(load_dqn(anonymous, env_id="Acrobot-v1"), policy, _vector_obs(6), 3, assert_close_q)
+    _check_qr(load_dqn(anonymous, n_quantiles=n_quantiles), policy, _vector_obs(6), 3, assert_close_q)
+
+
+@pytest.mark.atari
+def test_qrdqn_cnn_state_dict_with_50_quantiles_on_breakout(tmp_path, atari_observations, assert_close_q):
+    """The case the review found: 50 quantiles x Breakout's 4 actions = 200 outputs, not 1 action."""
+    policy = _qr_policy(4, 50, cnn=True)
+    path = tmp_path / "qrdqn-BreakoutNoFrameskip-v4.pt"
+    torch.save(policy.quantile_net.state_dict(), path)
+    _check_qr(load_dqn(path), policy, atari_observations, 4, assert_close_q)
+
+
+def test_qrdqn_state_dict_of_an_unknown_env_is_refused_with_what_to_pass(tmp_path):
+    path = tmp_path / "agent.pt"
+    torch.save(_qr_policy(4, 50).quantile_net.state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"agent\.pt: .*200 outputs .*env_id=.*--env-id.*n_quantiles"):
+        load_dqn(path)
+    with pytest.raises(CheckpointError, match=r"200 outputs, not a multiple of the 3 actions"):
+        load_dqn(path, env_id="Acrobot-v1")  # the wrong env: refused, not split 66 2/3 ways
+
+
+@pytest.mark.parametrize("n_quantiles", [200, 50])
+@pytest.mark.parametrize("record_quantiles", [True, False])
+def test_qrdqn_zip_splits_quantiles_by_its_recorded_spaces(save_sb3, tmp_path, n_quantiles, record_quantiles,
+                                                           assert_close_q):
+    """The zip records the action space; n_quantiles only when the user set it (default 200 is implicit)."""
+    kwargs = {"net_arch": [8], **({"n_quantiles": n_quantiles} if record_quantiles or n_quantiles != 200 else {})}
+    model, path = save_sb3(QRDQN, "qr", env="Acrobot-v1", buffer_size=1, policy_kwargs=kwargs)
+    if not record_quantiles:  # a zip whose policy_kwargs do not name n_quantiles: read from the action count
+        import json
+
+        data = json.loads(zipfile.ZipFile(path).read("data"))
+        data["policy_kwargs"].pop("n_quantiles", None)
+        stripped = tmp_path / "stripped.zip"
+        with zipfile.ZipFile(path) as old, zipfile.ZipFile(stripped, "w") as new:
+            for name in old.namelist():
+                new.writestr(name, json.dumps(data) if name == "data" else old.read(name))
+        path = stripped
+    _check_qr(load_dqn(path), model.policy, _vector_obs(6), 3, assert_close_q)

@@ -1,13 +1,66 @@
-"""Saving and reloading SNNs: bad paths and bad files are refused in plain words, nothing half-written."""
+"""Saved SNNs: every backend and input coding reloads to the same outputs; anything else is refused
+without running code stored in it."""
 
 from __future__ import annotations
 
-import pytest
+import pickle
 
-from dqn2snn_plugin.conversion import convert
+import pytest
+import torch
+
+from dqn2snn_plugin import convert
 from dqn2snn_plugin.errors import CheckpointError, ConfigError, ResultsError
-from dqn2snn_plugin.store import load_snn, save_snn
-from _fixtures import atari_checkpoint
+from dqn2snn_plugin.store import FORMAT, load_snn, save_snn
+
+from _fixtures import MarkerPayload, atari_checkpoint
+
+
+@pytest.mark.parametrize("options", [
+    {"backend": "snntorch"},
+    {"backend": "snntorch", "initial_membrane": "half", "readout": "spikes"},
+    {"input_coding": "poisson", "input_max": 1.5},
+    {"backend": "snntorch", "input_coding": "poisson", "input_max": 1.5},
+], ids=["snntorch", "snntorch-half-spikes", "poisson", "snntorch-poisson"])
+def test_saved_snn_reloads_with_its_backend_and_coding(mlp_checkpoint, tmp_path, options):
+    states = torch.randn(100, 6)
+    snn = convert(mlp_checkpoint, states, T=12, **options)
+    save_snn(snn, mlp_checkpoint, tmp_path / "snn.pt")
+    again, _ = load_snn(tmp_path / "snn.pt")
+    assert (again.backend.name, again.input_coding, again.input_max, again.readout, again.initial_membrane) == (
+        snn.backend.name, snn.input_coding, snn.input_max, snn.readout, snn.initial_membrane)
+    # both start from the same seeded generator, so even the Poisson spike trains are the same
+    first, second = snn.readouts(states[:20]), again.readouts(states[:20])
+    for name, values in first.items():
+        assert torch.equal(values, second[name]), name
+    assert [s.tolist() for s in snn.last_stats.spikes] == [s.tolist() for s in again.last_stats.spikes]
+
+
+def test_files_that_are_not_saved_snns_are_refused(mlp_checkpoint, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a torch file at all")
+    weights = tmp_path / "weights.pt"
+    torch.save(mlp_checkpoint.q_network.state_dict(), weights)  # a real torch file, but a DQN's weights
+    other = tmp_path / "other.pt"
+    torch.save({"format": "someone-else-v3", "layers": []}, other)
+    for path in (garbage, weights, other, tmp_path / "missing.pt"):
+        with pytest.raises(CheckpointError, match=rf"{path.name}: not a saved dqn2snn SNN"):
+            load_snn(path)
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle"])
+def test_a_pickle_payload_is_refused_and_never_run(tmp_path, how):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    payload = {"format": FORMAT, "layers": MarkerPayload(marker)}
+    if how == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(CheckpointError, match=r"evil\.pt: not a saved dqn2snn SNN"):
+        load_snn(path)
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(MarkerPayload(marker)))  # the payload is live: plain unpickling runs it
+    assert marker.exists()
 
 
 def test_saving_into_a_missing_folder_or_onto_a_folder_is_refused(tmp_path, atari_observations):
