@@ -305,7 +305,7 @@ def _count_chunks(snn):
 def test_rate_coded_spikes_in_every_layer_equal_a_step_by_step_loop(backend, fires, initial_membrane):
     net = small_conv_net()
     snn = power_of_two_snn(net, backend=backend, initial_membrane=initial_membrane)
-    obs = torch.rand(24, 2, 6, 6, dtype=torch.float64)
+    obs = torch.randint(0, 2, (24, 2, 6, 6)).double()  # whole pixel values, as image observations must be
     T = 16
     snn.block_samples = 4 * len(obs)  # 4 time steps per block
     snn.max_elements = 4 * 77 * 5  # steps per block x neurons per sample x 5: chunks of 5 samples
@@ -326,7 +326,7 @@ def test_rate_coded_spikes_in_every_layer_equal_a_step_by_step_loop(backend, fir
 def test_binary_coded_spikes_in_every_layer_equal_a_layer_by_layer_loop():
     net = small_conv_net()
     snn = power_of_two_snn(net, coding="binary", T=6)
-    obs = torch.rand(24, 2, 6, 6, dtype=torch.float64)
+    obs = torch.randint(0, 2, (24, 2, 6, 6)).double()  # whole pixel values, as image observations must be
     snn.max_elements = 6 * 77 * 5  # binary coding holds all T = 6 steps: chunks of 5 samples
     sizes = _count_chunks(snn)
     readouts = snn.readouts(obs, 6)
@@ -357,12 +357,13 @@ def counting_network(side: int, stride: int) -> DQNCheckpoint:
     return DQNCheckpoint(net.eval(), 2, (1, side, side), "CnnPolicy", "DQN", None, None, "<test>")
 
 
-# Layer 1's neurons see the input itself (lambda_1 = 1): two 1s and two 0.5s, the rest 0. With
+# Layer 1's neurons see the input itself, whole pixel values (as image observations must be) 2 and 1;
+# its percentile-max scale lambda_1 = 2 maps them to two 1s and two 0.5s, the rest 0. With
 # stride 1 on 3x3 a neuron sends to 1, 2 or 4 positions of 2 channels: fan-out 2 at a corner, 4 on
 # an edge, 8 in the centre; the 1s sit at a corner and the centre, the 0.5s at two corners. With
 # stride 2 on 4x4 the windows do not overlap: fan-out 2 everywhere.
-STRIDE_1_OBS = torch.tensor([[[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0], [0.5, 0.0, 0.0]]]])
-STRIDE_2_OBS = torch.tensor([[[[1.0, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 0.5, 0], [0, 0, 0, 1.0]]]])
+STRIDE_1_OBS = torch.tensor([[[[2.0, 0.0, 1.0], [0.0, 2.0, 0.0], [1.0, 0.0, 0.0]]]])
+STRIDE_2_OBS = torch.tensor([[[[2.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 2.0]]]])
 
 
 @pytest.mark.parametrize("coding, stride, spikes, ops", [
@@ -381,7 +382,7 @@ def test_spikes_and_synaptic_operations_per_decision_by_hand(coding, stride, spi
     obs = STRIDE_1_OBS if stride == 1 else STRIDE_2_OBS
     checkpoint = counting_network(obs.shape[-1], stride)
     snn = convert(checkpoint, obs, percentile="max", coding=coding, T=4, backend="spikingjelly")
-    assert [float(s) for s in snn.scales.hidden] == [1.0, 0.5]
+    assert [float(s) for s in snn.scales.hidden] == [2.0, 0.5]
     snn.readouts(obs.repeat(3, 1, 1, 1), T=4)
     stats = snn.last_stats
     assert [s.tolist() for s in stats.spikes] == [[spikes[0]] * 3, [spikes[1]] * 3]
@@ -396,7 +397,7 @@ def test_spikes_and_synaptic_operations_per_decision_by_hand(coding, stride, spi
 @pytest.mark.parametrize("coding", ["rate", "binary"])
 def test_cuda_simulation_gives_the_spikes_of_the_cpu(coding):
     snn = power_of_two_snn(small_conv_net(), coding=coding, T=6)
-    obs = torch.rand(24, 2, 6, 6, dtype=torch.float64)
+    obs = torch.randint(0, 2, (24, 2, 6, 6)).double()  # whole pixel values, as image observations must be
     cpu = snn.readouts(obs, 6)
     cpu_spikes, cpu_ops = [s.clone() for s in snn.last_stats.spikes], snn.last_stats.synaptic_ops.clone()
     snn.to("cuda")
