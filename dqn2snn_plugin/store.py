@@ -8,7 +8,6 @@ deterministic, so the reloaded SNN gives the same outputs as the saved one.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import INITIAL_MEMBRANES, convert
 from dqn2snn_plugin.errors import CheckpointError, ResultsError
 from dqn2snn_plugin.normalization import LayerScales
+from dqn2snn_plugin.results import write_file
 from dqn2snn_plugin.spiking import SpikingQNetwork
 
 FORMAT = "dqn2snn-snn-v1"
@@ -73,13 +73,7 @@ def save_snn(snn: SpikingQNetwork, checkpoint: DQNCheckpoint, path: str | Path) 
         raise ResultsError(f"{path} is a folder: save the SNN to a file path such as {path / 'snn.pt'}")
     if not path.parent.is_dir():
         raise ResultsError(f"cannot save {path}: the folder {path.parent} does not exist (create it first)")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic: an interrupted save never leaves a half-written file
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_file(path, lambda tmp: torch.save(payload, tmp))  # atomic: never a half-written file
 
 
 def load_snn(path: str | Path, *, device: str = "cpu") -> tuple[SpikingQNetwork, DQNCheckpoint]:
