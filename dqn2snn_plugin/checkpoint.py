@@ -43,9 +43,11 @@ def observation_batch(obs: np.ndarray | torch.Tensor, shape: tuple[int, ...]) ->
     if len(x) == 0:
         raise ObservationError(f"the observation batch is empty: pass at least one observation of shape {shape}")
     if x.is_floating_point():
-        if not torch.isfinite(x).all():
+        # one pass on images (an agent's hot path): NaN, infinities and fractions leave a nonzero remainder
+        suspect = (x - x.round()).any() if len(shape) == 3 else not torch.isfinite(x).all()
+        if suspect and not torch.isfinite(x).all():
             raise ObservationError("observations hold NaN or infinite values: pass the env's raw observations")
-        if len(shape) == 3 and (x != x.round()).any():
+        if suspect:
             raise ObservationError(
                 "image observations hold fractional values: pass raw pixels 0..255 (uint8), not frames divided "
                 "by 255 (the DQN's /255 is already inside its first layer)"

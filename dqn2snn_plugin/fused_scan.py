@@ -23,6 +23,7 @@ import ctypes
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -31,16 +32,21 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 SOURCE = r"""
 #include <stdint.h>
+#include <stdlib.h>
 #include <math.h>
 #define BLOCK 4096 /* neurons per block: their membranes stay in L1/L2 over all steps */
+#define PARALLEL _Pragma("omp parallel for schedule(static) num_threads(threads)")
 #define LOOPS(real, suffix)                                                                         \
 /* IF over `steps`: h = v + I_t; s_t = [h >= th]; v = h - s_t * th. step_stride 0: constant I */    \
 void if_scan_##suffix(const real *restrict current, int64_t step_stride, real *restrict v,          \
-                      real *restrict spikes, int64_t steps, int64_t n, double threshold) {          \
+                      real *restrict spikes, int64_t steps, int64_t n, double threshold,            \
+                      int64_t threads) {                                                            \
     const real th = (real)threshold;                                                                \
+    PARALLEL                                                                                        \
     for (int64_t start = 0; start < n; start += BLOCK) {                                            \
         const int64_t end = start + BLOCK < n ? start + BLOCK : n;                                  \
         for (int64_t t = 0; t < steps; t++) {                                                       \
@@ -56,7 +62,8 @@ void if_scan_##suffix(const real *restrict current, int64_t step_stride, real *r
     }                                                                                               \
 }                                                                                                   \
 /* binary code, most significant bit first: s_t = [v >= 2^(bits-1-t)]; v -= s_t * 2^(bits-1-t) */   \
-void fire_##suffix(real *restrict v, real *restrict spikes, int64_t bits, int64_t n) {              \
+void fire_##suffix(real *restrict v, real *restrict spikes, int64_t bits, int64_t n, int64_t threads) { \
+    PARALLEL                                                                                        \
     for (int64_t start = 0; start < n; start += BLOCK) {                                            \
         const int64_t end = start + BLOCK < n ? start + BLOCK : n;                                  \
         for (int64_t t = 0; t < bits; t++) {                                                        \
@@ -71,7 +78,9 @@ void fire_##suffix(real *restrict v, real *restrict spikes, int64_t bits, int64_
     }                                                                                               \
 }                                                                                                   \
 /* a membrane that doubles before each step's input: v = 2 v + I_t, from v = 0 */                   \
-void integrate_##suffix(const real *restrict current, real *restrict v, int64_t steps, int64_t n) { \
+void integrate_##suffix(const real *restrict current, real *restrict v, int64_t steps, int64_t n,  \
+                        int64_t threads) {                                                          \
+    PARALLEL                                                                                        \
     for (int64_t start = 0; start < n; start += BLOCK) {                                            \
         const int64_t end = start + BLOCK < n ? start + BLOCK : n;                                  \
         for (int64_t i = start; i < end; i++) v[i] = (real)0;                                       \
@@ -80,15 +89,144 @@ void integrate_##suffix(const real *restrict current, real *restrict v, int64_t 
             for (int64_t i = start; i < end; i++) v[i] = v[i] * (real)2 + c[i];                     \
         }                                                                                           \
     }                                                                                               \
+}                                                                                                   \
+/* d += x * w over n targets; n = 64 and 32 (common channel counts) unrolled by the compiler */      \
+static inline void add_scaled_##suffix(real *restrict d, const real *restrict w, real x, int64_t n) { \
+    if (n == 64) for (int64_t i = 0; i < 64; i++) d[i] += x * w[i];                                 \
+    else if (n == 32) for (int64_t i = 0; i < 32; i++) d[i] += x * w[i];                            \
+    else for (int64_t i = 0; i < n; i++) d[i] += x * w[i];                                          \
+}                                                                                                   \
+/* event-driven synapses: out[r] = sum_q scale_q (bias + sum over the nonzero inputs x of plane q, in */ \
+/* index order, of x times its weight column). in [planes, rows, cin, hin, win]; wt [cin, kh, kw,    */ \
+/* cout] (one input tap's targets contiguous); out [rows, cout, hout, wout], summed channels-last in  */ \
+/* a per-thread accumulator. Returns 2 without work if more than max_events inputs are nonzero.      */ \
+int events_##suffix(const real *restrict in, int64_t planes, const double *restrict scales,         \
+                    int64_t rows, int64_t cin, int64_t hin, int64_t win, const real *restrict wt,     \
+                    const real *restrict bias, int64_t cout, int64_t kh, int64_t kw, int64_t sh,      \
+                    int64_t sw, int64_t ph, int64_t pw, int64_t hout, int64_t wout,                   \
+                    real *restrict out, int64_t max_events, int64_t threads) {                        \
+    const int64_t plane = hout * wout, hw = hin * win, kk = kh * kw, width = 1 + 2 * kk;            \
+    const int64_t nin = cin * hw, total = planes * rows * nin;                                       \
+    int64_t nonzero = 0;                                                                            \
+    _Pragma("omp parallel for schedule(static) num_threads(threads) reduction(+:nonzero)")          \
+    for (int64_t i = 0; i < total; i++) nonzero += in[i] != (real)0;                                \
+    if (nonzero > max_events) return 2;                                                             \
+    /* per input position: its number of taps, then (weight offset, accumulator offset) pairs */      \
+    int64_t *taps = calloc(hw * width, sizeof(int64_t));                                            \
+    if (!taps) return 1;                                                                            \
+    for (int64_t oy = 0; oy < hout; oy++)                                                           \
+        for (int64_t ox = 0; ox < wout; ox++)                                                       \
+            for (int64_t ky = 0; ky < kh; ky++)                                                     \
+                for (int64_t kx = 0; kx < kw; kx++) {                                               \
+                    const int64_t y = oy * sh - ph + ky, x = ox * sw - pw + kx;                     \
+                    if (y < 0 || y >= hin || x < 0 || x >= win) continue;                           \
+                    int64_t *t = taps + (y * win + x) * width;                                      \
+                    t[1 + 2 * t[0]] = (ky * kw + kx) * cout;                                        \
+                    t[2 + 2 * t[0]] = (oy * wout + ox) * cout;                                      \
+                    t[0]++;                                                                         \
+                }                                                                                   \
+    real bias_scale = (real)0;                                                                      \
+    for (int64_t q = 0; q < planes; q++) bias_scale += (real)scales[q];                             \
+    int failed = 0;                                                                                 \
+    _Pragma("omp parallel num_threads(threads) reduction(|:failed)")                                \
+    {                                                                                               \
+        real *acc = malloc(sizeof(real) * plane * cout);                                            \
+        int32_t *events = malloc(sizeof(int32_t) * hw);                                             \
+        failed = !acc || !events;                                                                   \
+        _Pragma("omp for schedule(static)")                                                         \
+        for (int64_t r = 0; r < rows; r++) {                                                        \
+            if (failed) continue;                                                                   \
+            real *a = plane == 1 ? out + r * cout : acc;                                            \
+            for (int64_t p = 0; p < plane; p++)                                                     \
+                for (int64_t co = 0; co < cout; co++)                                               \
+                    a[p * cout + co] = bias ? bias[co] * bias_scale : (real)0;                      \
+            for (int64_t q = 0; q < planes; q++) {                                                  \
+                const real *src = in + (q * rows + r) * nin, scale = (real)scales[q];               \
+                for (int64_t c = 0; c < cin; c++, src += hw) {                                      \
+                    int64_t n = 0;                                                                  \
+                    for (int64_t p = 0; p < hw; p++) { events[n] = (int32_t)p; n += src[p] != (real)0; } \
+                    const real *wc = wt + c * kk * cout;                                            \
+                    for (int64_t e = 0; e < n; e++) {                                               \
+                        const real x = src[events[e]] * scale;                                      \
+                        const int64_t *t = taps + events[e] * width;                                \
+                        for (int64_t i = 0; i < t[0]; i++)                                          \
+                            add_scaled_##suffix(a + t[2 + 2 * i], wc + t[1 + 2 * i], x, cout);      \
+                    }                                                                               \
+                }                                                                                   \
+            }                                                                                       \
+            if (plane > 1) {                                                                        \
+                real *o = out + r * cout * plane;                                                   \
+                for (int64_t co = 0; co < cout; co++)                                               \
+                    for (int64_t p = 0; p < plane; p++) o[co * plane + p] = a[p * cout + co];       \
+            }                                                                                       \
+        }                                                                                           \
+        free(acc);                                                                                  \
+        free(events);                                                                               \
+    }                                                                                               \
+    free(taps);                                                                                     \
+    return failed;                                                                                  \
+}                                                                                                   \
+/* spike bookkeeping of spikes [steps, batch, channels, positions]: totals[b] and channel[c] gain  */ \
+/* their spikes, ops[b] their spikes times each neuron's fan-out fan[c, p]. Counts are whole       */ \
+/* numbers, summed exactly in double: the result does not depend on the order or the threads       */ \
+int tally_##suffix(const real *restrict spikes, int64_t steps, int64_t batch, int64_t channels,    \
+                   int64_t positions, const real *restrict fan, real *restrict totals,              \
+                   real *restrict channel, real *restrict ops, int64_t threads) {                   \
+    const int64_t n = channels * positions;                                                         \
+    double *per_channel = calloc(batch * channels, sizeof(double));                                 \
+    if (!per_channel) return 1;                                                                     \
+    int failed = 0;                                                                                 \
+    _Pragma("omp parallel num_threads(threads) reduction(|:failed)")                                \
+    {                                                                                               \
+        real *count = malloc(sizeof(real) * n);                                                     \
+        failed = !count;                                                                            \
+        _Pragma("omp for schedule(static)")                                                         \
+        for (int64_t b = 0; b < batch; b++) {                                                       \
+            if (failed) continue;                                                                   \
+            for (int64_t i = 0; i < n; i++) count[i] = (real)0;                                     \
+            for (int64_t t = 0; t < steps; t++) {                                                   \
+                const real *s = spikes + (t * batch + b) * n;                                       \
+                for (int64_t i = 0; i < n; i++) count[i] += s[i];                                   \
+            }                                                                                       \
+            double total = 0, synaptic = 0;                                                         \
+            for (int64_t c = 0; c < channels; c++) {                                                \
+                double in_channel = 0;                                                              \
+                for (int64_t p = c * positions; p < (c + 1) * positions; p++) {                     \
+                    in_channel += count[p];                                                         \
+                    synaptic += (double)count[p] * fan[p];                                          \
+                }                                                                                   \
+                per_channel[b * channels + c] = in_channel;                                         \
+                total += in_channel;                                                                \
+            }                                                                                       \
+            totals[b] += (real)total;                                                               \
+            ops[b] += (real)synaptic;                                                               \
+        }                                                                                           \
+        free(count);                                                                                \
+    }                                                                                               \
+    for (int64_t c = 0; c < channels && !failed; c++) {                                             \
+        double sum = 0;                                                                             \
+        for (int64_t b = 0; b < batch; b++) sum += per_channel[b * channels + c];                   \
+        channel[c] += (real)sum;                                                                    \
+    }                                                                                               \
+    free(per_channel);                                                                              \
+    return failed;                                                                                  \
 }
 LOOPS(float, f32)
 LOOPS(double, f64)
 """
 # no contraction into fused multiply-adds (exact IEEE order); no FP traps lets gcc vectorise the compares
 FLAGS = ["-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-trapping-math"]
+# this CPU's vector units (AVX-512 / AVX2 / NEON) and OpenMP threads, tried first and dropped where the
+# compiler refuses them. -march=native makes the library specific to this CPU: its cache key holds the
+# CPU's identity (a home directory shared by a cluster's nodes gets one library per kind of CPU).
+# Linked by soname, OpenMP is torch's own libgomp once torch is loaded: one thread pool, no contention
+FAST = ["-march=native", "-mprefer-vector-width=512", "-fopenmp"]
 SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-SIGNATURES = {"if_scan": [_P, _I, _P, _P, _I, _I, _D], "fire": [_P, _P, _I, _I], "integrate": [_P, _P, _I, _I]}
+SIGNATURES = {"if_scan": [_P, _I, _P, _P, _I, _I, _D, _I], "fire": [_P, _P, _I, _I, _I], "integrate": [_P, _P, _I, _I, _I],
+              "events": [_P, _I, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I],
+              "tally": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I]}
+PARALLEL_MIN = 1 << 16  # neuron-steps below which a loop runs on one thread (waking others costs more)
 
 
 def cache_dir() -> Path:
@@ -104,12 +242,21 @@ def compiler() -> str | None:
     return None
 
 
+def cpu_identity() -> str:
+    """The CPU's model and instruction-set flags (what -march=native compiles for)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({line for line in lines if line.startswith(("model name", "flags", "Features"))}))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()} {platform.platform()}"
+
+
 def build(directory: Path) -> Path:
     """Compile SOURCE into `directory` (atomically: concurrent processes may race) and return the path."""
     cc = compiler()
     if cc is None:
         raise OSError("no C compiler found (set $CC, or install gcc or clang)")
-    key = hashlib.sha256("\0".join([SOURCE, cc, *FLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([SOURCE, cc, *FLAGS, *FAST, cpu_identity()]).encode()).hexdigest()[:16]
     target = directory / f"fused_scan-{key}.so"
     if target.exists():
         return target
@@ -117,8 +264,11 @@ def build(directory: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         source, built = Path(tmp) / "fused_scan.c", Path(tmp) / "fused_scan.so"
         source.write_text(SOURCE)
-        done = subprocess.run([cc, *FLAGS, str(source), "-o", str(built), "-lm"], capture_output=True, text=True)
-        if done.returncode != 0:
+        for flags in (FLAGS + FAST, FLAGS):
+            done = subprocess.run([cc, *flags, str(source), "-o", str(built), "-lm"], capture_output=True, text=True)
+            if done.returncode == 0:
+                break
+        else:
             raise OSError(f"{cc} failed: {done.stderr.strip()[-500:]}")
         os.replace(built, target)
     return target
@@ -136,7 +286,7 @@ def library() -> ctypes.CDLL | None:
         for name, argtypes in SIGNATURES.items():
             for suffix in SUFFIX.values():
                 function = getattr(lib, f"{name}_{suffix}")
-                function.argtypes, function.restype = argtypes, None
+                function.argtypes, function.restype = argtypes, ctypes.c_int if name in ("events", "tally") else None
         return lib
     except OSError as error:
         warnings.warn(f"dqn2snn_plugin: fused C scans unavailable ({error}); simulating with Python loops "
@@ -169,6 +319,11 @@ def _usable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
     return library()
 
 
+def threads(work: int) -> int:
+    """Threads for a loop of `work` neuron-steps: torch's intra-op threads, one for small loops."""
+    return torch.get_num_threads() if work >= PARALLEL_MIN else 1
+
+
 def if_scan(current: torch.Tensor, v: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor] | None:
     """`spiking.if_scan` in one call: spikes [T, ...] and final membrane, or None where not usable."""
     lib = _usable(current, v)
@@ -182,7 +337,7 @@ def if_scan(current: torch.Tensor, v: torch.Tensor, threshold: float) -> tuple[t
     v = v.contiguous().clone()
     spikes = torch.empty((steps, *v.shape), dtype=v.dtype)
     getattr(lib, f"if_scan_{SUFFIX[v.dtype]}")(current.data_ptr(), step_stride, v.data_ptr(), spikes.data_ptr(),
-                                                 steps, v.numel(), float(threshold))
+                                                 steps, v.numel(), float(threshold), threads(spikes.numel()))
     return spikes, v
 
 
@@ -193,7 +348,7 @@ def fire(v: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor] | None
         return None
     v = v.contiguous().clone()
     spikes = torch.empty((bits, *v.shape), dtype=v.dtype)
-    getattr(lib, f"fire_{SUFFIX[v.dtype]}")(v.data_ptr(), spikes.data_ptr(), bits, v.numel())
+    getattr(lib, f"fire_{SUFFIX[v.dtype]}")(v.data_ptr(), spikes.data_ptr(), bits, v.numel(), threads(spikes.numel()))
     return spikes, v
 
 
@@ -204,5 +359,74 @@ def integrate(current: torch.Tensor) -> torch.Tensor | None:
         return None
     current = current.contiguous()
     v = torch.empty(current.shape[1:], dtype=current.dtype)
-    getattr(lib, f"integrate_{SUFFIX[v.dtype]}")(current.data_ptr(), v.data_ptr(), current.shape[0], v.numel())
+    getattr(lib, f"integrate_{SUFFIX[v.dtype]}")(current.data_ptr(), v.data_ptr(), current.shape[0], v.numel(),
+                                                   threads(current.numel()))
     return v
+
+
+def events(x: torch.Tensor, layer: nn.Conv2d | nn.Linear, weight_t: torch.Tensor, *,
+           scales: torch.Tensor | None = None, max_fraction: float = 1.0) -> torch.Tensor | None:
+    """`layer(x)` summed event by event: each nonzero input adds its weight column (times its value) to
+    its targets, inputs in index order, after the bias. None where not usable (then run the layer),
+    or where more than `max_fraction` of the inputs are nonzero (a dense pass is faster there).
+
+    `x` is the layer's input [rows, C, H, W] or [rows, features]; `weight_t` the weight with its input
+    dimensions first and its output last ([C_in, kh, kw, C_out], or [in, out]: each tap's targets
+    contiguous). With `scales` [P], `x` holds P planes [P, rows, ...] and the result is
+    sum_q scales[q] * layer(x[q]) (binary coding's weighted spikes: every spike is still one event).
+    The sums run in another order than a dense pass: results differ from it by rounding.
+    Rows are shared among torch's intra-op threads.
+    """
+    lib = _usable(x, weight_t)
+    if lib is None or (layer.bias is not None and layer.bias.dtype != x.dtype):
+        return None
+    planes = 1 if scales is None else len(scales)
+    if scales is not None:
+        if x.shape[0] != planes:
+            return None
+        x = x.flatten(0, 1)
+    rows = x.shape[0] // planes
+    if isinstance(layer, nn.Conv2d):
+        if (x.ndim != 4 or layer.groups != 1 or layer.dilation != (1, 1) or layer.padding_mode != "zeros"
+                or isinstance(layer.padding, str)):
+            return None
+        (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+        hin, win = x.shape[2:]
+        hout, wout = (hin + 2 * ph - kh) // sh + 1, (win + 2 * pw - kw) // sw + 1
+        geometry = (x.shape[1], hin, win, layer.out_channels, kh, kw, sh, sw, ph, pw, hout, wout)
+        out = torch.empty((rows, layer.out_channels, hout, wout), dtype=x.dtype)
+    elif x.ndim == 2:
+        geometry = (x.shape[1], 1, 1, layer.out_features, 1, 1, 1, 1, 0, 0, 1, 1)
+        out = torch.empty((rows, layer.out_features), dtype=x.dtype)
+    else:
+        return None
+    x = x.contiguous()
+    scales = torch.ones(1, dtype=torch.float64) if scales is None else scales.to(torch.float64).contiguous()
+    bias = None if layer.bias is None else layer.bias.detach().contiguous()
+    done = getattr(lib, f"events_{SUFFIX[x.dtype]}")(
+        x.data_ptr(), planes, scales.data_ptr(), rows, *geometry[:3], weight_t.data_ptr(),
+        None if bias is None else bias.data_ptr(), *geometry[3:], out.data_ptr(), int(max_fraction * x.numel()),
+        min(rows, threads(x.numel())))
+    if done == 1:
+        raise MemoryError(f"no memory for the event-driven pass of {layer}")
+    return out if done == 0 else None
+
+
+def tally(spikes: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channels: torch.Tensor,
+          ops: torch.Tensor) -> bool:
+    """Spike bookkeeping in one call, in place: totals [B] and channels [C] gain the spikes of
+    `spikes` [T, B, C, ...], ops [B] their spikes times `fan` [C, ...] (synapses per neuron).
+    False where not usable (then the caller counts with tensor operations)."""
+    lib = _usable(spikes, fan, totals, channels, ops)
+    if lib is None or spikes.ndim < 3 or fan.shape != spikes.shape[2:] or channels.shape != spikes.shape[2:3]:
+        return False
+    if not all(t.is_contiguous() for t in (totals, channels, ops)):
+        return False
+    steps, batch, n_channels = spikes.shape[:3]
+    spikes, fan = spikes.contiguous(), fan.contiguous()
+    if getattr(lib, f"tally_{SUFFIX[spikes.dtype]}")(spikes.data_ptr(), steps, batch, n_channels,
+                                                     spikes[0, 0, 0].numel(), fan.data_ptr(), totals.data_ptr(),
+                                                     channels.data_ptr(), ops.data_ptr(),
+                                                     min(batch, threads(spikes.numel()))):
+        raise MemoryError("no memory for the spike bookkeeping")
+    return True

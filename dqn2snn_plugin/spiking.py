@@ -232,12 +232,12 @@ class SpikingQNetwork(nn.Module):
         # time steps are simulated in blocks of about this many samples / B; None: 512 on CPU (the
         # block stays in cache), 32768 on a GPU (fewer, larger kernel launches)
         self.block_samples: int | None = None
-        self.event_driven = True  # fully connected layers read sparse spikes when few neurons fire
-        # the event-driven path is faster (CPU) below an input firing rate of sparse_rate + sparse_rows / rows
-        # (rows = T*B spike vectors): with few rows the dense pass is bound by reading the weights once
-        self.sparse_rate, self.sparse_rows = 0.05, 1.3
-        self.sparse_min_inputs = 1024  # narrower layers stay dense: the sparse path's fixed cost outweighs
-        self._weights_t: dict[int, tuple[tuple, torch.Tensor]] = {}  # per fc layer: its transposed weight
+        self.event_driven = True  # synapses read the spikes event by event when few neurons fire
+        # below this fraction of spiking inputs the event-driven pass is faster than the dense one
+        # (CPU, measured on the Nature CNN's layers: benchmarks/simulation_speed.py --profile)
+        self.sparse_rate = 0.15
+        self.sparse_min_inputs = 1024  # narrower layers stay dense: the event-driven pass's fixed cost outweighs
+        self._weights_t: dict[int, tuple[tuple, torch.Tensor]] = {}  # per layer: its weight, output last
 
     @property
     def source_network(self) -> nn.Sequential | None:
@@ -386,7 +386,7 @@ class SpikingQNetwork(nn.Module):
             spikes, residual = self.backend.fire_binary(neuron, v)
             membranes.append(residual)
             self.count(index, spikes, stats)
-            v = binary_coding.integrate(self.synaptic_current(synapse, spikes))
+            v = self.integrated_current(synapse, spikes)
         membranes.append(v)
         return v / levels, membranes, *stats  # the output stage is folded in Q units
 
@@ -399,38 +399,65 @@ class SpikingQNetwork(nn.Module):
     def count(self, layer: int, spikes: torch.Tensor, counts) -> None:
         """Add spiking layer `layer`'s spikes [T, B, ...] to `counts` (from `new_counts`), in place."""
         totals, synaptic_ops, channels = counts
+        fan = self._fan_out[layer]
+        if fan.device != spikes.device or fan.dtype != spikes.dtype:  # moved once (no copy per call)
+            fan = self._fan_out[layer] = fan.to(spikes)
+        if fused_scan.tally(spikes, fan, totals[layer], channels[layer], synaptic_ops):
+            return
         per_neuron = spikes.sum(0)
         totals[layer] += per_neuron.flatten(1).sum(1)
         channels[layer] += per_neuron.sum(0).flatten(1).sum(1) if per_neuron.ndim > 2 else per_neuron.sum(0)
-        fan = self._fan_out[layer]
-        if fan.device != per_neuron.device or fan.dtype != per_neuron.dtype:  # moved once (no copy per call)
-            fan = self._fan_out[layer] = fan.to(per_neuron)
         synaptic_ops += (per_neuron * fan).flatten(1).sum(1)
 
     def synaptic_current(self, synapse: nn.Sequential, spikes: torch.Tensor) -> torch.Tensor:
         """The next layer's input current [T, B, ...] from spikes [T, B, ...].
 
-        Event-driven for a wide fully connected layer on CPU when few inputs spike: only the weight
-        rows of the spiking inputs are summed (sparse x dense product); otherwise one dense batched pass.
+        Event-driven on CPU when few inputs spike: each spike adds its weight column to its targets
+        (`fused_scan.events`; the same sums as a dense pass in another order); otherwise one dense
+        batched pass over all T*B spike maps.
         """
         flat = spikes.flatten(0, 1)
-        linear = synapse[-1]
-        if (self.event_driven and isinstance(linear, nn.Linear) and flat.device.type == "cpu"
-                and linear.in_features >= self.sparse_min_inputs):
-            events = flat.flatten(1)
-            if events.count_nonzero() < (self.sparse_rate + self.sparse_rows / events.shape[0]) * events.numel():
-                out = torch.addmm(linear.bias, events.to_sparse(), self._transposed(linear))
-                return out.unflatten(0, spikes.shape[:2])
-        return synapse(flat).unflatten(0, spikes.shape[:2])
+        out = self._events(synapse, flat)
+        return (synapse(flat) if out is None else out).unflatten(0, spikes.shape[:2])
 
-    def _transposed(self, linear: nn.Linear) -> torch.Tensor:
-        """`linear.weight.t().contiguous()`, kept until the weight changes (in place: its version
-        counter moves; or by .to() / .double(): its storage moves). One entry per layer."""
-        weight = linear.weight
+    def integrated_current(self, synapse: nn.Sequential, spikes: torch.Tensor) -> torch.Tensor:
+        """Binary coding's next membrane [B, ...] from spike planes [T, B, ...]: sum_t 2**(T-1-t) I_t.
+
+        Event-driven as weighted spikes where few inputs spike (a spike of step t adds 2**(T-1-t)
+        times its weights: one event each); otherwise dense currents integrated by doubling.
+        """
+        T = spikes.shape[0]
+        weights = torch.tensor([2.0 ** (T - 1 - t) for t in range(T)], dtype=torch.float64)
+        out = self._events(synapse, spikes, weights)
+        return binary_coding.integrate(self.synaptic_current(synapse, spikes)) if out is None else out
+
+    def _events(self, synapse: nn.Sequential, spikes: torch.Tensor, scales: torch.Tensor | None = None):
+        """`fused_scan.events` through the stage's weighted layer, or None (then a dense pass)."""
+        if not self.event_driven or spikes.device.type != "cpu":
+            return None
+        weighted = self._event_layer(synapse)
+        inputs = (spikes[0] if scales is None else spikes[0, 0]).numel()  # of one spike map
+        if weighted is None or inputs < self.sparse_min_inputs:
+            return None
+        x = spikes.flatten(1 if scales is None else 2) if isinstance(weighted, nn.Linear) else spikes  # [rows, F]
+        return fused_scan.events(x, weighted, self._event_weight(weighted), scales=scales, max_fraction=self.sparse_rate)
+
+    @staticmethod
+    def _event_layer(synapse: nn.Sequential) -> nn.Module | None:
+        """The stage's Conv2d / Linear if the stage is that layer alone (a Flatten before it allowed)."""
+        *before, last = synapse
+        ok = isinstance(last, (nn.Conv2d, nn.Linear)) and all(isinstance(m, nn.Flatten) for m in before)
+        return last if ok else None
+
+    def _event_weight(self, layer: nn.Module) -> torch.Tensor:
+        """The weight with its output dimension last (each input's targets contiguous), kept until the
+        weight changes (in place: its version counter moves; or by .to() / .double(): its storage
+        moves). One entry per layer."""
+        weight = layer.weight
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-        cached = self._weights_t.get(id(linear))
+        cached = self._weights_t.get(id(layer))
         if cached is None or cached[0] != key:
-            cached = self._weights_t[id(linear)] = (key, weight.t().contiguous())
+            cached = self._weights_t[id(layer)] = (key, weight.detach().permute(*range(1, weight.ndim), 0).contiguous())
         return cached[1]
 
     def _poisson_current(self, x: torch.Tensor, T: int) -> torch.Tensor:

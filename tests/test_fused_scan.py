@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 
 from dqn2snn_plugin import binary_coding, fused_scan, spiking
 
@@ -107,7 +108,94 @@ def test_a_binary_breakout_snn_decides_the_same_with_the_fused_loops(atari_obser
     from dqn2snn_plugin import convert
 
     snn = convert(atari_checkpoint(), atari_observations, coding="binary", T=8)
+    snn.event_driven = False  # the loops alone: the event-driven synapses are held to the dense pass elsewhere
     fused = snn.readouts(atari_observations, 8)["membrane"], [s.clone() for s in snn.last_stats.spikes]
     reference = python_loops(snn.readouts, atari_observations, 8)["membrane"], snn.last_stats.spikes
     assert torch.equal(fused[0], reference[0])
     assert all(torch.equal(a, b) for a, b in zip(fused[1], reference[1]))
+
+
+def sparse_input(shape, dtype, rate=0.1, seed=0) -> torch.Tensor:
+    """Mostly zeros, the rest 1 or 2 (spikes, or Poisson input of another amplitude); row 0 all zero."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(shape, generator=g) < rate).to(dtype) * torch.randint(1, 3, shape, generator=g).to(dtype)
+    x[0] = 0
+    return x
+
+
+def output_last(layer: nn.Module) -> torch.Tensor:
+    return layer.weight.detach().permute(*range(1, layer.weight.ndim), 0).contiguous()
+
+
+LAYERS = {
+    "nature-conv2": (lambda: nn.Conv2d(32, 64, 4, 2), (5, 32, 20, 20)),
+    "odd-stride-padding": (lambda: nn.Conv2d(3, 5, (3, 2), (2, 3), (1, 2)), (4, 3, 9, 8)),
+    "no-bias": (lambda: nn.Conv2d(2, 3, 3, bias=False), (3, 2, 5, 5)),
+    "linear": (lambda: nn.Linear(300, 20), (7, 300)),
+}
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_event_driven_synapses_equal_the_dense_layer(name, dtype):
+    make, shape = LAYERS[name]
+    torch.manual_seed(0)
+    layer = make().to(dtype)
+    x = sparse_input(shape, dtype)
+    out = fused_scan.events(x, layer, output_last(layer))
+    with torch.no_grad():
+        dense = layer(x)
+    torch.testing.assert_close(out, dense, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
+    bias = torch.zeros_like(dense[0]) if layer.bias is None else layer.bias.detach().reshape(-1, *[1] * (dense.ndim - 2))
+    assert torch.equal(out[0], bias.expand_as(dense[0])), "a row without events is the bias alone"
+    threads = torch.get_num_threads()
+    try:  # rows are shared among threads: the sums must not depend on how many
+        torch.set_num_threads(1)
+        one = fused_scan.events(x, layer, output_last(layer))
+        torch.set_num_threads(2)
+        assert torch.equal(one, fused_scan.events(x, layer, output_last(layer)))
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weighted_spike_planes_sum_the_scaled_layer(dtype):
+    torch.manual_seed(1)
+    layer = nn.Conv2d(4, 8, 3, 2, 1).to(dtype)
+    planes = sparse_input((3, 6, 4, 7, 7), dtype, rate=0.3).clamp(max=1)  # binary coding: 0/1 spikes per step
+    scales = torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64)
+    out = fused_scan.events(planes, layer, output_last(layer), scales=scales)
+    with torch.no_grad():
+        dense = sum(float(s) * layer(p) for s, p in zip(scales, planes))
+    torch.testing.assert_close(out, dense, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+@needs_compiler
+def test_the_event_driven_pass_declines_dense_input_and_layers_it_cannot_read():
+    layer = nn.Conv2d(2, 3, 3)
+    x = sparse_input((4, 2, 6, 6), torch.float32, rate=0.5)
+    wt = output_last(layer)
+    nonzero = int(x.count_nonzero())
+    assert fused_scan.events(x, layer, wt, max_fraction=nonzero / x.numel()) is not None
+    assert fused_scan.events(x, layer, wt, max_fraction=(nonzero - 1) / x.numel()) is None
+    for other in (nn.Conv2d(2, 4, 3, groups=2), nn.Conv2d(2, 3, 3, dilation=2), nn.Conv2d(2, 3, 3, padding="same")):
+        assert fused_scan.events(x, other, output_last(other)) is None
+    assert fused_scan.events(x.half(), layer.half(), wt.half()) is None
+    with fused_scan.switched_off():
+        assert fused_scan.events(x, layer, wt) is None
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(5, 3, 4, 6, 6), (5, 3, 40)], ids=["conv", "linear"])
+def test_tally_counts_what_the_tensor_bookkeeping_counts(shape):
+    g = torch.Generator().manual_seed(2)
+    spikes = (torch.rand(shape, generator=g) < 0.3).float()
+    fan = torch.randint(1, 300, shape[2:], generator=g).float()
+    totals, channels, ops = torch.ones(shape[1]), torch.ones(shape[2]), torch.ones(shape[1])
+    assert fused_scan.tally(spikes, fan, totals, channels, ops)
+    per_neuron = spikes.sum(0)
+    assert torch.equal(totals, 1 + per_neuron.flatten(1).sum(1))
+    assert torch.equal(channels, 1 + (per_neuron.sum(0).flatten(1).sum(1) if len(shape) > 3 else per_neuron.sum(0)))
+    assert torch.equal(ops, 1 + (per_neuron * fan).flatten(1).sum(1))
