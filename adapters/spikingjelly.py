@@ -238,9 +238,9 @@ class SpikingJellyBackend:
     def fire_binary(self, node: FewSpikeNode, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Send gate `v` (least-significant-bit units, [B, ...]) as node.K spikes: spikes [K, B, ...] and
         the residual membrane (rounding start included, as `binary_coding.fire`)."""
-        start = float(node.h[0] - node.theta[0])
+        start = float(node.h[0]) - float(node.theta[0])
         if self._scan(v):
-            return binary_coding.fire(v + start, node.K)
+            return binary_coding.fire(v, node.K, start)
         # multi-step mode integrates the sum of its K inputs: the gate at step 0, then nothing
         sequence = torch.cat([v[None], v.new_zeros(node.K - 1, *v.shape)])
         spikes = node.multi_step_forward(sequence).ne(0).to(v.dtype)  # weighted spikes d_t * S_t -> S_t

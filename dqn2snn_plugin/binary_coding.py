@@ -63,17 +63,17 @@ def integrate(current: torch.Tensor) -> torch.Tensor:
     return v
 
 
-def fire(v: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Emit membrane `v` (least-significant-bit units) as T spikes, most significant first.
+def fire(v: torch.Tensor, T: int, start: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Emit membrane `v` + `start` (least-significant-bit units) as T spikes, most significant first.
 
     Returns spikes [T, *v.shape] and the residual membrane. A membrane at or above 2**T - 1 sends
     all ones (saturation), one below 1 sends none: the rate is clip(floor(v), 0, 2**T - 1) / (2**T - 1).
     On CPU one C call where it can (`dqn2snn_plugin.fused_scan`, bit-identical); the loop is its reference.
     """
-    fused = fused_scan.fire(v, T)
+    fused = fused_scan.fire(v, T, start)
     if fused is not None:
         return fused
-    v = v.clone()
+    v = v + start
     spikes = torch.empty((T, *v.shape), dtype=v.dtype, device=v.device)
     for t in range(T):
         threshold = float(2 ** (T - 1 - t))

@@ -38,6 +38,29 @@ SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #include <math.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+/* the positions of the nonzero values of src[0 .. n), in order, into events (room for n + 16) */
+static inline int64_t nonzero_f32(const float *restrict src, int64_t n, int32_t *restrict events) {
+    int64_t count = 0, p = 0;
+#ifdef __AVX512F__
+    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; p + 16 <= n; p += 16) {
+        const __mmask16 set = _mm512_cmpneq_ps_mask(_mm512_loadu_ps(src + p), _mm512_setzero_ps());
+        _mm512_storeu_si512((void *)(events + count), _mm512_maskz_compress_epi32(set, index));
+        count += __builtin_popcount((unsigned)set);
+        index = _mm512_add_epi32(index, _mm512_set1_epi32(16));
+    }
+#endif
+    for (; p < n; p++) { events[count] = (int32_t)p; count += src[p] != 0.0f; }
+    return count;
+}
+static inline int64_t nonzero_f64(const double *restrict src, int64_t n, int32_t *restrict events) {
+    int64_t count = 0;
+    for (int64_t p = 0; p < n; p++) { events[count] = (int32_t)p; count += src[p] != 0.0; }
+    return count;
+}
 #define BLOCK 4096 /* neurons per block: their membranes stay in L1/L2 over all steps */
 #define PARALLEL _Pragma("omp parallel for schedule(static) num_threads(threads)")
 #define LOOPS(real, suffix)                                                                         \
@@ -61,11 +84,14 @@ void if_scan_##suffix(const real *restrict current, int64_t step_stride, real *r
         }                                                                                           \
     }                                                                                               \
 }                                                                                                   \
-/* binary code, most significant bit first: s_t = [v >= 2^(bits-1-t)]; v -= s_t * 2^(bits-1-t) */   \
-void fire_##suffix(real *restrict v, real *restrict spikes, int64_t bits, int64_t n, int64_t threads) { \
+/* binary code of v = gate + offset, most significant bit first: s_t = [v >= 2^(bits-1-t)];        */ \
+/* v -= s_t * 2^(bits-1-t); v ends as the residual */                                               \
+void fire_##suffix(const real *restrict gate, double offset, real *restrict v, real *restrict spikes, \
+                   int64_t bits, int64_t n, int64_t threads) {                                      \
     PARALLEL                                                                                        \
     for (int64_t start = 0; start < n; start += BLOCK) {                                            \
         const int64_t end = start + BLOCK < n ? start + BLOCK : n;                                  \
+        for (int64_t i = start; i < end; i++) v[i] = gate[i] + (real)offset;                        \
         for (int64_t t = 0; t < bits; t++) {                                                        \
             const real th = (real)ldexp(1.0, (int)(bits - 1 - t));                                  \
             real *s = spikes + t * n;                                                               \
@@ -127,36 +153,56 @@ int events_##suffix(const real *restrict in, int64_t planes, const double *restr
                 }                                                                                   \
     real bias_scale = (real)0;                                                                      \
     for (int64_t q = 0; q < planes; q++) bias_scale += (real)scales[q];                             \
+    /* work items: blocks of rows whose accumulators fit in L2 (each input channel's weights are      */ \
+    /* then read once per block), and with fewer blocks than threads each block's output channels in */ \
+    /* parts. Every output sums its inputs in (channel, plane, position) order, whatever the split.  */ \
+    int64_t block = (131072 / (int64_t)sizeof(real)) / (plane * cout);                              \
+    const int64_t even = (rows + threads - 1) / threads;                                            \
+    block = block < 1 ? 1 : block > even ? even : block;                                            \
+    const int64_t blocks = (rows + block - 1) / block;                                              \
+    const int64_t parts = blocks < threads && cout >= 2 * threads ? threads : 1;                     \
     int failed = 0;                                                                                 \
     _Pragma("omp parallel num_threads(threads) reduction(|:failed)")                                \
     {                                                                                               \
-        real *acc = malloc(sizeof(real) * plane * cout);                                            \
-        int32_t *events = malloc(sizeof(int32_t) * hw);                                             \
+        real *acc = malloc(sizeof(real) * block * plane * cout);                                    \
+        int32_t *events = malloc(sizeof(int32_t) * (hw + 16));                                      \
         failed = !acc || !events;                                                                   \
         _Pragma("omp for schedule(static)")                                                         \
-        for (int64_t r = 0; r < rows; r++) {                                                        \
+        for (int64_t item = 0; item < blocks * parts; item++) {                                     \
             if (failed) continue;                                                                   \
-            real *a = plane == 1 ? out + r * cout : acc;                                            \
-            for (int64_t p = 0; p < plane; p++)                                                     \
-                for (int64_t co = 0; co < cout; co++)                                               \
-                    a[p * cout + co] = bias ? bias[co] * bias_scale : (real)0;                      \
-            for (int64_t q = 0; q < planes; q++) {                                                  \
-                const real *src = in + (q * rows + r) * nin, scale = (real)scales[q];               \
-                for (int64_t c = 0; c < cin; c++, src += hw) {                                      \
-                    int64_t n = 0;                                                                  \
-                    for (int64_t p = 0; p < hw; p++) { events[n] = (int32_t)p; n += src[p] != (real)0; } \
-                    const real *wc = wt + c * kk * cout;                                            \
-                    for (int64_t e = 0; e < n; e++) {                                               \
-                        const real x = src[events[e]] * scale;                                      \
-                        const int64_t *t = taps + events[e] * width;                                \
-                        for (int64_t i = 0; i < t[0]; i++)                                          \
-                            add_scaled_##suffix(a + t[2 + 2 * i], wc + t[1 + 2 * i], x, cout);      \
+            const int64_t r0 = item / parts * block, r1 = r0 + block < rows ? r0 + block : rows;   \
+            const int64_t c0 = cout * (item % parts) / parts, c1 = cout * (item % parts + 1) / parts; \
+            for (int64_t r = r0; r < r1; r++) {                                                     \
+                real *a = plane == 1 ? out + r * cout : acc + (r - r0) * plane * cout;              \
+                for (int64_t p = 0; p < plane; p++)                                                 \
+                    for (int64_t co = c0; co < c1; co++)                                            \
+                        a[p * cout + co] = bias ? bias[co] * bias_scale : (real)0;                  \
+            }                                                                                       \
+            for (int64_t c = 0; c < cin; c++) {                                                     \
+                const real *wc = wt + c * kk * cout + c0;                                           \
+                for (int64_t q = 0; q < planes; q++) {                                              \
+                    const real scale = (real)scales[q];                                             \
+                    for (int64_t r = r0; r < r1; r++) {                                             \
+                        const real *src = in + ((q * rows + r) * cin + c) * hw;                     \
+                        real *a = (plane == 1 ? out + r * cout : acc + (r - r0) * plane * cout) + c0; \
+                        if (hw == 1) { /* a fully connected input: one value */                     \
+                            if (src[0] != (real)0) add_scaled_##suffix(a, wc, src[0] * scale, c1 - c0); \
+                            continue;                                                               \
+                        }                                                                           \
+                        const int64_t n = nonzero_##suffix(src, hw, events);                        \
+                        for (int64_t e = 0; e < n; e++) {                                           \
+                            const real x = src[events[e]] * scale;                                  \
+                            const int64_t *t = taps + events[e] * width;                            \
+                            for (int64_t i = 0; i < t[0]; i++)                                      \
+                                add_scaled_##suffix(a + t[2 + 2 * i], wc + t[1 + 2 * i], x, c1 - c0); \
+                        }                                                                           \
                     }                                                                               \
                 }                                                                                   \
             }                                                                                       \
-            if (plane > 1) {                                                                        \
+            for (int64_t r = r0; r < r1 && plane > 1; r++) {                                        \
+                const real *a = acc + (r - r0) * plane * cout;                                      \
                 real *o = out + r * cout * plane;                                                   \
-                for (int64_t co = 0; co < cout; co++)                                               \
+                for (int64_t co = c0; co < c1; co++)                                                \
                     for (int64_t p = 0; p < plane; p++) o[co * plane + p] = a[p * cout + co];       \
             }                                                                                       \
         }                                                                                           \
@@ -223,7 +269,7 @@ FLAGS = ["-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-trapping-math"]
 FAST = ["-march=native", "-mprefer-vector-width=512", "-fopenmp"]
 SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-SIGNATURES = {"if_scan": [_P, _I, _P, _P, _I, _I, _D, _I], "fire": [_P, _P, _I, _I, _I], "integrate": [_P, _P, _I, _I, _I],
+SIGNATURES = {"if_scan": [_P, _I, _P, _P, _I, _I, _D, _I], "fire": [_P, _D, _P, _P, _I, _I, _I], "integrate": [_P, _P, _I, _I, _I],
               "events": [_P, _I, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I],
               "tally": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I]}
 PARALLEL_MIN = 1 << 16  # neuron-steps below which a loop runs on one thread (waking others costs more)
@@ -312,7 +358,7 @@ def switched_off():
 def _usable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
     """The library, if all `tensors` are CPU float32/float64 of one dtype and no gradient is wanted."""
     dtype = tensors[0].dtype
-    if _switched_off or dtype not in SUFFIX or any(t.device.type != "cpu" or t.dtype != dtype for t in tensors):
+    if _switched_off or dtype not in SUFFIX or not all(t.is_cpu and t.dtype == dtype for t in tensors):
         return None
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return None
@@ -341,15 +387,16 @@ def if_scan(current: torch.Tensor, v: torch.Tensor, threshold: float) -> tuple[t
     return spikes, v
 
 
-def fire(v: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+def fire(v: torch.Tensor, bits: int, start: float = 0.0) -> tuple[torch.Tensor, torch.Tensor] | None:
     """`binary_coding.fire` in one call: spikes [bits, ...] and the residual, or None where not usable."""
     lib = _usable(v)
     if lib is None:
         return None
-    v = v.contiguous().clone()
-    spikes = torch.empty((bits, *v.shape), dtype=v.dtype)
-    getattr(lib, f"fire_{SUFFIX[v.dtype]}")(v.data_ptr(), spikes.data_ptr(), bits, v.numel(), threads(spikes.numel()))
-    return spikes, v
+    gate = v.contiguous()
+    residual, spikes = torch.empty_like(gate), torch.empty((bits, *v.shape), dtype=v.dtype)
+    getattr(lib, f"fire_{SUFFIX[v.dtype]}")(gate.data_ptr(), float(start), residual.data_ptr(), spikes.data_ptr(),
+                                              bits, v.numel(), threads(spikes.numel()))
+    return spikes, residual
 
 
 def integrate(current: torch.Tensor) -> torch.Tensor | None:
@@ -406,7 +453,7 @@ def events(x: torch.Tensor, layer: nn.Conv2d | nn.Linear, weight_t: torch.Tensor
     done = getattr(lib, f"events_{SUFFIX[x.dtype]}")(
         x.data_ptr(), planes, scales.data_ptr(), rows, *geometry[:3], weight_t.data_ptr(),
         None if bias is None else bias.data_ptr(), *geometry[3:], out.data_ptr(), int(max_fraction * x.numel()),
-        min(rows, threads(x.numel())))
+        torch.get_num_threads())  # each input costs its fan-out: worth the threads at any size
     if done == 1:
         raise MemoryError(f"no memory for the event-driven pass of {layer}")
     return out if done == 0 else None
@@ -420,12 +467,12 @@ def tally(spikes: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channel
     lib = _usable(spikes, fan, totals, channels, ops)
     if lib is None or spikes.ndim < 3 or fan.shape != spikes.shape[2:] or channels.shape != spikes.shape[2:3]:
         return False
-    if not all(t.is_contiguous() for t in (totals, channels, ops)):
+    if not (totals.is_contiguous() and channels.is_contiguous() and ops.is_contiguous()):
         return False
     steps, batch, n_channels = spikes.shape[:3]
     spikes, fan = spikes.contiguous(), fan.contiguous()
     if getattr(lib, f"tally_{SUFFIX[spikes.dtype]}")(spikes.data_ptr(), steps, batch, n_channels,
-                                                     spikes[0, 0, 0].numel(), fan.data_ptr(), totals.data_ptr(),
+                                                     fan.numel() // n_channels, fan.data_ptr(), totals.data_ptr(),
                                                      channels.data_ptr(), ops.data_ptr(),
                                                      min(batch, threads(spikes.numel()))):
         raise MemoryError("no memory for the spike bookkeeping")

@@ -19,6 +19,7 @@ Readouts, all in Q-value units so they compare with the DQN (ties: lowest action
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -124,6 +125,12 @@ def check_coding(coding: str) -> str:
     if coding not in CODINGS:
         raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {coding!r}")
     return coding
+
+
+@functools.cache
+def _bit_weights(T: int) -> torch.Tensor:
+    """2**(T-1-t) for t = 0 .. T-1 (float64): the weight of each step's spike in a T-bit code."""
+    return torch.tensor([2.0 ** (T - 1 - t) for t in range(T)], dtype=torch.float64)
 
 
 def _joined(chunks: list[torch.Tensor]) -> torch.Tensor:
@@ -233,9 +240,9 @@ class SpikingQNetwork(nn.Module):
         # block stays in cache), 32768 on a GPU (fewer, larger kernel launches)
         self.block_samples: int | None = None
         self.event_driven = True  # synapses read the spikes event by event when few neurons fire
-        # below this fraction of spiking inputs the event-driven pass is faster than the dense one
-        # (CPU, measured on the Nature CNN's layers: benchmarks/simulation_speed.py --profile)
-        self.sparse_rate = 0.15
+        # below this fraction of spiking inputs the event-driven pass is faster than the dense one (2 CPU
+        # cores, Nature CNN layers: 15-30 % by layer and batch; `benchmarks/simulation_speed.py --profile`)
+        self.sparse_rate = 0.25
         self.sparse_min_inputs = 1024  # narrower layers stay dense: the event-driven pass's fixed cost outweighs
         self._weights_t: dict[int, tuple[tuple, torch.Tensor]] = {}  # per layer: its weight, output last
 
@@ -426,10 +433,10 @@ class SpikingQNetwork(nn.Module):
         Event-driven as weighted spikes where few inputs spike (a spike of step t adds 2**(T-1-t)
         times its weights: one event each); otherwise dense currents integrated by doubling.
         """
-        T = spikes.shape[0]
-        weights = torch.tensor([2.0 ** (T - 1 - t) for t in range(T)], dtype=torch.float64)
-        out = self._events(synapse, spikes, weights)
-        return binary_coding.integrate(self.synaptic_current(synapse, spikes)) if out is None else out
+        out = self._events(synapse, spikes, _bit_weights(spikes.shape[0]))
+        if out is None:
+            out = binary_coding.integrate(synapse(spikes.flatten(0, 1)).unflatten(0, spikes.shape[:2]))
+        return out
 
     def _events(self, synapse: nn.Sequential, spikes: torch.Tensor, scales: torch.Tensor | None = None):
         """`fused_scan.events` through the stage's weighted layer, or None (then a dense pass)."""

@@ -50,12 +50,13 @@ def test_fused_if_scan_equals_the_python_loop(python_loops, dtype, constant):
 @needs_compiler
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("bits", [1, 4, 8, 24])
-def test_fused_fire_and_integrate_equal_the_python_loops(python_loops, dtype, bits):
+@pytest.mark.parametrize("start", [0.0, 0.5])
+def test_fused_fire_and_integrate_equal_the_python_loops(python_loops, dtype, bits, start):
     g = torch.Generator().manual_seed(bits)
     v = (torch.rand(2, 4100, generator=g, dtype=dtype) * 1.2 - 0.1) * (2**bits - 1)
-    v.view(-1)[::5] = v.view(-1)[::5].round()  # exact integers sit on the thresholds
-    spikes, residual = fused_scan.fire(v, bits)
-    reference = python_loops(binary_coding.fire, v, bits)
+    v.view(-1)[::5] = v.view(-1)[::5].round() - start  # exact integers (after the start) sit on the thresholds
+    spikes, residual = fused_scan.fire(v, bits, start)
+    reference = python_loops(binary_coding.fire, v, bits, start)
     assert torch.equal(spikes, reference[0]) and torch.equal(residual, reference[1])
     current = awkward_currents((bits, 3, 700), dtype)
     assert torch.equal(fused_scan.integrate(current), python_loops(binary_coding.integrate, current))
