@@ -2,8 +2,9 @@
 
 For each coding (rate: T in --T; binary: T in --binary-T) and batch B in {1, 8, 64}, on real Atari
 states of a fixture DQN:
-  (a) our multi-step simulation, `snn.readouts(obs, T)`, for each backend (spikingjelly, snntorch),
-      with the fused C loops (`dqn2snn_plugin.fused_scan`) and, with --python-loops, without them;
+  (a) our multi-step simulation, `snn.readouts(obs, T)`, for each backend (spikingjelly, snntorch):
+      compiled C loops and event-driven synapses (`dqn2snn_plugin.fused_scan`); with --python-loops
+      also "dense synapses" (C loops, `snn.event_driven = False`) and "python loops" (no C at all);
   (b) a naive per-time-step loop over the whole network: SpikingJelly's converted model `snn.native`
       in single-step mode, `functional.reset_net` per decision, the full forward (first conv
       included) on [B] inputs at every step, output current summed over T;
@@ -14,7 +15,7 @@ interleaved (a, c, a, c, ...) so that both see the same load. `--clock cpu` time
 instead of wall time: with --threads 1 that is robust to other processes on a shared machine.
 Also: the fused loops' compile latency, peak memory per decision, firing rates per layer, and agent
 steps per second of `evaluate` (its DQN and SNN games, 8 envs; rate T = 64, binary T = 8).
-`--profile` adds the time breakdown of one simulation and the sparse-vs-dense fc1 crossover.
+`--profile` adds the time breakdown of one simulation and the event-driven vs dense crossover per layer.
 
     python benchmarks/simulation_speed.py --out runs/simulation_speed
 """
@@ -34,9 +35,8 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from dqn2snn_plugin import convert, fused_scan, load_dqn
+from dqn2snn_plugin import binary_coding, convert, fused_scan, load_dqn, spiking
 from dqn2snn_plugin.calibration import collect_observations
 from dqn2snn_plugin.evaluation import RunSettings, play_dqn, play_snn
 from dqn2snn_plugin.results import write_text
@@ -205,10 +205,10 @@ def layer_name(synapse) -> str:
 
 @torch.no_grad()
 def breakdown(snn, x: torch.Tensor, T: int, sync) -> dict:
-    """`SpikingQNetwork._simulate` step by step (fresh membranes, one chunk), with a timer per part.
+    """`SpikingQNetwork._simulate` step by step (fresh membranes, one time block), a timer per part.
 
-    Mirrors the library's code (dqn2snn_plugin/spiking.py) so that the parts add up to one call;
-    the result is checked against `snn.readouts`.
+    Calls the library's own parts (dqn2snn_plugin/spiking.py: backend.run, count, synaptic_current)
+    so that they add up to one call; the result is checked against `snn.readouts`.
     """
     parts: dict[str, float] = {}
 
@@ -223,25 +223,16 @@ def breakdown(snn, x: torch.Tensor, T: int, sync) -> dict:
     total_start = time.perf_counter()
     x = tick("prepare", lambda: snn._prepare(x))
     current = tick("synapse conv1 (once)", lambda: first_current(snn, x, T))
-    ops = torch.zeros(x.shape[0], device=x.device)
+    counts = snn.new_counts(x.shape[0], x)
     for index, (neuron, synapse) in enumerate(zip(snn.neurons, snn.synapses[1:])):
         v0 = tick("bookkeeping: v0/alloc", lambda: torch.full_like(current[0], snn.initial_membrane))
         spikes, v = tick(f"IF scan after {layer_name(snn.synapses[index])}", lambda: snn.backend.run(neuron, current, v0))
-
-        def stats(spikes=spikes, index=index):
-            totals = spikes.sum(0)
-            totals.flatten(1).sum(1)
-            return totals
-
-        totals = tick("bookkeeping: spike totals", stats)
-        fan = snn._fan_out[index]
-        ops = tick("bookkeeping: synaptic_ops fan-out", lambda: ops + (totals * fan.to(totals.device)).flatten(1).sum(1))
-        current = tick(f"synapse {layer_name(synapse)}",
-                       lambda: synapse(spikes.flatten(0, 1)).unflatten(0, spikes.shape[:2]))
+        tick("bookkeeping: spike counts", lambda: snn.count(index, spikes, counts))
+        current = tick(f"synapse {layer_name(synapse)}", lambda: snn.synaptic_current(synapse, spikes))
     v0 = torch.full_like(current[0], snn.initial_membrane)
     out_spikes, v_out = tick("IF scan output", lambda: snn.backend.run(snn.output_neuron, current / snn.scales.output, v0))
-    cum = tick("readout: cumsum", lambda: (current.cumsum(0), out_spikes.cumsum(0)))
-    value = (cum[1][T - 1] + v_out - v0) * snn.scales.output / T
+    count = tick("readout", lambda: out_spikes.sum(0))
+    value = (count + v_out - v0) * snn.scales.output / T
     total = time.perf_counter() - total_start
     reference = snn.readouts(x, T)["spikes+membrane"]
     return {"parts_s": parts, "total_s": total, "matches_library": bool(torch.allclose(value, reference, atol=1e-5))}
@@ -254,48 +245,41 @@ def first_current(snn, x: torch.Tensor, T: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sparse_fc1(snn, x: torch.Tensor, T: int, rates: list[float], repeats: int, sync) -> dict:
-    """Dense F.linear vs event-driven fc1 on spike matrices [T*B, 3136] at several firing rates.
-
-    "real": the layer-3 spikes of `x`; other rates: Bernoulli spikes at that rate (same shape).
-    Sparse variants include building the sparse representation from the dense spike tensor:
-      sparse.mm: torch.sparse.mm(S.to_sparse(), W^T);
-      gather: rows, cols = S.nonzero(); out.index_add_(0, rows, W^T[cols]) (events x 512 adds).
-    """
-    fc1 = [m for m in snn.synapses[-2] if isinstance(m, torch.nn.Linear)][0]
-    weight, bias, weight_t = fc1.weight, fc1.bias, fc1.weight.t().contiguous()
-    # real layer-3 spikes
-    current = first_current(snn, snn._prepare(x), T)
-    for index in range(3):
-        v0 = torch.full_like(current[0], snn.initial_membrane)
-        spikes, _ = snn.backend.run(snn.neurons[index], current, v0)
-        if index < 2:
-            current = snn.synapses[index + 1](spikes.flatten(0, 1)).unflatten(0, spikes.shape[:2])
-    real = spikes.flatten(0, 1).flatten(1).contiguous()
-    sets = [("real", lambda: real)] + [(f"{r:g}", lambda r=r: (torch.rand_like(real) < r).float()) for r in rates]
-
-    def dense(s):
-        return F.linear(s, weight, bias)
-
-    def spmm(s):
-        return torch.sparse.mm(s.to_sparse(), weight_t) + bias
-
-    def gather(s, block=256):  # row blocks bound the [events, 512] gather buffer
-        out = bias.expand(s.shape[0], -1).clone()
-        for start in range(0, s.shape[0], block):
-            rows, cols = s[start : start + block].nonzero(as_tuple=True)
-            out[start : start + block].index_add_(0, rows, weight_t.index_select(0, cols))
-        return out
-
-    assert torch.allclose(dense(real), gather(real), atol=1e-4) and torch.allclose(dense(real), spmm(real), atol=1e-4)
+def event_crossover(snn, x: torch.Tensor, T: int, rates: list[float], repeats: int, sync) -> dict:
+    """Dense pass vs event-driven pass (`fused_scan.events`) of each wide synaptic layer: on its real
+    input spikes from `x`, and on Bernoulli spikes of the same shape at each of `rates`. Rate coding:
+    [T*B] spike maps to [T*B] currents; binary coding: T weighted planes to [B] integrated membranes
+    (dense: T*B currents, then `binary_coding.integrate`). Where events stop winning sets
+    `snn.sparse_rate`, `snn.sparse_rows` and `snn.sparse_rate_planes`."""
+    binary = snn.coding == "binary"
+    name = "integrated_current" if binary else "synaptic_current"
+    recorded, method = [], getattr(snn, name)
+    setattr(snn, name, lambda synapse, spikes: recorded.append((synapse, spikes)) or method(synapse, spikes))
+    try:
+        snn.readouts(x, T)
+    finally:
+        delattr(snn, name)
     rows = []
-    for name, make in sets:
-        s = make()
-        row = {"rate": name, "measured_rate": float(s.mean()), "shape": list(s.shape)}
-        for label, fn in (("dense_ms", dense), ("sparse_mm_ms", spmm), ("gather_ms", gather)):
-            row[label] = 1e3 * measure(lambda: fn(s), sync, max(repeats, 5))["median_s"]
-        rows.append(row)
-    return {"T": T, "B": x.shape[0], "rows": rows}
+    for synapse, spikes in recorded:
+        layer = snn._event_layer(synapse)
+        if layer is None or spikes[0, 0].numel() < snn.sparse_min_inputs:
+            continue
+        weight, scales = snn._event_weight(layer), (spiking._bit_weights(T) if binary else None)
+        for label, s in [("real", spikes)] + [(f"{r:g}", (torch.rand_like(spikes) < r).to(spikes.dtype)) for r in rates]:
+            flat = s.flatten(0, 1)
+            events_in = s if binary else flat
+            events_in = events_in.flatten(events_in.ndim - s[0, 0].ndim) if isinstance(layer, torch.nn.Linear) else events_in
+
+            def dense(s=s, flat=flat):
+                current = synapse(flat)
+                return binary_coding.integrate(current.unflatten(0, s.shape[:2])) if binary else current
+
+            rows.append({"layer": layer_name(synapse), "rate": label, "measured_rate": float(s.mean()),
+                         "maps": s.shape[1] if binary else flat.shape[0],
+                         "dense_ms": 1e3 * measure(dense, sync, max(repeats, 5))["median_s"],
+                         "events_ms": 1e3 * measure(lambda: fused_scan.events(events_in, layer, weight, scales=scales),
+                                                    sync, max(repeats, 5))["median_s"]})
+    return {"coding": snn.coding, "T": T, "B": x.shape[0], "rows": rows}
 
 
 # ----------------------------------------------------------------------------------------- output
@@ -325,8 +309,8 @@ def fmt_rate(value):
 
 def fused_line(fused: dict) -> str:
     if not fused["available"]:
-        return f"Fused C loops: unavailable here ({fused.get('error', 'not loaded')}); (a) ran the Python loops."
-    return f"Fused C loops: built from scratch in {fused['compile_s']:.2f} s by {fused['compiler']} (once per machine)."
+        return f"Compiled C loops: unavailable here ({fused.get('error', 'not loaded')}); (a) ran the Python loops."
+    return f"Compiled C loops: built from scratch in {fused['compile_s']:.2f} s by {fused['compiler']} (once per machine)."
 
 
 def markdown(report: dict) -> str:
@@ -338,13 +322,14 @@ def markdown(report: dict) -> str:
         + f"; load average at start {m['load_average_start'][0]:.2f}, at end {report['load_average_end'][0]:.2f}.",
         "",
         f"Decisions per second (median of repeats, {report['clock']} clock; a decision = one state simulated "
-        "for T steps). (a) = `snn.readouts(obs, T)`; python loops = (a) without the fused C loops; naive = "
+        "for T steps). (a) = `snn.readouts(obs, T)`, event-driven synapses and C loops; dense synapses = (a) with "
+        "`event_driven = False`; python loops = (a) without any C (dense synapses too); naive = "
         "SpikingJelly `snn.native` single-step loop; dense = DQN throughput at batch B*T / T. "
         "Figure of merit (a)/(c): median over interleaved repeats of the time ratio.", "",
         fused_line(report["fused_scan"]), "",
     ]
     backends = report["backends"]
-    extra = [k for k in ("python loops", "naive") if any(k in r for r in report["rows"])]
+    extra = [k for k in ("dense synapses", "python loops", "naive") if any(k in r for r in report["rows"])]
     head = ["coding", "T", "B"] + [f"(a) {b}" for b in backends] + extra + ["(c) dense"] + [f"(a)/(c) {b}" for b in backends]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["rows"]:
@@ -377,11 +362,13 @@ def markdown(report: dict) -> str:
             lines.append(f"- T={prof['T']}, B={prof['B']}: total {1e3 * prof['total_s']:.1f} ms "
                          f"(matches library: {prof['matches_library']}): " + ", ".join(
                              f"{k} {1e3 * v:.1f}" for k, v in sorted(prof["parts_s"].items(), key=lambda kv: -kv[1])))
-        for sp in report.get("sparse_fc1", []):
-            lines += ["", f"fc1 dense vs event-driven (T={sp['T']}, B={sp['B']}, spikes [{sp['rows'][0]['shape'][0]}, 3136], ms):", "",
-                      "| firing rate | dense F.linear | torch.sparse.mm | nonzero+index_add |", "|---|---|---|---|"]
-            for r in sp["rows"]:
-                lines.append(f"| {r['rate']} ({r['measured_rate']:.4f}) | {r['dense_ms']:.2f} | {r['sparse_mm_ms']:.2f} | {r['gather_ms']:.2f} |")
+    for sp in report.get("crossover", []):
+        lines += ["", f"Dense vs event-driven synapses ({sp['coding']}, T={sp['T']}, B={sp['B']}: "
+                  f"{sp['rows'][0]['maps']} output maps, ms):", "",
+                  "| layer | input firing rate | dense pass | event-driven | dense / event-driven |", "|---|---|---|---|---|"]
+        for r in sp["rows"]:
+            lines.append(f"| {r['layer']} | {r['rate']} ({r['measured_rate']:.4f}) | {r['dense_ms']:.2f} | "
+                         f"{r['events_ms']:.2f} | {r['dense_ms'] / r['events_ms']:.2f} |")
     lines += ["", f"Total wall time {report['wall_s']:.0f} s.", ""]
     return "\n".join(lines)
 
@@ -405,6 +392,7 @@ def measure_coding(report: dict, args, coding: str, Ts: list[int], snns: dict, s
             dense, factor = dense_call(q_network, states, B * T, args.dense_chunk)
             calls = {name: (lambda snn=snn: snn.readouts(x, T)) for name, snn in snns.items()} | {"dense": dense}
             if args.python_loops:
+                calls["dense synapses"] = lambda: dense_synapses(sj, x, T)
                 calls["python loops"] = lambda: python_loops(sj, x, T)
             row = {"coding": coding, "T": T, "B": B} | measure_interleaved(calls, sync, args.repeats, "dense")
             row["dense"]["median_s"] *= factor
@@ -436,17 +424,28 @@ def measure_coding(report: dict, args, coding: str, Ts: list[int], snns: dict, s
                     mem["naive"], _ = peak_memory(lambda: naive_decide(naive_net, x, T), states.device.type)
                 mem["dense (batch B*T)"], _ = peak_memory(dense, states.device.type)
                 report["memory"].append(mem)
-    if args.profile and coding == "rate":
-        report["profile"] = [breakdown(sj, states[:B], T, sync) | {"T": T, "B": B}
-                             for T in ints(args.profile_T) for B in ints(args.profile_batch)]
-        report["sparse_fc1"] = [sparse_fc1(sj, states[:B], T, [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3], args.repeats, sync)
-                                for T, B in [(32, 8), (128, 8)]]
+    if args.profile:
+        if coding == "rate":
+            report["profile"] = [breakdown(sj, states[:B], T, sync) | {"T": T, "B": B}
+                                 for T in ints(args.profile_T) for B in ints(args.profile_batch)]
+        report.setdefault("crossover", []).extend(
+            event_crossover(sj, states[:B], 8, [0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5], args.repeats, sync)
+            for B in (1, 64))
 
 
 def python_loops(snn, x: torch.Tensor, T: int):
-    """`snn.readouts(x, T)` with the fused C loops switched off: the Python loops they replace."""
+    """`snn.readouts(x, T)` with the compiled C loops switched off: Python loops and dense synapses."""
     with fused_scan.switched_off():
         return snn.readouts(x, T)
+
+
+def dense_synapses(snn, x: torch.Tensor, T: int):
+    """`snn.readouts(x, T)` with the C neuron loops but dense synaptic passes (no event-driven synapses)."""
+    snn.event_driven = False
+    try:
+        return snn.readouts(x, T)
+    finally:
+        snn.event_driven = True
 
 
 def main() -> None:
@@ -472,7 +471,7 @@ def main() -> None:
     parser.add_argument("--play-envs", type=int, default=8)
     parser.add_argument("--play-episodes", type=int, default=8)
     parser.add_argument("--play-max-steps", type=int, default=300, help="step cap per episode; 0 skips the evaluation")
-    parser.add_argument("--profile", action="store_true", help="add the time breakdown and the sparse fc1 study")
+    parser.add_argument("--profile", action="store_true", help="add the time breakdown and the event-driven vs dense crossover")
     parser.add_argument("--profile-T", default="32,128")
     parser.add_argument("--profile-batch", default="8,64")
     parser.add_argument("--out", type=Path, default=Path("runs/simulation_speed"), help="writes OUT.md and OUT.json")

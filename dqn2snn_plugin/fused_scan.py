@@ -1,19 +1,28 @@
-"""Fused inference scans in C: the IF scan and the binary code's fire / integrate loops, one call each.
+"""Compiled inference loops in C: the IF scan, binary coding's fire / integrate, event-driven synapses
+and spike bookkeeping, one call each.
 
 In Python every time step of a neuron layer costs a few tensor dispatches (add, compare, subtract)
 of some microseconds each; with one observation per decision (an agent acting) that overhead, not
-the arithmetic, sets the speed. These loops do the same floating-point operations in the same order
-as the Python references (`spiking.if_scan`, `binary_coding.fire` / `integrate`; no fused
+the arithmetic, sets the speed. The neuron loops do the same floating-point operations in the same
+order as the Python references (`spiking.if_scan`, `binary_coding.fire` / `integrate`; no fused
 multiply-add, no fast-math), so spikes and membranes are bit-identical (tests check it), and the
 neurons are walked in cache-sized blocks with time inside.
 
+`events` is what makes the simulation event-driven: a synaptic layer reads its input spikes and,
+for each one, adds that neuron's weight column to its targets, so its cost follows the spike count
+(2-20 % of the neurons fire per step) instead of the layer's size. It sums in another order than a
+dense pass, so its currents differ from one by rounding only (tests bound it; spikes are compared
+in float64). `tally` counts spikes per layer, channel and synapse in one pass.
+
 The C source below is compiled once per machine with the system's C compiler (`$CC`, else `cc`,
-`gcc` or `clang`: about 0.3 s) into `$DQN2SNN_CACHE` (default `~/.cache/dqn2snn_plugin`) and loaded
-with ctypes: no build step at install, no Python headers, no ninja. Where that fails (no compiler,
-not Linux/macOS, a read-only cache) one RuntimeWarning says so and the Python loops run instead,
-with the same results. `DQN2SNN_FUSED_SCAN=0` turns the fused loops off without a warning, and
-`with fused_scan.switched_off():` does so for a block (to time or check against the Python loops).
-Only contiguous float32 / float64 CPU tensors outside autograd take the fused path.
+`gcc` or `clang`: about 0.5 s) into `$DQN2SNN_CACHE` (default `~/.cache/dqn2snn_plugin`) and loaded
+with ctypes: no build step at install, no Python headers, no ninja. It is built for this CPU's
+vector units and with OpenMP, which then shares torch's own thread pool (`torch.set_num_threads`
+sets both); a compiler without either builds it plainly. Where building fails (no compiler, not
+Linux/macOS, a read-only cache) one RuntimeWarning says so and the Python loops and dense passes
+run instead, with the same spikes. `DQN2SNN_FUSED_SCAN=0` turns the compiled loops off without a
+warning, and `with fused_scan.switched_off():` does so for a block (to time or check against the
+Python loops). Only contiguous float32 / float64 CPU tensors outside autograd take the compiled path.
 """
 
 from __future__ import annotations
@@ -272,6 +281,7 @@ _P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 SIGNATURES = {"if_scan": [_P, _I, _P, _P, _I, _I, _D, _I], "fire": [_P, _D, _P, _P, _I, _I, _I], "integrate": [_P, _P, _I, _I, _I],
               "events": [_P, _I, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I],
               "tally": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I]}
+_ONE = torch.ones(1, dtype=torch.float64)  # the plane scale of a plain (one-plane) event-driven pass
 PARALLEL_MIN = 1 << 16  # neuron-steps below which a loop runs on one thread (waking others costs more)
 
 
@@ -315,7 +325,7 @@ def build(directory: Path) -> Path:
             if done.returncode == 0:
                 break
         else:
-            raise OSError(f"{cc} failed: {done.stderr.strip()[-500:]}")
+            raise OSError(f"{cc} failed: {done.stderr.strip()[-500:]}")  # the plain flags failed too
         os.replace(built, target)
     return target
 
@@ -335,8 +345,8 @@ def library() -> ctypes.CDLL | None:
                 function.argtypes, function.restype = argtypes, ctypes.c_int if name in ("events", "tally") else None
         return lib
     except OSError as error:
-        warnings.warn(f"dqn2snn_plugin: fused C scans unavailable ({error}); simulating with Python loops "
-                      "instead (same spikes, slower at small batches). DQN2SNN_FUSED_SCAN=0 silences this.",
+        warnings.warn(f"dqn2snn_plugin: compiled C loops unavailable ({error}); simulating with Python loops "
+                      "and dense synapses instead (same spikes, slower). DQN2SNN_FUSED_SCAN=0 silences this.",
                       RuntimeWarning, stacklevel=2)
         return None
 
@@ -448,7 +458,7 @@ def events(x: torch.Tensor, layer: nn.Conv2d | nn.Linear, weight_t: torch.Tensor
     else:
         return None
     x = x.contiguous()
-    scales = torch.ones(1, dtype=torch.float64) if scales is None else scales.to(torch.float64).contiguous()
+    scales = _ONE if scales is None else scales.to(torch.float64).contiguous()
     bias = None if layer.bias is None else layer.bias.detach().contiguous()
     done = getattr(lib, f"events_{SUFFIX[x.dtype]}")(
         x.data_ptr(), planes, scales.data_ptr(), rows, *geometry[:3], weight_t.data_ptr(),

@@ -9,6 +9,9 @@ Simulation is layer by layer over all T steps at once ("multi-step"): each synap
 batched pass over [T*B] inputs, each neuron layer one scan over T. With the paper's analog input
 (the observation injected at every step) the first layer's current is the same at every step, so it
 is computed once. Spikes equal those of step-by-step simulation (a test checks it).
+On CPU the synaptic layers are event-driven where few neurons fire: each spike adds its weight
+column to its targets (`fused_scan.events`), so a layer costs its spike count, not its size; the
+currents then differ from a dense pass by rounding only.
 
 Readouts, all in Q-value units so they compare with the DQN (ties: lowest action index, as
 `torch.argmax` everywhere in this package):
@@ -240,9 +243,11 @@ class SpikingQNetwork(nn.Module):
         # block stays in cache), 32768 on a GPU (fewer, larger kernel launches)
         self.block_samples: int | None = None
         self.event_driven = True  # synapses read the spikes event by event when few neurons fire
-        # below this fraction of spiking inputs the event-driven pass is faster than the dense one (2 CPU
-        # cores, Nature CNN layers: 15-30 % by layer and batch; `benchmarks/simulation_speed.py --profile`)
-        self.sparse_rate = 0.25
+        # where the event-driven pass beats the dense one (2 CPU cores, Nature CNN layers, measured by
+        # `benchmarks/simulation_speed.py --profile`): rate coding's [T*B] spike maps below an input
+        # firing rate of sparse_rate + sparse_rows / maps (few maps: the dense pass is bound by reading
+        # the weights); binary coding's weighted planes, which sum into [B] membranes, below sparse_rate_planes
+        self.sparse_rate, self.sparse_rows, self.sparse_rate_planes = 0.1, 1.5, 0.3
         self.sparse_min_inputs = 1024  # narrower layers stay dense: the event-driven pass's fixed cost outweighs
         self._weights_t: dict[int, tuple[tuple, torch.Tensor]] = {}  # per layer: its weight, output last
 
@@ -447,7 +452,8 @@ class SpikingQNetwork(nn.Module):
         if weighted is None or inputs < self.sparse_min_inputs:
             return None
         x = spikes.flatten(1 if scales is None else 2) if isinstance(weighted, nn.Linear) else spikes  # [rows, F]
-        return fused_scan.events(x, weighted, self._event_weight(weighted), scales=scales, max_fraction=self.sparse_rate)
+        limit = self.sparse_rate + self.sparse_rows / spikes.shape[0] if scales is None else self.sparse_rate_planes
+        return fused_scan.events(x, weighted, self._event_weight(weighted), scales=scales, max_fraction=limit)
 
     @staticmethod
     def _event_layer(synapse: nn.Sequential) -> nn.Module | None:

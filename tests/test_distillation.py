@@ -38,7 +38,7 @@ def test_margin_term_penalises_only_a_flipped_or_too_close_greedy_action():
     flipped = torch.tensor([[0.9, 1.0, 0.0], [0.0, 2.0, 1.0]], requires_grad=True)
     extra = with_margin(flipped, teacher) - plain(flipped, teacher)
     # state 0: best other 1.0 - greedy 0.9 + gap / 2 = 0.15, over the temperature, mean over 2 states, times 2
-    assert float(extra) == pytest.approx(2.0 * 0.15 / 0.5 / 2)
+    assert float(extra.detach()) == pytest.approx(2.0 * 0.15 / 0.5 / 2)
     extra.backward()
     assert flipped.grad[0, 0] < 0 < flipped.grad[0, 1]  # descent raises the greedy action, lowers its rival
     assert flipped.grad[1].abs().sum() == 0

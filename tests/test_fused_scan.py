@@ -1,5 +1,7 @@
-"""The fused C loops against the Python loops they replace: bit-identical spikes and membranes."""
+"""The compiled C loops against the Python loops they replace (bit-identical spikes and membranes), and
+the event-driven synapses and spike bookkeeping against dense layers and tensor operations."""
 
+import ctypes
 import warnings
 
 import pytest
@@ -80,6 +82,25 @@ def test_the_library_is_built_once_into_the_cache(tmp_path, monkeypatch):
     stamp = first.stat().st_mtime_ns
     assert fused_scan.build(fused_scan.cache_dir()) == first and first.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left behind
+
+
+@needs_compiler
+def test_a_compiler_refusing_the_fast_flags_builds_the_plain_library(tmp_path, monkeypatch):
+    monkeypatch.setattr(fused_scan, "FAST", ["-fno-such-option-anywhere"])
+    plain = ctypes.CDLL(str(fused_scan.build(tmp_path)))
+    spikes = torch.empty(4)
+    plain.if_scan_f32.argtypes = fused_scan.SIGNATURES["if_scan"]
+    current, v = torch.tensor([0.5]), torch.zeros(1)
+    plain.if_scan_f32(current.data_ptr(), 0, v.data_ptr(), spikes.data_ptr(), 4, 1, 1.0, 1)
+    assert spikes.tolist() == [0, 1, 0, 1] and float(v) == 0.0
+
+
+@needs_compiler
+def test_the_cached_library_is_specific_to_the_cpu(tmp_path, monkeypatch):
+    """-march=native code may not run on another CPU (a home directory shared across a cluster)."""
+    here = fused_scan.build(tmp_path)
+    monkeypatch.setattr(fused_scan, "cpu_identity", lambda: "some other CPU")
+    assert fused_scan.build(tmp_path) != here
 
 
 def test_without_a_compiler_it_warns_once_and_falls_back(tmp_path, monkeypatch):

@@ -130,7 +130,7 @@ def test_event_driven_synapses_give_the_spikes_of_the_dense_pass(atari_observati
     from _fixtures import atari_checkpoint
 
     snn = convert(atari_checkpoint(), atari_observations, coding=coding, T=8).double()
-    snn.sparse_rate = 1.0  # always event-driven (the default switches to dense passes above 15 % firing)
+    snn.sparse_rate = snn.sparse_rate_planes = 1.0  # always event-driven (by default dense passes where many fire)
     calls = []
     events = fused_scan.events
     monkeypatch.setattr(fused_scan, "events", lambda x, layer, *a, **k: calls.append(type(layer)) or events(x, layer, *a, **k))
