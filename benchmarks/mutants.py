@@ -1,6 +1,6 @@
 """Mutation check (a developer tool, not part of CI): plant known bugs one at a time, run the tests.
 
-Each mutant listed in `mutants.toml` replaces one snippet of `spiking`, `normalization`, `metrics`,
+Each mutant listed in `mutants.toml` replaces one snippet of `spiking`, `fused_scan`, `binary_coding`, `normalization`, `metrics`,
 `tuning` or `evaluation` with a plausible wrong version (the kind of slip a refactor makes: argmin for argmax,
 `>=` for `>`, a dropped `abs`, the last option instead of the best). The script copies the package
 and its tests to a temporary directory, applies the mutant there (the working tree is never

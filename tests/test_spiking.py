@@ -487,3 +487,21 @@ def test_simulation_equals_a_step_by_step_reference_exactly(atari_observations, 
         assert torch.equal(ours, reference)
     assert torch.equal(out["spikes"], spikes_readout)
     assert torch.equal(snn.last_stats.spikes[0], trains[0].sum(0).flatten(1).sum(1))
+
+
+def test_spike_bookkeeping_is_the_same_compiled_or_in_tensor_operations(atari_observations):
+    """`count` runs in one C call (`fused_scan.tally`) where it can and in tensor operations elsewhere:
+    spike totals, channel totals and synaptic operations must not depend on which."""
+    from _fixtures import atari_checkpoint
+
+    snn = convert(atari_checkpoint(), atari_observations, T=8).double()
+    snn.event_driven = False  # the same currents on both sides
+    snn.readouts(atari_observations, 16)
+    compiled = snn.last_stats
+    with fused_scan.switched_off():
+        snn.readouts(atari_observations, 16)
+    tensors = snn.last_stats
+    assert compiled.synaptic_ops.sum() > 0
+    assert torch.equal(compiled.synaptic_ops, tensors.synaptic_ops)
+    assert all(torch.equal(a, b) for a, b in zip(compiled.spikes, tensors.spikes))
+    assert all(torch.equal(a, b) for a, b in zip(compiled.channel_spikes, tensors.channel_spikes))
