@@ -70,7 +70,8 @@ static inline int64_t nonzero_f64(const double *restrict src, int64_t n, int32_t
     for (int64_t p = 0; p < n; p++) { events[count] = (int32_t)p; count += src[p] != 0.0; }
     return count;
 }
-#define BLOCK 4096 /* neurons per block: their membranes stay in L1/L2 over all steps */
+#define BLOCK 4096
+#define MAX_PLANES 64 /* weighted planes summed per neuron; more take the plane-by-plane loop */ /* neurons per block: their membranes stay in L1/L2 over all steps */
 #define PARALLEL _Pragma("omp parallel for schedule(static) num_threads(threads)")
 #define LOOPS(real, suffix)                                                                         \
 /* IF over `steps`: h = v + I_t; s_t = [h >= th]; v = h - s_t * th. step_stride 0: constant I */    \
@@ -131,6 +132,15 @@ static inline void add_scaled_##suffix(real *restrict d, const real *restrict w,
     else if (n == 32) for (int64_t i = 0; i < 32; i++) d[i] += x * w[i];                            \
     else for (int64_t i = 0; i < n; i++) d[i] += x * w[i];                                          \
 }                                                                                                   \
+/* d += x_j * w for j = 0 .. k-1 in turn, d loaded and stored once */                                \
+static inline void add_spikes_##suffix(real *restrict d, const real *restrict w, const real *xs,     \
+                                       int64_t k, int64_t n) {                                      \
+    for (int64_t i = 0; i < n; i++) {                                                               \
+        real sum = d[i];                                                                            \
+        for (int64_t j = 0; j < k; j++) sum += xs[j] * w[i];                                        \
+        d[i] = sum;                                                                                 \
+    }                                                                                               \
+}                                                                                                   \
 /* event-driven synapses: out[r] = sum_q scale_q (bias + sum over the nonzero inputs x of plane q, in */ \
 /* index order, of x times its weight column). in [planes, rows, cin, hin, win]; wt [cin, kh, kw,    */ \
 /* cout] (one input tap's targets contiguous); out [rows, cout, hout, wout], summed channels-last in  */ \
@@ -189,6 +199,19 @@ int events_##suffix(const real *restrict in, int64_t planes, const double *restr
             }                                                                                       \
             for (int64_t c = 0; c < cin; c++) {                                                     \
                 const real *wc = wt + c * kk * cout + c0;                                           \
+                if (planes > 1 && planes <= MAX_PLANES && hw == 1) { /* fully connected, weighted */ \
+                    for (int64_t r = r0; r < r1; r++) { /* planes: a neuron's spikes in turn, on its */ \
+                        real xs[MAX_PLANES]; /* targets held in registers (read once, not per spike) */ \
+                        int64_t k = 0;                                                              \
+                        for (int64_t q = 0; q < planes; q++) {                                      \
+                            const real x = in[(q * rows + r) * cin + c];                            \
+                            xs[k] = x * (real)scales[q]; /* kept only if nonzero: no branch */      \
+                            k += x != (real)0;                                                      \
+                        }                                                                           \
+                        if (k) add_spikes_##suffix(out + r * cout + c0, wc, xs, k, c1 - c0);        \
+                    }                                                                               \
+                    continue;                                                                       \
+                }                                                                                   \
                 for (int64_t q = 0; q < planes; q++) {                                              \
                     const real scale = (real)scales[q];                                             \
                     for (int64_t r = r0; r < r1; r++) {                                             \

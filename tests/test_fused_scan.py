@@ -183,10 +183,12 @@ def test_event_driven_synapses_equal_the_dense_layer(name, dtype):
 
 @needs_compiler
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_weighted_spike_planes_sum_the_scaled_layer(dtype):
+@pytest.mark.parametrize("make, shape", [(lambda: nn.Conv2d(4, 8, 3, 2, 1), (3, 6, 4, 7, 7)),
+                                         (lambda: nn.Linear(40, 70), (3, 6, 40))], ids=["conv", "linear"])
+def test_weighted_spike_planes_sum_the_scaled_layer(dtype, make, shape):
     torch.manual_seed(1)
-    layer = nn.Conv2d(4, 8, 3, 2, 1).to(dtype)
-    planes = sparse_input((3, 6, 4, 7, 7), dtype, rate=0.3).clamp(max=1)  # binary coding: 0/1 spikes per step
+    layer = make().to(dtype)
+    planes = sparse_input(shape, dtype, rate=0.3).clamp(max=1)  # binary coding: 0/1 spikes per step
     scales = torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64)
     out = fused_scan.events(planes, layer, output_last(layer), scales=scales)
     with torch.no_grad():
