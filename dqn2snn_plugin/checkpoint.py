@@ -45,7 +45,7 @@ def observation_batch(obs: np.ndarray | torch.Tensor, shape: tuple[int, ...]) ->
     if x.is_floating_point():
         # one cheap pass on images (an agent's hot path): NaN, infinities and fractions all have a nonzero
         # fractional part (frac(inf) is NaN), so the sum of |frac| is 0 only for whole pixel values
-        suspect = bool(torch.frac(x).abs().sum() != 0) if len(shape) == 3 else not torch.isfinite(x).all()
+        suspect = bool(torch.frac(x).abs_().sum() != 0) if len(shape) == 3 else not torch.isfinite(x).all()
         if suspect and not torch.isfinite(x).all():
             raise ObservationError("observations hold NaN or infinite values: pass the env's raw observations")
         if suspect:
