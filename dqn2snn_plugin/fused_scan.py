@@ -172,10 +172,11 @@ int events_##suffix(const real *restrict in, int64_t planes, const double *restr
                 }                                                                                   \
     real bias_scale = (real)0;                                                                      \
     for (int64_t q = 0; q < planes; q++) bias_scale += (real)scales[q];                             \
-    /* work items: blocks of rows whose accumulators fit in L2 (each input channel's weights are      */ \
-    /* then read once per block), and with fewer blocks than threads each block's output channels in */ \
-    /* parts. Every output sums its inputs in (channel, plane, position) order, whatever the split.  */ \
-    int64_t block = (131072 / (int64_t)sizeof(real)) / (plane * cout);                              \
+    /* work items: blocks of rows whose accumulators fit in L1 (32 KB; each input channel's weights   */ \
+    /* are then read once per block), with fewer blocks than threads each block's output channels in */ \
+    /* parts. Each output sums its inputs in (channel, plane, position) order, whatever the split   */ \
+    /* and the thread count.                                                                         */ \
+    int64_t block = (32768 / (int64_t)sizeof(real)) / (plane * cout);                              \
     const int64_t even = (rows + threads - 1) / threads;                                            \
     block = block < 1 ? 1 : block > even ? even : block;                                            \
     const int64_t blocks = (rows + block - 1) / block;                                              \
