@@ -40,12 +40,13 @@ LIST = Path(__file__).with_name("mutants.toml")
 class Mutant:
     """One planted bug: `old` (occurring exactly once in `module`) becomes `new`."""
 
-    module: str  # file under dqn2snn_plugin/, without .py
+    module: str  # file under dqn2snn_plugin/, without .py (names the tests: tests/test_<module>.py)
     name: str
     old: str
     new: str
     tests: tuple[str, ...]  # test files (and pytest options) that should catch it
     survives: str = ""  # why it is harmless, for a mutant no test should catch
+    file: str = ""  # the file under dqn2snn_plugin/ that holds `old`, if not <module>.py (e.g. fused_scan.c)
 
 
 def load_mutants(path: Path = LIST) -> list[Mutant]:
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             if time.perf_counter() - start > args.budget:
                 rows.append((mutant, "not run (budget)", 0.0, ""))
                 continue
-            path = repo / "dqn2snn_plugin" / f"{mutant.module}.py"
+            path = repo / "dqn2snn_plugin" / (mutant.file or f"{mutant.module}.py")
             original = path.read_text()
             if original.count(mutant.old) != 1:
                 rows.append((mutant, "stale", 0.0, f"snippet found {original.count(mutant.old)} times"))

@@ -103,6 +103,19 @@ def test_the_cached_library_is_specific_to_the_cpu(tmp_path, monkeypatch):
     assert fused_scan.build(tmp_path) != here
 
 
+def test_a_missing_c_source_warns_and_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path))
+    monkeypatch.setattr(fused_scan, "SOURCE_FILE", tmp_path / "gone.c")
+    fused_scan.source.cache_clear()
+    fused_scan.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="gone.c"):
+            assert fused_scan.library() is None
+    finally:
+        fused_scan.source.cache_clear()
+        fused_scan.library.cache_clear()
+
+
 def test_without_a_compiler_it_warns_once_and_falls_back(tmp_path, monkeypatch):
     monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path))
     monkeypatch.setattr(fused_scan, "compiler", lambda: None)
