@@ -14,11 +14,12 @@ for each one, adds that neuron's weight column to its targets, so its cost follo
 dense pass, so its currents differ from one by rounding only (tests bound it; spikes are compared
 in float64). `tally` counts spikes per layer, channel and synapse in one pass.
 
-The C source (`fused_scan.c`, next to this file) is compiled once per machine with the system's C compiler (`$CC`, else `cc`,
-`gcc` or `clang`: about 0.5 s) into `$DQN2SNN_CACHE` (default `~/.cache/dqn2snn_plugin`) and loaded
-with ctypes: no build step at install, no Python headers, no ninja. It is built for this CPU's
-vector units and with OpenMP, which then shares torch's own thread pool (`torch.set_num_threads`
-sets both); a compiler without either builds it plainly. Where building fails (no compiler, not
+The C source (`fused_scan.c`, next to this file) is compiled once per machine with the system's C
+compiler (`$CC`, else `cc`, `gcc` or `clang`: about 0.5 s) into `$DQN2SNN_CACHE` (default
+`~/.cache/dqn2snn`, beside the calibration frames) and loaded with ctypes: no build step at install,
+no Python headers, no ninja. It is built for this CPU's vector units and with OpenMP, which then
+shares torch's own thread pool (`torch.set_num_threads` sets both); a compiler without either
+builds it plainly. Where building fails (no compiler, not
 Linux/macOS, a read-only cache) one RuntimeWarning says so and the Python loops and dense passes
 run instead, with the same spikes. `DQN2SNN_FUSED_SCAN=0` turns the compiled loops off without a
 warning, and `with fused_scan.switched_off():` does so for a block (to time or check against the
@@ -61,16 +62,20 @@ FLAGS = ["-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-trapping-math"]
 FAST = ["-march=native", "-mprefer-vector-width=512", "-fopenmp"]
 SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-SIGNATURES = {"if_scan": [_P, _I, _P, _P, _I, _I, _D, _I], "fire": [_P, _D, _P, _P, _I, _I, _I], "integrate": [_P, _P, _I, _I, _I],
-              "events": [_P, _I, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I],
-              "tally": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I]}
+SIGNATURES = {  # the argument types of the C functions in fused_scan.c, in order
+    "if_scan": [_P, _I, _P, _P, _I, _I, _D, _I],
+    "fire": [_P, _D, _P, _P, _I, _I, _I],
+    "integrate": [_P, _P, _I, _I, _I],
+    "events": [_P, _I, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I],
+    "tally": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I],
+}
 _ONE = torch.ones(1, dtype=torch.float64)  # the plane scale of a plain (one-plane) event-driven pass
 PARALLEL_MIN = 1 << 16  # neuron-steps below which a loop runs on one thread (waking others costs more)
 
 
 def cache_dir() -> Path:
-    """Where the compiled library is kept: $DQN2SNN_CACHE, else ~/.cache/dqn2snn_plugin."""
-    return Path(os.environ.get("DQN2SNN_CACHE") or Path.home() / ".cache" / "dqn2snn_plugin")
+    """Where the compiled library is kept: $DQN2SNN_CACHE, else ~/.cache/dqn2snn (beside the calibration frames)."""
+    return Path(os.environ.get("DQN2SNN_CACHE") or Path.home() / ".cache" / "dqn2snn")
 
 
 def compiler() -> str | None:
@@ -151,11 +156,14 @@ def switched_off():
 
 def _usable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
     """The library, if all `tensors` are CPU float32/float64 of one dtype and no gradient is wanted."""
-    dtype = tensors[0].dtype
-    if _switched_off or dtype not in SUFFIX or not all(t.is_cpu and t.dtype == dtype for t in tensors):
+    if _switched_off:
         return None
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    dtype, grad = tensors[0].dtype, torch.is_grad_enabled()
+    if dtype not in SUFFIX:
         return None
+    for t in tensors:
+        if not t.is_cpu or t.dtype != dtype or grad and t.requires_grad:
+            return None
     return library()
 
 

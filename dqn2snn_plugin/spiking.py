@@ -23,6 +23,7 @@ Readouts, all in Q-value units so they compare with the DQN (ties: lowest action
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -257,6 +258,11 @@ class SpikingQNetwork(nn.Module):
         return self._source[0] if self._source else None
 
     @property
+    def _after_first(self):
+        """The synaptic stages after the first, as an iterator (slicing a ModuleList builds a new module)."""
+        return itertools.islice(self.synapses, 1, None)
+
+    @property
     def n_actions(self) -> int:
         return _weighted(self.synapses[-1]).out_features
 
@@ -365,7 +371,7 @@ class SpikingQNetwork(nn.Module):
         for end in sorted(set(range(block, Ts[-1], block)) | set(Ts)):
             steps = end - done
             current = first.expand(steps, *first.shape) if first is not None else self._poisson_current(x, steps)
-            for index, (neuron, synapse) in enumerate(zip(self.neurons, self.synapses[1:])):
+            for index, (neuron, synapse) in enumerate(zip(self.neurons, self._after_first)):
                 spikes, state[index] = self.backend.run(neuron, current, state[index])
                 self.count(index, spikes, counts)
                 current = self.synaptic_current(synapse, spikes)
@@ -394,7 +400,7 @@ class SpikingQNetwork(nn.Module):
         # the backend's neurons send T-bit codes; another T than the network's gets fresh ones
         neurons = self.neurons if T == self.T else [self.backend.make_binary_neuron(T, self.initial_membrane)
                                                     for _ in self.neurons]
-        for index, (neuron, synapse) in enumerate(zip(neurons, self.synapses[1:])):
+        for index, (neuron, synapse) in enumerate(zip(neurons, self._after_first)):
             spikes, residual = self.backend.fire_binary(neuron, v)
             membranes.append(residual)
             self.count(index, spikes, stats)
