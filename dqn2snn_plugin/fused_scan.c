@@ -147,15 +147,20 @@ int NAME(events)(const real *restrict in, int64_t planes, const double *restrict
                 }
     real bias_scale = (real)0;
     for (int64_t q = 0; q < planes; q++) bias_scale += (real)scales[q];
-    /* work items: blocks of rows whose accumulators fit in L1 (32 KB; each input channel's weights   */
-    /* are then read once per block), with fewer blocks than threads each block's output channels in */
-    /* parts. Each output sums its inputs in (channel, plane, position) order, whatever the split   */
-    /* and the thread count.                                                                         */
+    /* Work items: blocks of rows whose accumulators fit in L1 (32 KB; each input channel's weights
+     * are then read once per block). A single row of planes (binary coding at B = 1) is split into
+     * two plane groups, even and odd planes (high bits fire less, so the halves are even), summed
+     * apart and added at the end, so that two threads can share it. Otherwise, with fewer blocks
+     * than threads, each block's output channels are split. Each output sums its inputs in a fixed
+     * order, (group,) channel, plane, position, that does not depend on the thread count. */
     int64_t block = (32768 / (int64_t)sizeof(real)) / (plane * cout);
     const int64_t even = (rows + threads - 1) / threads;
     block = block < 1 ? 1 : block > even ? even : block;
     const int64_t blocks = (rows + block - 1) / block;
-    const int64_t parts = blocks < threads && cout >= 2 * threads ? threads : 1;
+    const int64_t groups = planes > 1 && rows == 1 ? 2 : 1;
+    const int64_t parts = groups == 1 && blocks < threads && cout >= 2 * threads ? threads : 1;
+    real *second = groups > 1 ? malloc(sizeof(real) * rows * cout * plane) : NULL; /* group 1's sums */
+    if (groups > 1 && !second) { free(taps); return 1; }
     int failed = 0;
     _Pragma("omp parallel num_threads(threads) reduction(|:failed)")
     {
@@ -163,15 +168,17 @@ int NAME(events)(const real *restrict in, int64_t planes, const double *restrict
         int32_t *events = malloc(sizeof(int32_t) * (hw + 16));
         failed = !acc || !events;
         _Pragma("omp for schedule(static)")
-        for (int64_t item = 0; item < blocks * parts; item++) {
+        for (int64_t item = 0; item < blocks * parts * groups; item++) {
             if (failed) continue;
-            const int64_t r0 = item / parts * block, r1 = r0 + block < rows ? r0 + block : rows;
-            const int64_t c0 = cout * (item % parts) / parts, c1 = cout * (item % parts + 1) / parts;
+            const int64_t g = item % groups, part = item / groups % parts, b = item / groups / parts;
+            const int64_t r0 = b * block, r1 = r0 + block < rows ? r0 + block : rows;
+            const int64_t c0 = cout * part / parts, c1 = cout * (part + 1) / parts;
+            real *target = g == 0 ? out : second;
             for (int64_t r = r0; r < r1; r++) {
-                real *a = plane == 1 ? out + r * cout : acc + (r - r0) * plane * cout;
+                real *a = plane == 1 ? target + r * cout : acc + (r - r0) * plane * cout;
                 for (int64_t p = 0; p < plane; p++)
                     for (int64_t co = c0; co < c1; co++)
-                        a[p * cout + co] = bias ? bias[co] * bias_scale : (real)0;
+                        a[p * cout + co] = bias && g == 0 ? bias[co] * bias_scale : (real)0;
             }
             for (int64_t c = 0; c < cin; c++) {
                 const real *wc = wt + c * kk * cout + c0;
@@ -179,20 +186,20 @@ int NAME(events)(const real *restrict in, int64_t planes, const double *restrict
                     for (int64_t r = r0; r < r1; r++) { /* planes: a neuron's spikes in turn, on its */
                         real xs[MAX_PLANES]; /* targets held in registers (read once, not per spike) */
                         int64_t k = 0;
-                        for (int64_t q = 0; q < planes; q++) {
+                        for (int64_t q = g; q < planes; q += groups) {
                             const real x = in[(q * rows + r) * cin + c];
                             xs[k] = x * (real)scales[q]; /* kept only if nonzero: no branch */
                             k += x != (real)0;
                         }
-                        if (k) NAME(add_spikes)(out + r * cout + c0, wc, xs, k, c1 - c0);
+                        if (k) NAME(add_spikes)(target + r * cout + c0, wc, xs, k, c1 - c0);
                     }
                     continue;
                 }
-                for (int64_t q = 0; q < planes; q++) {
+                for (int64_t q = g; q < planes; q += groups) {
                     const real scale = (real)scales[q];
                     for (int64_t r = r0; r < r1; r++) {
                         const real *src = in + ((q * rows + r) * cin + c) * hw;
-                        real *a = (plane == 1 ? out + r * cout : acc + (r - r0) * plane * cout) + c0;
+                        real *a = (plane == 1 ? target + r * cout : acc + (r - r0) * plane * cout) + c0;
                         if (hw == 1) { /* a fully connected input: one value */
                             if (src[0] != (real)0) NAME(add_scaled)(a, wc, src[0] * scale, c1 - c0);
                             continue;
@@ -209,13 +216,17 @@ int NAME(events)(const real *restrict in, int64_t planes, const double *restrict
             }
             for (int64_t r = r0; r < r1 && plane > 1; r++) {
                 const real *a = acc + (r - r0) * plane * cout;
-                real *o = out + r * cout * plane;
+                real *o = target + r * cout * plane;
                 for (int64_t co = c0; co < c1; co++)
                     for (int64_t p = 0; p < plane; p++) o[co * plane + p] = a[p * cout + co];
             }
         }
         free(acc);
         free(events);
+    }
+    if (second) {
+        for (int64_t i = 0; i < rows * cout * plane; i++) out[i] += second[i];
+        free(second);
     }
     free(taps);
     return failed;

@@ -198,15 +198,25 @@ def test_event_driven_synapses_equal_the_dense_layer(name, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("make, shape", [(lambda: nn.Conv2d(4, 8, 3, 2, 1), (3, 6, 4, 7, 7)),
                                          (lambda: nn.Linear(40, 70), (3, 6, 40))], ids=["conv", "linear"])
-def test_weighted_spike_planes_sum_the_scaled_layer(dtype, make, shape):
+@pytest.mark.parametrize("rows", [6, 1], ids=["batch", "one-row"])  # one row: summed in two plane groups
+def test_weighted_spike_planes_sum_the_scaled_layer(dtype, make, shape, rows):
     torch.manual_seed(1)
     layer = make().to(dtype)
-    planes = sparse_input(shape, dtype, rate=0.3).clamp(max=1)  # binary coding: 0/1 spikes per step
+    planes = sparse_input(shape, dtype, rate=0.3).clamp(max=1)[:, :rows]  # binary coding: 0/1 spikes per step
+    planes[:, 0] = (torch.rand(planes[:, 0].shape) < 0.3).to(dtype)  # row 0 of the input is empty: refill it
     scales = torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64)
     out = fused_scan.events(planes, layer, output_last(layer), scales=scales)
     with torch.no_grad():
         dense = sum(float(s) * layer(p) for s, p in zip(scales, planes))
     torch.testing.assert_close(out, dense, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = fused_scan.events(planes, layer, output_last(layer), scales=scales)
+        torch.set_num_threads(2)
+        assert torch.equal(one, fused_scan.events(planes, layer, output_last(layer), scales=scales))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @needs_compiler
