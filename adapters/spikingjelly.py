@@ -235,6 +235,11 @@ class SpikingJellyBackend:
         spikes = node(current)
         return spikes, node.v
 
+    def binary_start(self, node: FewSpikeNode, v: torch.Tensor) -> float | None:
+        """The rounding start where `fire_binary(node, v)` is `binary_coding.fire(v, node.K, start)`
+        (the CPU scan), so that the simulation may fuse it with the next synapses; else None."""
+        return float(node.h[0]) - float(node.theta[0]) if self._scan(v) else None
+
     def fire_binary(self, node: FewSpikeNode, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Send gate `v` (least-significant-bit units, [B, ...]) as node.K spikes: spikes [K, B, ...] and
         the residual membrane (rounding start included, as `binary_coding.fire`)."""

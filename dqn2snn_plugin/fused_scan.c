@@ -16,6 +16,7 @@
 #define BLOCK 4096    /* neurons per block: their membranes stay in L1/L2 over all steps */
 #define MAX_PLANES 64 /* weighted planes summed per neuron; more take the plane-by-plane loop */
 #define PARALLEL _Pragma("omp parallel for schedule(static) num_threads(threads)")
+#define PARALLEL_MIN (1 << 16) /* neuron-steps below which a loop runs on one thread (as fused_scan.py) */
 
 /* the positions of the nonzero values of src[0 .. n), in order, into events (room for n + 16) */
 static inline int64_t nonzero_f32(const float *restrict src, int64_t n, int32_t *restrict events) {
@@ -275,6 +276,27 @@ int NAME(tally)(const real *restrict spikes, int64_t steps, int64_t batch, int64
     }
     free(per_channel);
     return failed;
+}
+/* One binary-coded layer in one call: fire gate + offset as `bits` spike planes [bits, batch,       */
+/* channels, positions] (with the residual), count them (tally), then, if wt is given, send them to  */
+/* the next layer event by event as weighted planes (events). Returns events' code (2: too dense,    */
+/* or no wt: the caller runs the dense pass on `spikes`), or 1 when out of memory.                   */
+int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, int64_t batch,
+                       int64_t channels, int64_t positions, real *restrict residual,
+                       real *restrict spikes, const real *restrict fan, real *restrict totals,
+                       real *restrict channel, real *restrict ops, const double *restrict scales,
+                       int64_t cin, int64_t hin, int64_t win, const real *restrict wt,
+                       const real *restrict bias, int64_t cout, int64_t kh, int64_t kw, int64_t sh,
+                       int64_t sw, int64_t ph, int64_t pw, int64_t hout, int64_t wout,
+                       real *restrict out, int64_t max_events, int64_t threads) {
+    const int64_t n = batch * channels * positions;
+    NAME(fire)(gate, offset, residual, spikes, bits, n, bits * n >= PARALLEL_MIN ? threads : 1);
+    if (NAME(tally)(spikes, bits, batch, channels, positions, fan, totals, channel, ops,
+                    bits * n >= PARALLEL_MIN ? (batch < threads ? batch : threads) : 1))
+        return 1;
+    if (!wt) return 2;
+    return NAME(events)(spikes, bits, scales, batch, cin, hin, win, wt, bias, cout, kh, kw, sh, sw, ph, pw,
+                        hout, wout, out, max_events, threads);
 }
 
 #endif

@@ -68,6 +68,8 @@ SIGNATURES = {  # the argument types of the C functions in fused_scan.c, in orde
     "integrate": [_P, _P, _I, _I, _I],
     "events": [_P, _I, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I],
     "tally": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I],
+    "binary_layer": [_P, _D, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P,
+                     _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I],
 }
 _ONE = torch.ones(1, dtype=torch.float64)  # the plane scale of a plain (one-plane) event-driven pass
 PARALLEL_MIN = 1 << 16  # neuron-steps below which a loop runs on one thread (waking others costs more)
@@ -131,7 +133,7 @@ def library() -> ctypes.CDLL | None:
         for name, argtypes in SIGNATURES.items():
             for suffix in SUFFIX.values():
                 function = getattr(lib, f"{name}_{suffix}")
-                function.argtypes, function.restype = argtypes, ctypes.c_int if name in ("events", "tally") else None
+                function.argtypes, function.restype = argtypes, ctypes.c_int if name in ("events", "tally", "binary_layer") else None
         return lib
     except OSError as error:
         warnings.warn(f"dqn2snn_plugin: compiled C loops unavailable ({error}); simulating with Python loops "
@@ -235,6 +237,25 @@ def events(x: torch.Tensor, layer: nn.Conv2d | nn.Linear, weight_t: torch.Tensor
             return None
         x = x.flatten(0, 1)
     rows = x.shape[0] // planes
+    geometry = _geometry(layer, x)
+    if geometry is None:
+        return None
+    x = x.contiguous()
+    out = torch.empty((rows, *geometry[-1]), dtype=x.dtype)
+    scales = _ONE if scales is None else scales.to(torch.float64).contiguous()
+    bias = None if layer.bias is None else layer.bias.detach().contiguous()
+    done = getattr(lib, f"events_{SUFFIX[x.dtype]}")(
+        x.data_ptr(), planes, scales.data_ptr(), rows, *geometry[0][:3], weight_t.data_ptr(),
+        None if bias is None else bias.data_ptr(), *geometry[0][3:], out.data_ptr(), int(max_fraction * x.numel()),
+        torch.get_num_threads())  # each input costs its fan-out: worth the threads at any size
+    if done == 1:
+        raise MemoryError(f"no memory for the event-driven pass of {layer}")
+    return out if done == 0 else None
+
+
+def _geometry(layer: nn.Module, x: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(cin, hin, win, cout, kh, kw, sh, sw, ph, pw, hout, wout) of `layer` on inputs `x` [rows, ...],
+    and the shape of one output row; None for a layer the event-driven pass cannot read."""
     if isinstance(layer, nn.Conv2d):
         if (x.ndim != 4 or layer.groups != 1 or layer.dilation != (1, 1) or layer.padding_mode != "zeros"
                 or isinstance(layer.padding, str)):
@@ -242,23 +263,52 @@ def events(x: torch.Tensor, layer: nn.Conv2d | nn.Linear, weight_t: torch.Tensor
         (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
         hin, win = x.shape[2:]
         hout, wout = (hin + 2 * ph - kh) // sh + 1, (win + 2 * pw - kw) // sw + 1
-        geometry = (x.shape[1], hin, win, layer.out_channels, kh, kw, sh, sw, ph, pw, hout, wout)
-        out = torch.empty((rows, layer.out_channels, hout, wout), dtype=x.dtype)
-    elif x.ndim == 2:
-        geometry = (x.shape[1], 1, 1, layer.out_features, 1, 1, 1, 1, 0, 0, 1, 1)
-        out = torch.empty((rows, layer.out_features), dtype=x.dtype)
-    else:
+        return (x.shape[1], hin, win, layer.out_channels, kh, kw, sh, sw, ph, pw, hout, wout), \
+            (layer.out_channels, hout, wout)
+    if isinstance(layer, nn.Linear) and x.ndim == 2:
+        return (x.shape[1], 1, 1, layer.out_features, 1, 1, 1, 1, 0, 0, 1, 1), (layer.out_features,)
+    return None
+
+
+def binary_layer(gate: torch.Tensor, bits: int, start: float, fan: torch.Tensor, totals: torch.Tensor,
+                 channels: torch.Tensor, ops: torch.Tensor, layer: nn.Module | None = None,
+                 weight_t: torch.Tensor | None = None, scales: torch.Tensor | None = None,
+                 max_fraction: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+    """One binary-coded layer in one C call: `fire(gate, bits, start)`, `tally` of its spikes into
+    totals / channels / ops, and, with `layer`, its weighted planes sent by `events`.
+
+    Returns (spikes [bits, B, ...], residual, next membrane [B, ...] or None where the next layer
+    needs a dense pass: no `layer`, or too many spikes), the same as those three calls made in turn;
+    None where not usable. Saves the Python work between them: at one observation per call that,
+    not the arithmetic, is most of a layer's time.
+    """
+    lib = _usable(gate, fan, totals, channels, ops)
+    if lib is None or fan.shape != gate.shape[1:] or channels.shape != gate.shape[1:2] or gate.ndim < 2:
         return None
-    x = x.contiguous()
-    scales = _ONE if scales is None else scales.to(torch.float64).contiguous()
-    bias = None if layer.bias is None else layer.bias.detach().contiguous()
-    done = getattr(lib, f"events_{SUFFIX[x.dtype]}")(
-        x.data_ptr(), planes, scales.data_ptr(), rows, *geometry[:3], weight_t.data_ptr(),
-        None if bias is None else bias.data_ptr(), *geometry[3:], out.data_ptr(), int(max_fraction * x.numel()),
-        torch.get_num_threads())  # each input costs its fan-out: worth the threads at any size
+    if not (totals.is_contiguous() and channels.is_contiguous() and ops.is_contiguous()):
+        return None
+    gate, fan = gate.contiguous(), fan.contiguous()
+    batch, n_channels = gate.shape[:2]
+    spikes, residual = torch.empty((bits, *gate.shape), dtype=gate.dtype), torch.empty_like(gate)
+    geometry, out, bias = None, None, None
+    if (layer is not None and weight_t is not None and _usable(gate, weight_t) is not None
+            and (layer.bias is None or layer.bias.dtype == gate.dtype)):
+        flat = gate.flatten(1) if isinstance(layer, nn.Linear) else gate  # the layer's input, one row per sample
+        geometry = _geometry(layer, flat)
+    if geometry is not None:
+        out = torch.empty((batch, *geometry[-1]), dtype=gate.dtype)
+        bias = None if layer.bias is None else layer.bias.detach().contiguous()
+    events_args = geometry[0] if geometry is not None else (0,) * 12
+    done = getattr(lib, f"binary_layer_{SUFFIX[gate.dtype]}")(
+        gate.data_ptr(), float(start), bits, batch, n_channels, fan.numel() // n_channels, residual.data_ptr(),
+        spikes.data_ptr(), fan.data_ptr(), totals.data_ptr(), channels.data_ptr(), ops.data_ptr(),
+        (_ONE if scales is None else scales.to(torch.float64).contiguous()).data_ptr(),
+        *events_args[:3], None if geometry is None else weight_t.data_ptr(),
+        None if bias is None else bias.data_ptr(), *events_args[3:], None if out is None else out.data_ptr(),
+        int(max_fraction * spikes.numel()), torch.get_num_threads())
     if done == 1:
-        raise MemoryError(f"no memory for the event-driven pass of {layer}")
-    return out if done == 0 else None
+        raise MemoryError("no memory for a binary-coded layer")
+    return spikes, residual, out if done == 0 else None
 
 
 def tally(spikes: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channels: torch.Tensor,

@@ -401,12 +401,39 @@ class SpikingQNetwork(nn.Module):
         neurons = self.neurons if T == self.T else [self.backend.make_binary_neuron(T, self.initial_membrane)
                                                     for _ in self.neurons]
         for index, (neuron, synapse) in enumerate(zip(neurons, self._after_first)):
+            fused = self._fused_binary_layer(index, neuron, synapse, v, T, stats)
+            if fused is not None:
+                residual, v = fused
+                membranes.append(residual)
+                continue
             spikes, residual = self.backend.fire_binary(neuron, v)
             membranes.append(residual)
             self.count(index, spikes, stats)
             v = self.integrated_current(synapse, spikes)
         membranes.append(v)
         return v / levels, membranes, *stats  # the output stage is folded in Q units
+
+    def _fused_binary_layer(self, index: int, neuron: nn.Module, synapse: nn.Sequential, v: torch.Tensor, T: int,
+                            counts) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Fire, count and the event-driven pass of one binary layer in one C call (`fused_scan.binary_layer`),
+        where the backend's neuron fires exactly as `binary_coding.fire`: (residual, next membrane), the
+        same as the three steps in turn; None elsewhere (then they run in turn)."""
+        start = getattr(self.backend, "binary_start", lambda neuron, v: None)(neuron, v)
+        if start is None:
+            return None
+        totals, synaptic_ops, channels = counts
+        weighted = self._event_layer(synapse) if self.event_driven else None
+        if weighted is not None and v[0].numel() < self.sparse_min_inputs:
+            weighted = None
+        done = fused_scan.binary_layer(v, T, start, self._fan(index, v), totals[index], channels[index], synaptic_ops,
+                                       weighted, None if weighted is None else self._event_weight(weighted),
+                                       _bit_weights(T), self.sparse_rate_planes)
+        if done is None:
+            return None
+        spikes, residual, following = done
+        if following is None:
+            following = binary_coding.integrate(synapse(spikes.flatten(0, 1)).unflatten(0, spikes.shape[:2]))
+        return residual, following
 
     def new_counts(self, batch: int, like: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
         """Zeroed spike counters: totals per layer [B], synaptic operations [B], totals per channel [C]."""
@@ -417,15 +444,20 @@ class SpikingQNetwork(nn.Module):
     def count(self, layer: int, spikes: torch.Tensor, counts) -> None:
         """Add spiking layer `layer`'s spikes [T, B, ...] to `counts` (from `new_counts`), in place."""
         totals, synaptic_ops, channels = counts
-        fan = self._fan_out[layer]
-        if fan.device != spikes.device or fan.dtype != spikes.dtype:  # moved once (no copy per call)
-            fan = self._fan_out[layer] = fan.to(spikes)
+        fan = self._fan(layer, spikes)
         if fused_scan.tally(spikes, fan, totals[layer], channels[layer], synaptic_ops):
             return
         per_neuron = spikes.sum(0)
         totals[layer] += per_neuron.flatten(1).sum(1)
         channels[layer] += per_neuron.sum(0).flatten(1).sum(1) if per_neuron.ndim > 2 else per_neuron.sum(0)
         synaptic_ops += (per_neuron * fan).flatten(1).sum(1)
+
+    def _fan(self, layer: int, like: torch.Tensor) -> torch.Tensor:
+        """Spiking layer `layer`'s synapses per neuron, on `like`'s device and dtype (moved once, then kept)."""
+        fan = self._fan_out[layer]
+        if fan.device != like.device or fan.dtype != like.dtype:
+            fan = self._fan_out[layer] = fan.to(like)
+        return fan
 
     def synaptic_current(self, synapse: nn.Sequential, spikes: torch.Tensor) -> torch.Tensor:
         """The next layer's input current [T, B, ...] from spikes [T, B, ...].

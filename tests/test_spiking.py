@@ -133,9 +133,21 @@ def test_event_driven_synapses_give_the_spikes_of_the_dense_pass(atari_observati
     snn = convert(atari_checkpoint(), atari_observations, coding=coding, T=8).double()
     atari_observations = atari_observations[:batch]
     snn.sparse_rate = snn.sparse_rate_planes = 1.0  # always event-driven (by default dense passes where many fire)
-    calls = []
-    events = fused_scan.events
-    monkeypatch.setattr(fused_scan, "events", lambda x, layer, *a, **k: calls.append(type(layer)) or events(x, layer, *a, **k))
+    calls = []  # the layers that read their input event by event (alone, or in binary coding's fused layer call)
+    events, binary_layer = fused_scan.events, fused_scan.binary_layer
+
+    def recorded_events(x, layer, *a, **k):
+        out = events(x, layer, *a, **k)
+        calls.extend([type(layer)] if out is not None else [])
+        return out
+
+    def recorded_binary_layer(*a, **k):
+        out = binary_layer(*a, **k)
+        calls.extend([type(a[7])] if out is not None and out[2] is not None else [])
+        return out
+
+    monkeypatch.setattr(fused_scan, "events", recorded_events)
+    monkeypatch.setattr(fused_scan, "binary_layer", recorded_binary_layer)
     driven = snn.readouts(atari_observations, 8)
     driven_spikes, driven_ops = [s.clone() for s in snn.last_stats.spikes], snn.last_stats.synaptic_ops.clone()
     assert calls == [nn.Conv2d, nn.Conv2d, nn.Linear], "conv2, conv3 and fc1 read events; fc2 (512 inputs) stays dense"
@@ -152,6 +164,22 @@ def test_event_driven_synapses_give_the_spikes_of_the_dense_pass(atari_observati
     snn.event_driven = True
     torch.testing.assert_close(snn.readouts(atari_observations, 8)["membrane"], flipped, rtol=0, atol=1e-9)
     assert not torch.allclose(flipped, dense["membrane"])
+
+
+def test_a_fused_binary_layer_call_equals_its_three_steps(atari_observations, monkeypatch):
+    """fire, count and the event-driven pass in one C call (`fused_scan.binary_layer`) vs the backend's
+    fire_binary, count and integrated_current in turn: the same arithmetic, so bit for bit equal."""
+    from _fixtures import atari_checkpoint
+
+    snn = convert(atari_checkpoint(), atari_observations, coding="binary", T=8)
+    fused = [snn.readouts(atari_observations[:n], 8)["membrane"] for n in (6, 1)]
+    stats = snn.last_stats
+    monkeypatch.setattr(snn.backend, "binary_start", lambda neuron, v: None)  # no fusing: the three steps
+    steps = [snn.readouts(atari_observations[:n], 8)["membrane"] for n in (6, 1)]
+    assert all(torch.equal(a, b) for a, b in zip(fused, steps))
+    assert torch.equal(stats.synaptic_ops, snn.last_stats.synaptic_ops)
+    assert all(torch.equal(a, b) for a, b in zip(stats.spikes, snn.last_stats.spikes))
+    assert all(torch.equal(a, b) for a, b in zip(stats.channel_spikes, snn.last_stats.channel_spikes))
 
 
 def test_event_driven_mlp_layers_read_spikes_without_a_flatten(monkeypatch):
