@@ -20,6 +20,7 @@ import os
 os.environ.setdefault("TQDM_DISABLE", "1")  # SpikingJelly's calibration bar is meaningless for our recipe
 
 import copy  # noqa: E402
+import weakref  # noqa: E402
 
 import torch  # noqa: E402
 from spikingjelly.activation_based import base, neuron  # noqa: E402
@@ -205,6 +206,7 @@ class SpikingJellyBackend:
         if kernel not in ("auto", "spikingjelly", "scan"):
             raise ValueError(f"kernel must be 'auto', 'spikingjelly' or 'scan', got {kernel!r}")
         self.kernel = kernel
+        self._starts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per node: its rounding start
 
     def make_neuron(self, initial_membrane: float) -> nn.Module:
         if initial_membrane == 0.5:
@@ -237,8 +239,15 @@ class SpikingJellyBackend:
 
     def binary_start(self, node: FewSpikeNode, v: torch.Tensor) -> float | None:
         """The rounding start where `fire_binary(node, v)` is `binary_coding.fire(v, node.K, start)`
-        (the CPU scan), so that the simulation may fuse it with the next synapses; else None."""
-        return float(node.h[0]) - float(node.theta[0]) if self._scan(v) else None
+        (the CPU scan), so that the simulation may fuse it with the next synapses; else None.
+        Read from the node's tables once, then kept until they change (it runs once per layer and call)."""
+        if not self._scan(v):
+            return None
+        key = (node.h.data_ptr(), node.h._version, node.theta.data_ptr(), node.theta._version)
+        cached = self._starts.get(node)
+        if cached is None or cached[0] != key:
+            cached = self._starts[node] = (key, float(node.h[0]) - float(node.theta[0]))
+        return cached[1]
 
     def fire_binary(self, node: FewSpikeNode, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Send gate `v` (least-significant-bit units, [B, ...]) as node.K spikes: spikes [K, B, ...] and
