@@ -72,8 +72,9 @@ void NAME(if_scan)(const real *restrict current, int64_t step_stride, real *rest
 }
 /* binary code of v = gate + offset, most significant bit first: s_t = [v >= 2^(bits-1-t)];        */
 /* v -= s_t * 2^(bits-1-t); v ends as the residual */
+/* count (may be NULL): each neuron's number of spikes */
 void NAME(fire)(const real *restrict gate, double offset, real *restrict v, real *restrict spikes,
-                   int64_t bits, int64_t n, int64_t threads) {
+                real *restrict count, int64_t bits, int64_t n, int64_t threads) {
     PARALLEL
     for (int64_t start = 0; start < n; start += BLOCK) {
         const int64_t end = start + BLOCK < n ? start + BLOCK : n;
@@ -86,6 +87,11 @@ void NAME(fire)(const real *restrict gate, double offset, real *restrict v, real
                 s[i] = k;
                 v[i] = v[i] - k * th;
             }
+        }
+        if (count) {
+            for (int64_t i = start; i < end; i++) count[i] = (real)0;
+            for (int64_t t = 0; t < bits; t++)
+                for (int64_t i = start; i < end; i++) count[i] += spikes[t * n + i];
         }
     }
 }
@@ -128,10 +134,10 @@ int NAME(events)(const real *restrict in, int64_t planes, const double *restrict
                     real *restrict out, int64_t max_events, int64_t threads) {
     const int64_t plane = hout * wout, hw = hin * win, kk = kh * kw, width = 1 + 2 * kk;
     const int64_t nin = cin * hw, total = planes * rows * nin;
-    int64_t nonzero = 0;
+    int64_t nonzero = 0; /* max_events < 0: the caller has counted already */
     _Pragma("omp parallel for schedule(static) num_threads(threads) reduction(+:nonzero)")
-    for (int64_t i = 0; i < total; i++) nonzero += in[i] != (real)0;
-    if (nonzero > max_events) return 2;
+    for (int64_t i = 0; i < (max_events < 0 ? 0 : total); i++) nonzero += in[i] != (real)0;
+    if (max_events >= 0 && nonzero > max_events) return 2;
     /* per input position: its number of taps, then (weight offset, accumulator offset) pairs */
     int64_t *taps = calloc(hw * width, sizeof(int64_t));
     if (!taps) return 1;
@@ -290,13 +296,19 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
                        int64_t sw, int64_t ph, int64_t pw, int64_t hout, int64_t wout,
                        real *restrict out, int64_t max_events, int64_t threads) {
     const int64_t n = batch * channels * positions;
-    NAME(fire)(gate, offset, residual, spikes, bits, n, bits * n >= PARALLEL_MIN ? threads : 1);
-    if (NAME(tally)(spikes, bits, batch, channels, positions, fan, totals, channel, ops,
-                    bits * n >= PARALLEL_MIN ? (batch < threads ? batch : threads) : 1))
-        return 1;
-    if (!wt) return 2;
+    real *count = malloc(sizeof(real) * n); /* spikes per neuron: counted as they are fired */
+    if (!count) return 1;
+    NAME(fire)(gate, offset, residual, spikes, count, bits, n, bits * n >= PARALLEL_MIN ? threads : 1);
+    /* tally of the counts: one "step" that holds every neuron's spikes */
+    const int failed = NAME(tally)(count, 1, batch, channels, positions, fan, totals, channel, ops,
+                                   bits * n >= PARALLEL_MIN ? (batch < threads ? batch : threads) : 1);
+    double sent = 0;
+    for (int64_t i = 0; i < n; i++) sent += count[i];
+    free(count);
+    if (failed) return 1;
+    if (!wt || sent > (double)max_events) return 2;
     return NAME(events)(spikes, bits, scales, batch, cin, hin, win, wt, bias, cout, kh, kw, sh, sw, ph, pw,
-                        hout, wout, out, max_events, threads);
+                        hout, wout, out, -1, threads);
 }
 
 #endif

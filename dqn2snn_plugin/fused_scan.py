@@ -64,7 +64,7 @@ SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 SIGNATURES = {  # the argument types of the C functions in fused_scan.c, in order
     "if_scan": [_P, _I, _P, _P, _I, _I, _D, _I],
-    "fire": [_P, _D, _P, _P, _I, _I, _I],
+    "fire": [_P, _D, _P, _P, _P, _I, _I, _I],
     "integrate": [_P, _P, _I, _I, _I],
     "events": [_P, _I, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I],
     "tally": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I],
@@ -199,7 +199,7 @@ def fire(v: torch.Tensor, bits: int, start: float = 0.0) -> tuple[torch.Tensor, 
     gate = v.contiguous()
     residual, spikes = torch.empty_like(gate), torch.empty((bits, *v.shape), dtype=v.dtype)
     getattr(lib, f"fire_{SUFFIX[v.dtype]}")(gate.data_ptr(), float(start), residual.data_ptr(), spikes.data_ptr(),
-                                              bits, v.numel(), threads(spikes.numel()))
+                                              None, bits, v.numel(), threads(spikes.numel()))
     return spikes, residual
 
 
