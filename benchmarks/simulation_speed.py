@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from dqn2snn_plugin import binary_coding, convert, fused_scan, load_dqn, spiking
+from dqn2snn_plugin import convert, fused_scan, load_dqn, spiking
 from dqn2snn_plugin.calibration import collect_observations
 from dqn2snn_plugin.evaluation import RunSettings, play_dqn, play_snn
 from dqn2snn_plugin.results import write_text
@@ -255,10 +255,12 @@ def event_crossover(snn, x: torch.Tensor, T: int, rates: list[float], repeats: i
     name = "integrated_current" if binary else "synaptic_current"
     recorded, method = [], getattr(snn, name)
     setattr(snn, name, lambda synapse, spikes: recorded.append((synapse, spikes)) or method(synapse, spikes))
+    snn.backend.binary_start = lambda neuron, v: None  # binary layers in separate steps, so that their planes pass here
     try:
         snn.readouts(x, T)
     finally:
         delattr(snn, name)
+        del snn.backend.binary_start
     rows = []
     for synapse, spikes in recorded:
         layer = snn._event_layer(synapse)
@@ -267,12 +269,11 @@ def event_crossover(snn, x: torch.Tensor, T: int, rates: list[float], repeats: i
         weight, scales = snn._event_weight(layer), (spiking._bit_weights(T) if binary else None)
         for label, s in [("real", spikes)] + [(f"{r:g}", (torch.rand_like(spikes) < r).to(spikes.dtype)) for r in rates]:
             flat = s.flatten(0, 1)
-            events_in = s if binary else flat
-            events_in = events_in.flatten(events_in.ndim - s[0, 0].ndim) if isinstance(layer, torch.nn.Linear) else events_in
+            events_in = s if binary else flat  # planes [T, B, ...] or maps [T*B, ...]; a Linear reads them flat
+            events_in = events_in.flatten(2 if binary else 1) if isinstance(layer, torch.nn.Linear) else events_in
 
             def dense(s=s, flat=flat):
-                current = synapse(flat)
-                return binary_coding.integrate(current.unflatten(0, s.shape[:2])) if binary else current
+                return snn._integrated_densely(synapse, s) if binary else synapse(flat)
 
             rows.append({"layer": layer_name(synapse), "rate": label, "measured_rate": float(s.mean()),
                          "maps": s.shape[1] if binary else flat.shape[0],

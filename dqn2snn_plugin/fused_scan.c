@@ -16,7 +16,6 @@
 #define BLOCK 4096    /* neurons per block: their membranes stay in L1/L2 over all steps */
 #define MAX_PLANES 64 /* weighted planes summed per neuron; more take the plane-by-plane loop */
 #define PARALLEL _Pragma("omp parallel for schedule(static) num_threads(threads)")
-#define PARALLEL_MIN (1 << 16) /* neuron-steps below which a loop runs on one thread (as fused_scan.py) */
 
 /* the positions of the nonzero values of src[0 .. n), in order, into events (room for n + 16) */
 static inline int64_t nonzero_f32(const float *restrict src, int64_t n, int32_t *restrict events) {
@@ -134,10 +133,12 @@ int NAME(events)(const real *restrict in, int64_t planes, const double *restrict
                     real *restrict out, int64_t max_events, int64_t threads) {
     const int64_t plane = hout * wout, hw = hin * win, kk = kh * kw, width = 1 + 2 * kk;
     const int64_t nin = cin * hw, total = planes * rows * nin;
-    int64_t nonzero = 0; /* max_events < 0: the caller has counted already */
-    _Pragma("omp parallel for schedule(static) num_threads(threads) reduction(+:nonzero)")
-    for (int64_t i = 0; i < (max_events < 0 ? 0 : total); i++) nonzero += in[i] != (real)0;
-    if (max_events >= 0 && nonzero > max_events) return 2;
+    if (max_events >= 0) { /* max_events < 0: the caller has counted already */
+        int64_t nonzero = 0;
+        _Pragma("omp parallel for schedule(static) num_threads(threads) reduction(+:nonzero)")
+        for (int64_t i = 0; i < total; i++) nonzero += in[i] != (real)0;
+        if (nonzero > max_events) return 2;
+    }
     /* per input position: its number of taps, then (weight offset, accumulator offset) pairs */
     int64_t *taps = calloc(hw * width, sizeof(int64_t));
     if (!taps) return 1;
@@ -286,7 +287,8 @@ int NAME(tally)(const real *restrict spikes, int64_t steps, int64_t batch, int64
 /* One binary-coded layer in one call: fire gate + offset as `bits` spike planes [bits, batch,       */
 /* channels, positions] (with the residual), count them (tally), then, if wt is given, send them to  */
 /* the next layer event by event as weighted planes (events). Returns events' code (2: too dense,    */
-/* or no wt: the caller runs the dense pass on `spikes`), or 1 when out of memory.                   */
+/* or no wt: the caller runs the dense pass on `spikes`), or 1 when out of memory. fire and tally     */
+/* run on loop_threads (the caller's rule for neuron loops), the event-driven pass on threads.       */
 int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, int64_t batch,
                        int64_t channels, int64_t positions, real *restrict residual,
                        real *restrict spikes, const real *restrict fan, real *restrict totals,
@@ -294,14 +296,14 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
                        int64_t cin, int64_t hin, int64_t win, const real *restrict wt,
                        const real *restrict bias, int64_t cout, int64_t kh, int64_t kw, int64_t sh,
                        int64_t sw, int64_t ph, int64_t pw, int64_t hout, int64_t wout,
-                       real *restrict out, int64_t max_events, int64_t threads) {
+                       real *restrict out, int64_t max_events, int64_t loop_threads, int64_t threads) {
     const int64_t n = batch * channels * positions;
     real *count = malloc(sizeof(real) * n); /* spikes per neuron: counted as they are fired */
     if (!count) return 1;
-    NAME(fire)(gate, offset, residual, spikes, count, bits, n, bits * n >= PARALLEL_MIN ? threads : 1);
+    NAME(fire)(gate, offset, residual, spikes, count, bits, n, loop_threads);
     /* tally of the counts: one "step" that holds every neuron's spikes */
     const int failed = NAME(tally)(count, 1, batch, channels, positions, fan, totals, channel, ops,
-                                   bits * n >= PARALLEL_MIN ? (batch < threads ? batch : threads) : 1);
+                                   batch < loop_threads ? batch : loop_threads);
     double sent = 0;
     for (int64_t i = 0; i < n; i++) sent += count[i];
     free(count);

@@ -69,8 +69,9 @@ SIGNATURES = {  # the argument types of the C functions in fused_scan.c, in orde
     "events": [_P, _I, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I],
     "tally": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I],
     "binary_layer": [_P, _D, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P,
-                     _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I],
+                     _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I, _I],
 }
+STATUS = {"events", "tally", "binary_layer"}  # these return 0 (done), 1 (out of memory) or 2 (events: too dense)
 _ONE = torch.ones(1, dtype=torch.float64)  # the plane scale of a plain (one-plane) event-driven pass
 PARALLEL_MIN = 1 << 16  # neuron-steps below which a loop runs on one thread (waking others costs more)
 
@@ -133,7 +134,7 @@ def library() -> ctypes.CDLL | None:
         for name, argtypes in SIGNATURES.items():
             for suffix in SUFFIX.values():
                 function = getattr(lib, f"{name}_{suffix}")
-                function.argtypes, function.restype = argtypes, ctypes.c_int if name in ("events", "tally", "binary_layer") else None
+                function.argtypes, function.restype = argtypes, ctypes.c_int if name in STATUS else None
         return lib
     except OSError as error:
         warnings.warn(f"dqn2snn_plugin: compiled C loops unavailable ({error}); simulating with Python loops "
@@ -242,15 +243,30 @@ def events(x: torch.Tensor, layer: nn.Conv2d | nn.Linear, weight_t: torch.Tensor
         return None
     x = x.contiguous()
     out = torch.empty((rows, *geometry[-1]), dtype=x.dtype)
-    scales = _ONE if scales is None else scales.to(torch.float64).contiguous()
-    bias = None if layer.bias is None else layer.bias.detach().contiguous()
+    bias = _bias(layer)
     done = getattr(lib, f"events_{SUFFIX[x.dtype]}")(
-        x.data_ptr(), planes, scales.data_ptr(), rows, *geometry[0][:3], weight_t.data_ptr(),
+        x.data_ptr(), planes, _plane_scales(scales).data_ptr(), rows, *geometry[0][:3], weight_t.data_ptr(),
         None if bias is None else bias.data_ptr(), *geometry[0][3:], out.data_ptr(), int(max_fraction * x.numel()),
         torch.get_num_threads())  # each input costs its fan-out: worth the threads at any size
     if done == 1:
         raise MemoryError(f"no memory for the event-driven pass of {layer}")
     return out if done == 0 else None
+
+
+def _plane_scales(scales: torch.Tensor | None) -> torch.Tensor:
+    """The plane weights as the C code reads them (float64, contiguous); one plane of weight 1 for None."""
+    return _ONE if scales is None else scales.to(torch.float64).contiguous()
+
+
+def _bias(layer: nn.Module) -> torch.Tensor | None:
+    return None if layer.bias is None else layer.bias.detach().contiguous()
+
+
+def _counters_fit(neurons: torch.Size, fan: torch.Tensor, totals: torch.Tensor, channels: torch.Tensor,
+                  ops: torch.Tensor) -> bool:
+    """Whether `tally`'s counters fit a layer of `neurons` ([C, ...] per sample) and can be written in place."""
+    return (len(neurons) >= 1 and fan.shape == neurons and channels.shape == neurons[:1]
+            and totals.is_contiguous() and channels.is_contiguous() and ops.is_contiguous())
 
 
 def _geometry(layer: nn.Module, x: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
@@ -283,9 +299,7 @@ def binary_layer(gate: torch.Tensor, bits: int, start: float, fan: torch.Tensor,
     not the arithmetic, is most of a layer's time.
     """
     lib = _usable(gate, fan, totals, channels, ops)
-    if lib is None or fan.shape != gate.shape[1:] or channels.shape != gate.shape[1:2] or gate.ndim < 2:
-        return None
-    if not (totals.is_contiguous() and channels.is_contiguous() and ops.is_contiguous()):
+    if lib is None or not _counters_fit(gate.shape[1:], fan, totals, channels, ops):
         return None
     gate, fan = gate.contiguous(), fan.contiguous()
     batch, n_channels = gate.shape[:2]
@@ -296,16 +310,14 @@ def binary_layer(gate: torch.Tensor, bits: int, start: float, fan: torch.Tensor,
         flat = gate.flatten(1) if isinstance(layer, nn.Linear) else gate  # the layer's input, one row per sample
         geometry = _geometry(layer, flat)
     if geometry is not None:
-        out = torch.empty((batch, *geometry[-1]), dtype=gate.dtype)
-        bias = None if layer.bias is None else layer.bias.detach().contiguous()
+        out, bias = torch.empty((batch, *geometry[-1]), dtype=gate.dtype), _bias(layer)
     events_args = geometry[0] if geometry is not None else (0,) * 12
     done = getattr(lib, f"binary_layer_{SUFFIX[gate.dtype]}")(
         gate.data_ptr(), float(start), bits, batch, n_channels, fan.numel() // n_channels, residual.data_ptr(),
         spikes.data_ptr(), fan.data_ptr(), totals.data_ptr(), channels.data_ptr(), ops.data_ptr(),
-        (_ONE if scales is None else scales.to(torch.float64).contiguous()).data_ptr(),
-        *events_args[:3], None if geometry is None else weight_t.data_ptr(),
+        _plane_scales(scales).data_ptr(), *events_args[:3], None if geometry is None else weight_t.data_ptr(),
         None if bias is None else bias.data_ptr(), *events_args[3:], None if out is None else out.data_ptr(),
-        int(max_fraction * spikes.numel()), torch.get_num_threads())
+        int(max_fraction * spikes.numel()), threads(spikes.numel()), torch.get_num_threads())
     if done == 1:
         raise MemoryError("no memory for a binary-coded layer")
     return spikes, residual, out if done == 0 else None
@@ -317,9 +329,7 @@ def tally(spikes: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channel
     `spikes` [T, B, C, ...], ops [B] their spikes times `fan` [C, ...] (synapses per neuron).
     False where not usable (then the caller counts with tensor operations)."""
     lib = _usable(spikes, fan, totals, channels, ops)
-    if lib is None or spikes.ndim < 3 or fan.shape != spikes.shape[2:] or channels.shape != spikes.shape[2:3]:
-        return False
-    if not (totals.is_contiguous() and channels.is_contiguous() and ops.is_contiguous()):
+    if lib is None or not _counters_fit(spikes.shape[2:], fan, totals, channels, ops):
         return False
     steps, batch, n_channels = spikes.shape[:3]
     spikes, fan = spikes.contiguous(), fan.contiguous()

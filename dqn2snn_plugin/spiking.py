@@ -44,7 +44,12 @@ CODINGS: tuple[str, ...] = ("rate", "binary")
 
 
 class NeuronBackend(Protocol):
-    """What a framework adapter provides: its IF neurons and a way to run them over a sequence."""
+    """What a framework adapter provides: its IF neurons and a way to run them over a sequence.
+
+    Optional: `binary_start(neuron, v) -> float | None`, the rounding start where `fire_binary(neuron, v)`
+    is exactly `binary_coding.fire(v, bits, start)`; then a binary layer may run as one C call
+    (`fused_scan.binary_layer`). Backends without it always get the separate steps.
+    """
 
     name: str
 
@@ -422,18 +427,14 @@ class SpikingQNetwork(nn.Module):
         if start is None:
             return None
         totals, synaptic_ops, channels = counts
-        weighted = self._event_layer(synapse) if self.event_driven else None
-        if weighted is not None and v[0].numel() < self.sparse_min_inputs:
-            weighted = None
+        weighted = self._event_target(synapse, v[0].numel())
         done = fused_scan.binary_layer(v, T, start, self._fan(index, v), totals[index], channels[index], synaptic_ops,
                                        weighted, None if weighted is None else self._event_weight(weighted),
                                        _bit_weights(T), self.sparse_rate_planes)
         if done is None:
             return None
         spikes, residual, following = done
-        if following is None:
-            following = binary_coding.integrate(synapse(spikes.flatten(0, 1)).unflatten(0, spikes.shape[:2]))
-        return residual, following
+        return residual, self._integrated_densely(synapse, spikes) if following is None else following
 
     def new_counts(self, batch: int, like: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
         """Zeroed spike counters: totals per layer [B], synaptic operations [B], totals per channel [C]."""
@@ -477,21 +478,29 @@ class SpikingQNetwork(nn.Module):
         times its weights: one event each); otherwise dense currents integrated by doubling.
         """
         out = self._events(synapse, spikes, _bit_weights(spikes.shape[0]))
-        if out is None:
-            out = binary_coding.integrate(synapse(spikes.flatten(0, 1)).unflatten(0, spikes.shape[:2]))
-        return out
+        return self._integrated_densely(synapse, spikes) if out is None else out
+
+    @staticmethod
+    def _integrated_densely(synapse: nn.Sequential, spikes: torch.Tensor) -> torch.Tensor:
+        """`integrated_current` by dense passes: the currents of all T*B planes, integrated by doubling."""
+        return binary_coding.integrate(synapse(spikes.flatten(0, 1)).unflatten(0, spikes.shape[:2]))
 
     def _events(self, synapse: nn.Sequential, spikes: torch.Tensor, scales: torch.Tensor | None = None):
         """`fused_scan.events` through the stage's weighted layer, or None (then a dense pass)."""
-        if not self.event_driven or spikes.device.type != "cpu":
+        if spikes.device.type != "cpu":
             return None
-        weighted = self._event_layer(synapse)
-        inputs = (spikes[0] if scales is None else spikes[0, 0]).numel()  # of one spike map
-        if weighted is None or inputs < self.sparse_min_inputs:
+        weighted = self._event_target(synapse, (spikes[0] if scales is None else spikes[0, 0]).numel())
+        if weighted is None:
             return None
         x = spikes.flatten(1 if scales is None else 2) if isinstance(weighted, nn.Linear) else spikes  # [rows, F]
         limit = self.sparse_rate + self.sparse_rows / spikes.shape[0] if scales is None else self.sparse_rate_planes
         return fused_scan.events(x, weighted, self._event_weight(weighted), scales=scales, max_fraction=limit)
+
+    def _event_target(self, synapse: nn.Sequential, inputs: int) -> nn.Module | None:
+        """The layer an event-driven pass would run for `synapse`, whose spike maps hold `inputs` neurons
+        each; None where it stays dense (switched off, another kind of stage, a narrow layer)."""
+        weighted = self._event_layer(synapse) if self.event_driven else None
+        return weighted if weighted is not None and inputs >= self.sparse_min_inputs else None
 
     @staticmethod
     def _event_layer(synapse: nn.Sequential) -> nn.Module | None:
