@@ -64,15 +64,16 @@ SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 SIGNATURES = {  # the argument types of the C functions in fused_scan.c, in order
     "if_scan": [_P, _I, _P, _P, _I, _I, _D, _I],
-    "fire": [_P, _D, _P, _P, _P, _I, _I, _I],
+    "fire": [_P, _D, _P, _P, _I, _I, _I],
     "integrate": [_P, _P, _I, _I, _I],
     "events": [_P, _I, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I],
     "tally": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I],
-    "binary_layer": [_P, _D, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _P,
+    "binary_layer": [_P, _D, _I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P, _P,
                      _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I, _I],
 }
 STATUS = {"events", "tally", "binary_layer"}  # these return 0 (done), 1 (out of memory) or 2 (events: too dense)
 _ONE = torch.ones(1, dtype=torch.float64)  # the plane scale of a plain (one-plane) event-driven pass
+MAX_PLANES = 32  # input planes of one event-driven pass (a neuron's spikes are the bits of a 32-bit code)
 PARALLEL_MIN = 1 << 16  # neuron-steps below which a loop runs on one thread (waking others costs more)
 
 
@@ -200,7 +201,7 @@ def fire(v: torch.Tensor, bits: int, start: float = 0.0) -> tuple[torch.Tensor, 
     gate = v.contiguous()
     residual, spikes = torch.empty_like(gate), torch.empty((bits, *v.shape), dtype=v.dtype)
     getattr(lib, f"fire_{SUFFIX[v.dtype]}")(gate.data_ptr(), float(start), residual.data_ptr(), spikes.data_ptr(),
-                                              None, bits, v.numel(), threads(spikes.numel()))
+                                              bits, v.numel(), threads(spikes.numel()))
     return spikes, residual
 
 
@@ -234,7 +235,7 @@ def events(x: torch.Tensor, layer: nn.Conv2d | nn.Linear, weight_t: torch.Tensor
         return None
     planes = 1 if scales is None else len(scales)
     if scales is not None:
-        if x.shape[0] != planes:
+        if x.shape[0] != planes or planes > MAX_PLANES:
             return None
         x = x.flatten(0, 1)
     rows = x.shape[0] // planes
@@ -289,17 +290,20 @@ def _geometry(layer: nn.Module, x: torch.Tensor) -> tuple[tuple[int, ...], tuple
 def binary_layer(gate: torch.Tensor, bits: int, start: float, fan: torch.Tensor, totals: torch.Tensor,
                  channels: torch.Tensor, ops: torch.Tensor, layer: nn.Module | None = None,
                  weight_t: torch.Tensor | None = None, scales: torch.Tensor | None = None,
-                 max_fraction: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+                 max_fraction: float = 1.0, keep_spikes: bool = False
+                 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None] | None:
     """One binary-coded layer in one C call: `fire(gate, bits, start)`, `tally` of its spikes into
     totals / channels / ops, and, with `layer`, its weighted planes sent by `events`.
 
     Returns (spikes [bits, B, ...], residual, next membrane [B, ...] or None where the next layer
     needs a dense pass: no `layer`, or too many spikes), the same as those three calls made in turn;
-    None where not usable. Saves the Python work between them: at one observation per call that,
+    None where not usable. The spikes are None where the next membrane is there and `keep_spikes`
+    is False: the spikes then live only as each neuron's bits, which the event-driven pass reads.
+    Saves the Python work and memory traffic between the steps: at one observation per call that,
     not the arithmetic, is most of a layer's time.
     """
     lib = _usable(gate, fan, totals, channels, ops)
-    if lib is None or not _counters_fit(gate.shape[1:], fan, totals, channels, ops):
+    if lib is None or bits > MAX_PLANES or not _counters_fit(gate.shape[1:], fan, totals, channels, ops):
         return None
     gate, fan = gate.contiguous(), fan.contiguous()
     batch, n_channels = gate.shape[:2]
@@ -314,13 +318,15 @@ def binary_layer(gate: torch.Tensor, bits: int, start: float, fan: torch.Tensor,
     events_args = geometry[0] if geometry is not None else (0,) * 12
     done = getattr(lib, f"binary_layer_{SUFFIX[gate.dtype]}")(
         gate.data_ptr(), float(start), bits, batch, n_channels, fan.numel() // n_channels, residual.data_ptr(),
-        spikes.data_ptr(), fan.data_ptr(), totals.data_ptr(), channels.data_ptr(), ops.data_ptr(),
+        spikes.data_ptr(), int(keep_spikes), fan.data_ptr(), totals.data_ptr(), channels.data_ptr(), ops.data_ptr(),
         _plane_scales(scales).data_ptr(), *events_args[:3], None if geometry is None else weight_t.data_ptr(),
         None if bias is None else bias.data_ptr(), *events_args[3:], None if out is None else out.data_ptr(),
         int(max_fraction * spikes.numel()), threads(spikes.numel()), torch.get_num_threads())
     if done == 1:
         raise MemoryError("no memory for a binary-coded layer")
-    return spikes, residual, out if done == 0 else None
+    if done == 0:
+        return spikes if keep_spikes else None, residual, out
+    return spikes, residual, None
 
 
 def tally(spikes: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channels: torch.Tensor,
