@@ -141,6 +141,12 @@ void NAME(integrate)(const real *restrict current, real *restrict v, int64_t ste
         }
     }
 }
+/* d += x * w over n targets; n = 64 and 32 (common channel counts) unrolled by the compiler */
+static inline void NAME(add_scaled)(real *restrict d, const real *restrict w, real x, int64_t n) {
+    if (n == 64) for (int64_t i = 0; i < 64; i++) d[i] += x * w[i];
+    else if (n == 32) for (int64_t i = 0; i < 32; i++) d[i] += x * w[i];
+    else for (int64_t i = 0; i < n; i++) d[i] += x * w[i];
+}
 typedef real NAME(vec) __attribute__((vector_size(64), aligned(sizeof(real)), may_alias));
 /* d += x_q * w for each set bit q of `bits` in turn (a neuron's spikes on one tap's targets), with */
 /* x_q = value[q * stride] * scale[q] (value NULL: every spike is 1, x_q = scale[q]); d loaded once */
@@ -195,14 +201,19 @@ static int NAME(send)(const real *restrict in, const uint32_t *restrict code, in
     real scale[MAX_PLANES], bias_scale = (real)0;
     for (int64_t q = 0; q < planes; q++) bias_scale += scale[q] = (real)scales[q];
     /* Work items: blocks of rows whose accumulators fit in L1 (32 KB; each input channel's weights
-     * are then read once per block); with fewer blocks than threads, each block's output channels
-     * are split. Each output sums its inputs in a fixed order, channel, position, plane, that does
-     * not depend on the thread count. */
+     * are then read once per block). A single row (binary coding at B = 1) is summed in two groups,
+     * the first and second half of its input channels, added at the end, so that two threads share
+     * it; otherwise, with fewer blocks than threads, each block's output channels are split. Each
+     * output sums its inputs in a fixed order, (group,) channel, position, plane, that does not
+     * depend on the thread count. */
     int64_t block = (32768 / (int64_t)sizeof(real)) / (plane * cout);
     const int64_t even = (rows + threads - 1) / threads;
     block = block < 1 ? 1 : block > even ? even : block;
     const int64_t blocks = (rows + block - 1) / block;
-    const int64_t parts = blocks < threads && cout >= 2 * threads ? threads : 1;
+    const int64_t groups = rows == 1 && cin > 1 ? 2 : 1;
+    const int64_t parts = groups == 1 && blocks < threads && cout >= 2 * threads ? threads : 1;
+    real *second = groups > 1 ? malloc(sizeof(real) * rows * cout * plane) : NULL; /* group 1's sums */
+    if (groups > 1 && !second) { free(taps); return 1; }
     int failed = 0;
     _Pragma("omp parallel num_threads(threads) reduction(|:failed)")
     {
@@ -210,27 +221,41 @@ static int NAME(send)(const real *restrict in, const uint32_t *restrict code, in
         int32_t *events = malloc(sizeof(int32_t) * (hw + 16));
         failed = !acc || !events;
         _Pragma("omp for schedule(static)")
-        for (int64_t item = 0; item < blocks * parts; item++) {
+        for (int64_t item = 0; item < blocks * parts * groups; item++) {
             if (failed) continue;
-            const int64_t part = item % parts, r0 = item / parts * block, r1 = r0 + block < rows ? r0 + block : rows;
+            const int64_t g = item % groups, part = item / groups % parts, b = item / groups / parts;
+            const int64_t r0 = b * block, r1 = r0 + block < rows ? r0 + block : rows;
             const int64_t c0 = cout * part / parts, c1 = cout * (part + 1) / parts;
+            real *target = g == 0 ? out : second;
             for (int64_t r = r0; r < r1; r++) {
-                real *a = plane == 1 ? out + r * cout : acc + (r - r0) * plane * cout;
+                real *a = plane == 1 ? target + r * cout : acc + (r - r0) * plane * cout;
                 for (int64_t p = 0; p < plane; p++)
-                    for (int64_t co = c0; co < c1; co++) a[p * cout + co] = bias ? bias[co] * bias_scale : (real)0;
+                    for (int64_t co = c0; co < c1; co++)
+                        a[p * cout + co] = bias && g == 0 ? bias[co] * bias_scale : (real)0;
             }
-            for (int64_t c = 0; c < cin; c++) {
+            for (int64_t c = cin * g / groups; c < cin * (g + 1) / groups; c++) {
                 const real *wc = wt + c * kk * cout + c0;
                 for (int64_t r = r0; r < r1; r++) {
                     const int64_t base = (r * cin + c) * hw;
-                    real *a = (plane == 1 ? out + r * cout : acc + (r - r0) * plane * cout) + c0;
+                    real *a = (plane == 1 ? target + r * cout : acc + (r - r0) * plane * cout) + c0;
+                    if (hw == 1) { /* a fully connected input: one neuron, one tap */
+                        if (!code && in[base] != (real)0) NAME(add_scaled)(a, wc, in[base] * scale[0], c1 - c0);
+                        if (code && code[base])
+                            NAME(add_spikes)(a, wc, code[base], in ? in + base : NULL, stride, scale, c1 - c0);
+                        continue;
+                    }
                     const int64_t n = code ? nonzero_code(code + base, hw, events)
                                            : NAME(nonzero)(in + base, hw, events);
                     for (int64_t e = 0; e < n; e++) {
-                        const int64_t at = base + events[e];
-                        const uint32_t bits = code ? code[at] : 1u; /* the planes this neuron spikes in */
+                        const int64_t at = base + events[e], *t = taps + events[e] * width;
+                        if (!code) { /* one plane: one spike (or value) per neuron */
+                            const real x = in[at] * scale[0];
+                            for (int64_t i = 0; i < t[0]; i++)
+                                NAME(add_scaled)(a + t[2 + 2 * i], wc + t[1 + 2 * i], x, c1 - c0);
+                            continue;
+                        }
+                        const uint32_t bits = code[at]; /* the planes this neuron spikes in */
                         const real *value = in ? in + at : NULL;
-                        const int64_t *t = taps + events[e] * width;
                         if (c1 - c0 == 64) /* common widths, unrolled */
                             for (int64_t i = 0; i < t[0]; i++)
                                 NAME(add_spikes)(a + t[2 + 2 * i], wc + t[1 + 2 * i], bits, value, stride, scale, 64);
@@ -245,13 +270,17 @@ static int NAME(send)(const real *restrict in, const uint32_t *restrict code, in
             }
             for (int64_t r = r0; r < r1 && plane > 1; r++) {
                 const real *a = acc + (r - r0) * plane * cout;
-                real *o = out + r * cout * plane;
+                real *o = target + r * cout * plane;
                 for (int64_t co = c0; co < c1; co++)
                     for (int64_t p = 0; p < plane; p++) o[co * plane + p] = a[p * cout + co];
             }
         }
         free(acc);
         free(events);
+    }
+    if (second) {
+        for (int64_t i = 0; i < rows * cout * plane; i++) out[i] += second[i];
+        free(second);
     }
     free(taps);
     return failed;
@@ -268,12 +297,17 @@ int NAME(events)(const real *restrict in, int64_t planes, const double *restrict
     uint32_t *code = planes > 1 ? malloc(sizeof(uint32_t) * n) : NULL; /* which planes each neuron spikes in */
     if (planes > 1 && !code) return 1;
     int64_t nonzero = 0;
-    _Pragma("omp parallel for schedule(static) num_threads(threads) reduction(+:nonzero)")
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t bits = 0;
-        for (int64_t q = 0; q < planes; q++) bits |= (uint32_t)(in[q * n + i] != (real)0) << q;
-        if (code) code[i] = bits;
-        nonzero += __builtin_popcount(bits);
+    if (!code) {
+        _Pragma("omp parallel for schedule(static) num_threads(threads) reduction(+:nonzero)")
+        for (int64_t i = 0; i < n; i++) nonzero += in[i] != (real)0;
+    } else {
+        _Pragma("omp parallel for schedule(static) num_threads(threads) reduction(+:nonzero)")
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t bits = 0;
+            for (int64_t q = 0; q < planes; q++) bits |= (uint32_t)(in[q * n + i] != (real)0) << q;
+            code[i] = bits;
+            nonzero += __builtin_popcount(bits);
+        }
     }
     const int done = nonzero > max_events ? 2 : NAME(send)(in, code, planes, scales, rows, cin, hin, win, wt, bias,
                                                           cout, kh, kw, sh, sw, ph, pw, hout, wout, out, threads);
