@@ -237,6 +237,12 @@ class SpikingJellyBackend:
         spikes = node(current)
         return spikes, node.v
 
+    def scan_threshold(self, node: nn.Module, current: torch.Tensor) -> float | None:
+        """The threshold where `run(node, current, v)` is `if_scan(current, v, threshold)` (the CPU scan), so
+        that the simulation may fuse it with the count and the next synapses (`node.v` is then not
+        written); else None."""
+        return float(node.v_threshold) if self._scan(current) else None
+
     def binary_start(self, node: FewSpikeNode, v: torch.Tensor) -> float | None:
         """The rounding start where `fire_binary(node, v)` is `binary_coding.fire(v, node.K, start)`
         (the CPU scan), so that the simulation may fuse it with the next synapses; else None.

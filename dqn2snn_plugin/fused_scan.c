@@ -359,6 +359,27 @@ int NAME(tally)(const real *restrict spikes, int64_t steps, int64_t batch, int64
     free(per_channel);
     return failed;
 }
+/* One rate-coded layer in one call: the IF scan of `current` over `steps` (if_scan; n = batch *    */
+/* channels * positions neurons per step), the tally of its spikes [steps, batch, channels,         */
+/* positions], then, if wt is given, the event-driven pass of its steps * batch spike maps (events). */
+/* Returns events' code (2: no wt, or too dense: the caller runs the dense pass on `spikes`), or 1   */
+/* when out of memory. The scan runs on loop_threads, the tally on tally_threads (the caller's rules */
+/* for neuron loops), the event-driven pass on threads.                                             */
+int NAME(rate_layer)(const real *restrict current, int64_t step_stride, real *restrict v,
+                     real *restrict spikes, int64_t steps, double threshold, int64_t batch,
+                     int64_t channels, int64_t positions, const real *restrict fan, real *restrict totals,
+                     real *restrict channel, real *restrict ops, int64_t cin, int64_t hin, int64_t win,
+                     const real *restrict wt, const real *restrict bias, int64_t cout, int64_t kh,
+                     int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t hout,
+                     int64_t wout, real *restrict out, int64_t max_events, int64_t loop_threads,
+                     int64_t tally_threads, int64_t threads) {
+    const double one = 1.0; /* the scale of the single plane */
+    NAME(if_scan)(current, step_stride, v, spikes, steps, batch * channels * positions, threshold, loop_threads);
+    if (NAME(tally)(spikes, steps, batch, channels, positions, fan, totals, channel, ops, tally_threads)) return 1;
+    if (!wt) return 2;
+    return NAME(events)(spikes, 1, &one, steps * batch, cin, hin, win, wt, bias, cout, kh, kw, sh, sw, ph, pw,
+                        hout, wout, out, max_events, threads);
+}
 /* One binary-coded layer in one call: fire gate + offset as `bits`-bit codes (with the residual), */
 /* count their spikes (tally), then, if wt is given, send them to the next layer event by event as  */
 /* weighted planes (send). The spike planes [bits, batch, channels, positions] are written where    */

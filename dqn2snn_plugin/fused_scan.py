@@ -70,8 +70,11 @@ SIGNATURES = {  # the argument types of the C functions in fused_scan.c, in orde
     "tally": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I],
     "binary_layer": [_P, _D, _I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P, _P,
                      _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I, _I],
+    "rate_layer": [_P, _I, _P, _P, _I, _D, _I, _I, _I, _P, _P, _P, _P,
+                   _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I, _I, _I],
 }
-STATUS = {"events", "tally", "binary_layer"}  # these return 0 (done), 1 (out of memory) or 2 (events: too dense)
+# these return 0 (done), 1 (out of memory) or 2 (events: too dense, or no next layer: run the dense pass)
+STATUS = {"events", "tally", "binary_layer", "rate_layer"}
 _ONE = torch.ones(1, dtype=torch.float64)  # the plane scale of a plain (one-plane) event-driven pass
 MAX_PLANES = 32  # input planes of one event-driven pass (a neuron's spikes are the bits of a 32-bit code)
 PARALLEL_MIN = 1 << 16  # neuron-steps below which a loop runs on one thread (waking others costs more)
@@ -182,15 +185,20 @@ def if_scan(current: torch.Tensor, v: torch.Tensor, threshold: float) -> tuple[t
     if lib is None or current.ndim < 1 or current.shape[1:] != v.shape:
         return None
     steps = current.shape[0]
-    if steps > 1 and current.stride(0) == 0:  # a constant current expanded over time: read it once
-        current, step_stride = current[0].contiguous(), 0
-    else:
-        current, step_stride = current.contiguous(), v.numel()
+    current, step_stride = _scan_input(current, v)
     v = v.contiguous().clone()
     spikes = torch.empty((steps, *v.shape), dtype=v.dtype)
     getattr(lib, f"if_scan_{SUFFIX[v.dtype]}")(current.data_ptr(), step_stride, v.data_ptr(), spikes.data_ptr(),
                                                  steps, v.numel(), float(threshold), threads(spikes.numel()))
     return spikes, v
+
+
+def _scan_input(current: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """`current` [T, ...] as the IF scan reads it, and its step stride: a constant current expanded
+    over time (stride 0) is read once."""
+    if current.shape[0] > 1 and current.stride(0) == 0:
+        return current[0].contiguous(), 0
+    return current.contiguous(), v.numel()
 
 
 def fire(v: torch.Tensor, bits: int, start: float = 0.0) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -230,25 +238,18 @@ def events(x: torch.Tensor, layer: nn.Conv2d | nn.Linear, weight_t: torch.Tensor
     The sums run in another order than a dense pass: results differ from it by rounding.
     Rows are shared among torch's intra-op threads.
     """
-    lib = _usable(x, weight_t)
-    if lib is None or (layer.bias is not None and layer.bias.dtype != x.dtype):
-        return None
+    lib = _usable(x)
     planes = 1 if scales is None else len(scales)
-    if scales is not None:
-        if x.shape[0] != planes or planes > MAX_PLANES:
-            return None
-        x = x.flatten(0, 1)
-    rows = x.shape[0] // planes
-    geometry = _geometry(layer, x)
-    if geometry is None:
+    if lib is None or scales is not None and (x.shape[0] != planes or planes > MAX_PLANES):
         return None
     x = x.contiguous()
-    out = torch.empty((rows, *geometry[-1]), dtype=x.dtype)
-    bias = _bias(layer)
+    rows = x.shape[1] if scales is not None else x.shape[0]
+    synapses, out = _synapses(x[0] if scales is not None else x, layer, weight_t)
+    if out is None:
+        return None
     done = getattr(lib, f"events_{SUFFIX[x.dtype]}")(
-        x.data_ptr(), planes, _plane_scales(scales).data_ptr(), rows, *geometry[0][:3], weight_t.data_ptr(),
-        None if bias is None else bias.data_ptr(), *geometry[0][3:], out.data_ptr(), int(max_fraction * x.numel()),
-        torch.get_num_threads())  # each input costs its fan-out: worth the threads at any size
+        x.data_ptr(), planes, _plane_scales(scales).data_ptr(), rows, *synapses, out.data_ptr(),
+        int(max_fraction * x.numel()), torch.get_num_threads())  # each input costs its fan-out: worth the threads
     if done == 1:
         raise MemoryError(f"no memory for the event-driven pass of {layer}")
     return out if done == 0 else None
@@ -259,8 +260,19 @@ def _plane_scales(scales: torch.Tensor | None) -> torch.Tensor:
     return _ONE if scales is None else scales.to(torch.float64).contiguous()
 
 
-def _bias(layer: nn.Module) -> torch.Tensor | None:
-    return None if layer.bias is None else layer.bias.detach().contiguous()
+def _synapses(x: torch.Tensor, layer: nn.Module | None, weight_t: torch.Tensor | None) -> tuple[tuple, torch.Tensor | None]:
+    """What the C code needs to send spikes through `layer` event by event, for its inputs `x` [rows, ...]
+    (a Linear reads them flat): (cin, hin, win, weight_t, bias, cout, kh, kw, sh, sw, ph, pw, hout, wout),
+    and the empty output [rows, ...]; zeros and None where `layer` cannot be read so (then a dense pass)."""
+    geometry = None
+    if (layer is not None and weight_t is not None and _usable(x, weight_t) is not None and weight_t.is_contiguous()
+            and (layer.bias is None or layer.bias.dtype == x.dtype and layer.bias.is_contiguous())):
+        geometry = _geometry(layer, x.flatten(1) if isinstance(layer, nn.Linear) and x.ndim > 2 else x)
+    if geometry is None:
+        return (0, 0, 0, None, None) + (0,) * 9, None
+    (cin, hin, win, *rest), row = geometry
+    bias = None if layer.bias is None else layer.bias.data_ptr()  # the layer's own storage: alive through the call
+    return (cin, hin, win, weight_t.data_ptr(), bias, *rest), torch.empty((x.shape[0], *row), dtype=x.dtype)
 
 
 def _counters_fit(neurons: torch.Size, fan: torch.Tensor, totals: torch.Tensor, channels: torch.Tensor,
@@ -308,25 +320,48 @@ def binary_layer(gate: torch.Tensor, bits: int, start: float, fan: torch.Tensor,
     gate, fan = gate.contiguous(), fan.contiguous()
     batch, n_channels = gate.shape[:2]
     spikes, residual = torch.empty((bits, *gate.shape), dtype=gate.dtype), torch.empty_like(gate)
-    geometry, out, bias = None, None, None
-    if (layer is not None and weight_t is not None and _usable(gate, weight_t) is not None
-            and (layer.bias is None or layer.bias.dtype == gate.dtype)):
-        flat = gate.flatten(1) if isinstance(layer, nn.Linear) else gate  # the layer's input, one row per sample
-        geometry = _geometry(layer, flat)
-    if geometry is not None:
-        out, bias = torch.empty((batch, *geometry[-1]), dtype=gate.dtype), _bias(layer)
-    events_args = geometry[0] if geometry is not None else (0,) * 12
+    synapses, out = _synapses(gate, layer, weight_t)
     done = getattr(lib, f"binary_layer_{SUFFIX[gate.dtype]}")(
         gate.data_ptr(), float(start), bits, batch, n_channels, fan.numel() // n_channels, residual.data_ptr(),
         spikes.data_ptr(), int(keep_spikes), fan.data_ptr(), totals.data_ptr(), channels.data_ptr(), ops.data_ptr(),
-        _plane_scales(scales).data_ptr(), *events_args[:3], None if geometry is None else weight_t.data_ptr(),
-        None if bias is None else bias.data_ptr(), *events_args[3:], None if out is None else out.data_ptr(),
+        _plane_scales(scales).data_ptr(), *synapses, None if out is None else out.data_ptr(),
         int(max_fraction * spikes.numel()), threads(spikes.numel()), torch.get_num_threads())
     if done == 1:
         raise MemoryError("no memory for a binary-coded layer")
     if done == 0:
         return spikes if keep_spikes else None, residual, out
     return spikes, residual, None
+
+
+def rate_layer(current: torch.Tensor, v: torch.Tensor, threshold: float, fan: torch.Tensor, totals: torch.Tensor,
+               channels: torch.Tensor, ops: torch.Tensor, layer: nn.Module | None = None,
+               weight_t: torch.Tensor | None = None, max_fraction: float = 1.0
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+    """One rate-coded layer in one C call: `if_scan(current, v, threshold)`, `tally` of its spikes into
+    totals / channels / ops, and, with `layer`, `events` on its T*B spike maps.
+
+    Returns (spikes [T, B, ...], final membrane, next current [T*B, ...] or None where the next layer
+    needs a dense pass: no `layer`, or too many spikes), the same as those three calls made in turn;
+    None where not usable. Saves the Python work between them (most of a layer's time at B = 1).
+    """
+    lib = _usable(current, v, fan, totals, channels, ops)
+    if (lib is None or current.ndim < 2 or current.shape[1:] != v.shape
+            or not _counters_fit(v.shape[1:], fan, totals, channels, ops)):
+        return None
+    steps, (batch, n_channels) = current.shape[0], v.shape[:2]
+    current, step_stride = _scan_input(current, v)
+    v, fan = v.contiguous().clone(), fan.contiguous()
+    spikes = torch.empty((steps, *v.shape), dtype=v.dtype)
+    synapses, out = _synapses(spikes.flatten(0, 1), layer, weight_t)
+    loop = threads(spikes.numel())
+    done = getattr(lib, f"rate_layer_{SUFFIX[v.dtype]}")(
+        current.data_ptr(), step_stride, v.data_ptr(), spikes.data_ptr(), steps, float(threshold), batch, n_channels,
+        fan.numel() // n_channels, fan.data_ptr(), totals.data_ptr(), channels.data_ptr(), ops.data_ptr(), *synapses,
+        None if out is None else out.data_ptr(), int(max_fraction * spikes.numel()), loop, min(batch, loop),
+        torch.get_num_threads())
+    if done == 1:
+        raise MemoryError("no memory for a rate-coded layer")
+    return spikes, v, out if done == 0 else None
 
 
 def tally(spikes: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channels: torch.Tensor,

@@ -46,9 +46,11 @@ CODINGS: tuple[str, ...] = ("rate", "binary")
 class NeuronBackend(Protocol):
     """What a framework adapter provides: its IF neurons and a way to run them over a sequence.
 
-    Optional: `binary_start(neuron, v) -> float | None`, the rounding start where `fire_binary(neuron, v)`
-    is exactly `binary_coding.fire(v, bits, start)`; then a binary layer may run as one C call
-    (`fused_scan.binary_layer`). Backends without it always get the separate steps.
+    Optional, to let a layer run as one C call: `scan_threshold(neuron, current) -> float | None`, the
+    threshold where `run(neuron, current, v)` is exactly `if_scan(current, v, threshold)`
+    (`fused_scan.rate_layer`), and `binary_start(neuron, v) -> float | None`, the rounding start where
+    `fire_binary(neuron, v)` is exactly `binary_coding.fire(v, bits, start)` (`fused_scan.binary_layer`).
+    Backends without them always get the separate steps.
     """
 
     name: str
@@ -377,6 +379,10 @@ class SpikingQNetwork(nn.Module):
             steps = end - done
             current = first.expand(steps, *first.shape) if first is not None else self._poisson_current(x, steps)
             for index, (neuron, synapse) in enumerate(zip(self.neurons, self._after_first)):
+                fused = self._fused_rate_layer(index, neuron, synapse, current, state[index], counts)
+                if fused is not None:
+                    state[index], current = fused
+                    continue
                 spikes, state[index] = self.backend.run(neuron, current, state[index])
                 self.count(index, spikes, counts)
                 current = self.synaptic_current(synapse, spikes)
@@ -391,6 +397,26 @@ class SpikingQNetwork(nn.Module):
                     "membrane": integrated / end,
                 }
         return results, state, *counts
+
+    def _fused_rate_layer(self, index: int, neuron: nn.Module, synapse: nn.Sequential, current: torch.Tensor,
+                          v: torch.Tensor, counts) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The IF scan, count and event-driven pass of one rate-coded layer in one C call
+        (`fused_scan.rate_layer`), where the backend's neuron is `if_scan`: (final membrane, next current
+        [T, B, ...]), the same as the three steps in turn; None elsewhere (then they run in turn)."""
+        threshold = getattr(self.backend, "scan_threshold", lambda neuron, current: None)(neuron, current)
+        if threshold is None:
+            return None
+        totals, synaptic_ops, channels = counts
+        weighted = self._event_target(synapse, v.numel() // v.shape[0])
+        maps = current.shape[0] * current.shape[1]
+        done = fused_scan.rate_layer(current, v, threshold, self._fan(index, v), totals[index], channels[index],
+                                     synaptic_ops, weighted, None if weighted is None else self._event_weight(weighted),
+                                     self.sparse_rate + self.sparse_rows / maps)
+        if done is None:
+            return None
+        spikes, v, following = done
+        following = synapse(spikes.flatten(0, 1)) if following is None else following
+        return v, following.unflatten(0, spikes.shape[:2])
 
     def _simulate_binary(self, x: torch.Tensor, T: int):
         """Binary coding at T bits on the float observations `x` (see `dqn2snn_plugin.binary_coding`).
@@ -427,7 +453,7 @@ class SpikingQNetwork(nn.Module):
         if start is None:
             return None
         totals, synaptic_ops, channels = counts
-        weighted = self._event_target(synapse, v[0].numel())
+        weighted = self._event_target(synapse, v.numel() // v.shape[0])
         done = fused_scan.binary_layer(v, T, start, self._fan(index, v), totals[index], channels[index], synaptic_ops,
                                        weighted, None if weighted is None else self._event_weight(weighted),
                                        _bit_weights(T), self.sparse_rate_planes)

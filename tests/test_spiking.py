@@ -133,21 +133,24 @@ def test_event_driven_synapses_give_the_spikes_of_the_dense_pass(atari_observati
     snn = convert(atari_checkpoint(), atari_observations, coding=coding, T=8).double()
     atari_observations = atari_observations[:batch]
     snn.sparse_rate = snn.sparse_rate_planes = 1.0  # always event-driven (by default dense passes where many fire)
-    calls = []  # the layers that read their input event by event (alone, or in binary coding's fused layer call)
-    events, binary_layer = fused_scan.events, fused_scan.binary_layer
+    calls = []  # the layers that read their input event by event (alone, or in a fused layer call)
+    events = fused_scan.events
 
     def recorded_events(x, layer, *a, **k):
         out = events(x, layer, *a, **k)
         calls.extend([type(layer)] if out is not None else [])
         return out
 
-    def recorded_binary_layer(*a, **k):
-        out = binary_layer(*a, **k)
-        calls.extend([type(a[7])] if out is not None and out[2] is not None else [])
-        return out
+    def recorded(fused_layer):  # fused_scan.rate_layer / binary_layer: the next layer is argument 7
+        def call(*a, **k):
+            out = fused_layer(*a, **k)
+            calls.extend([type(a[7])] if out is not None and out[2] is not None else [])
+            return out
+        return call
 
     monkeypatch.setattr(fused_scan, "events", recorded_events)
-    monkeypatch.setattr(fused_scan, "binary_layer", recorded_binary_layer)
+    for name in ("rate_layer", "binary_layer"):
+        monkeypatch.setattr(fused_scan, name, recorded(getattr(fused_scan, name)))
     driven = snn.readouts(atari_observations, 8)
     driven_spikes, driven_ops = [s.clone() for s in snn.last_stats.spikes], snn.last_stats.synaptic_ops.clone()
     assert calls == [nn.Conv2d, nn.Conv2d, nn.Linear], "conv2, conv3 and fc1 read events; fc2 (512 inputs) stays dense"
@@ -187,9 +190,15 @@ def test_event_driven_mlp_layers_read_spikes_without_a_flatten(monkeypatch):
     snn = convert(net, torch.randn(200, 6), backend="spikingjelly").double()
     obs = torch.randn(30, 6).double()
     snn.sparse_rate, snn.sparse_min_inputs = 1.0, 0  # always event-driven, narrow layers too
-    outputs = []
-    events = fused_scan.events
-    monkeypatch.setattr(fused_scan, "events", lambda *a, **k: outputs.append(events(*a, **k)) or outputs[-1])
+    outputs = []  # the next layer's currents from each fused layer call (None: a dense pass)
+    rate_layer = fused_scan.rate_layer
+
+    def recorded(*a, **k):
+        out = rate_layer(*a, **k)
+        outputs.append(out[2])
+        return out
+
+    monkeypatch.setattr(fused_scan, "rate_layer", recorded)
     driven = snn.readouts(obs, T=40)
     assert len(outputs) == 2 * 3 and all(o is not None for o in outputs)  # 2 layers, 3 time blocks (17 + 17 + 6)
     spikes = [s.clone() for s in snn.last_stats.spikes]
@@ -503,9 +512,16 @@ def test_simulation_equals_a_step_by_step_reference_exactly(atari_observations, 
     snn.event_driven, snn.block_samples = False, block_samples
     if not fused:
         monkeypatch.setattr(fused_scan, "_switched_off", True)
-    recorded = []
-    run = snn.backend.run
+    recorded = []  # (spikes, ...) of every neuron layer in turn: the backend's run, or the fused C layer call
+    run, rate_layer = snn.backend.run, fused_scan.rate_layer
     monkeypatch.setattr(snn.backend, "run", lambda *a: recorded.append(run(*a)) or recorded[-1])
+
+    def recorded_rate_layer(*a, **k):
+        out = rate_layer(*a, **k)
+        recorded.extend([out] if out is not None else [])  # None: not usable (the Python loops), run instead
+        return out
+
+    monkeypatch.setattr(fused_scan, "rate_layer", recorded_rate_layer)
     x = ckpt.prepare(atari_observations[:3])
     T = 12
     out = snn.readouts(x, T)
