@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dqn2snn_plugin import fused_scan
 from dqn2snn_plugin.adapters import hub, sb3
 from dqn2snn_plugin.adapters.sb3_network import infer_observation_shape
 from dqn2snn_plugin.errors import CheckpointError, ObservationError, UnsupportedLayerError
@@ -44,8 +45,12 @@ def observation_batch(obs: np.ndarray | torch.Tensor, shape: tuple[int, ...]) ->
         raise ObservationError(f"the observation batch is empty: pass at least one observation of shape {shape}")
     if x.is_floating_point():
         # one cheap pass on images (an agent's hot path): NaN, infinities and fractions all have a nonzero
-        # fractional part (frac(inf) is NaN), so the sum of |frac| is 0 only for whole pixel values
-        suspect = bool(torch.frac(x).abs_().sum() != 0) if len(shape) == 3 else not torch.isfinite(x).all()
+        # fractional part (frac(inf) is NaN): in C where it can, else the sum of |frac| (0 only for whole pixels)
+        if len(shape) == 3:
+            suspect = fused_scan.fractional(x)
+            suspect = bool(torch.frac(x).abs_().sum() != 0) if suspect is None else suspect
+        else:
+            suspect = not torch.isfinite(x).all()
         if suspect and not torch.isfinite(x).all():
             raise ObservationError("observations hold NaN or infinite values: pass the env's raw observations")
         if suspect:

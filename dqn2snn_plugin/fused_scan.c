@@ -68,11 +68,14 @@ static inline int64_t nonzero_code(const uint32_t *restrict src, int64_t n, int3
 
 #define real float
 #define NAME(f) f##_f32
+#define TRUNC truncf
 #include __FILE__
 #undef real
 #undef NAME
+#undef TRUNC
 #define real double
 #define NAME(f) f##_f64
+#define TRUNC trunc
 #include __FILE__
 
 #else /* the functions, for one `real` */
@@ -128,6 +131,13 @@ void NAME(fire)(const real *restrict gate, double offset, real *restrict v, real
         NAME(spread)(code, spikes + start, bits, m, n);
     }
 }
+/* 1 if any of x[0 .. n) is not a whole number (a fraction, NaN or infinity: x - trunc(x) != 0), else 0 */
+int NAME(fractional)(const real *restrict x, int64_t n, int64_t threads) {
+    int found = 0;
+    _Pragma("omp parallel for schedule(static) num_threads(threads) reduction(|:found)")
+    for (int64_t i = 0; i < n; i++) found |= x[i] - TRUNC(x[i]) != (real)0;
+    return found;
+}
 /* a membrane that doubles before each step's input: v = 2 v + I_t, from v = 0 */
 void NAME(integrate)(const real *restrict current, real *restrict v, int64_t steps, int64_t n,
                         int64_t threads) {
@@ -182,7 +192,9 @@ static int NAME(send)(const real *restrict in, const uint32_t *restrict code, in
                       const real *restrict wt, const real *restrict bias, int64_t cout, int64_t kh,
                       int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t hout,
                       int64_t wout, real *restrict out, int64_t threads) {
-    const int64_t plane = hout * wout, hw = hin * win, kk = kh * kw, width = 1 + 2 * kk;
+    const int64_t plane = hout * wout, hw = hin * win, kk = kh * kw;
+    const int64_t reach = ((kh + sh - 1) / sh) * ((kw + sw - 1) / sw); /* most taps of one input position */
+    const int64_t width = 1 + 2 * (reach < kk ? reach : kk);
     const int64_t stride = rows * cin * hw; /* one input plane */
     /* per input position: its number of taps, then (weight offset, accumulator offset) pairs */
     int64_t *taps = calloc(hw * width, sizeof(int64_t));

@@ -70,11 +70,13 @@ SIGNATURES = {  # the argument types of the C functions in fused_scan.c, in orde
     "tally": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I],
     "binary_layer": [_P, _D, _I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P, _P,
                      _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I, _I],
+    "fractional": [_P, _I, _I],
     "rate_layer": [_P, _I, _P, _P, _I, _D, _I, _I, _I, _P, _P, _P, _P,
                    _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I, _I, _I],
 }
-# these return 0 (done), 1 (out of memory) or 2 (events: too dense, or no next layer: run the dense pass)
-STATUS = {"events", "tally", "binary_layer", "rate_layer"}
+# these return 0 (done), 1 (out of memory) or 2 (events: too dense, or no next layer: run the dense pass);
+# fractional returns 1 or 0
+STATUS = {"events", "tally", "binary_layer", "rate_layer", "fractional"}
 _ONE = torch.ones(1, dtype=torch.float64)  # the plane scale of a plain (one-plane) event-driven pass
 MAX_PLANES = 32  # input planes of one event-driven pass (a neuron's spikes are the bits of a 32-bit code)
 PARALLEL_MIN = 1 << 16  # neuron-steps below which a loop runs on one thread (waking others costs more)
@@ -211,6 +213,16 @@ def fire(v: torch.Tensor, bits: int, start: float = 0.0) -> tuple[torch.Tensor, 
     getattr(lib, f"fire_{SUFFIX[v.dtype]}")(gate.data_ptr(), float(start), residual.data_ptr(), spikes.data_ptr(),
                                               bits, v.numel(), threads(spikes.numel()))
     return spikes, residual
+
+
+def fractional(x: torch.Tensor) -> bool | None:
+    """Whether any value of `x` is not a whole number (a fraction, NaN or an infinity), in one pass
+    without a temporary; None where not usable."""
+    lib = _usable(x)
+    if lib is None:
+        return None
+    x = x.contiguous()
+    return bool(getattr(lib, f"fractional_{SUFFIX[x.dtype]}")(x.data_ptr(), x.numel(), threads(x.numel())))
 
 
 def integrate(current: torch.Tensor) -> torch.Tensor | None:

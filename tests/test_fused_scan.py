@@ -246,3 +246,16 @@ def test_tally_counts_what_the_tensor_bookkeeping_counts(shape):
     assert torch.equal(totals, 1 + per_neuron.flatten(1).sum(1))
     assert torch.equal(channels, 1 + (per_neuron.sum(0).flatten(1).sum(1) if len(shape) > 3 else per_neuron.sum(0)))
     assert torch.equal(ops, 1 + (per_neuron * fan).flatten(1).sum(1))
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fractional_finds_any_value_that_is_not_a_whole_number(dtype):
+    frames = torch.randint(0, 256, (3, 4, 84, 84)).to(dtype)
+    assert fused_scan.fractional(frames) is False
+    assert fused_scan.fractional(torch.tensor([-3.0, 0.0, 1e30, 2.0**40], dtype=dtype)) is False
+    for odd in (0.5, -1e-3, float("nan"), float("inf"), -float("inf")):
+        spoiled = frames.clone()
+        spoiled[2, 3, 83, 83 - int(dtype == torch.float64)] = odd  # last element, or the one before
+        assert fused_scan.fractional(spoiled) is True, odd
+    assert fused_scan.fractional(frames.half()) is None
