@@ -32,6 +32,7 @@ import contextlib
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -255,8 +256,8 @@ def events(x: torch.Tensor, layer: nn.Conv2d | nn.Linear, weight_t: torch.Tensor
     if lib is None or scales is not None and (x.shape[0] != planes or planes > MAX_PLANES):
         return None
     x = x.contiguous()
-    rows = x.shape[1] if scales is not None else x.shape[0]
-    synapses, out = _synapses(x[0] if scales is not None else x, layer, weight_t)
+    rows, row = (x.shape[1], x.shape[2:]) if scales is not None else (x.shape[0], x.shape[1:])
+    synapses, out = _synapses(rows, row, x.dtype, layer, weight_t)
     if out is None:
         return None
     done = getattr(lib, f"events_{SUFFIX[x.dtype]}")(
@@ -272,19 +273,21 @@ def _plane_scales(scales: torch.Tensor | None) -> torch.Tensor:
     return _ONE if scales is None else scales.to(torch.float64).contiguous()
 
 
-def _synapses(x: torch.Tensor, layer: nn.Module | None, weight_t: torch.Tensor | None) -> tuple[tuple, torch.Tensor | None]:
-    """What the C code needs to send spikes through `layer` event by event, for its inputs `x` [rows, ...]
-    (a Linear reads them flat): (cin, hin, win, weight_t, bias, cout, kh, kw, sh, sw, ph, pw, hout, wout),
-    and the empty output [rows, ...]; zeros and None where `layer` cannot be read so (then a dense pass)."""
+def _synapses(rows: int, row: torch.Size, dtype: torch.dtype, layer: nn.Module | None,
+              weight_t: torch.Tensor | None) -> tuple[tuple, torch.Tensor | None]:
+    """What the C code needs to send spikes through `layer` event by event, for `rows` inputs of shape
+    `row` (a Linear reads them flat) and `dtype`: (cin, hin, win, weight_t, bias, cout, kh, kw, sh, sw, ph,
+    pw, hout, wout), and the empty output [rows, ...]; zeros and None where `layer` cannot be read so
+    (then a dense pass)."""
     geometry = None
-    if (layer is not None and weight_t is not None and _usable(x, weight_t) is not None and weight_t.is_contiguous()
-            and (layer.bias is None or layer.bias.dtype == x.dtype and layer.bias.is_contiguous())):
-        geometry = _geometry(layer, x.flatten(1) if isinstance(layer, nn.Linear) and x.ndim > 2 else x)
+    if (layer is not None and weight_t is not None and weight_t.dtype == dtype and _usable(weight_t) is not None
+            and weight_t.is_contiguous() and (layer.bias is None or layer.bias.dtype == dtype and layer.bias.is_contiguous())):
+        geometry = _geometry(layer, (math.prod(row),) if isinstance(layer, nn.Linear) else tuple(row))
     if geometry is None:
         return (0, 0, 0, None, None) + (0,) * 9, None
-    (cin, hin, win, *rest), row = geometry
+    (cin, hin, win, *rest), out_row = geometry
     bias = None if layer.bias is None else layer.bias.data_ptr()  # the layer's own storage: alive through the call
-    return (cin, hin, win, weight_t.data_ptr(), bias, *rest), torch.empty((x.shape[0], *row), dtype=x.dtype)
+    return (cin, hin, win, weight_t.data_ptr(), bias, *rest), torch.empty((rows, *out_row), dtype=dtype)
 
 
 def _counters_fit(neurons: torch.Size, fan: torch.Tensor, totals: torch.Tensor, channels: torch.Tensor,
@@ -294,20 +297,19 @@ def _counters_fit(neurons: torch.Size, fan: torch.Tensor, totals: torch.Tensor, 
             and totals.is_contiguous() and channels.is_contiguous() and ops.is_contiguous())
 
 
-def _geometry(layer: nn.Module, x: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """(cin, hin, win, cout, kh, kw, sh, sw, ph, pw, hout, wout) of `layer` on inputs `x` [rows, ...],
-    and the shape of one output row; None for a layer the event-driven pass cannot read."""
+def _geometry(layer: nn.Module, row: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(cin, hin, win, cout, kh, kw, sh, sw, ph, pw, hout, wout) of `layer` on one input of shape `row`, and
+    the shape of one output; None for a layer the event-driven pass cannot read."""
     if isinstance(layer, nn.Conv2d):
-        if (x.ndim != 4 or layer.groups != 1 or layer.dilation != (1, 1) or layer.padding_mode != "zeros"
+        if (len(row) != 3 or layer.groups != 1 or layer.dilation != (1, 1) or layer.padding_mode != "zeros"
                 or isinstance(layer.padding, str)):
             return None
         (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
-        hin, win = x.shape[2:]
+        cin, hin, win = row
         hout, wout = (hin + 2 * ph - kh) // sh + 1, (win + 2 * pw - kw) // sw + 1
-        return (x.shape[1], hin, win, layer.out_channels, kh, kw, sh, sw, ph, pw, hout, wout), \
-            (layer.out_channels, hout, wout)
-    if isinstance(layer, nn.Linear) and x.ndim == 2:
-        return (x.shape[1], 1, 1, layer.out_features, 1, 1, 1, 1, 0, 0, 1, 1), (layer.out_features,)
+        return (cin, hin, win, layer.out_channels, kh, kw, sh, sw, ph, pw, hout, wout), (layer.out_channels, hout, wout)
+    if isinstance(layer, nn.Linear) and len(row) == 1:
+        return (row[0], 1, 1, layer.out_features, 1, 1, 1, 1, 0, 0, 1, 1), (layer.out_features,)
     return None
 
 
@@ -332,7 +334,7 @@ def binary_layer(gate: torch.Tensor, bits: int, start: float, fan: torch.Tensor,
     gate, fan = gate.contiguous(), fan.contiguous()
     batch, n_channels = gate.shape[:2]
     spikes, residual = torch.empty((bits, *gate.shape), dtype=gate.dtype), torch.empty_like(gate)
-    synapses, out = _synapses(gate, layer, weight_t)
+    synapses, out = _synapses(batch, gate.shape[1:], gate.dtype, layer, weight_t)
     done = getattr(lib, f"binary_layer_{SUFFIX[gate.dtype]}")(
         gate.data_ptr(), float(start), bits, batch, n_channels, fan.numel() // n_channels, residual.data_ptr(),
         spikes.data_ptr(), int(keep_spikes), fan.data_ptr(), totals.data_ptr(), channels.data_ptr(), ops.data_ptr(),
@@ -362,9 +364,9 @@ def rate_layer(current: torch.Tensor, v: torch.Tensor, threshold: float, fan: to
         return None
     steps, (batch, n_channels) = current.shape[0], v.shape[:2]
     current, step_stride = _scan_input(current, v)
-    v, fan = v.contiguous().clone(), fan.contiguous()
+    v, fan = v.clone(memory_format=torch.contiguous_format), fan.contiguous()
     spikes = torch.empty((steps, *v.shape), dtype=v.dtype)
-    synapses, out = _synapses(spikes.flatten(0, 1), layer, weight_t)
+    synapses, out = _synapses(steps * batch, v.shape[1:], v.dtype, layer, weight_t)
     loop = threads(spikes.numel())
     done = getattr(lib, f"rate_layer_{SUFFIX[v.dtype]}")(
         current.data_ptr(), step_stride, v.data_ptr(), spikes.data_ptr(), steps, float(threshold), batch, n_channels,
