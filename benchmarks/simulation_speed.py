@@ -207,8 +207,9 @@ def layer_name(synapse) -> str:
 def breakdown(snn, x: torch.Tensor, T: int, sync) -> dict:
     """`SpikingQNetwork._simulate` step by step (fresh membranes, one time block), a timer per part.
 
-    Calls the library's own parts (dqn2snn_plugin/spiking.py: backend.run, count, synaptic_current)
-    so that they add up to one call; the result is checked against `snn.readouts`.
+    Calls the library's own parts (dqn2snn_plugin/spiking.py: backend.run, count, synaptic_current, the
+    steps that `fused_scan.rate_layer` runs as one C call per layer) so that they add up to one call;
+    the result is checked against `snn.readouts`.
     """
     parts: dict[str, float] = {}
 
@@ -255,12 +256,13 @@ def event_crossover(snn, x: torch.Tensor, T: int, rates: list[float], repeats: i
     name = "integrated_current" if binary else "synaptic_current"
     recorded, method = [], getattr(snn, name)
     setattr(snn, name, lambda synapse, spikes: recorded.append((synapse, spikes)) or method(synapse, spikes))
-    snn.backend.binary_start = lambda neuron, v: None  # binary layers in separate steps, so that their planes pass here
+    # layers in separate steps (not fused into one C call), so that their spikes pass here
+    snn.backend.binary_start = snn.backend.scan_threshold = lambda neuron, v: None
     try:
         snn.readouts(x, T)
     finally:
         delattr(snn, name)
-        del snn.backend.binary_start
+        del snn.backend.binary_start, snn.backend.scan_threshold
     rows = []
     for synapse, spikes in recorded:
         layer = snn._event_layer(synapse)

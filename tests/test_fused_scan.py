@@ -259,3 +259,32 @@ def test_fractional_finds_any_value_that_is_not_a_whole_number(dtype):
         spoiled[2, 3, 83, 83 - int(dtype == torch.float64)] = odd  # last element, or the one before
         assert fused_scan.fractional(spoiled) is True, odd
     assert fused_scan.fractional(frames.half()) is None
+
+
+@needs_compiler
+def test_a_binary_layer_keeps_its_spike_planes_only_where_asked_or_needed():
+    torch.manual_seed(3)
+    layer = nn.Conv2d(4, 6, 3, 2, 1)
+    gate = torch.randint(0, 256, (2, 4, 7, 7)).float()
+    fan = torch.ones(4, 7, 7)
+
+    def call(**kw):
+        counters = torch.zeros(2), torch.zeros(4), torch.zeros(2)
+        return fused_scan.binary_layer(gate, 8, 0.5, fan, *counters, layer, output_last(layer),
+                                       torch.tensor([2.0 ** (7 - t) for t in range(8)], dtype=torch.float64), **kw)
+
+    spikes, residual = fused_scan.fire(gate, 8, 0.5)
+    lean, kept, dense = call(), call(keep_spikes=True), call(max_fraction=0.0)
+    assert lean[0] is None and torch.equal(kept[0], spikes) and torch.equal(dense[0], spikes)
+    assert dense[2] is None, "too many spikes: the caller runs the dense pass on the planes"
+    assert all(torch.equal(r[1], residual) for r in (lean, kept, dense))
+    assert torch.equal(lean[2], kept[2])
+
+
+@needs_compiler
+def test_more_planes_than_a_code_holds_take_the_dense_pass():
+    layer = nn.Linear(10, 3)
+    planes = (torch.rand(fused_scan.MAX_PLANES + 1, 2, 10) < 0.3).float()
+    scales = torch.ones(fused_scan.MAX_PLANES + 1, dtype=torch.float64)
+    assert fused_scan.events(planes, layer, output_last(layer), scales=scales) is None
+    assert fused_scan.events(planes[:-1], layer, output_last(layer), scales=scales[:-1]) is not None

@@ -185,6 +185,24 @@ def test_a_fused_binary_layer_call_equals_its_three_steps(atari_observations, mo
     assert all(torch.equal(a, b) for a, b in zip(stats.channel_spikes, snn.last_stats.channel_spikes))
 
 
+@pytest.mark.parametrize("batch", [6, 1])
+def test_a_fused_rate_layer_call_equals_its_three_steps(atari_observations, monkeypatch, batch):
+    """The IF scan, count and event-driven pass in one C call (`fused_scan.rate_layer`) vs the backend's
+    run, count and synaptic_current in turn: the same arithmetic, so bit for bit equal."""
+    from _fixtures import atari_checkpoint
+
+    snn = convert(atari_checkpoint(), atari_observations, T=16)
+    snn.block_samples = 8 * batch  # two time blocks: the membranes carried from one fused call to the next
+    fused = snn.readouts(atari_observations[:batch], 16)
+    stats = snn.last_stats
+    monkeypatch.setattr(snn.backend, "scan_threshold", lambda neuron, current: None)  # no fusing: the three steps
+    steps = snn.readouts(atari_observations[:batch], 16)
+    assert all(torch.equal(fused[name], steps[name]) for name in steps)
+    assert torch.equal(stats.synaptic_ops, snn.last_stats.synaptic_ops)
+    assert all(torch.equal(a, b) for a, b in zip(stats.spikes, snn.last_stats.spikes))
+    assert all(torch.equal(a, b) for a, b in zip(stats.channel_spikes, snn.last_stats.channel_spikes))
+
+
 def test_event_driven_mlp_layers_read_spikes_without_a_flatten(monkeypatch):
     net = nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
     snn = convert(net, torch.randn(200, 6), backend="spikingjelly").double()
