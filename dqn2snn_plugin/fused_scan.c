@@ -1,5 +1,6 @@
 /* dqn2snn_plugin's compiled inference loops: the IF scan, binary coding's fire / integrate, event-driven
- * synapses and spike bookkeeping. `fused_scan.py` compiles this file once per machine and CPU, loads
+ * synapses, spike bookkeeping, a whole spiking layer in one call (rate_layer, binary_layer) and the
+ * observation check. `fused_scan.py` compiles this file once per machine and CPU, loads
  * it with ctypes and says what each function is for; the Python loops there are the references.
  *
  * Every function is written once over the type `real` and compiled twice: the file includes itself,

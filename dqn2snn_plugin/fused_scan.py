@@ -12,7 +12,11 @@ neurons are walked in cache-sized blocks with time inside.
 for each one, adds that neuron's weight column to its targets, so its cost follows the spike count
 (2-20 % of the neurons fire per step) instead of the layer's size. It sums in another order than a
 dense pass, so its currents differ from one by rounding only (tests bound it; spikes are compared
-in float64). `tally` counts spikes per layer, channel and synapse in one pass.
+in float64). `tally` counts spikes per layer, channel and synapse in one pass. `rate_layer` and
+`binary_layer` run a whole spiking layer in one call (its neurons, its counts, and the event-driven
+pass into the next layer), the same arithmetic as those steps in turn; a binary layer keeps each
+neuron's spikes as the bits of one code. `fractional` is the observation check (no fractions, NaN or
+infinities in image frames) in one pass.
 
 The C source (`fused_scan.c`, next to this file) is compiled once per machine with the system's C
 compiler (`$CC`, else `cc`, `gcc` or `clang`: about 0.5 s) into `$DQN2SNN_CACHE` (default
