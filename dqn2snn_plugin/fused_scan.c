@@ -18,41 +18,32 @@
 #define MAX_PLANES 32 /* input planes of one event-driven pass: a neuron's spikes are the bits of a uint32 */
 #define PARALLEL _Pragma("omp parallel for schedule(static) num_threads(threads)")
 
-/* the positions of the nonzero values of src[0 .. n), in order, into events (room for n + 16) */
-static inline int64_t nonzero_f32(const float *restrict src, int64_t n, int32_t *restrict events) {
-    int64_t count = 0, p = 0;
-#ifdef __AVX512F__
-    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    for (; p + 16 <= n; p += 16) {
-        const __mmask16 set = _mm512_cmpneq_ps_mask(_mm512_loadu_ps(src + p), _mm512_setzero_ps());
-        _mm512_storeu_si512((void *)(events + count), _mm512_maskz_compress_epi32(set, index));
-        count += __builtin_popcount((unsigned)set);
-        index = _mm512_add_epi32(index, _mm512_set1_epi32(16));
+#ifdef __AVX512F__ /* 16 positions at a time, found with compress; MASK: which of src[p .. p + 16) are nonzero */
+#define COMPRESS(MASK)                                                                                \
+    for (__m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);     \
+         p + 16 <= n; p += 16) {                                                                       \
+        const __mmask16 set = (MASK);                                                                 \
+        _mm512_storeu_si512((void *)(events + count), _mm512_maskz_compress_epi32(set, index));       \
+        count += __builtin_popcount((unsigned)set);                                                   \
+        index = _mm512_add_epi32(index, _mm512_set1_epi32(16));                                       \
     }
+#else
+#define COMPRESS(MASK)
 #endif
-    for (; p < n; p++) { events[count] = (int32_t)p; count += src[p] != 0.0f; }
-    return count;
-}
-static inline int64_t nonzero_f64(const double *restrict src, int64_t n, int32_t *restrict events) {
-    int64_t count = 0;
-    for (int64_t p = 0; p < n; p++) { events[count] = (int32_t)p; count += src[p] != 0.0; }
-    return count;
-}
-static inline int64_t nonzero_code(const uint32_t *restrict src, int64_t n, int32_t *restrict events) {
-    int64_t count = 0, p = 0;
-#ifdef __AVX512F__
-    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    for (; p + 16 <= n; p += 16) {
-        const __mmask16 set = _mm512_test_epi32_mask(_mm512_loadu_si512((const void *)(src + p)),
-                                                     _mm512_set1_epi32(-1));
-        _mm512_storeu_si512((void *)(events + count), _mm512_maskz_compress_epi32(set, index));
-        count += __builtin_popcount((unsigned)set);
-        index = _mm512_add_epi32(index, _mm512_set1_epi32(16));
+/* name(src, n, events): the positions of the nonzero values of src[0 .. n), in order, into events */
+/* (room for n + 16): floats, doubles, or codes */
+#define NONZERO(name, type, MASK)                                                                     \
+    static inline int64_t name(const type *restrict src, int64_t n, int32_t *restrict events) {      \
+        int64_t count = 0, p = 0;                                                                     \
+        COMPRESS(MASK)                                                                                \
+        for (; p < n; p++) { events[count] = (int32_t)p; count += src[p] != 0; }                       \
+        return count;                                                                                 \
     }
-#endif
-    for (; p < n; p++) { events[count] = (int32_t)p; count += src[p] != 0; }
-    return count;
-}
+NONZERO(nonzero_f32, float, _mm512_cmpneq_ps_mask(_mm512_loadu_ps(src + p), _mm512_setzero_ps()))
+NONZERO(nonzero_f64, double, _mm512_cmpneq_pd_mask(_mm512_loadu_pd(src + p), _mm512_setzero_pd())
+                             | _mm512_cmpneq_pd_mask(_mm512_loadu_pd(src + p + 8), _mm512_setzero_pd()) << 8)
+NONZERO(nonzero_code, uint32_t, _mm512_test_epi32_mask(_mm512_loadu_si512((const void *)(src + p)),
+                                                      _mm512_set1_epi32(-1)))
 /* d[0 .. n) += x * w[0 .. n) for each spike x of the neuron in turn (see add_spikes), V vectors of */
 /* d at a time held in registers */
 #define ADD_SPIKES(V)                                                                                 \
@@ -411,8 +402,7 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
     uint32_t *code = malloc(sizeof(uint32_t) * n);
     real *count = malloc(sizeof(real) * n); /* spikes per neuron */
     if (!code || !count) { free(code); free(count); return 1; }
-    const int64_t threads_fire = loop_threads;
-    _Pragma("omp parallel for schedule(static) num_threads(threads_fire)")
+    _Pragma("omp parallel for schedule(static) num_threads(loop_threads)")
     for (int64_t start = 0; start < n; start += BLOCK) {
         const int64_t m = start + BLOCK < n ? BLOCK : n - start;
         NAME(fire_codes)(gate + start, offset, residual + start, code + start, bits, m);
@@ -426,7 +416,7 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
     free(count);
     const int dense = !wt || sent > max_events;
     if (!failed && (keep || dense)) {
-        _Pragma("omp parallel for schedule(static) num_threads(threads_fire)")
+        _Pragma("omp parallel for schedule(static) num_threads(loop_threads)")
         for (int64_t start = 0; start < n; start += BLOCK)
             NAME(spread)(code + start, spikes + start, bits, start + BLOCK < n ? BLOCK : n - start, n);
     }
