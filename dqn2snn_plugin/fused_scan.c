@@ -172,6 +172,13 @@ static inline __attribute__((always_inline)) void NAME(add_spikes)(real *restric
 #undef VEC
 #undef LANES
 }
+/* a neuron's spikes onto each of its taps t (count, then (weight offset, accumulator offset) pairs) */
+static inline __attribute__((always_inline)) void NAME(add_taps)(real *restrict a, const real *restrict wc,
+                                                                 const int64_t *restrict t, uint32_t bits,
+                                                                 const real *restrict value, int64_t stride,
+                                                                 const real *restrict scale, int64_t n) {
+    for (int64_t i = 0; i < t[0]; i++) NAME(add_spikes)(a + t[2 + 2 * i], wc + t[1 + 2 * i], bits, value, stride, scale, n);
+}
 /* The event-driven pass. out[r] = bias * sum_q scale_q + the sum, over the spiking neurons (nonzero  */
 /* inputs) in index order, of each spike's value times its plane's scale times its weight column.    */
 /* The input is in [rows, cin, hin, win] with one plane (code NULL), or, with code [rows, cin, hin,  */
@@ -260,15 +267,13 @@ static int NAME(send)(const real *restrict in, const uint32_t *restrict code, in
                         }
                         const uint32_t bits = code[at]; /* the planes this neuron spikes in */
                         const real *value = in ? in + at : NULL;
-                        if (c1 - c0 == 64) /* common widths, unrolled */
-                            for (int64_t i = 0; i < t[0]; i++)
-                                NAME(add_spikes)(a + t[2 + 2 * i], wc + t[1 + 2 * i], bits, value, stride, scale, 64);
-                        else if (c1 - c0 == 32)
-                            for (int64_t i = 0; i < t[0]; i++)
-                                NAME(add_spikes)(a + t[2 + 2 * i], wc + t[1 + 2 * i], bits, value, stride, scale, 32);
+                        const int64_t width_out = c1 - c0;
+                        if (width_out == 64) /* common widths, unrolled */
+                            NAME(add_taps)(a, wc, t, bits, value, stride, scale, 64);
+                        else if (width_out == 32)
+                            NAME(add_taps)(a, wc, t, bits, value, stride, scale, 32);
                         else
-                            for (int64_t i = 0; i < t[0]; i++)
-                                NAME(add_spikes)(a + t[2 + 2 * i], wc + t[1 + 2 * i], bits, value, stride, scale, c1 - c0);
+                            NAME(add_taps)(a, wc, t, bits, value, stride, scale, width_out);
                     }
                 }
             }
@@ -402,17 +407,16 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
     uint32_t *code = malloc(sizeof(uint32_t) * n);
     real *count = malloc(sizeof(real) * n); /* spikes per neuron */
     if (!code || !count) { free(code); free(count); return 1; }
-    _Pragma("omp parallel for schedule(static) num_threads(loop_threads)")
+    int64_t sent = 0; /* spikes of the whole layer */
+    _Pragma("omp parallel for schedule(static) num_threads(loop_threads) reduction(+:sent)")
     for (int64_t start = 0; start < n; start += BLOCK) {
         const int64_t m = start + BLOCK < n ? BLOCK : n - start;
         NAME(fire_codes)(gate + start, offset, residual + start, code + start, bits, m);
-        for (int64_t i = start; i < start + m; i++) count[i] = (real)__builtin_popcount(code[i]);
+        for (int64_t i = start; i < start + m; i++) sent += (int64_t)(count[i] = (real)__builtin_popcount(code[i]));
     }
     /* tally of the counts: one "step" that holds every neuron's spikes */
     int failed = NAME(tally)(count, 1, batch, channels, positions, fan, totals, channel, ops,
                              batch < loop_threads ? batch : loop_threads);
-    int64_t sent = 0;
-    for (int64_t i = 0; i < n; i++) sent += __builtin_popcount(code[i]);
     free(count);
     const int dense = !wt || sent > max_events;
     if (!failed && (keep || dense)) {
