@@ -17,7 +17,7 @@ import torch
 
 from dqn2snn_plugin import convert, load_dqn
 from dqn2snn_plugin.calibration import calibration_and_test_observations
-from dqn2snn_plugin.results import write_table
+from dqn2snn_plugin.io.results import write_table
 from dqn2snn_plugin.normalization import layer_scales
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"

@@ -21,7 +21,7 @@ import torch
 
 from dqn2snn_plugin import convert, load_dqn
 from dqn2snn_plugin.calibration import calibration_and_test_observations
-from dqn2snn_plugin.results import write_json
+from dqn2snn_plugin.io.results import write_json
 from dqn2snn_plugin.normalization import layer_scales
 from few_steps import test_agreement  # benchmarks/ is on sys.path when this script runs
 

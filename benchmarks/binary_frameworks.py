@@ -25,7 +25,7 @@ from spikingjelly.activation_based import ann2snn
 from dqn2snn_plugin import convert, load_dqn
 from dqn2snn_plugin.adapters.spikingjelly import BinaryCodingRecipe, SpikingJellyBackend
 from dqn2snn_plugin.calibration import calibration_and_test_observations
-from dqn2snn_plugin.results import markdown_table, write_json
+from dqn2snn_plugin.io.results import markdown_table, write_json
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 

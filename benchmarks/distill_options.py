@@ -20,7 +20,7 @@ import torch
 
 from dqn2snn_plugin import load_dqn
 from dqn2snn_plugin.calibration import calibration_and_test_observations
-from dqn2snn_plugin.distillation import distill
+from dqn2snn_plugin.improve.distillation import distill
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 

@@ -24,7 +24,7 @@ import torch
 
 from dqn2snn_plugin import convert, load_dqn
 from dqn2snn_plugin.calibration import calibration_and_test_observations
-from dqn2snn_plugin.results import write_table
+from dqn2snn_plugin.io.results import write_table
 from dqn2snn_plugin.normalization import record_activations
 from dqn2snn_plugin.spiking import if_scan
 

@@ -39,11 +39,11 @@ import torch
 
 from dqn2snn_plugin import convert, load_dqn, tune
 from dqn2snn_plugin.calibration import calibration_and_test_observations
-from dqn2snn_plugin.distillation import distill
-from dqn2snn_plugin.evaluation import RunSettings, play_dqn, play_snn
+from dqn2snn_plugin.improve.distillation import distill
+from dqn2snn_plugin.experiments.evaluation import RunSettings, play_dqn, play_snn
 from dqn2snn_plugin.normalization import layer_scales
-from dqn2snn_plugin.results import CellLog, write_table
-from dqn2snn_plugin.tuning import calibrate_biases
+from dqn2snn_plugin.io.results import CellLog, write_table
+from dqn2snn_plugin.improve.tuning import calibrate_biases
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 OPTIONS = ("paper", "half", "carry", "bias", "tuned", "distilled", "distilled-cw", "binary", "binary-distilled")

@@ -2,7 +2,7 @@
 # Issue 5 on a GPU: the simulation-speed benchmark with --device cuda on the packaged Breakout fixture
 # (dqn2snn_plugin/data/BreakoutNoFrameskip-v4.qnet.pt), once with SpikingJelly's default CUDA IF kernel
 # and once with its Triton kernel (SJ_IF_CUDA_IMPLEMENTATION=triton). On CUDA the spikingjelly backend
-# runs SpikingJelly's own multi-step kernel (adapters/spikingjelly.py, kernel="auto"). The states are
+# runs SpikingJelly's own multi-step kernel (dqn2snn_plugin/adapters/spikingjelly.py, kernel="auto"). The states are
 # collected by the DQN playing Breakout through ale-py (CPU); no env-play timing (--play-max-steps 0).
 # About 90 s on one H100 (measured 2026-11-27; results in docs/results.md).
 #

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from dqn2snn_plugin import convert, load_dqn  # noqa: E402
 from dqn2snn_plugin.adapters.spikingjelly import SpikingJellyBackend  # noqa: E402
 from dqn2snn_plugin.calibration import collect_observations  # noqa: E402
-from dqn2snn_plugin.results import write_text  # noqa: E402
+from dqn2snn_plugin.io.results import write_text  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[1] / "dqn2snn_plugin" / "data" / "BreakoutNoFrameskip-v4.qnet.pt"  # packaged
 

@@ -20,7 +20,7 @@ import torch
 from dqn2snn_plugin import save_nir
 from dqn2snn_plugin.adapters.nir import FRAMEWORKS, load_nir, run_nir
 from dqn2snn_plugin.errors import ConfigError
-from dqn2snn_plugin.results import write_json, write_table
+from dqn2snn_plugin.io.results import write_json, write_table
 from nir_weight_bits import game_parser, game_snns  # benchmarks/ is on sys.path when this script runs
 
 

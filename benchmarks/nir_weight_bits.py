@@ -23,7 +23,7 @@ from torch import nn
 
 from dqn2snn_plugin import convert, from_nir, load_dqn, to_nir
 from dqn2snn_plugin.calibration import calibration_and_test_observations
-from dqn2snn_plugin.results import write_json, write_table
+from dqn2snn_plugin.io.results import write_json, write_table
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 

@@ -25,8 +25,8 @@ import torch
 
 from dqn2snn_plugin import load_dqn
 from dqn2snn_plugin.calibration import calibration_and_test_observations
-from dqn2snn_plugin.distillation import ClipFloorShift, distill
-from dqn2snn_plugin.results import write_json
+from dqn2snn_plugin.improve.distillation import ClipFloorShift, distill
+from dqn2snn_plugin.io.results import write_json
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 UNLIMITED = 2**30  # levels standing in for "no quantisation": steps far below float32's resolution of a rate

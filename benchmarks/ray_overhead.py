@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from dqn2snn_plugin import evaluation as ev  # noqa: E402
 from dqn2snn_plugin import grid  # noqa: E402
 from dqn2snn_plugin.adapters.ray import RayRunner, connected  # noqa: E402
-from dqn2snn_plugin.results import write_json  # noqa: E402
+from dqn2snn_plugin.io.results import write_json  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 

@@ -3,7 +3,7 @@
 For each coding (rate: T in --T; binary: T in --binary-T) and batch B in {1, 8, 64}, on real Atari
 states of a fixture DQN:
   (a) our multi-step simulation, `snn.readouts(obs, T)`, for each backend (spikingjelly, snntorch):
-      compiled C loops and event-driven synapses (`dqn2snn_plugin.fused_scan`); with --python-loops
+      compiled C loops and event-driven synapses (`dqn2snn_plugin._native.fused_scan`); with --python-loops
       also "dense synapses" (C loops, `snn.event_driven = False`) and "python loops" (no C at all);
   (b) a naive per-time-step loop over the whole network: SpikingJelly's converted model `snn.native`
       in single-step mode, `functional.reset_net` per decision, the full forward (first conv
@@ -36,10 +36,13 @@ from pathlib import Path
 
 import torch
 
-from dqn2snn_plugin import convert, fused_scan, load_dqn, spiking
+from dqn2snn_plugin import convert
+from dqn2snn_plugin._native import fused_scan
+from dqn2snn_plugin import load_dqn
+from dqn2snn_plugin import spiking
 from dqn2snn_plugin.calibration import collect_observations
-from dqn2snn_plugin.evaluation import RunSettings, play_dqn, play_snn
-from dqn2snn_plugin.results import write_text
+from dqn2snn_plugin.experiments.evaluation import RunSettings, play_dqn, play_snn
+from dqn2snn_plugin.io.results import write_text
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn" / "BreakoutNoFrameskip-v4.qnet.pt"
 NAIVE_LIMIT_S = 60.0  # skip a naive-loop cell whose single call is predicted to take longer than this

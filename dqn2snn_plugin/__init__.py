@@ -40,11 +40,11 @@ _LAZY = {
     "convert": "dqn2snn_plugin.conversion",
     "SpikingQNetwork": "dqn2snn_plugin.spiking",
     "agreement": "dqn2snn_plugin.metrics",
-    "tune": "dqn2snn_plugin.tuning",
-    "distill": "dqn2snn_plugin.distillation",
-    "to_nir": "dqn2snn_plugin.nir_graph",
-    "from_nir": "dqn2snn_plugin.nir_graph",
-    "save_nir": "dqn2snn_plugin.nir_graph",
+    "tune": "dqn2snn_plugin.improve.tuning",
+    "distill": "dqn2snn_plugin.improve.distillation",
+    "to_nir": "dqn2snn_plugin.io.nir_graph",
+    "from_nir": "dqn2snn_plugin.io.nir_graph",
+    "save_nir": "dqn2snn_plugin.io.nir_graph",
 }
 
 __all__ = [

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from dqn2snn_plugin import fused_scan
+from dqn2snn_plugin._native import fused_scan
 from dqn2snn_plugin.errors import ConfigError
 
 MAX_BITS = 24  # float32's integer resolution
@@ -52,7 +52,7 @@ def check_bits(T: int) -> int:
 def integrate(current: torch.Tensor) -> torch.Tensor:
     """A membrane that doubles before each step's input: sum_t 2**(T-1-t) current[t] ([T, B, ...] -> [B, ...]).
 
-    On CPU one C call where it can (`dqn2snn_plugin.fused_scan`, bit-identical); the loop is its reference.
+    On CPU one C call where it can (`dqn2snn_plugin._native.fused_scan`, bit-identical); the loop is its reference.
     """
     fused = fused_scan.integrate(current)
     if fused is not None:
@@ -68,7 +68,7 @@ def fire(v: torch.Tensor, T: int, start: float = 0.0) -> tuple[torch.Tensor, tor
 
     Returns spikes [T, *v.shape] and the residual membrane. A membrane at or above 2**T - 1 sends
     all ones (saturation), one below 1 sends none: the rate is clip(floor(v), 0, 2**T - 1) / (2**T - 1).
-    On CPU one C call where it can (`dqn2snn_plugin.fused_scan`, bit-identical); the loop is its reference.
+    On CPU one C call where it can (`dqn2snn_plugin._native.fused_scan`, bit-identical); the loop is its reference.
     """
     fused = fused_scan.fire(v, T, start)
     if fused is not None:

@@ -11,27 +11,20 @@ plays the two sets from disjoint env seeds and independent exploration, i.e. dif
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from dqn2snn_plugin.atari import check_action_count, play
-from dqn2snn_plugin.checkpoint import DQNCheckpoint, observation_batch
-from dqn2snn_plugin.errors import CalibrationError, ConfigError, ObservationError
+from dqn2snn_plugin.envs.atari import check_action_count, play
+from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.errors import CalibrationError, ConfigError
+from dqn2snn_plugin.io.cache import cache_dir as default_cache_dir
+from dqn2snn_plugin.io.results import write_file
 
 # Seed offset of the test set: env seeds (seed + i) of the two runs never overlap below this many envs.
 TEST_SEED_OFFSET = 1_000_003
 _CACHE_FORMAT = "obs-v1"
-
-
-def default_cache_dir() -> Path:
-    """`$DQN2SNN_CACHE` if set, else `~/.cache/dqn2snn`."""
-    return Path(os.environ.get("DQN2SNN_CACHE") or Path.home() / ".cache" / "dqn2snn")
 
 
 def _cache_key(checkpoint: DQNCheckpoint, **settings: object) -> str:
@@ -45,16 +38,14 @@ def _cache_key(checkpoint: DQNCheckpoint, **settings: object) -> str:
 
 
 def _save_atomically(path: Path, array: np.ndarray) -> None:
-    """Write `array` as .npy so that readers see either no file or the whole file."""
+    """Write `array` as .npy through the one atomic writer: readers see either no file or the whole file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle: np.save would append .npy to a path
             np.save(handle, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    write_file(path, save)
 
 
 def _load_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -108,7 +99,7 @@ def collect_observations(
 
     The DQN plays whole games (`n_envs` in parallel, env i seeded with seed + i) with epsilon-greedy
     exploration; every state it acts on is recorded, in step order, until `n_frames` are collected.
-    The result is cached under `cache_dir` (default `default_cache_dir()`) and reused when the
+    The result is cached under `cache_dir` (default `dqn2snn_plugin.io.cache.cache_dir()`) and reused when the
     weights, game, `n_frames`, `seed`, `epsilon` and `n_envs` are the same; `use_cache=False` neither
     reads nor writes the cache. Different seeds give different episodes.
     """
@@ -145,39 +136,3 @@ def calibration_and_test_observations(
     calibration = collect_observations(checkpoint, n_calibration, seed=seed, **options)
     test = collect_observations(checkpoint, n_test, seed=seed + TEST_SEED_OFFSET, **options)
     return calibration, test
-
-
-def _as_batch(item: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """One observation or a batch of them as a batch tensor (an empty batch stays empty: the caller
-    refuses an empty set as a whole); CalibrationError if the shape or the values are wrong."""
-    if tuple(np.shape(item)) == (0, *shape):
-        return torch.as_tensor(np.asarray(item))
-    try:
-        return observation_batch(item, shape)
-    except ObservationError as exc:
-        if tuple(np.shape(item))[-len(shape):] == shape:
-            raise CalibrationError(f"calibration {exc}") from None
-        raise CalibrationError(
-            f"observations of shape {tuple(np.shape(item))} do not match the network's input: expected "
-            f"{shape} or [B, {', '.join(map(str, shape))}]"
-        ) from None
-
-
-def as_observation_array(
-    data: np.ndarray | torch.Tensor | Iterable[np.ndarray | torch.Tensor], observation_shape: tuple[int, ...]
-) -> torch.Tensor:
-    """Observations as one CPU batch tensor `[N, *observation_shape]` (dtype kept, e.g. uint8).
-
-    `data` may be an array or tensor (one observation or a batch) or an iterable of such (e.g. a
-    list of batches or a DataLoader of tensors). Raises CalibrationError for an empty set or a shape
-    that does not match `observation_shape`.
-    """
-    shape = tuple(observation_shape)
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        batches = [_as_batch(data, shape)]
-    else:
-        batches = [_as_batch(item, shape) for item in data]
-    batch = torch.cat(batches).cpu() if batches else torch.empty((0, *shape))
-    if len(batch) == 0:
-        raise CalibrationError(f"the observation set is empty: expected at least one observation of shape {shape}")
-    return batch

@@ -15,52 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqn2snn_plugin import fused_scan
 from dqn2snn_plugin.adapters import hub, sb3
 from dqn2snn_plugin.adapters.sb3_network import infer_observation_shape
-from dqn2snn_plugin.errors import CheckpointError, ObservationError, UnsupportedLayerError
+from dqn2snn_plugin.errors import CheckpointError, UnsupportedLayerError
+from dqn2snn_plugin.observations import observation_batch
 
 CONVERTIBLE_LAYERS = (nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten)
-
-
-def observation_batch(obs: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Raw observations (numpy or torch, one or a batch) as a batch tensor [B, *shape], dtype kept.
-
-    ObservationError for a wrong shape, an empty batch, NaN or infinite values, and image frames
-    (3-D observations, raw pixels 0..255) with fractional values: those were divided by 255 already,
-    while SB3's `/255` is folded into the network's first layer."""
-    try:
-        x = obs if isinstance(obs, torch.Tensor) else torch.as_tensor(np.asarray(obs))
-    except (TypeError, ValueError, RuntimeError):
-        raise ObservationError(f"observations must be a numeric array or tensor, got {type(obs).__name__}") from None
-    shape = tuple(shape)
-    if tuple(x.shape) == shape:
-        x = x.unsqueeze(0)
-    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-        raise ObservationError(
-            f"observations of shape {tuple(x.shape)} do not match this network's input: "
-            f"expected [B, {', '.join(map(str, shape))}]"
-        )
-    if len(x) == 0:
-        raise ObservationError(f"the observation batch is empty: pass at least one observation of shape {shape}")
-    if x.is_floating_point():
-        # one cheap pass on images (an agent's hot path): NaN, infinities and fractions all have a nonzero
-        # fractional part (frac(inf) is NaN): in C where it can, else the sum of |frac| (0 only for whole pixels)
-        if len(shape) == 3:
-            suspect = fused_scan.fractional(x)
-            suspect = bool(torch.frac(x).abs_().sum() != 0) if suspect is None else suspect
-        else:
-            suspect = not torch.isfinite(x).all()
-        if suspect and not torch.isfinite(x).all():
-            raise ObservationError("observations hold NaN or infinite values: pass the env's raw observations")
-        if suspect:
-            raise ObservationError(
-                "image observations hold fractional values: pass raw pixels 0..255 (uint8), not frames divided "
-                "by 255 (the DQN's /255 is already inside its first layer)"
-            )
-    elif x.dtype == torch.bool or x.is_complex():
-        raise ObservationError(f"observations must be numbers, got dtype {x.dtype}")
-    return x
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,14 @@ load the checkpoint, and only then create output folders, so a refused run leave
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dqn2snn_plugin.errors import Dqn2SnnError
-from dqn2snn_plugin.results import check_output_dir, check_output_file, markdown_table, writable_dir, write_json
+from dqn2snn_plugin.io.results import check_output_dir, check_output_file, markdown_table, writable_dir, write_json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +40,7 @@ def _register_inspect(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin.atari import action_count, check_action_count
+    from dqn2snn_plugin.envs.atari import action_count, check_action_count
     from dqn2snn_plugin.checkpoint import describe, load_dqn
     from dqn2snn_plugin.errors import EnvIdError
 
@@ -67,7 +69,7 @@ def _count(text: str) -> int:
 
 def _seed(text: str) -> int:
     """A seed in 0 .. MAX_SEED (argparse type)."""
-    from dqn2snn_plugin.evaluation import check_seed
+    from dqn2snn_plugin.experiments.evaluation import check_seed
 
     try:
         return check_seed(int(text))
@@ -131,7 +133,7 @@ def _settings(args: argparse.Namespace):
     """RunSettings from the options; those a command does not take keep their defaults."""
     from dataclasses import fields
 
-    from dqn2snn_plugin.evaluation import RunSettings
+    from dqn2snn_plugin.experiments.evaluation import RunSettings
 
     given = {f.name: getattr(args, f.name) for f in fields(RunSettings) if hasattr(args, f.name)}
     return RunSettings(**given).check()
@@ -161,7 +163,7 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin import evaluation as ev
+    from dqn2snn_plugin.experiments import evaluation as ev
 
     (T,), (p,) = ev.check_grid([_T(args, 64)], [args.percentile], args.coding)
     settings = _settings(args)
@@ -202,8 +204,8 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin import evaluation as ev
-    from dqn2snn_plugin.sweep import SWEEP_HEADERS, sweep
+    from dqn2snn_plugin.experiments import evaluation as ev
+    from dqn2snn_plugin.experiments.sweep import SWEEP_HEADERS, sweep
 
     default_Ts = [2, 4, 6, 8, 10, 12, 16] if args.coding == "binary" else [8, 16, 32, 64, 128, 256, 500]
     Ts, ps = ev.check_grid(args.T or default_Ts, args.percentile, args.coding)
@@ -221,7 +223,7 @@ def _register_benchmark(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "benchmark", help="the paper's table over many games x settings, resumable, optionally on Ray",
         description="Evaluate every checkpoint (or every .zip/.pt/.pth in a directory; hf:// ids too) at every "
-        "setting of the grid --coding x --T x --percentile: one cell per game and setting (dqn2snn_plugin.grid). "
+        "setting of the grid --coding x --T x --percentile: one cell per game and setting (dqn2snn_plugin.experiments.grid). "
         "Checkpoints holding the same weights are one game. Each finished cell is appended to DIR/cells.jsonl at "
         "once, so a rerun computes only the missing cells; DIR/config.json pins what all cells share. Writes the "
         "table as DIR/benchmark.md and DIR/benchmark.csv. With --ray the cells run as Ray tasks (docs/ray.md).",
@@ -259,7 +261,7 @@ def _register_benchmark(subparsers: argparse._SubParsersAction) -> None:
 
 def _benchmark_grid(args: argparse.Namespace):
     """The grid's settings and notes on skipped cells, from the grid options or --paper."""
-    from dqn2snn_plugin import grid
+    from dqn2snn_plugin.experiments import grid
     from dqn2snn_plugin.errors import ConfigError
 
     if not args.paper:
@@ -288,7 +290,7 @@ def _ray_runner(args: argparse.Namespace):
 
 def _paper_games(games: list, notes: list[str]) -> list:
     """The paper's games among `games`; notes (printed first) name the others and the paper's games not given."""
-    from dqn2snn_plugin import grid
+    from dqn2snn_plugin.experiments import grid
     from dqn2snn_plugin.errors import ConfigError
 
     ours, missing, others = grid.split_paper_games(games)
@@ -305,8 +307,8 @@ def _paper_games(games: list, notes: list[str]) -> list:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
-    from dqn2snn_plugin import evaluation as ev
-    from dqn2snn_plugin import grid
+    from dqn2snn_plugin.experiments import evaluation as ev
+    from dqn2snn_plugin.experiments import grid
     from dqn2snn_plugin.errors import ConfigError
 
     if args.episodes is None:
@@ -350,9 +352,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 def _register_convert(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "convert", help="convert a DQN and save the SNN (reload with dqn2snn_plugin.store.load_snn)",
+        "convert", help="convert a DQN and save the SNN (reload with dqn2snn_plugin.io.store.load_snn)",
         description="Calibrate on the DQN's own play, convert, and save OUT/snn.pt (load it with "
-        "dqn2snn_plugin.store.load_snn), OUT/scales.json and, for rate coding, OUT/snn.nir (the NIR graph: "
+        "dqn2snn_plugin.io.store.load_snn), OUT/scales.json and, for rate coding, OUT/snn.nir (the NIR graph: "
         "dqn2snn_plugin.from_nir, or dqn2snn_plugin.adapters.nir.load_nir for SpikingJelly, snnTorch, Sinabs).",
     )
     parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
@@ -368,9 +370,9 @@ def _register_convert(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin import evaluation as ev
+    from dqn2snn_plugin.experiments import evaluation as ev
     from dqn2snn_plugin.conversion import convert
-    from dqn2snn_plugin.store import save_snn
+    from dqn2snn_plugin.io.store import save_snn
 
     (T,), (p,) = ev.check_grid([_T(args, 64)], [args.percentile], args.coding)
     settings = _settings(args)
@@ -387,7 +389,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if snn.coding == "binary":
         print("no snn.nir: binary spike coding has no NIR form (its IF neurons change threshold between steps)")
     else:
-        from dqn2snn_plugin.nir_graph import save_nir
+        from dqn2snn_plugin.io.nir_graph import save_nir
 
         save_nir(snn, out / "snn.nir", provenance={
             "checkpoint": checkpoint.source, "checkpoint_sha": ev.checkpoint_digest(checkpoint),
@@ -401,7 +403,7 @@ def _register_tune(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tune", help="find the cheapest T whose tuned SNN reaches a target agreement, and save it",
         description="For T = 4, 8, 16, ... try percentiles, initial membranes and bias calibration "
-        "(dqn2snn_plugin.tuning; with --distill also a distilled copy), choose on held-out calibration states, stop at the first T whose "
+        "(dqn2snn_plugin.improve.tuning; with --distill also a distilled copy), choose on held-out calibration states, stop at the first T whose "
         "agreement with the DQN reaches the target, and save OUT/snn.pt and OUT/tuning.json.",
     )
     parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
@@ -411,7 +413,7 @@ def _register_tune(subparsers: argparse._SubParsersAction) -> None:
                         help="time steps to try, cheapest first (default 4,8,16,32,64,128; with --coding binary "
                         "2,4,6,8,10,12,16)")
     parser.add_argument("--distill", action="store_true",
-                        help="also try a copy distilled for each T (dqn2snn_plugin.distillation; "
+                        help="also try a copy distilled for each T (dqn2snn_plugin.improve.distillation; "
                         "minutes per T on a CPU, seconds on a GPU)")
     _add_run_options(parser, playing=False, readout=False)
     _add_conversion_options(parser)
@@ -423,9 +425,9 @@ def _register_tune(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_tune(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from dqn2snn_plugin import evaluation as ev
-    from dqn2snn_plugin.store import save_snn
-    from dqn2snn_plugin.tuning import cheapest_T
+    from dqn2snn_plugin.experiments import evaluation as ev
+    from dqn2snn_plugin.io.store import save_snn
+    from dqn2snn_plugin.improve.tuning import cheapest_T
 
     from dqn2snn_plugin.errors import ConfigError
 
@@ -476,8 +478,8 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin import evaluation as ev
-    from dqn2snn_plugin.demo import conversions, find_demo_checkpoint, run_demo, table
+    from dqn2snn_plugin.experiments import evaluation as ev
+    from dqn2snn_plugin.experiments.demo import conversions, find_demo_checkpoint, run_demo, table
 
     conversions(args.bits, args.rate_T, 1)  # refuses --bits above binary_coding.MAX_BITS and T beyond MAX_T
     settings = _settings(args)
@@ -520,7 +522,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 success, 2 usage or plugin error)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a closed pipe is found here, not in the interpreter's own flush at exit
+        return status
+    except BrokenPipeError:
+        # the reader went away (`dqn2snn inspect X | head`): stop quietly, as a command killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except Dqn2SnnError as exc:
         print(f"dqn2snn: error: {exc}", file=sys.stderr)
         return 2

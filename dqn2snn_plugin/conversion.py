@@ -18,6 +18,7 @@ from torch import nn
 
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import ConfigError, UnsupportedLayerError
+from dqn2snn_plugin.observations import as_observation_array
 from dqn2snn_plugin.normalization import SYNAPSES, LayerScales, Rank, check_network, layer_scales
 from dqn2snn_plugin.spiking import Coding, InputCoding, Readout, SpikingQNetwork, check_readout, check_T
 
@@ -78,7 +79,6 @@ def fold_scales(network: nn.Sequential, scales: LayerScales) -> list[nn.Sequenti
 
 
 def _resolve(checkpoint_or_module, calibration) -> tuple[nn.Sequential, tuple[int, ...], torch.Tensor]:
-    from dqn2snn_plugin.calibration import as_observation_array
 
     if isinstance(checkpoint_or_module, DQNCheckpoint):
         network = checkpoint_or_module.q_network

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dqn2snn_plugin.calibration import as_observation_array
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import ConfigError, ObservationError
+from dqn2snn_plugin.observations import as_observation_array
 
 DEFAULT_READOUT = "default"
 

@@ -31,10 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqn2snn_plugin import binary_coding, fused_scan
-from dqn2snn_plugin.checkpoint import observation_batch
+from dqn2snn_plugin import binary_coding
+from dqn2snn_plugin._native import fused_scan
 from dqn2snn_plugin.errors import ConfigError, ObservationError
 from dqn2snn_plugin.normalization import LayerScales
+from dqn2snn_plugin.observations import observation_batch
 
 Readout = Literal["spikes", "spikes+membrane", "membrane"]
 READOUTS: tuple[str, ...] = ("spikes", "spikes+membrane", "membrane")
@@ -99,7 +100,7 @@ def if_scan(current: torch.Tensor, v: torch.Tensor, threshold: float = 1.0) -> t
 
     The same equations as SpikingJelly's soft-reset `IFNode`, in place and without the per-step
     copies its trainable kernel keeps for backward (about 4x faster on CPU). On CPU the loop runs
-    as one C call where it can (`dqn2snn_plugin.fused_scan`, bit-identical); this is its reference.
+    as one C call where it can (`dqn2snn_plugin._native.fused_scan`, bit-identical); this is its reference.
     """
     fused = fused_scan.if_scan(current, v, threshold)
     if fused is not None:
@@ -237,7 +238,7 @@ class SpikingQNetwork(nn.Module):
         # snn.to() / snn.double() never touch the user's network; `store.save_snn` saves it
         self._source: tuple[nn.Sequential, ...] = () if source_network is None else (source_network,)
         self.carry_state = False
-        # per-layer bias corrections added after folding (see dqn2snn_plugin.tuning); saved with the SNN
+        # per-layer bias corrections added after folding (see dqn2snn_plugin.improve.tuning); saved with the SNN
         self.bias_shifts: list[torch.Tensor] = [torch.zeros(_weighted(s).out_channels if isinstance(_weighted(s), nn.Conv2d)
                                                             else _weighted(s).out_features) for s in synapses]
         self.generator = torch.Generator().manual_seed(0)

@@ -7,8 +7,8 @@ import types
 import numpy as np
 import pytest
 
-from dqn2snn_plugin import atari
-from dqn2snn_plugin.atari import EpisodeResult, check_action_count, make_env, play
+from dqn2snn_plugin.envs import atari
+from dqn2snn_plugin.envs.atari import EpisodeResult, check_action_count, make_env, play
 from dqn2snn_plugin.errors import ConfigError, EnvIdError, ObservationError
 
 BREAKOUT = "BreakoutNoFrameskip-v4"

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 
 import numpy as np
 import pytest
 import torch
 
 from dqn2snn_plugin import calibration
-from dqn2snn_plugin.atari import make_env
-from dqn2snn_plugin.calibration import as_observation_array, calibration_and_test_observations, collect_observations
+from dqn2snn_plugin.envs.atari import make_env
+from dqn2snn_plugin.calibration import calibration_and_test_observations, collect_observations
+from dqn2snn_plugin.observations import as_observation_array
 from dqn2snn_plugin.errors import CalibrationError, ConfigError, EnvIdError
 
 from _fixtures import atari_checkpoint, tiny_checkpoint
@@ -29,6 +31,9 @@ def test_collects_the_states_the_dqn_acts_on_and_caches_them(tmp_path, monkeypat
     assert np.array_equal(frames[:8], first)  # step 1 of env 0..7, then step 2, ...
     assert not np.array_equal(frames[8:16], first)
     assert [p.suffix for p in tmp_path.iterdir()] == [".npy"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert next(tmp_path.iterdir()).stat().st_mode & 0o777 == 0o666 & ~umask  # the one atomic writer's mode, not 0600
 
     monkeypatch.setattr(calibration, "play", refuse_to_play)
     assert np.array_equal(collect_observations(dqn, 20, n_envs=8, seed=5, cache_dir=tmp_path), frames)

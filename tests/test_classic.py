@@ -7,13 +7,13 @@ import importlib.util
 import numpy as np
 import pytest
 
-from dqn2snn_plugin import classic
-from dqn2snn_plugin.atari import check_action_count, play
+from dqn2snn_plugin.envs import classic
+from dqn2snn_plugin.envs.atari import check_action_count, play
 from dqn2snn_plugin.calibration import collect_observations
 from dqn2snn_plugin.checkpoint import load_dqn
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import EnvIdError
-from dqn2snn_plugin.evaluation import RunSettings, evaluate
+from dqn2snn_plugin.experiments.evaluation import RunSettings, evaluate
 
 HAS_BOX2D = importlib.util.find_spec("Box2D") is not None
 
@@ -75,7 +75,7 @@ def test_cartpole_calibrates_on_its_own_play_and_evaluates(fixtures_dir, tmp_pat
 
 def test_cli_convert_saves_a_cartpole_snn_and_its_nir_graph(fixtures_dir, tmp_path, monkeypatch):
     from dqn2snn_plugin.cli import main
-    from dqn2snn_plugin.store import load_snn
+    from dqn2snn_plugin.io.store import load_snn
 
     monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path / "cache"))
     zoo = fixtures_dir / "sb3-zoo" / "classic" / "CartPole-v1.zip"

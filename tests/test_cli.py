@@ -76,3 +76,12 @@ def test_console_script(fixtures_dir, tmp_path):
     failed = subprocess.run([script, "inspect", missing], capture_output=True, text=True, timeout=120)
     assert failed.returncode == 2
     assert failed.stderr.startswith("dqn2snn: error:") and "Traceback" not in failed.stderr
+
+
+def test_a_closed_pipe_ends_quietly_without_a_traceback(any_checkpoint):
+    """`dqn2snn inspect X | true`: the reader is gone before the first write (python starts in seconds,
+    `true` in milliseconds); no BrokenPipeError traceback, and SIGPIPE's status as a shell reports it."""
+    script = f"{sys.executable} -m dqn2snn_plugin.cli inspect {any_checkpoint} | true"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True)
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+    assert out.returncode == 141

@@ -28,7 +28,7 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the input was checked")
 
-    for module in ("dqn2snn_plugin.evaluation", "dqn2snn_plugin.calibration"):
+    for module in ("dqn2snn_plugin.experiments.evaluation", "dqn2snn_plugin.calibration"):
         monkeypatch.setattr(f"{module}.play", refuse)
 
 
@@ -109,7 +109,7 @@ def test_evaluate_writes_json_and_prints_table(capsys, tmp_path):
 
 
 def test_convert_saves_a_reloadable_snn(capsys, tmp_path, atari_observations):
-    from dqn2snn_plugin.store import load_snn
+    from dqn2snn_plugin.io.store import load_snn
 
     assert main(["convert", QNET, "--T", "8", "--calibration-frames", "300", "-o", str(tmp_path)]) == 0
     scales = json.loads((tmp_path / "scales.json").read_text())
@@ -131,7 +131,7 @@ def test_benchmark_writes_the_table(capsys, tmp_path):
 
 
 def test_tune_with_distillation_saves_the_chosen_snn(capsys, tmp_path, atari_observations):
-    from dqn2snn_plugin.store import load_snn
+    from dqn2snn_plugin.io.store import load_snn
 
     argv = ["tune", QNET, "--T", "4", "--calibration-frames", "300", "--target-agreement", "1.0", "--distill"]
     assert main([*argv, "-o", str(tmp_path)]) == 0
@@ -151,7 +151,7 @@ def test_binary_coding_with_too_many_bits_is_refused(command, capsys, tmp_path, 
 
 
 def test_convert_with_binary_coding_saves_a_binary_snn(capsys, tmp_path, atari_observations):
-    from dqn2snn_plugin.store import load_snn
+    from dqn2snn_plugin.io.store import load_snn
 
     argv = ["convert", QNET, "--coding", "binary", "--percentile", "99.99", "--channel-wise"]  # T: 8 bits unless given
     assert main([*argv, "--calibration-frames", "300", "-o", str(tmp_path)]) == 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from dqn2snn_plugin import demo
+from dqn2snn_plugin.experiments import demo
 from dqn2snn_plugin.checkpoint import load_dqn
 from dqn2snn_plugin.conversion import convert
-from dqn2snn_plugin.evaluation import RunSettings
+from dqn2snn_plugin.experiments.evaluation import RunSettings
 from _fixtures import atari_checkpoint
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dqn2snn_plugin import convert, tune
-from dqn2snn_plugin.distillation import (
+from dqn2snn_plugin.improve.distillation import (
     ClipFloorShift,
     DistillationLoss,
     distill,
@@ -15,7 +15,7 @@ from dqn2snn_plugin.distillation import (
 )
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.normalization import LayerScales
-from dqn2snn_plugin.store import load_snn, save_snn
+from dqn2snn_plugin.io.store import load_snn, save_snn
 
 
 def test_clip_floor_shift_rounds_to_levels_and_passes_gradients():

@@ -10,15 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from dqn2snn_plugin import evaluation as ev
-from dqn2snn_plugin import sweep as sw
-from dqn2snn_plugin.atari import play
+from dqn2snn_plugin.experiments import evaluation as ev
+from dqn2snn_plugin.experiments import sweep as sw
+from dqn2snn_plugin.envs.atari import play
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.cli import main
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import ResultsError
-from dqn2snn_plugin.results import CellLog, writable_dir, write_json
-from dqn2snn_plugin.store import load_snn, save_snn
+from dqn2snn_plugin.io.results import CellLog, writable_dir, write_json
+from dqn2snn_plugin.io.store import load_snn, save_snn
 from _fixtures import ATARI_FIXTURES, atari_checkpoint
 
 TINY = ev.RunSettings(episodes=2, calibration_frames=300, max_steps=60, n_envs=2)

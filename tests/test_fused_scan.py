@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from dqn2snn_plugin import binary_coding, fused_scan, spiking
+from dqn2snn_plugin import binary_coding
+from dqn2snn_plugin._native import fused_scan
+from dqn2snn_plugin import spiking
 
 needs_compiler = pytest.mark.skipif(fused_scan.compiler() is None, reason="no C compiler on this machine")
 

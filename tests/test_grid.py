@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from dqn2snn_plugin import evaluation as ev
-from dqn2snn_plugin import grid
+from dqn2snn_plugin.experiments import evaluation as ev
+from dqn2snn_plugin.experiments import grid
 from dqn2snn_plugin.cli import main
 from dqn2snn_plugin.errors import ConfigError, ResultsError
 from _fixtures import ATARI_FIXTURES as ATARI_DIR

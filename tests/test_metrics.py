@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from dqn2snn_plugin.atari import play
+from dqn2snn_plugin.envs.atari import play
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult, agreement, spearman_per_state
 

@@ -1,4 +1,4 @@
-"""NIR export (`dqn2snn_plugin.nir_graph`) and the framework loaders (`dqn2snn_plugin.adapters.nir`).
+"""NIR export (`dqn2snn_plugin.io.nir_graph`) and the framework loaders (`dqn2snn_plugin.adapters.nir`).
 
 Exact checks on real Breakout states: the graph read back from its file, run by each framework's own
 importer (with our corrections) and by a plain NIR interpreter written here, spikes neuron for
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from dqn2snn_plugin import NirError, convert, from_nir, save_nir, to_nir
 from dqn2snn_plugin.adapters.nir import load_nir, run_nir
-from dqn2snn_plugin.quantisation import quantise
+from dqn2snn_plugin.io.quantisation import quantise
 from _fixtures import atari_checkpoint
 
 # (T, channel_wise, initial membrane): each factor at both levels, each level with both of the others

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from dqn2snn_plugin import sweep as sw
+from dqn2snn_plugin.experiments import sweep as sw
 from dqn2snn_plugin.errors import ResultsError
-from dqn2snn_plugin.results import CellLog, check_output_dir, check_output_file
+from dqn2snn_plugin.io.results import CellLog, check_output_dir, check_output_file
 
 
 def test_output_paths_are_checked_without_creating_anything(tmp_path):

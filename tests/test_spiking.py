@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from dqn2snn_plugin import convert, fused_scan
+from dqn2snn_plugin import convert
+from dqn2snn_plugin._native import fused_scan
 from dqn2snn_plugin.adapters.snntorch import SnnTorchBackend
 from dqn2snn_plugin.adapters.spikingjelly import SpikingJellyBackend
 from dqn2snn_plugin.checkpoint import DQNCheckpoint

@@ -10,7 +10,7 @@ import torch
 
 from dqn2snn_plugin import convert
 from dqn2snn_plugin.errors import CheckpointError, ConfigError, ResultsError
-from dqn2snn_plugin.store import FORMAT, load_snn, save_snn
+from dqn2snn_plugin.io.store import FORMAT, load_snn, save_snn
 
 from _fixtures import MarkerPayload, atari_checkpoint
 

@@ -10,8 +10,8 @@ from dqn2snn_plugin import convert
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.normalization import record_activations
-from dqn2snn_plugin.store import load_snn, save_snn
-from dqn2snn_plugin.tuning import calibrate_biases, cheapest_T, tune
+from dqn2snn_plugin.io.store import load_snn, save_snn
+from dqn2snn_plugin.improve.tuning import calibrate_biases, cheapest_T, tune
 
 
 def rate_errors(snn, ckpt, states, T):

@@ -32,8 +32,8 @@ from dqn2snn_plugin import __version__
 from dqn2snn_plugin.conversion import make_backend
 from dqn2snn_plugin.errors import NirError
 from dqn2snn_plugin.normalization import LayerScales
-from dqn2snn_plugin.quantisation import quantise
-from dqn2snn_plugin.results import write_file
+from dqn2snn_plugin.io.quantisation import quantise
+from dqn2snn_plugin.io.results import write_file
 from dqn2snn_plugin.spiking import SpikingQNetwork
 
 FORMAT = "dqn2snn-nir-v1"
@@ -48,7 +48,7 @@ def to_nir(snn: SpikingQNetwork, *, weight_bits: int | None = None, per_channel:
 
     Args:
         weight_bits: None keeps the float weights; b in 2..16 puts each Conv2d / Affine on a symmetric
-            b-bit integer grid (see `dqn2snn_plugin.quantisation`), recorded in the node's metadata.
+            b-bit integer grid (see `dqn2snn_plugin.io.quantisation`), recorded in the node's metadata.
         per_channel: with `weight_bits`, one integer step per output channel instead of per layer.
         provenance: facts stored in the graph's metadata (checkpoint file, its digest, ...): strings,
             numbers, lists or dicts of them (HDF5 has no None: None values are left out).

@@ -15,25 +15,21 @@ first batch dominates; we rank the whole calibration set at once (`normalization
 
 from __future__ import annotations
 
-import os
+import copy
+import weakref
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # SpikingJelly's calibration bar is meaningless for our recipe
+import torch
+from spikingjelly.activation_based import base, neuron
+from spikingjelly.activation_based.ann2snn import RateCodingRecipe
+from spikingjelly.activation_based.ann2snn.modules import VoltageHook
+from spikingjelly.activation_based.ann2snn.recipes.base import replace_submodule
+from spikingjelly.activation_based.ann2snn.recipes.rate_coding import ChannelVoltageHook
+from spikingjelly.activation_based.neuron.few_spike import FewSpikeNode, FewSpikeTable
+from torch import fx, nn
 
-import copy  # noqa: E402
-import weakref  # noqa: E402
-
-import torch  # noqa: E402
-from spikingjelly.activation_based import base, neuron  # noqa: E402
-from spikingjelly.activation_based.ann2snn import RateCodingRecipe  # noqa: E402
-from spikingjelly.activation_based.ann2snn.modules import VoltageHook  # noqa: E402
-from spikingjelly.activation_based.ann2snn.recipes.base import replace_submodule  # noqa: E402
-from spikingjelly.activation_based.ann2snn.recipes.rate_coding import ChannelVoltageHook  # noqa: E402
-from spikingjelly.activation_based.neuron.few_spike import FewSpikeNode, FewSpikeTable  # noqa: E402
-from torch import fx, nn  # noqa: E402
-
-from dqn2snn_plugin import binary_coding  # noqa: E402
-from dqn2snn_plugin.normalization import LayerScales, Rank, check_network, check_percentile, layer_scales  # noqa: E402
-from dqn2snn_plugin.spiking import check_T, if_scan  # noqa: E402
+from dqn2snn_plugin import binary_coding
+from dqn2snn_plugin.normalization import LayerScales, Rank, check_network, check_percentile, layer_scales
+from dqn2snn_plugin.spiking import check_T, if_scan
 
 
 class RobustNormRecipe(RateCodingRecipe):

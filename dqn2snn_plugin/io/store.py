@@ -18,7 +18,7 @@ from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import INITIAL_MEMBRANES, convert
 from dqn2snn_plugin.errors import CheckpointError, ResultsError
 from dqn2snn_plugin.normalization import LayerScales
-from dqn2snn_plugin.results import write_file
+from dqn2snn_plugin.io.results import write_file
 from dqn2snn_plugin.spiking import SpikingQNetwork
 
 FORMAT = "dqn2snn-snn-v1"
@@ -99,6 +99,6 @@ def load_snn(path: str | Path, *, device: str = "cpu") -> tuple[SpikingQNetwork,
     scales = LayerScales(**{**payload["scales"], "hidden": tuple(s.to(device) for s in payload["scales"]["hidden"])})
     snn = convert(checkpoint, None, scales=scales, **payload["options"])
     for stage, shift in enumerate(payload.get("bias_shifts", [])):
-        if shift.abs().sum() > 0:  # corrections from dqn2snn_plugin.tuning
+        if shift.abs().sum() > 0:  # corrections from dqn2snn_plugin.improve.tuning
             snn.shift_bias(stage, shift)
     return snn, checkpoint

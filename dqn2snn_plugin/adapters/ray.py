@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 from types import ModuleType
 
 from dqn2snn_plugin.errors import ClusterError, ConfigError, Dqn2SnnError
-from dqn2snn_plugin.evaluation import RunSettings, resolve_device
-from dqn2snn_plugin.grid import Cell, Setting, measure_cell
+from dqn2snn_plugin.experiments.evaluation import RunSettings, resolve_device
+from dqn2snn_plugin.experiments.grid import Cell, Setting, measure_cell
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 
 LOCAL = "local"  # start a Ray on this machine for the run

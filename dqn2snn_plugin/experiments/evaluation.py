@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dqn2snn_plugin.atari import EpisodeResult, check_action_count, play
+from dqn2snn_plugin.envs.atari import EpisodeResult, check_action_count, play
 from dqn2snn_plugin.binary_coding import check_bits
 from dqn2snn_plugin.calibration import _cache_key, collect_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint, load_dqn
@@ -29,7 +29,7 @@ from dqn2snn_plugin.conversion import BACKENDS, convert
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult
 from dqn2snn_plugin.normalization import check_percentile
-from dqn2snn_plugin.results import markdown_table
+from dqn2snn_plugin.io.results import markdown_table
 from dqn2snn_plugin.spiking import SpikingQNetwork, check_coding, check_readout, check_T
 
 EPSILON = 0.05  # the paper's evaluation exploration

@@ -49,6 +49,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dqn2snn_plugin.io.cache import cache_dir
+
 SOURCE_FILE = Path(__file__).with_name("fused_scan.c")  # the C source, installed with the package
 
 
@@ -85,11 +87,6 @@ STATUS = {"events", "tally", "binary_layer", "rate_layer", "fractional"}
 _ONE = torch.ones(1, dtype=torch.float64)  # the plane scale of a plain (one-plane) event-driven pass
 MAX_PLANES = 32  # input planes of one event-driven pass (a neuron's spikes are the bits of a 32-bit code)
 PARALLEL_MIN = 1 << 16  # neuron-steps below which a loop runs on one thread (waking others costs more)
-
-
-def cache_dir() -> Path:
-    """Where the compiled library is kept: $DQN2SNN_CACHE, else ~/.cache/dqn2snn (beside the calibration frames)."""
-    return Path(os.environ.get("DQN2SNN_CACHE") or Path.home() / ".cache" / "dqn2snn")
 
 
 def compiler() -> str | None:

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dqn2snn_plugin.checkpoint import observation_batch
 from dqn2snn_plugin.errors import ConfigError, NirError
-from dqn2snn_plugin.nir_graph import chain_of, check_if, plain, read_graph
+from dqn2snn_plugin.io.nir_graph import chain_of, check_if, plain, read_graph
+from dqn2snn_plugin.observations import observation_batch
 
 FRAMEWORKS: tuple[str, ...] = ("spikingjelly", "snntorch", "sinabs")
 

@@ -138,7 +138,7 @@ def env_action_count(env_id: str) -> int | None:
     """The action count of a known environment with a discrete action space; None when it cannot be
     made here (unregistered id, missing optional dependency, continuous actions)."""
     if env_id.endswith("NoFrameskip-v4"):
-        from dqn2snn_plugin.atari import action_count  # imported here: it loads ale-py
+        from dqn2snn_plugin.envs.atari import action_count  # imported here: it loads ale-py
 
         try:
             return action_count(env_id)

@@ -22,9 +22,9 @@ from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import ResultsError
-from dqn2snn_plugin.evaluation import RunSettings, _header, _score, heldout_agreement, play_dqn, play_snn
+from dqn2snn_plugin.experiments.evaluation import RunSettings, _header, _score, heldout_agreement, play_dqn, play_snn
 from dqn2snn_plugin.normalization import SYNAPSES
-from dqn2snn_plugin.results import markdown_table, write_json, write_text, writable_dir
+from dqn2snn_plugin.io.results import markdown_table, write_json, write_text, writable_dir
 from dqn2snn_plugin.spiking import SpikingQNetwork, check_T
 
 READOUT = "spikes+membrane"  # the paper's N + V readout, the one both rows are measured on
@@ -94,7 +94,7 @@ def table(result: dict) -> str:
 def run_demo(checkpoint: DQNCheckpoint, settings: RunSettings, out_dir: str | Path, *, bits: int = 8,
              rate_T: int | None = None, test_frames: int = 128) -> dict:
     """Measure both conversions; write `result.json`, `demo.md` and `agreement_vs_latency.png` into `out_dir`."""
-    from dqn2snn_plugin.plots import plot_agreement_vs_latency
+    from dqn2snn_plugin.experiments.plots import plot_agreement_vs_latency
 
     out = writable_dir(out_dir)
     rows = conversions(bits, rate_T, sum(isinstance(layer, SYNAPSES) for layer in checkpoint.q_network))
@@ -115,7 +115,7 @@ def run_demo(checkpoint: DQNCheckpoint, settings: RunSettings, out_dir: str | Pa
 def find_demo_checkpoint() -> Path:
     """The Breakout DQN shipped inside the package (a copy of the shared fixture
     `atari-dqn/BreakoutNoFrameskip-v4.qnet.pt`: SB3 QNetwork weights, about 234k agent steps of training)."""
-    path = Path(__file__).resolve().parent / "data" / "BreakoutNoFrameskip-v4.qnet.pt"
+    path = Path(__file__).resolve().parent.parent / "data" / "BreakoutNoFrameskip-v4.qnet.pt"
     if not path.is_file():
         raise ResultsError(f"the shipped demo checkpoint {path} is missing (broken install?): pass --checkpoint")
     return path

@@ -10,7 +10,7 @@ Q-value gaps of weak DQNs are smaller than these errors, so greedy actions flip.
   finally shift each action's output bias by the mean Q-value error. Corrections are measured on
   the SNN as already corrected below, so errors do not compound.
 - `tune`: try percentiles, initial membranes and bias calibration (and, with `distillation=True`,
-  a distilled copy: see `dqn2snn_plugin.distillation`); keep the option with the highest agreement
+  a distilled copy: see `dqn2snn_plugin.improve.distillation`); keep the option with the highest agreement
   on held-out calibration states (never on the test states), and report every option. With
   `coding="binary"` (T-bit spike codes, `dqn2snn_plugin.binary_coding`) no bias calibration is tried: rate
   matching is for rate-coded networks.
@@ -26,7 +26,7 @@ import torch
 
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
-from dqn2snn_plugin.distillation import distill
+from dqn2snn_plugin.improve.distillation import distill
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.normalization import layer_scales, record_activations
 from dqn2snn_plugin.spiking import SpikingQNetwork, check_T

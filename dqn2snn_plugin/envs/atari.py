@@ -9,7 +9,7 @@ the first frame of an episode, the layout SB3's `VecFrameStack` + `VecTransposeI
 `CnnPolicy` (tests/test_atari.py checks this against SB3's own wrappers).
 
 `play` runs a fixed number of episodes with any batched greedy policy and epsilon-greedy exploration,
-on Atari or on gymnasium's vector-observation tasks (CartPole-v1, ...: see `dqn2snn_plugin.classic`).
+on Atari or on gymnasium's vector-observation tasks (CartPole-v1, ...: see `dqn2snn_plugin.envs.classic`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from ale_py.vector_env import AtariVectorEnv
 from tqdm.auto import tqdm
 
-from dqn2snn_plugin import classic
+from dqn2snn_plugin.envs import classic
 from dqn2snn_plugin.errors import ConfigError, EnvIdError, ObservationError
 
 FRAME_SKIP = 4

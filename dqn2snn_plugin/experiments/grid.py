@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 from dqn2snn_plugin.binary_coding import MAX_BITS, check_bits
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import ConfigError, ResultsError
-from dqn2snn_plugin.evaluation import (
+from dqn2snn_plugin.experiments.evaluation import (
     AGREEMENT_READOUTS, RunSettings, _pct, _score, checkpoint_digest, evaluate, p_label,
 )
 from dqn2snn_plugin.normalization import check_percentile
-from dqn2snn_plugin.results import CellLog, markdown_table, write_table
+from dqn2snn_plugin.io.results import CellLog, markdown_table, write_table
 from dqn2snn_plugin.spiking import check_coding, check_T
 
 BENCHMARK_FORMAT = "dqn2snn-benchmark-v1"

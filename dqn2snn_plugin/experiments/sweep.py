@@ -18,10 +18,10 @@ from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import ConfigError, ResultsError
-from dqn2snn_plugin.evaluation import (
+from dqn2snn_plugin.experiments.evaluation import (
     AGREEMENT_READOUTS, RunSettings, _header, check_grid, heldout_agreement, p_label, play_dqn, play_snn,
 )
-from dqn2snn_plugin.results import CellLog, write_table
+from dqn2snn_plugin.io.results import CellLog, write_table
 from dqn2snn_plugin.spiking import SpikingQNetwork
 
 SWEEP_FORMAT = "dqn2snn-sweep-v1"
@@ -59,7 +59,7 @@ def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[fl
           out_dir: str | Path, *, test_frames: int = 1000) -> list[list[object]]:
     """Measure every (p, T) cell, resuming from `out_dir`; write sweep.csv/.md and the plots of every cell
     measured there so far (this grid and earlier ones); return the rows."""
-    from dqn2snn_plugin.plots import plot_sweep
+    from dqn2snn_plugin.experiments.plots import plot_sweep
 
     Ts, ps = check_grid(Ts, percentiles, settings.coding)
     settings.check()
