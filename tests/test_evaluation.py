@@ -134,10 +134,11 @@ def test_convert_then_reload_gives_identical_outputs(tmp_path, atari_observation
     assert (reloaded.T, reloaded.initial_membrane, dqn.env_id) == (16, 0.5, checkpoint.env_id)
 
 
-def test_calibration_states_come_from_episodes_apart_from_the_measured_games(monkeypatch):
+def test_calibration_states_come_from_episodes_apart_from_the_measured_games(monkeypatch, tmp_path):
     """With episodes >= n_envs the DQN's measured games used to start from the calibration episodes'
     seeds, so the calibration states were exactly their first states. Now the envs of the two never
     share a seed, the states differ, and the result says how the calibration states were drawn."""
+    monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path))  # nothing cached: the calibration games are played
     checkpoint = atari_checkpoint()
     seeds = {"games": [], "calibration": []}
     real_play = ev.play

@@ -220,12 +220,12 @@ def _default_help(default: object, paper: object) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser, *, omit: Collection[str] = (),
-                defaults: Mapping[str, object] | None = None) -> None:
+                defaults: Mapping[str, object] | None = None, cls: type[RunSettings] = RunSettings) -> None:
     """One flag per `RunSettings` field (`--calibration-frames` for `calibration_frames`), with its help,
     parser, choices and default; `omit` leaves fields out (a command that would ignore them),
     `defaults` replaces a field's default for this command (shown in the help)."""
     defaults = defaults or {}
-    for f in fields(RunSettings):
+    for f in fields(cls):
         meta = f.metadata
         if f.name in omit or not meta["flag"]:
             continue
@@ -234,7 +234,8 @@ def add_options(parser: argparse.ArgumentParser, *, omit: Collection[str] = (),
             parser.add_argument(name, action="store_true", help=meta["help"])
             continue
         kwargs: dict[str, Any] = {}
-        help = meta["help"] + _default_help(default, meta["paper"])
+        shown = meta["to_json"](default) if meta["to_json"] and default is not None else default
+        help = meta["help"] + _default_help(shown, meta["paper"])
         if meta["choices"] is not None:  # named by the help when shown, so torch is loaded only then
             kwargs.update(choices=meta["choices"], metavar=f.name.upper())
             help += "; one of %(choices)s"
@@ -243,6 +244,6 @@ def add_options(parser: argparse.ArgumentParser, *, omit: Collection[str] = (),
         parser.add_argument(name, default=default, help=help, **kwargs)
 
 
-def from_args(args: argparse.Namespace) -> RunSettings:
+def from_args(args: argparse.Namespace, cls: type[RunSettings] = RunSettings) -> RunSettings:
     """RunSettings from parsed options, checked; fields a command does not take keep their defaults."""
-    return RunSettings(**{f.name: getattr(args, f.name) for f in fields(RunSettings) if hasattr(args, f.name)}).check()
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}).check()
