@@ -20,10 +20,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dqn2snn_plugin.errors import ConfigError, Dqn2SnnError
 from dqn2snn_plugin.experiments import settings
 from dqn2snn_plugin.io.results import check_output_dir, check_output_file, markdown_table, writable_dir, write_json
+
+if TYPE_CHECKING:  # loaded by the handlers only: building the parser loads no torch
+    from dqn2snn_plugin.checkpoint import DQNCheckpoint
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,7 +100,8 @@ def _add_output(parser: argparse.ArgumentParser, help: str, *, required: bool = 
     parser.set_defaults(output_is_file=file)
 
 
-def _load_for(args: argparse.Namespace, source: str | Path | None = None):
+def _load_for(args: argparse.Namespace, source: str | Path | None = None) -> tuple[settings.RunSettings,
+                                                                                  DQNCheckpoint]:
     """The handlers' prologue, after each command's own checks: the settings, the device, the output
     path (checked; nothing is created yet), then the checkpoint (`source`, default the positional one)
     loaded with its game checks. Returns (RunSettings, DQNCheckpoint)."""
@@ -229,7 +234,8 @@ def _register_benchmark(subparsers: argparse._SubParsersAction) -> None:
                         help="the paper's protocol and games: its 17 Atari games (those without a checkpoint are "
                         "listed with their hf:// id), 30 whole games per player, 18,000-step cap (--episodes and "
                         "--max-steps override them for a trial), rate coding T=500 p=99.9, plus our best setting "
-                        "(binary T=8 p=99.99 per channel); not combinable with --T/--percentile/--coding/--channel-wise")
+                        "(binary T=8 p=99.99 per channel); not combinable with --T/--percentile/--coding/"
+                        "--channel-wise")
     settings.add_options(parser, omit=("coding",))
     parser.set_defaults(episodes=None)  # the settings' default, or the paper's 30 with --paper
     _add_device(parser, "; with --ray on the workers")

@@ -238,7 +238,8 @@ EMPTY_NUMBERS = "expected comma-separated whole numbers, got ','"
 
 
 @pytest.mark.parametrize("argv, message", [
-    *[([command, QNET, "--percentile", ","], f"argument --percentile: {EMPTY_LIST}") for command in ("sweep", "benchmark")],
+    *[([command, QNET, "--percentile", ","], f"argument --percentile: {EMPTY_LIST}")
+      for command in ("sweep", "benchmark")],
     *[([command, QNET, "--percentile", ","], "percentile must be a number in (0, 100] or 'max', got ','")
       for command in ("evaluate", "convert")],
     (["benchmark", QNET, "--coding", ","], f"argument --coding: {EMPTY_LIST}"),

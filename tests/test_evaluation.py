@@ -125,7 +125,8 @@ def test_heldout_agreement_of_each_T_equals_a_separate_run_at_that_T(mlp_checkpo
 
 def test_convert_then_reload_gives_identical_outputs(tmp_path, atari_observations):
     checkpoint = atari_checkpoint()
-    snn = convert(checkpoint, ev.calibration_states(checkpoint, TINY)[0], percentile=99.0, T=16, initial_membrane="half")
+    states, _ = ev.calibration_states(checkpoint, TINY)
+    snn = convert(checkpoint, states, percentile=99.0, T=16, initial_membrane="half")
     save_snn(snn, checkpoint, tmp_path / "snn.pt")
     reloaded, dqn = load_snn(tmp_path / "snn.pt")
     for name, values in snn.readouts(atari_observations, T=16).items():
@@ -154,7 +155,8 @@ def test_calibration_states_come_from_episodes_apart_from_the_measured_games(mon
     (calibration_seed,) = seeds["calibration"]
     assert set(seeds["games"]) == {TINY.seed}  # the DQN's games, then the SNN's
     assert abs(calibration_seed - TINY.seed) >= TINY.n_envs  # env seeds seed + i never meet
-    assert result.calibration_states == StateDraw(TINY.calibration_frames, calibration_seed, TINY.n_envs, TINY.epsilon)
+    assert result.calibration_states == StateDraw(TINY.calibration_frames, calibration_seed, TINY.n_envs, TINY.epsilon,
+                                                 separate=True)
     assert result.to_json()["calibration_states"]["first_seed"] == calibration_seed
 
     calibration, _ = ev.calibration_states(checkpoint, TINY)

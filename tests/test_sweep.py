@@ -81,4 +81,5 @@ def test_the_config_pins_the_weights_settings_and_state_draws_but_not_the_file()
     for draw in (calibration, heldout):  # no env seed of a state set is one of the games'
         assert not games & set(range(draw.first_seed, draw.first_seed + draw.n_envs))
     assert calibration.first_seed != heldout.first_seed and (calibration.frames, heldout.frames) == (700, 64)
+    assert calibration.separate and heldout.separate
     json.dumps(config)  # JSON-ready

@@ -46,7 +46,8 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def check_grid(Ts: Iterable[int], percentiles: Iterable[float | str], coding: str = "rate") -> tuple[list[int], list[float]]:
+def check_grid(Ts: Iterable[int], percentiles: Iterable[float | str],
+               coding: str = "rate") -> tuple[list[int], list[float]]:
     """Validated, de-duplicated, ordered T values and percentiles ("max" -> 100); with binary coding T
     (bits) is at most `binary_coding.MAX_BITS`."""
     Ts = sorted({check_T(T) for T in Ts})
@@ -132,9 +133,12 @@ def calibration_draws(settings: RunSettings, test_frames: int = 0) -> tuple[Stat
     use env seeds seed + i; the calibration states come from `calibration_and_test_observations` at
     seed + TEST_SEED_OFFSET (env seeds seed + TEST_SEED_OFFSET + i) and its held-out states from the
     offset after (seed + 2 TEST_SEED_OFFSET + i), so no set shares an episode with the games or another set."""
-    first = settings.seed + TEST_SEED_OFFSET
-    return (StateDraw(settings.calibration_frames, first, settings.n_envs, settings.epsilon),
-            StateDraw(test_frames, first + TEST_SEED_OFFSET, settings.n_envs, settings.epsilon))
+    games_end = settings.seed + settings.n_envs  # the games' env seeds are seed .. games_end - 1
+    draws = []
+    for frames, first in ((settings.calibration_frames, settings.seed + TEST_SEED_OFFSET),
+                          (test_frames, settings.seed + 2 * TEST_SEED_OFFSET)):
+        draws.append(StateDraw(frames, first, settings.n_envs, settings.epsilon, separate=first >= games_end))
+    return draws[0], draws[1]
 
 
 def calibration_states(checkpoint: DQNCheckpoint, settings: RunSettings) -> tuple[np.ndarray, StateDraw]:

@@ -119,14 +119,14 @@ def agreements_from_json(data: Mapping) -> Agreements:
 @dataclass(frozen=True)
 class StateDraw:
     """How a state set (calibration or held-out) was drawn: the first `frames` states the DQN acted on
-    in its own epsilon-greedy play, env i seeded with `first_seed + i`; `separate` says that these
-    episodes share no env seed with the measured games (`measure.calibration_draws`)."""
+    in its own epsilon-greedy play, env i seeded with `first_seed + i`; `separate` says whether these
+    episodes share no env seed with the measured games (`evaluation.calibration_draws`)."""
 
     frames: int
     first_seed: int
     n_envs: int
     epsilon: float
-    separate: bool = True
+    separate: bool
     source: str = "the DQN's own epsilon-greedy play"
 
     def to_json(self) -> dict:
