@@ -86,10 +86,14 @@ def _add_device(parser: argparse.ArgumentParser, where: str = "") -> None:
                         help=f"where the networks run (cuda only when a GPU exists{where}; default cpu)")
 
 
-def _add_game_options(parser: argparse.ArgumentParser) -> None:
+def _add_env_id(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env-id", type=_type(settings.nonblank), default=None,
                         help="<Game>NoFrameskip-v4 or gymnasium id (CartPole-v1, ...), overriding the one in the "
                         "checkpoint's file name")
+
+
+def _add_game_options(parser: argparse.ArgumentParser) -> None:
+    _add_env_id(parser)
     _add_device(parser)
 
 
@@ -127,8 +131,7 @@ def _register_inspect(subparsers: argparse._SubParsersAction) -> None:
         "observation shape, number of actions, layers with their shapes, parameter count.",
     )
     _add_checkpoint(parser)
-    parser.add_argument("--env-id", type=_type(settings.nonblank), default=None,
-                        help="environment id, overriding the one in the file name")
+    _add_env_id(parser)
     parser.set_defaults(handler=_cmd_inspect)
 
 

@@ -40,8 +40,9 @@ class CellRunner(Generic[C]):
         todo = self.missing()
         done = len(self.cells) - len(todo)
         if todo:
+            records = compute(todo)  # before the bar: a runner's refusal (a Ray cell that fits no node) is one line
             with tqdm(total=len(self.cells), initial=done, desc=self.desc, unit="cell") as bar:
-                for record in compute(todo):
+                for record in records:
                     self.log.append(record)
                     bar.update(1)
         return [self.record(cell) for cell in self.cells]
