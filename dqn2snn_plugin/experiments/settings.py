@@ -32,7 +32,7 @@ PAPER_MAX_STEPS = 18_000
 PAPER_EPISODES = 30
 
 # env i of the games gets seed + i, the calibration and held-out states seed + k * TEST_SEED_OFFSET + i
-# (k = 1, 2; `measure.calibration_draws`): all must stay below 2**31 (ale-py)
+# (k = 1, 2; `evaluation.calibration_draws`): all must stay below 2**31 (ale-py)
 MAX_SEED = 2**30
 
 
