@@ -40,7 +40,8 @@ import torch
 from dqn2snn_plugin import convert, load_dqn, tune
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.improve.distillation import distill
-from dqn2snn_plugin.experiments.evaluation import RunSettings, play_dqn, play_snn
+from dqn2snn_plugin.experiments.evaluation import play_dqn, play_snn
+from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.normalization import layer_scales
 from dqn2snn_plugin.io.results import CellLog, write_table
 from dqn2snn_plugin.improve.tuning import calibrate_biases
@@ -96,7 +97,7 @@ def run_game(game: str, args, settings: RunSettings) -> list[dict]:
     actions = checkpoint.act(test)
     scales = layer_scales(checkpoint.q_network, checkpoint.prepare(calibration), 99.9)
     if args.episodes and log.find("dqn") is None:
-        log.append({"kind": "dqn", "score": play_dqn(checkpoint, settings)[0]})
+        log.append({"kind": "dqn", "score": play_dqn(checkpoint, settings)[0].to_json()})
     cells = [("paper", args.reference_T)] * bool(args.reference_T) + [(o, T) for T in args.T for o in args.options]
     for option, T in cells:
         if log.find("cell", option=option, T=T) is not None:
@@ -109,7 +110,7 @@ def run_game(game: str, args, settings: RunSettings) -> list[dict]:
             record.update(test_agreement(checkpoint, snn, test, actions, T))
         if args.episodes:
             snn.reset_state()
-            record.update(play_snn(checkpoint, snn, T, settings))
+            record.update(play_snn(checkpoint, snn, T, settings).to_json())
         log.append(record)
         print(f"{game} {option} T={T}: test {record.get('agreement_test')}, score "
               f"{record.get('score', {}).get('mean')} ({time.perf_counter() - start:.0f}s)", flush=True)

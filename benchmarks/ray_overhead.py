@@ -23,8 +23,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch  # noqa: E402
 
-from dqn2snn_plugin import evaluation as ev  # noqa: E402
-from dqn2snn_plugin import grid  # noqa: E402
+from dqn2snn_plugin.experiments import evaluation as ev  # noqa: E402
+from dqn2snn_plugin.experiments import grid  # noqa: E402
+from dqn2snn_plugin.experiments.settings import RunSettings  # noqa: E402
 from dqn2snn_plugin.adapters.ray import RayRunner, connected  # noqa: E402
 from dqn2snn_plugin.io.results import write_json  # noqa: E402
 
@@ -65,8 +66,8 @@ def main() -> None:
     torch.set_num_threads(1)
     games = grid.unique_games([ev.load_checked(FIXTURES / f"{g}NoFrameskip-v4.qnet.pt") for g in args.games.split(",")])
     settings = [grid.Setting("rate", 16, 99.9), grid.BEST_SETTING]
-    run_settings = ev.RunSettings(episodes=args.episodes, max_steps=args.max_steps,
-                                  calibration_frames=args.calibration_frames, n_envs=args.episodes)
+    run_settings = RunSettings(episodes=args.episodes, max_steps=args.max_steps,
+                               calibration_frames=args.calibration_frames, n_envs=args.episodes)
     cpus, load_before = len(os.sched_getaffinity(0)), os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         runs = [timed_run("plain", games, settings, run_settings, Path(tmp), None),

@@ -41,7 +41,8 @@ from dqn2snn_plugin._native import fused_scan
 from dqn2snn_plugin import load_dqn
 from dqn2snn_plugin import spiking
 from dqn2snn_plugin.calibration import collect_observations
-from dqn2snn_plugin.experiments.evaluation import RunSettings, play_dqn, play_snn
+from dqn2snn_plugin.experiments.evaluation import play_dqn, play_snn
+from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.io.results import write_text
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn" / "BreakoutNoFrameskip-v4.qnet.pt"
@@ -187,8 +188,8 @@ def evaluate_speed(ckpt, snn, T: int, settings: RunSettings) -> dict:
     DQN state for agreement), then its SNN games; the same calls `evaluate` makes. Timed with --clock
     (with `cpu`, "wall_s" holds CPU seconds: ALE runs in this process)."""
     parts = {}
-    for name, games in (("dqn_games", lambda: play_dqn(ckpt, settings, snn, T)[0]),
-                        ("snn_games", lambda: play_snn(ckpt, snn, T, settings)["score"])):
+    for name, games in (("dqn_games", lambda: play_dqn(ckpt, settings, snn, T)[0].to_json()),
+                        ("snn_games", lambda: play_snn(ckpt, snn, T, settings).score.to_json())):
         start = clock()
         score = games()
         parts[name] = {"wall_s": clock() - start, "agent_steps": sum(score["lengths"])}

@@ -4,7 +4,12 @@ To add a subcommand, write `_register_<name>(subparsers)` (which sets `handler=_
 `_cmd_<name>(args) -> int`, and list the register function in `SUBCOMMANDS`. A `Dqn2SnnError`
 raised by any handler, and any usage error, is printed as one line `dqn2snn: error: <message>` and
 exits with status 2; Ctrl-C prints one line and exits with 130. Handlers check every option, then
-load the checkpoint, and only then create output folders, so a refused run leaves nothing behind.
+load the checkpoint (`_load_for`, their one prologue), and only then create output folders, so a
+refused run leaves nothing behind.
+
+Options are declared once: what decides a result is a field of `experiments.settings.RunSettings`,
+whose help, parser and default make its flag (`settings.add_options`); the options the commands
+share otherwise (`--T`, `--percentile`, `-o`, ...) have one `_add_*` function each.
 """
 
 from __future__ import annotations
@@ -15,9 +20,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dqn2snn_plugin.errors import Dqn2SnnError
+from dqn2snn_plugin.errors import ConfigError, Dqn2SnnError
+from dqn2snn_plugin.experiments import settings
 from dqn2snn_plugin.io.results import check_output_dir, check_output_file, markdown_table, writable_dir, write_json
+
+if TYPE_CHECKING:  # loaded by the handlers only: building the parser loads no torch
+    from dqn2snn_plugin.checkpoint import DQNCheckpoint
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,6 +37,92 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"dqn2snn: error: {message} (see {self.prog} --help)\n")
 
 
+# ---------------------------------------------------------------- options shared by the commands, declared once
+
+_type = settings.argparse_type
+CHECKPOINT_HELP = "SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>"
+# default T values per command: (rate coding, binary coding; binary coding's T is bits per code)
+DEFAULT_T = {"evaluate": ([64], [8]), "convert": ([64], [8]), "sweep": ([8, 16, 32, 64, 128, 256, 500],
+             [2, 4, 6, 8, 10, 12, 16]), "tune": ([4, 8, 16, 32, 64, 128], [2, 4, 6, 8, 10, 12, 16]),
+             "benchmark": ([500], [8])}
+
+
+def _add_checkpoint(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help=CHECKPOINT_HELP)
+
+
+def _add_T(parser: argparse.ArgumentParser, command: str, what: str, *, many: bool) -> None:
+    """--T: one value or a comma-separated list, its defaults from DEFAULT_T."""
+    rate, binary = (",".join(map(str, Ts)) for Ts in DEFAULT_T[command])
+    parser.add_argument("--T", type=_type(settings.counts if many else settings.count), default=None,
+                        help=f"{what} (default {rate}; with --coding binary: bits per code, default {binary})")
+
+
+def _Ts(args: argparse.Namespace, coding: str) -> list[int]:
+    """--T as a list, or the command's default for the coding."""
+    if args.T is not None:
+        return args.T if isinstance(args.T, list) else [args.T]
+    rate, binary = DEFAULT_T[args.command]
+    return binary if coding == "binary" else rate
+
+
+def _add_percentile(parser: argparse.ArgumentParser, *, many: bool, default: str | None = "99.9") -> None:
+    if many:
+        parser.add_argument("--percentile", type=_type(settings.words), default=default and default.split(","),
+                            help=f"comma-separated percentiles in (0, 100] or max (default {default or '99.9'})")
+    else:
+        parser.add_argument("--percentile", default=default,
+                            help=f"normalisation percentile in (0, 100] or max (default {default})")
+
+
+def _add_test_frames(parser: argparse.ArgumentParser, default: int, what: str) -> None:
+    parser.add_argument("--test-frames", type=_type(settings.count), default=default,
+                        help=f"held-out DQN-visited states for {what}, from episodes separate from the games and "
+                        f"the calibration (default {default})")
+
+
+def _add_device(parser: argparse.ArgumentParser, where: str = "") -> None:
+    parser.add_argument("--device", default="cpu", choices=settings.DEVICES,
+                        help=f"where the networks run (cuda only when a GPU exists{where}; default cpu)")
+
+
+def _add_env_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env-id", type=_type(settings.nonblank), default=None,
+                        help="<Game>NoFrameskip-v4 or gymnasium id (CartPole-v1, ...), overriding the one in the "
+                        "checkpoint's file name")
+
+
+def _add_game_options(parser: argparse.ArgumentParser) -> None:
+    _add_env_id(parser)
+    _add_device(parser)
+
+
+def _add_output(parser: argparse.ArgumentParser, help: str, *, required: bool = True, default: str | None = None,
+                file: bool = False) -> None:
+    """-o/--output: a folder (checked, not created, by `_load_for`), or with `file` a file path."""
+    parser.add_argument("-o", "--output", required=required, default=default, help=help)
+    parser.set_defaults(output_is_file=file)
+
+
+def _load_for(args: argparse.Namespace, source: str | Path | None = None) -> tuple[settings.RunSettings,
+                                                                                  DQNCheckpoint]:
+    """The handlers' prologue, after each command's own checks: the settings, the device, the output
+    path (checked; nothing is created yet), then the checkpoint (`source`, default the positional one)
+    loaded with its game checks. Returns (RunSettings, DQNCheckpoint)."""
+    from dqn2snn_plugin.experiments.evaluation import load_checked, resolve_device
+
+    run_settings = settings.from_args(args)
+    device = resolve_device(args.device)
+    if not args.output_is_file:
+        check_output_dir(args.output)
+    elif args.output is not None:
+        check_output_file(args.output)
+    return run_settings, load_checked(source or args.checkpoint, env_id=args.env_id, device=device)
+
+
+# ---------------------------------------------------------------- the commands
+
+
 def _register_inspect(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "inspect",
@@ -34,14 +130,14 @@ def _register_inspect(subparsers: argparse._SubParsersAction) -> None:
         description="Load a DQN checkpoint safely and print what it holds: algorithm, policy, SB3 version, "
         "observation shape, number of actions, layers with their shapes, parameter count.",
     )
-    parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
-    parser.add_argument("--env-id", default=None, help="environment id, overriding the one in the file name")
+    _add_checkpoint(parser)
+    _add_env_id(parser)
     parser.set_defaults(handler=_cmd_inspect)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin.envs.atari import action_count, check_action_count
     from dqn2snn_plugin.checkpoint import describe, load_dqn
+    from dqn2snn_plugin.envs.atari import action_count, check_action_count
     from dqn2snn_plugin.errors import EnvIdError
 
     checkpoint = load_dqn(args.checkpoint, env_id=args.env_id)
@@ -56,126 +152,34 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(text: str) -> int:
-    """A positive integer (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    """A seed in 0 .. MAX_SEED (argparse type)."""
-    from dqn2snn_plugin.experiments.evaluation import check_seed
-
-    try:
-        return check_seed(int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    except Dqn2SnnError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _int_list(text: str) -> list[int]:
-    """`8,16,32` -> [8, 16, 32] (argparse type; each at least 1)."""
-    values = [_count(item) for item in text.split(",") if item.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}")
-    return values
-
-
-def _str_list(text: str) -> list[str]:
-    """`99,99.9,max` -> ["99", "99.9", "max"] (argparse type; values are checked later)."""
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env-id", default=None,
-                        help="<Game>NoFrameskip-v4 or gymnasium id (CartPole-v1, ...), overriding the one in the "
-                        "checkpoint's file name")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="where the networks run (cuda only when a GPU exists; default cpu)")
-
-
-def _add_run_options(parser: argparse.ArgumentParser, *, episodes: int = 10, max_steps: int = 18_000,
-                     calibration_frames: int = 5000, playing: bool = True, readout: bool = True) -> None:
-    """The options of `RunSettings` (what decides a result besides T and p); `playing=False` leaves out
-    --episodes and --max-steps (commands that only calibrate), `readout=False` leaves out --readout."""
-    if playing:
-        parser.add_argument("--episodes", type=_count, default=episodes,
-                            help=f"whole games per player, epsilon = 0.05 (default {episodes})")
-        paper = ", the paper's" if max_steps == 18_000 else "; the paper's is 18,000"
-        parser.add_argument("--max-steps", type=_count, default=max_steps,
-                            help=f"agent steps after which an episode is cut (default {max_steps:,}{paper})")
-    if readout:
-        parser.add_argument("--readout", default="spikes+membrane", choices=["spikes", "spikes+membrane", "membrane"],
-                            help="SNN readout the SNN acts on (default: the paper's spikes+membrane, N + V)")
-    parser.add_argument("--backend", default="spikingjelly", choices=["spikingjelly", "snntorch"],
-                        help="neuron framework (default spikingjelly)")
-    parser.add_argument("--calibration-frames", type=_count, default=calibration_frames,
-                        help=f"DQN-visited frames for the layer scales, cached on disk (default {calibration_frames})")
-    parser.add_argument("--n-envs", type=_count, default=8, help="games played in parallel (default 8)")
-    parser.add_argument("--seed", type=_seed, default=0, help="seed of the envs and of the exploration (default 0)")
-
-
-def _add_conversion_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--channel-wise", action="store_true", help="one scale per channel instead of per layer")
-    parser.add_argument("--coding", default="rate", choices=["rate", "binary"],
-                        help="rate: the paper's rate-coded IF neurons, T steps per decision; binary: T-bit spike "
-                        "codes, T steps per layer, at most 24 (dqn2snn_plugin.binary_coding; measured best with "
-                        "--percentile 99.99 --channel-wise and T = 8)")
-
-
-def _settings(args: argparse.Namespace):
-    """RunSettings from the options; those a command does not take keep their defaults."""
-    from dataclasses import fields
-
-    from dqn2snn_plugin.experiments.evaluation import RunSettings
-
-    given = {f.name: getattr(args, f.name) for f in fields(RunSettings) if hasattr(args, f.name)}
-    return RunSettings(**given).check()
-
-
-def _T(args: argparse.Namespace, rate: int, binary: int = 8) -> int:
-    """--T, or its default for the coding: binary coding's T is bits per code, 8 unless given."""
-    return args.T or (binary if args.coding == "binary" else rate)
-
-
 def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="score and agreement of the DQN and its SNN at one (T, percentile)",
         description="Convert CKPT at one percentile, play whole games with the DQN and with the SNN "
         "(epsilon = 0.05), and report scores (mean ± std), agreement of greedy actions on the states each "
-        "one visits (spikes and spikes+membrane readouts) and spikes per decision.",
+        "one visits (spikes and spikes+membrane readouts) and spikes per decision. The calibration states come "
+        "from episodes separate from the measured games.",
     )
-    parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
-    parser.add_argument("--T", type=_count, default=None,
-                        help="time steps per decision (default 64; with --coding binary: bits per code, default 8)")
-    parser.add_argument("--percentile", default="99.9", help="normalisation percentile in (0, 100] or max (default 99.9)")
-    _add_run_options(parser)
-    _add_conversion_options(parser)
-    _add_checkpoint_options(parser)
-    parser.add_argument("-o", "--output", default=None, help="write the full result as JSON to this file")
+    _add_checkpoint(parser)
+    _add_T(parser, "evaluate", "time steps per decision", many=False)
+    _add_percentile(parser, many=False)
+    settings.add_options(parser)
+    _add_game_options(parser)
+    _add_output(parser, "write the full result as JSON to this file", required=False, file=True)
     parser.set_defaults(handler=_cmd_evaluate)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin.experiments import evaluation as ev
+    from dqn2snn_plugin.experiments.evaluation import check_grid, evaluate
+    from dqn2snn_plugin.experiments.report import format_evaluation
 
-    (T,), (p,) = ev.check_grid([_T(args, 64)], [args.percentile], args.coding)
-    settings = _settings(args)
-    device = ev.resolve_device(args.device)
-    if args.output is not None:
-        check_output_file(args.output)
-    checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
-    result = ev.evaluate(checkpoint, T=T, percentile=p, settings=settings)
-    print(ev.format_evaluation(result))
+    (T,), (p,) = check_grid(_Ts(args, args.coding), [args.percentile], args.coding)
+    run_settings, checkpoint = _load_for(args)
+    result = evaluate(checkpoint, T=T, percentile=p, settings=run_settings)
+    print(format_evaluation(result))
     if args.output is not None:
         writable_dir(Path(args.output).parent)
-        write_json(args.output, result)
+        write_json(args.output, result.to_json())
         print(f"result written to {args.output}")
     return 0
 
@@ -188,32 +192,24 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
         "with other settings is refused. Writes DIR/sweep.csv, DIR/sweep.md, DIR/score_vs_T.png and "
         "DIR/agreement_vs_T.png.",
     )
-    parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
-    parser.add_argument("--T", type=_int_list, default=None,
-                        help="comma-separated time steps per decision (default 8,16,32,64,128,256,500; with "
-                        "--coding binary: bits per code, default 2,4,6,8,10,12,16)")
-    parser.add_argument("--percentile", type=_str_list, default=["99", "99.9", "99.99", "max"],
-                        help="comma-separated percentiles in (0, 100] or max (default 99,99.9,99.99,max)")
-    parser.add_argument("--test-frames", type=_count, default=1000,
-                        help="held-out DQN-visited states for the agreement-vs-T curve (default 1000)")
-    _add_run_options(parser)
-    _add_conversion_options(parser)
-    _add_checkpoint_options(parser)
-    parser.add_argument("-o", "--output", required=True, help="results directory (created; reused to resume)")
+    _add_checkpoint(parser)
+    _add_T(parser, "sweep", "comma-separated time steps per decision", many=True)
+    _add_percentile(parser, many=True, default="99,99.9,99.99,max")
+    _add_test_frames(parser, 1000, "the agreement-vs-T curve")
+    settings.add_options(parser)
+    _add_game_options(parser)
+    _add_output(parser, "results directory (created; reused to resume)")
     parser.set_defaults(handler=_cmd_sweep)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin.experiments import evaluation as ev
-    from dqn2snn_plugin.experiments.sweep import SWEEP_HEADERS, sweep
+    from dqn2snn_plugin.experiments.evaluation import check_grid
+    from dqn2snn_plugin.experiments.report import SWEEP_HEADERS
+    from dqn2snn_plugin.experiments.sweep import sweep
 
-    default_Ts = [2, 4, 6, 8, 10, 12, 16] if args.coding == "binary" else [8, 16, 32, 64, 128, 256, 500]
-    Ts, ps = ev.check_grid(args.T or default_Ts, args.percentile, args.coding)
-    settings = _settings(args)
-    device = ev.resolve_device(args.device)
-    check_output_dir(args.output)
-    checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
-    rows = sweep(checkpoint, Ts, ps, settings, args.output, test_frames=args.test_frames)
+    Ts, ps = check_grid(_Ts(args, args.coding), args.percentile, args.coding)
+    run_settings, checkpoint = _load_for(args)
+    rows = sweep(checkpoint, Ts, ps, run_settings, args.output, test_frames=args.test_frames)
     print(markdown_table(SWEEP_HEADERS, rows))
     print(f"results in {args.output}/ (sweep.csv, sweep.md, score_vs_T.png, agreement_vs_T.png)")
     return 0
@@ -223,51 +219,48 @@ def _register_benchmark(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "benchmark", help="the paper's table over many games x settings, resumable, optionally on Ray",
         description="Evaluate every checkpoint (or every .zip/.pt/.pth in a directory; hf:// ids too) at every "
-        "setting of the grid --coding x --T x --percentile: one cell per game and setting (dqn2snn_plugin.experiments.grid). "
-        "Checkpoints holding the same weights are one game. Each finished cell is appended to DIR/cells.jsonl at "
-        "once, so a rerun computes only the missing cells; DIR/config.json pins what all cells share. Writes the "
-        "table as DIR/benchmark.md and DIR/benchmark.csv. With --ray the cells run as Ray tasks (docs/ray.md).",
+        "setting of the grid --coding x --T x --percentile: one cell per game and setting "
+        "(dqn2snn_plugin.experiments.grid). Each game is read from its checkpoint's file name "
+        "(<Game>NoFrameskip-v4.zip). Checkpoints holding the same weights are one game. Each finished cell is "
+        "appended to DIR/cells.jsonl at once, so a rerun computes only the missing cells; DIR/config.json pins "
+        "what all cells share. Writes the table as DIR/benchmark.md and DIR/benchmark.csv. With --ray the cells "
+        "run as Ray tasks (docs/ray.md).",
     )
     parser.add_argument("checkpoints", nargs="*", help="checkpoints, directories of checkpoints or hf:// ids")
-    parser.add_argument("--T", type=_int_list, default=None,
+    parser.add_argument("--T", type=_type(settings.counts), default=None,
                         help="comma-separated time steps per decision; bits per layer for binary coding, whose "
                         "cells above 24 are skipped (default 500, the paper's; 8 with --coding binary alone)")
-    parser.add_argument("--percentile", type=_str_list, default=None,
-                        help="comma-separated percentiles in (0, 100] or max (default 99.9)")
-    parser.add_argument("--coding", type=_str_list, default=None, dest="codings",
+    _add_percentile(parser, many=True, default=None)
+    parser.add_argument("--coding", type=_type(settings.words), default=None, dest="codings",
                         help="comma-separated codings: rate (the paper's) and/or binary (T-bit codes) (default rate)")
-    parser.add_argument("--channel-wise", action="store_true",
-                        help="one scale per channel instead of per layer, in every cell")
     parser.add_argument("--paper", action="store_true",
                         help="the paper's protocol and games: its 17 Atari games (those without a checkpoint are "
                         "listed with their hf:// id), 30 whole games per player, 18,000-step cap (--episodes and "
                         "--max-steps override them for a trial), rate coding T=500 p=99.9, plus our best setting "
-                        "(binary T=8 p=99.99 per channel); not combinable with --T/--percentile/--coding/--channel-wise")
-    _add_run_options(parser)
-    parser.set_defaults(episodes=None)  # 10, or the paper's 30 with --paper
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="where the networks run (cuda only when a GPU exists; with --ray on the workers; "
-                        "default cpu)")
+                        "(binary T=8 p=99.99 per channel); not combinable with --T/--percentile/--coding/"
+                        "--channel-wise")
+    settings.add_options(parser, omit=("coding",))
+    parser.set_defaults(episodes=None)  # the settings' default, or the paper's 30 with --paper
+    _add_device(parser, "; with --ray on the workers")
     parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                         help="run the cells as Ray tasks: bare --ray starts a Ray on this machine, --ray auto joins "
                         "the cluster `ray start` began here, --ray HOST:PORT joins that head node (docs/ray.md)")
-    parser.add_argument("--cpus-per-cell", type=float, default=None,
+    parser.add_argument("--cpus-per-cell", type=_type(settings.finite_number), default=None,
                         help="with --ray: CPUs reserved per cell, also its torch threads (default 1)")
-    parser.add_argument("--gpus-per-cell", type=float, default=None,
+    parser.add_argument("--gpus-per-cell", type=_type(settings.finite_number), default=None,
                         help="with --ray: GPUs reserved per cell, fractions share one; needs --device cuda (default 0)")
-    parser.add_argument("-o", "--output", required=True, help="results directory (created; reused to resume)")
+    _add_output(parser, "results directory (created; reused to resume)")
     parser.set_defaults(handler=_cmd_benchmark)
 
 
 def _benchmark_grid(args: argparse.Namespace):
     """The grid's settings and notes on skipped cells, from the grid options or --paper."""
     from dqn2snn_plugin.experiments import grid
-    from dqn2snn_plugin.errors import ConfigError
 
     if not args.paper:
-        default_T = [8] if args.codings == ["binary"] else [500]  # binary coding's T is bits per code
-        return grid.grid_settings(args.T or default_T, args.percentile or ["99.9"], args.codings or ["rate"],
-                                  args.channel_wise)
+        codings = args.codings or ["rate"]
+        return grid.grid_settings(_Ts(args, codings[0] if len(codings) == 1 else "rate"),
+                                  args.percentile or ["99.9"], codings, args.channel_wise)
     if args.T or args.percentile or args.codings or args.channel_wise:
         raise ConfigError("--paper fixes the settings (rate T=500 p=99.9 and binary T=8 p=99.99 per channel): "
                           "drop --T/--percentile/--coding/--channel-wise, or drop --paper")
@@ -276,22 +269,19 @@ def _benchmark_grid(args: argparse.Namespace):
 
 def _ray_runner(args: argparse.Namespace):
     """The Ray runner the options ask for, checked; None without --ray."""
-    from dqn2snn_plugin.errors import ConfigError
-
     if args.ray is None:
         if args.cpus_per_cell is not None or args.gpus_per_cell is not None:
             raise ConfigError("--cpus-per-cell and --gpus-per-cell reserve Ray resources: add --ray")
         return None
     from dqn2snn_plugin.adapters.ray import RayRunner
 
-    return RayRunner(cpus_per_cell=args.cpus_per_cell or 1.0, gpus_per_cell=args.gpus_per_cell or 0.0,
-                     device=args.device).check()
+    return RayRunner(cpus_per_cell=1.0 if args.cpus_per_cell is None else args.cpus_per_cell,
+                     gpus_per_cell=args.gpus_per_cell or 0.0, device=args.device).check()
 
 
 def _paper_games(games: list, notes: list[str]) -> list:
     """The paper's games among `games`; notes (printed first) name the others and the paper's games not given."""
     from dqn2snn_plugin.experiments import grid
-    from dqn2snn_plugin.errors import ConfigError
 
     ours, missing, others = grid.split_paper_games(games)
     notes += [f"not in the paper's list, skipped: {g.sources[0]}" for g in others]
@@ -304,32 +294,37 @@ def _paper_games(games: list, notes: list[str]) -> list:
     return ours
 
 
+BENCHMARK_ENV_ID_HINT = ("name the file after its game (<Game>NoFrameskip-v4.zip or .qnet.pt): benchmark reads each "
+                         "game from its checkpoint's file name")
+
+
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
-    from dqn2snn_plugin.experiments import evaluation as ev
     from dqn2snn_plugin.experiments import grid
-    from dqn2snn_plugin.errors import ConfigError
+    from dqn2snn_plugin.experiments.evaluation import load_checked, resolve_device
+    from dqn2snn_plugin.experiments.report import benchmark_table
 
     if args.episodes is None:
-        args.episodes = grid.PAPER_EPISODES if args.paper else 10
+        args.episodes = settings.PAPER_EPISODES if args.paper else settings.RunSettings.episodes
     if not args.checkpoints and not args.paper:
         raise ConfigError("name at least one checkpoint, directory or hf:// id (or use --paper)")
-    settings, notes = _benchmark_grid(args)
-    run_settings = _settings(args)
+    cell_settings, notes = _benchmark_grid(args)
+    run_settings = settings.from_args(args)
     runner = _ray_runner(args)
     if args.ray not in (None, "local", "auto"):
         from dqn2snn_plugin.adapters.ray import probe
 
         probe(args.ray)  # a dead address fails now, not after the checkpoints are loaded
-    device = "cpu" if runner else ev.resolve_device(args.device)  # on Ray the workers move the networks
+    device = "cpu" if runner else resolve_device(args.device)  # on Ray the workers move the networks
     check_output_dir(args.output)  # created by the grid once the checkpoints are loaded
-    checkpoints = [ev.load_checked(s, device=device) for s in grid.checkpoint_sources(args.checkpoints)]
+    checkpoints = [load_checked(s, device=device, env_id_hint=BENCHMARK_ENV_ID_HINT)
+                   for s in grid.checkpoint_sources(args.checkpoints)]
     games = grid.unique_games(checkpoints)
     notes += [f"{' and '.join(g.sources)} hold the same weights: one game" for g in games if len(g.sources) > 1]
     if args.paper:
         games = _paper_games(games, notes)
-    table = grid.Grid(games, settings, run_settings, args.output)
+    table = grid.Grid(games, cell_settings, run_settings, args.output)
     todo = table.missing()
     notes.append(f"{len(todo)} of {len(table.cells)} cells to compute ({len(table.cells) - len(todo)} already in "
                  f"{args.output})")
@@ -345,7 +340,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         if cluster:
             print(cluster)
         rows = table.run(runner or grid.run_here)
-    print(grid.format_table(rows))
+    print(benchmark_table(rows))
     print(f"results in {args.output}/ (benchmark.md, benchmark.csv, cells.jsonl)")
     return 0
 
@@ -357,31 +352,26 @@ def _register_convert(subparsers: argparse._SubParsersAction) -> None:
         "dqn2snn_plugin.io.store.load_snn), OUT/scales.json and, for rate coding, OUT/snn.nir (the NIR graph: "
         "dqn2snn_plugin.from_nir, or dqn2snn_plugin.adapters.nir.load_nir for SpikingJelly, snnTorch, Sinabs).",
     )
-    parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
-    parser.add_argument("--T", type=_count, default=None,
-                        help="default time steps per decision of the saved SNN (default 64; with --coding binary: "
-                        "bits per code, default 8)")
-    parser.add_argument("--percentile", default="99.9", help="normalisation percentile in (0, 100] or max (default 99.9)")
-    _add_run_options(parser, playing=False)
-    _add_conversion_options(parser)
-    _add_checkpoint_options(parser)
-    parser.add_argument("-o", "--output", required=True, help="output directory (created)")
+    _add_checkpoint(parser)
+    _add_T(parser, "convert", "default time steps per decision of the saved SNN", many=False)
+    _add_percentile(parser, many=False)
+    settings.add_options(parser, omit=("episodes", "max_steps"))
+    _add_game_options(parser)
+    _add_output(parser, "output directory (created)")
     parser.set_defaults(handler=_cmd_convert)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin.experiments import evaluation as ev
     from dqn2snn_plugin.conversion import convert
+    from dqn2snn_plugin.experiments.evaluation import calibration_states, check_grid
+    from dqn2snn_plugin.experiments.records import weights_digest
     from dqn2snn_plugin.io.store import save_snn
 
-    (T,), (p,) = ev.check_grid([_T(args, 64)], [args.percentile], args.coding)
-    settings = _settings(args)
-    device = ev.resolve_device(args.device)
-    check_output_dir(args.output)
-    checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
-    snn = convert(checkpoint, ev.calibration_states(checkpoint, settings), percentile=p,
-                  channel_wise=settings.channel_wise, backend=settings.backend, readout=settings.readout, T=T,
-                  coding=settings.coding)
+    (T,), (p,) = check_grid(_Ts(args, args.coding), [args.percentile], args.coding)
+    run_settings, checkpoint = _load_for(args)
+    states, draw = calibration_states(checkpoint, run_settings)
+    snn = convert(checkpoint, states, percentile=p, channel_wise=run_settings.channel_wise,
+                  backend=run_settings.backend, readout=run_settings.readout, T=T, coding=run_settings.coding)
     out = writable_dir(args.output)
     save_snn(snn, checkpoint, out / "snn.pt")
     write_json(out / "scales.json", snn.scales.as_dict())
@@ -392,9 +382,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         from dqn2snn_plugin.io.nir_graph import save_nir
 
         save_nir(snn, out / "snn.nir", provenance={
-            "checkpoint": checkpoint.source, "checkpoint_sha": ev.checkpoint_digest(checkpoint),
+            "checkpoint": checkpoint.source, "checkpoint_sha": weights_digest(checkpoint),
             "env_id": checkpoint.env_id, "algorithm": checkpoint.algorithm,
-            "calibration_frames": settings.calibration_frames, "seed": settings.seed})
+            "calibration_frames": run_settings.calibration_frames, "seed": run_settings.seed,
+            "calibration_states": draw.to_json()})
         print(f"saved {out / 'snn.nir'} (NIR graph; run it elsewhere with dqn2snn_plugin.adapters.nir.load_nir)")
     return 0
 
@@ -403,50 +394,42 @@ def _register_tune(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tune", help="find the cheapest T whose tuned SNN reaches a target agreement, and save it",
         description="For T = 4, 8, 16, ... try percentiles, initial membranes and bias calibration "
-        "(dqn2snn_plugin.improve.tuning; with --distill also a distilled copy), choose on held-out calibration states, stop at the first T whose "
-        "agreement with the DQN reaches the target, and save OUT/snn.pt and OUT/tuning.json.",
+        "(dqn2snn_plugin.improve.tuning; with --distill also a distilled copy), choose on held-out calibration "
+        "states, stop at the first T whose agreement with the DQN reaches the target, and save OUT/snn.pt and "
+        "OUT/tuning.json.",
     )
-    parser.add_argument("checkpoint", help="SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>")
-    parser.add_argument("--target-agreement", type=float, default=0.99,
+    _add_checkpoint(parser)
+    parser.add_argument("--target-agreement", type=_type(settings.finite_number), default=0.99,
                         help="agreement with the DQN's greedy action to reach, in (0, 1] (default 0.99)")
-    parser.add_argument("--T", type=_int_list, default=None,
-                        help="time steps to try, cheapest first (default 4,8,16,32,64,128; with --coding binary "
-                        "2,4,6,8,10,12,16)")
+    _add_T(parser, "tune", "comma-separated time steps to try, cheapest first", many=True)
     parser.add_argument("--distill", action="store_true",
                         help="also try a copy distilled for each T (dqn2snn_plugin.improve.distillation; "
                         "minutes per T on a CPU, seconds on a GPU)")
-    _add_run_options(parser, playing=False, readout=False)
-    _add_conversion_options(parser)
-    _add_checkpoint_options(parser)
-    parser.add_argument("-o", "--output", required=True, help="output directory (created)")
+    settings.add_options(parser, omit=("episodes", "max_steps", "readout"))
+    _add_game_options(parser)
+    _add_output(parser, "output directory (created)")
     parser.set_defaults(handler=_cmd_tune)
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from dqn2snn_plugin.experiments import evaluation as ev
-    from dqn2snn_plugin.io.store import save_snn
+    from dqn2snn_plugin.experiments.evaluation import calibration_states, check_grid
     from dqn2snn_plugin.improve.tuning import cheapest_T
+    from dqn2snn_plugin.io.store import save_snn
 
-    from dqn2snn_plugin.errors import ConfigError
-
-    default_Ts = [2, 4, 6, 8, 10, 12, 16] if args.coding == "binary" else [4, 8, 16, 32, 64, 128]
-    Ts, _ = ev.check_grid(args.T or default_Ts, ["max"], args.coding)
+    Ts, _ = check_grid(_Ts(args, args.coding), ["max"], args.coding)
     if not 0.0 < args.target_agreement <= 1.0:
         raise ConfigError(f"--target-agreement must be in (0, 1], got {args.target_agreement}")
-    settings = _settings(args)
-    device = ev.resolve_device(args.device)
-    check_output_dir(args.output)
-    checkpoint = ev.load_checked(args.checkpoint, env_id=args.env_id, device=device)
-    snn = cheapest_T(checkpoint, ev.calibration_states(checkpoint, settings), args.target_agreement, Ts,
-                     backend=settings.backend, distillation=args.distill, coding=settings.coding,
-                     channel_wise=settings.channel_wise)
+    run_settings, checkpoint = _load_for(args)
+    states, draw = calibration_states(checkpoint, run_settings)
+    snn = cheapest_T(checkpoint, states, args.target_agreement, Ts, backend=run_settings.backend,
+                     distillation=args.distill, coding=run_settings.coding, channel_wise=run_settings.channel_wise)
     out = writable_dir(args.output)
     save_snn(snn, checkpoint, out / "snn.pt")
     report = {"T": snn.T, "reached_target": snn.reached_target, "target": args.target_agreement,
               "validation_agreement": snn.validation_agreement,
-              "options": [asdict(r) for r in snn.tuning_report]}
+              "options": [asdict(r) for r in snn.tuning_report], "calibration_states": draw.to_json()}
     write_json(out / "tuning.json", report)
     verdict = "reaches" if snn.reached_target else "does not reach (best found)"
     print(f"T={snn.T}: validation agreement {snn.validation_agreement:.1%} {verdict} the target "
@@ -465,36 +448,34 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
         "agreement_vs_latency.png to the output directory.",
     )
     parser.add_argument("--checkpoint", default=None, help="checkpoint to use instead of the shipped Breakout fixture")
-    parser.add_argument("--bits", type=_count, default=8, help="bits per spike code of the binary row (default 8)")
-    parser.add_argument("--rate-T", type=_count, default=None,
+    parser.add_argument("--bits", type=_type(settings.count), default=8,
+                        help="bits per spike code of the binary row (default 8)")
+    parser.add_argument("--rate-T", type=_type(settings.count), default=None,
                         help="time steps per decision of the paper's row (default: the binary row's latency, "
                         "bits x weighted layers: 40 for the Nature CNN)")
-    parser.add_argument("--test-frames", type=_count, default=128,
-                        help="held-out DQN-visited states for the agreement curve (default 128)")
-    _add_run_options(parser, episodes=2, max_steps=300, calibration_frames=1000)
-    _add_checkpoint_options(parser)
-    parser.add_argument("-o", "--output", default="dqn2snn-demo", help="output directory (default ./dqn2snn-demo)")
+    _add_test_frames(parser, 128, "the agreement curve")
+    # each row fixes its coding, scales and readout (N + V): only the games and the calibration are options
+    settings.add_options(parser, omit=("coding", "channel_wise", "readout"),
+                         defaults={"episodes": 2, "max_steps": 300, "calibration_frames": 1000})
+    _add_game_options(parser)
+    _add_output(parser, "output directory (default ./dqn2snn-demo)", required=False, default="dqn2snn-demo")
     parser.set_defaults(handler=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin.experiments import evaluation as ev
-    from dqn2snn_plugin.experiments.demo import conversions, find_demo_checkpoint, run_demo, table
+    from dqn2snn_plugin.experiments.demo import conversions, find_demo_checkpoint, run_demo
+    from dqn2snn_plugin.experiments.report import demo_table
 
     conversions(args.bits, args.rate_T, 1)  # refuses --bits above binary_coding.MAX_BITS and T beyond MAX_T
-    settings = _settings(args)
-    device = ev.resolve_device(args.device)
-    check_output_dir(args.output)
     source = args.checkpoint or find_demo_checkpoint()
-    checkpoint = ev.load_checked(source, env_id=args.env_id, device=device)
+    run_settings, checkpoint = _load_for(args, source)
     print(f"checkpoint: {source}" + ("" if args.checkpoint else " (shipped with the package: the Breakout fixture "
           "DQN of ../shared/fixtures/atari-dqn, SB3 QNetwork weights after about 234k agent steps)"))
-    result = run_demo(checkpoint, settings, args.output, bits=args.bits, rate_T=args.rate_T,
+    result = run_demo(checkpoint, run_settings, args.output, bits=args.bits, rate_T=args.rate_T,
                       test_frames=args.test_frames)
-    s = result["settings"]
-    print(f"{checkpoint.env_id}: {s['episodes']} games of at most {s['max_steps']} steps per player (epsilon = "
-          f"{s['epsilon']}), agreement = same greedy action as the DQN (N+V readout)")
-    print(table(result))
+    print(f"{checkpoint.env_id}: {run_settings.episodes} games of at most {run_settings.max_steps} steps per player "
+          f"(epsilon = {run_settings.epsilon}), agreement = same greedy action as the DQN (N+V readout)")
+    print(demo_table(result))
     out = Path(args.output)
     print(f"written: {out / 'result.json'}, {out / 'demo.md'}, {out / 'agreement_vs_latency.png'}")
     return 0

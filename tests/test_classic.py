@@ -13,7 +13,8 @@ from dqn2snn_plugin.calibration import collect_observations
 from dqn2snn_plugin.checkpoint import load_dqn
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import EnvIdError
-from dqn2snn_plugin.experiments.evaluation import RunSettings, evaluate
+from dqn2snn_plugin.experiments.evaluation import evaluate
+from dqn2snn_plugin.experiments.settings import RunSettings
 
 HAS_BOX2D = importlib.util.find_spec("Box2D") is not None
 
@@ -66,7 +67,7 @@ def test_cartpole_calibrates_on_its_own_play_and_evaluates(fixtures_dir, tmp_pat
     settings = RunSettings(episodes=2, calibration_frames=300, max_steps=100, n_envs=2, coding="binary",
                            channel_wise=True)
     snn = convert(checkpoint, frames, percentile=99.99, coding="binary", T=8, channel_wise=True)
-    result = evaluate(checkpoint, T=8, percentile=99.99, settings=settings, snn=snn)
+    result = evaluate(checkpoint, T=8, percentile=99.99, settings=settings, snn=snn).to_json()
     assert result["env_id"] == "CartPole-v1"
     assert result["dqn"]["score"]["mean"] == 100.0  # the trained DQN balances to the 100-step cap
     assert result["snn"]["agreement_snn_visited"]["spikes+membrane"]["rate"] > 0.8

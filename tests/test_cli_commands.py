@@ -228,3 +228,75 @@ def test_ctrl_c_says_nothing_is_lost(capsys, monkeypatch):
     assert main(["inspect", QNET]) == 130
     assert capsys.readouterr().err == ("dqn2snn: interrupted: nothing is lost (results are written whole or not "
                                        "at all; a sweep resumes where it stopped)\n")
+
+
+# ---------------------------------------------------------------- issue 24: every bad input is one line
+
+
+EMPTY_LIST = "expected a comma-separated list, got ','"
+EMPTY_NUMBERS = "expected comma-separated whole numbers, got ','"
+
+
+@pytest.mark.parametrize("argv, message", [
+    *[([command, QNET, "--percentile", ","], f"argument --percentile: {EMPTY_LIST}")
+      for command in ("sweep", "benchmark")],
+    *[([command, QNET, "--percentile", ","], "percentile must be a number in (0, 100] or 'max', got ','")
+      for command in ("evaluate", "convert")],
+    (["benchmark", QNET, "--coding", ","], f"argument --coding: {EMPTY_LIST}"),
+    *[([command, QNET, "--T", ","], f"argument --T: {EMPTY_NUMBERS}") for command in ("sweep", "tune", "benchmark")],
+    *[([command, QNET, "--env-id", ""], "argument --env-id: must not be empty")
+      for command in ("inspect", "evaluate", "sweep", "convert", "tune")],
+    (["demo", "--env-id", " "], "argument --env-id: must not be empty"),
+])
+def test_empty_lists_and_ids_are_refused_not_replaced_by_defaults(argv, message, capsys, tmp_path, no_work):
+    assert message in _error(capsys, [*argv, *(["-o", str(tmp_path / "o")] if argv[0] != "inspect" else [])])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("flag", ["--cpus-per-cell", "--gpus-per-cell"])
+def test_ray_resources_must_be_finite(flag, value, capsys, tmp_path, no_work):
+    err = _error(capsys, ["benchmark", QNET, "--ray", f"{flag}={value}", "-o", str(tmp_path / "o")])
+    assert f"argument {flag}: expected a finite number, got '{value}'" in err
+
+
+def test_benchmark_says_how_to_name_a_checkpoints_game_without_an_option_it_lacks(capsys, tmp_path, no_work):
+    unnamed = tmp_path / "model.qnet.pt"
+    unnamed.write_bytes((ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt").read_bytes())
+    err = _error(capsys, ["benchmark", str(unnamed), "-o", str(tmp_path / "o")])
+    assert "does not name its game: name the file after its game (<Game>NoFrameskip-v4" in err
+    assert "--env-id" not in err
+    assert "pass --env-id" in _error(capsys, ["evaluate", str(unnamed)])  # evaluate does take it
+
+
+def _benchmark_folder(directory, record: dict | None = None):
+    """A benchmark folder holding the cell `benchmark QNET --T 4 TINY` would compute, as `record` has it."""
+    from dqn2snn_plugin.experiments import grid
+    from dqn2snn_plugin.experiments.evaluation import load_checked
+    from dqn2snn_plugin.experiments.records import weights_digest
+    from dqn2snn_plugin.experiments.settings import RunSettings
+
+    directory.mkdir()
+    settings = RunSettings(episodes=1, max_steps=30, n_envs=1, calibration_frames=300)
+    (directory / "config.json").write_text(json.dumps(grid.shared_config(settings)))
+    key = {"kind": "cell", "checkpoint_sha": weights_digest(load_checked(QNET)), "coding": "rate", "T": 4,
+           "percentile": 99.9, "channel_wise": False}
+    (directory / "cells.jsonl").write_text(json.dumps({**key, **(record or {})}) + "\n")
+
+
+@pytest.mark.parametrize("damage", [{"env_id": None}, {}], ids=["env_id null", "no snn"])
+def test_a_damaged_benchmark_record_is_one_line(damage, capsys, tmp_path, no_work):
+    _benchmark_folder(tmp_path / "b", {"env_id": "BreakoutNoFrameskip-v4", **damage})
+    err = _error(capsys, ["benchmark", QNET, "--T", "4", *TINY, "-o", str(tmp_path / "b")])
+    assert "cells.jsonl: a record lacks" in err and "delete that line" in err
+
+
+@pytest.mark.parametrize("command", ["sweep", "benchmark"])
+@pytest.mark.parametrize("name", ["config.json", "cells.jsonl"])
+def test_a_results_file_that_is_a_folder_is_one_line(command, name, capsys, tmp_path, no_work):
+    (tmp_path / "o" / name).mkdir(parents=True)
+    err = _error(capsys, [command, QNET, "--T", "4", *TINY, "-o", str(tmp_path / "o")])
+    assert f"{name} is not a file (a folder?)" in err
+
+
+def test_demo_takes_no_readout_it_would_ignore(capsys, tmp_path, no_work):
+    assert "unrecognized arguments: --readout" in _error(capsys, ["demo", "--readout", "spikes"])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from dqn2snn_plugin.experiments import demo
 from dqn2snn_plugin.checkpoint import load_dqn
 from dqn2snn_plugin.conversion import convert
-from dqn2snn_plugin.experiments.evaluation import RunSettings
+from dqn2snn_plugin.experiments import demo
+from dqn2snn_plugin.experiments.evaluation import calibration_draws
+from dqn2snn_plugin.experiments.settings import RunSettings
 from _fixtures import atari_checkpoint
 
 
@@ -37,13 +38,18 @@ def test_demo_end_to_end_on_cartpole(fixtures_dir, tmp_path):
     result = demo.run_demo(checkpoint, settings, tmp_path / "out", bits=6, test_frames=64)
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"result.json", "demo.md", "agreement_vs_latency.png"} <= files
-    assert json.loads((tmp_path / "out" / "result.json").read_text()) == json.loads(json.dumps(result))
-    paper, ours = result["conversions"]
-    assert paper["latency_steps"] == ours["latency_steps"] == 18
-    assert [h["latency_steps"] for h in ours["heldout"]] == [6, 12, 18]
+    written = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert written == json.loads(json.dumps(result.to_json()))
+    assert (written["calibration_states"], written["heldout_states"]) == tuple(
+        draw.to_json() for draw in calibration_draws(settings, 64))  # apart from the games and each other
+    paper, ours = result.conversions
+    assert paper.latency_steps == ours.latency_steps == 18
+    assert [point.latency_steps for point in ours.heldout] == [6, 12, 18]
     for row in (paper, ours):
-        assert row["snn"]["score"]["mean"] > 0 and row["snn"]["synaptic_ops_per_decision"] > 0
-        assert 0.0 <= row["snn"]["agreement_snn_visited"]["spikes+membrane"]["rate"] <= 1.0
+        assert row.snn.score.mean > 0 and row.snn.synaptic_ops_per_decision > 0
+        assert 0.0 <= row.snn.agreement_snn_visited["spikes+membrane"].rate <= 1.0
+    assert set(written["conversions"][0]) == {"label", "coding", "T", "percentile", "channel_wise", "curve_T",
+                                              "latency_steps", "heldout", "snn", "scales"}  # the keys users have
     text = (tmp_path / "out" / "demo.md").read_text()
     assert "paper's method: rate coding" in text and "ours, training-free: binary coding, 6-bit codes" in text
     assert text.count("\n") == 5  # header, rule, DQN, two conversions

@@ -1,30 +1,25 @@
-"""evaluate / sweep (with resume) / convert-reload on the Breakout fixture with tiny settings."""
+"""evaluate: games, agreement on both state sets, calibration states apart from the games; convert-reload."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from dqn2snn_plugin.experiments import evaluation as ev
-from dqn2snn_plugin.experiments import sweep as sw
-from dqn2snn_plugin.envs.atari import play
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
-from dqn2snn_plugin.cli import main
 from dqn2snn_plugin.conversion import convert
-from dqn2snn_plugin.errors import ResultsError
-from dqn2snn_plugin.io.results import CellLog, writable_dir, write_json
+from dqn2snn_plugin.envs.atari import play
+from dqn2snn_plugin.experiments import evaluation as ev
+from dqn2snn_plugin.experiments.records import AGREEMENT_READOUTS, Evaluation, StateDraw
+from dqn2snn_plugin.experiments.report import format_evaluation
+from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.io.store import load_snn, save_snn
-from _fixtures import ATARI_FIXTURES, atari_checkpoint
+from _fixtures import atari_checkpoint
 
-TINY = ev.RunSettings(episodes=2, calibration_frames=300, max_steps=60, n_envs=2)
-QNET = str(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")
-SWEEP_ARGS = ["--T", "2,4", "--percentile", "99.9,max", "--episodes", "1", "--max-steps", "40", "--n-envs", "1",
-              "--calibration-frames", "300", "--test-frames", "32"]
+TINY = RunSettings(episodes=2, calibration_frames=300, max_steps=60, n_envs=2)
 
 
 @pytest.fixture(autouse=True)
@@ -56,23 +51,23 @@ def test_an_snn_equal_to_its_dqn_plays_and_scores_like_it(atari_observations):
     checkpoint = constant_breakout_dqn()
     snn = convert(checkpoint, atari_observations, percentile="max", T=5)
     torch.testing.assert_close(snn(atari_observations, 5), checkpoint.q_values(atari_observations), rtol=0, atol=1e-6)
-    settings = ev.RunSettings(episodes=2, max_steps=200, n_envs=2)
+    settings = RunSettings(episodes=2, max_steps=200, n_envs=2)
     dqn_score, _ = ev.play_dqn(checkpoint, settings)
     result = ev.play_snn(checkpoint, snn, 5, settings)
-    assert result["score"] == dqn_score  # the same actions on the same seeds: the same games
-    assert dqn_score["mean"] > 0  # games in which playing another action shows
-    for readout in ev.AGREEMENT_READOUTS:
-        assert result["agreement_snn_visited"][readout]["rate"] == 1.0
-        assert result["agreement_snn_visited"][readout]["n_states"] == sum(dqn_score["lengths"])
-    assert result["spikes_per_decision"] == (3 + 2) * 5  # every neuron fires at each of 5 steps
+    assert result.score == dqn_score  # the same actions on the same seeds: the same games
+    assert dqn_score.mean > 0  # games in which playing another action shows
+    for readout in AGREEMENT_READOUTS:
+        assert result.agreement_snn_visited[readout].rate == 1.0
+        assert result.agreement_snn_visited[readout].n_states == sum(dqn_score.lengths)
+    assert result.spikes_per_decision == (3 + 2) * 5  # every neuron fires at each of 5 steps
     # a spike of layer 1 reaches the 2 neurons of layer 2, one of layer 2 the 4 outputs
-    assert result["synaptic_ops_per_decision"] == 3 * 5 * 2 + 2 * 5 * 4
+    assert result.synaptic_ops_per_decision == 3 * 5 * 2 + 2 * 5 * 4
 
 
 def reference_games(policy, checkpoint, snn, T, settings):
     """Games played step by step here: the score of `policy`, and on every visited state whether the
     SNN's greedy action (on the settings' readout, and on the spike count) equals the DQN's."""
-    matches = {readout: [] for readout in ev.AGREEMENT_READOUTS}
+    matches = {readout: [] for readout in AGREEMENT_READOUTS}
 
     def record(obs, greedy, taken):
         dqn_actions = checkpoint.act(obs)
@@ -91,7 +86,9 @@ def test_evaluate_reports_the_games_each_player_played(tmp_path, atari_observati
     agreements equal those of games played here with the SNN's greedy action on its readout."""
     checkpoint = atari_checkpoint()
     snn = convert(checkpoint, atari_observations, percentile=99.9, T=4)
-    result = json.loads(json.dumps(ev.evaluate(checkpoint, T=4, percentile=99.9, settings=TINY, snn=snn)))
+    evaluation = ev.evaluate(checkpoint, T=4, percentile=99.9, settings=TINY, snn=snn)
+    result = json.loads(json.dumps(evaluation.to_json()))
+    assert Evaluation.from_json(result) == evaluation  # the JSON holds the whole record
 
     def snn_policy(obs):
         return snn.readouts(obs, 4)[TINY.readout].argmax(1)
@@ -106,7 +103,7 @@ def test_evaluate_reports_the_games_each_player_played(tmp_path, atari_observati
             assert agreement[readout]["n_states"] == len(match), (who, readout)
             assert agreement[readout]["rate"] == pytest.approx(np.mean(match), abs=1e-12), (who, readout)
     assert 0.0 < result["snn"]["agreement_snn_visited"]["spikes"]["rate"] < 1.0  # a case where errors show
-    table = ev.format_evaluation(result)
+    table = format_evaluation(evaluation)
     assert "DQN plays" in table and "SNN plays" in table
 
 
@@ -118,75 +115,18 @@ def test_heldout_agreement_of_each_T_equals_a_separate_run_at_that_T(mlp_checkpo
     q = mlp_checkpoint.q_values(states)
     for T, summary in summaries.items():
         readouts = snn.readouts(states, T)
-        for readout in ev.AGREEMENT_READOUTS:
+        for readout in AGREEMENT_READOUTS:
             expected = (readouts[readout].argmax(1) == q.argmax(1)).double().mean()
-            assert summary[readout]["rate"] == pytest.approx(float(expected), abs=1e-12), (T, readout)
-            assert summary[readout]["n_states"] == 90
-    rates = [summaries[T][r]["rate"] for T in (2, 16) for r in ev.AGREEMENT_READOUTS]
+            assert summary[readout].rate == pytest.approx(float(expected), abs=1e-12), (T, readout)
+            assert summary[readout].n_states == 90
+    rates = [summaries[T][r].rate for T in (2, 16) for r in AGREEMENT_READOUTS]
     assert len(set(rates)) > 1  # the readouts and T differ here, so a mix-up would show
-
-
-def test_sweep_resumes_after_a_crash_without_recomputing(tmp_path, monkeypatch, capsys):
-    real_run_cell, calls = sw.run_cell, []
-
-    def crashing(*args, **kwargs):
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # what Ctrl-C does mid-sweep
-        calls.append((args[2], args[3]))
-        return real_run_cell(*args, **kwargs)
-
-    monkeypatch.setattr(sw, "run_cell", crashing)
-    capsys.readouterr()
-    assert main(["sweep", QNET, *SWEEP_ARGS, "-o", str(tmp_path)]) == 130  # Ctrl-C: one line, no traceback
-    err = capsys.readouterr().err
-    assert err.splitlines()[-1].startswith("dqn2snn: interrupted: nothing is lost") and "Traceback" not in err
-    lines = (tmp_path / "cells.jsonl").read_text().splitlines()
-    assert len(lines) == 3  # the DQN baseline + 2 finished cells, durably written
-    first = list(calls)
-
-    calls.clear()
-    monkeypatch.setattr(sw, "run_cell", lambda *a, **k: calls.append((a[2], a[3])) or real_run_cell(*a, **k))
-    assert main(["sweep", QNET, *SWEEP_ARGS, "-o", str(tmp_path)]) == 0
-    assert len(calls) == 2 and not set(calls) & set(first)
-    records = [json.loads(line) for line in (tmp_path / "cells.jsonl").read_text().splitlines()]
-    assert sum(r["kind"] == "dqn" for r in records) == 1
-    assert sorted((r["percentile"], r["T"]) for r in records if r["kind"] == "cell") == [
-        (99.9, 2), (99.9, 4), (100.0, 2), (100.0, 4)]
-    csv_lines = (tmp_path / "sweep.csv").read_text().splitlines()
-    assert len(csv_lines) == 5 and csv_lines[0].startswith("percentile,T,DQN score")
-    assert (tmp_path / "sweep.md").read_text().count("\n") == 6
-    for png in ("score_vs_T.png", "agreement_vs_T.png"):
-        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
-
-    # a rerun on part of the grid computes nothing and keeps every cell in the table
-    assert main(["sweep", QNET, *[a if a != "2,4" else "2" for a in SWEEP_ARGS], "-o", str(tmp_path)]) == 0
-    assert (tmp_path / "sweep.csv").read_text().splitlines() == csv_lines
-
-    # a third run computes nothing; an incompatible one is refused before any work
-    calls.clear()
-    assert main(["sweep", QNET, *SWEEP_ARGS, "-o", str(tmp_path)]) == 0
-    assert calls == []
-    capsys.readouterr()
-    assert main(["sweep", QNET, *SWEEP_ARGS, "--seed", "1", "-o", str(tmp_path)]) == 2
-    assert "incompatible run" in capsys.readouterr().err
-
-
-def test_cell_log_drops_a_line_cut_short_by_a_crash(tmp_path):
-    log = CellLog(tmp_path, {"format": "x"})
-    log.append({"kind": "dqn", "score": {"mean": 1.0}})
-    with open(tmp_path / "cells.jsonl", "a") as handle:
-        handle.write('{"kind": "cell", "perc')
-    reopened = CellLog(tmp_path, {"format": "x"})
-    assert len(reopened.records) == 1
-    reopened.append({"kind": "cell", "percentile": 99.0, "T": 8})
-    assert len(CellLog(tmp_path, {"format": "x"}).records) == 2
-    with pytest.raises(ResultsError, match="incompatible"):
-        CellLog(tmp_path, {"format": "y"})
 
 
 def test_convert_then_reload_gives_identical_outputs(tmp_path, atari_observations):
     checkpoint = atari_checkpoint()
-    snn = convert(checkpoint, ev.calibration_states(checkpoint, TINY), percentile=99.0, T=16, initial_membrane="half")
+    states, _ = ev.calibration_states(checkpoint, TINY)
+    snn = convert(checkpoint, states, percentile=99.0, T=16, initial_membrane="half")
     save_snn(snn, checkpoint, tmp_path / "snn.pt")
     reloaded, dqn = load_snn(tmp_path / "snn.pt")
     for name, values in snn.readouts(atari_observations, T=16).items():
@@ -195,14 +135,34 @@ def test_convert_then_reload_gives_identical_outputs(tmp_path, atari_observation
     assert (reloaded.T, reloaded.initial_membrane, dqn.env_id) == (16, 0.5, checkpoint.env_id)
 
 
-def test_writable_dir_refuses_a_path_below_a_file(tmp_path):
-    (tmp_path / "file").write_text("")
-    with pytest.raises(ResultsError, match="cannot write"):
-        writable_dir(tmp_path / "file" / "out")
+def test_calibration_states_come_from_episodes_apart_from_the_measured_games(monkeypatch, tmp_path):
+    """With episodes >= n_envs the DQN's measured games used to start from the calibration episodes'
+    seeds, so the calibration states were exactly their first states. Now the envs of the two never
+    share a seed, the states differ, and the result says how the calibration states were drawn."""
+    monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path))  # nothing cached: the calibration games are played
+    checkpoint = atari_checkpoint()
+    seeds = {"games": [], "calibration": []}
+    real_play = ev.play
 
+    def games(policy, env_id, episodes, **options):
+        seeds["games"].append(options["seed"])
+        return real_play(policy, env_id, episodes, **options)
 
-def test_settings_added_later_are_recorded_only_when_not_default():
-    """Result directories written before `coding` and `channel_wise` existed stay resumable."""
-    assert "coding" not in ev.RunSettings().as_config() and "channel_wise" not in ev.RunSettings().as_config()
-    config = ev.RunSettings(coding="binary", channel_wise=True).as_config()
-    assert config["coding"] == "binary" and config["channel_wise"] is True
+    monkeypatch.setattr(ev, "play", games)
+    monkeypatch.setattr("dqn2snn_plugin.calibration.play", lambda *a, **o: seeds["calibration"].append(o["seed"])
+                        or real_play(*a, **o))
+    result = ev.evaluate(checkpoint, T=4, percentile=99.9, settings=TINY)
+    (calibration_seed,) = seeds["calibration"]
+    assert set(seeds["games"]) == {TINY.seed}  # the DQN's games, then the SNN's
+    assert abs(calibration_seed - TINY.seed) >= TINY.n_envs  # env seeds seed + i never meet
+    assert result.calibration_states == StateDraw(TINY.calibration_frames, calibration_seed, TINY.n_envs, TINY.epsilon,
+                                                 separate=True)
+    assert result.to_json()["calibration_states"]["first_seed"] == calibration_seed
+
+    calibration, _ = ev.calibration_states(checkpoint, TINY)
+    visited = []
+    real_play(checkpoint.act, checkpoint.env_id, TINY.episodes, n_envs=TINY.n_envs, epsilon=TINY.epsilon,
+              seed=TINY.seed, max_steps=TINY.max_steps, on_step=lambda obs, greedy, taken: visited.append(obs.copy()))
+    visited = np.concatenate(visited)
+    n = min(len(visited), len(calibration))
+    assert not np.array_equal(calibration[:n], visited[:n])

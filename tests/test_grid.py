@@ -9,11 +9,12 @@ import pytest
 
 from dqn2snn_plugin.experiments import evaluation as ev
 from dqn2snn_plugin.experiments import grid
+from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.cli import main
 from dqn2snn_plugin.errors import ConfigError, ResultsError
 from _fixtures import ATARI_FIXTURES as ATARI_DIR
 
-TINY = ev.RunSettings(episodes=1, calibration_frames=300, max_steps=40, n_envs=1)
+TINY = RunSettings(episodes=1, calibration_frames=300, max_steps=40, n_envs=1)
 QNET = str(ATARI_DIR / "BreakoutNoFrameskip-v4.qnet.pt")
 BREAKOUT_ZIP = ATARI_DIR / "dqn-BreakoutNoFrameskip-v4.zip"
 TINY_ARGS = ["--episodes", "1", "--max-steps", "40", "--n-envs", "1", "--calibration-frames", "300"]
@@ -71,7 +72,7 @@ def test_a_larger_grid_computes_only_its_new_cells(tmp_path):
     assert [(r["coding"], r["T"]) for r in records] == [("rate", 2), ("binary", 2)]
     assert all(r["wall_s"] > 0 and r["host"] and r["ray_node_id"] is None for r in records)
     with pytest.raises(ResultsError, match="incompatible run.*episodes"):
-        grid.Grid(games, both, ev.RunSettings(episodes=2, calibration_frames=300, max_steps=40, n_envs=1), tmp_path)
+        grid.Grid(games, both, RunSettings(episodes=2, calibration_frames=300, max_steps=40, n_envs=1), tmp_path)
 
 
 def test_paper_runs_its_two_settings_and_lists_the_rest(capsys, tmp_path):

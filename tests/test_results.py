@@ -8,7 +8,7 @@ import pytest
 
 from dqn2snn_plugin.experiments import sweep as sw
 from dqn2snn_plugin.errors import ResultsError
-from dqn2snn_plugin.io.results import CellLog, check_output_dir, check_output_file
+from dqn2snn_plugin.io.results import CellLog, check_output_dir, check_output_file, writable_dir
 
 
 def test_output_paths_are_checked_without_creating_anything(tmp_path):
@@ -46,10 +46,36 @@ def test_a_damaged_cell_line_is_named_with_its_number(tmp_path, line):
 
 def test_a_cell_missing_keys_is_named_before_the_table(tmp_path):
     log = CellLog(tmp_path, {"a": 1})
-    log.append({"kind": "dqn", "score": {"mean": 1.0}})
+    log.append({"kind": "dqn", "score": {"mean": 1.0, "std": 0.0, "scores": [1.0], "lengths": [9], "truncated": 0}})
     log.append({"kind": "cell", "percentile": 99.9, "T": 4})
     with pytest.raises(ResultsError, match=r"cells\.jsonl: a record lacks 'score'"):
-        sw.sweep_rows(log)
+        sw.logged_rows(log)
+
+
+@pytest.mark.parametrize("name", ["config.json", "cells.jsonl"])
+def test_a_folder_where_a_results_file_belongs_is_named(tmp_path, name):
+    (tmp_path / name).mkdir()
+    with pytest.raises(ResultsError, match=rf"{name} is not a file \(a folder\?\)"):
+        CellLog(tmp_path, {"a": 1})
+
+
+def test_cell_log_drops_a_line_cut_short_by_a_crash(tmp_path):
+    log = CellLog(tmp_path, {"format": "x"})
+    log.append({"kind": "dqn", "score": {"mean": 1.0}})
+    with open(tmp_path / "cells.jsonl", "a") as handle:
+        handle.write('{"kind": "cell", "perc')
+    reopened = CellLog(tmp_path, {"format": "x"})
+    assert len(reopened.records) == 1
+    reopened.append({"kind": "cell", "percentile": 99.0, "T": 8})
+    assert len(CellLog(tmp_path, {"format": "x"}).records) == 2
+    with pytest.raises(ResultsError, match="incompatible"):
+        CellLog(tmp_path, {"format": "y"})
+
+
+def test_writable_dir_refuses_a_path_below_a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ResultsError, match="cannot write"):
+        writable_dir(tmp_path / "file" / "out")
 
 
 def test_an_incompatible_run_names_the_differing_setting_only(tmp_path):

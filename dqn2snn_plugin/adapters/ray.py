@@ -16,6 +16,7 @@ answers there, so a dead or wrong address is one ClusterError at once (`ray.init
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,9 +24,10 @@ from dataclasses import dataclass, replace
 from types import ModuleType
 
 from dqn2snn_plugin.errors import ClusterError, ConfigError, Dqn2SnnError
-from dqn2snn_plugin.experiments.evaluation import RunSettings, resolve_device
-from dqn2snn_plugin.experiments.grid import Cell, Setting, measure_cell
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.experiments.evaluation import resolve_device
+from dqn2snn_plugin.experiments.grid import Cell, Setting, measure_cell
+from dqn2snn_plugin.experiments.settings import RunSettings
 
 LOCAL = "local"  # start a Ray on this machine for the run
 AUTO = "auto"  # join the cluster that `ray start` began on this machine (or $RAY_ADDRESS)
@@ -130,7 +132,8 @@ def _first_to_create(path: str) -> bool:
 
 def _cell_task(checkpoint: DQNCheckpoint, setting: Setting, settings: RunSettings, device: str, threads: int,
                kill_once: str | None) -> dict:
-    """One cell inside a Ray worker: the network on `device`, `threads` torch threads, then `measure_cell`."""
+    """One cell inside a Ray worker: the network on `device`, `threads` torch threads, then `measure_cell`;
+    its JSON record, stamped with the Ray node."""
     import ray
     import torch
 
@@ -139,7 +142,7 @@ def _cell_task(checkpoint: DQNCheckpoint, setting: Setting, settings: RunSetting
     torch.set_num_threads(threads)
     checkpoint = replace(checkpoint, q_network=checkpoint.q_network.to(resolve_device(device)))
     record = measure_cell(checkpoint, setting, settings)
-    return {**record, "ray_node_id": ray.get_runtime_context().get_node_id()}
+    return replace(record, ray_node_id=ray.get_runtime_context().get_node_id()).to_json()
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,9 @@ class RayRunner:
     max_retries: int = 3
 
     def check(self) -> RayRunner:
-        """ConfigError for resources that cannot fit the device asked for; return self."""
-        if self.cpus_per_cell <= 0 or self.gpus_per_cell < 0:
+        """ConfigError for resources that are not finite numbers or cannot fit the device asked for; return self."""
+        finite = math.isfinite(self.cpus_per_cell) and math.isfinite(self.gpus_per_cell)
+        if not finite or self.cpus_per_cell <= 0 or self.gpus_per_cell < 0:
             raise ConfigError(f"--cpus-per-cell must be > 0 and --gpus-per-cell >= 0, got {self.cpus_per_cell} "
                               f"and {self.gpus_per_cell}")
         if (self.device == "cuda") != (self.gpus_per_cell > 0):

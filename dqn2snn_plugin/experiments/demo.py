@@ -1,9 +1,9 @@
 """`dqn2snn demo`: the paper's conversion and our best training-free one, side by side on one DQN.
 
-Both SNNs are converted from the same calibration states (the DQN's own play) and measured the
-same way: agreement with the DQN's greedy action on held-out DQN-visited states and on the states
-the SNN visits while playing, the game score, synaptic operations per decision, and latency, the
-time steps from observation to action:
+Both SNNs are converted from the same calibration states (the DQN's own play, in episodes separate
+from the measured games) and measured the same way: agreement with the DQN's greedy action on
+held-out DQN-visited states and on the states the SNN visits while playing, the game score,
+synaptic operations per decision, and latency, the time steps from observation to action:
 - rate coding (the paper): every layer runs at once for T steps, so the latency is T;
 - binary coding: each layer needs its whole T-bit input code before it can send its own, so the
   latency is T per weighted layer (T to integrate the observation, then T per spiking layer):
@@ -14,34 +14,23 @@ By default the paper's row runs at the binary row's latency, so the two compare 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from dqn2snn_plugin.binary_coding import check_bits
-from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import ResultsError
-from dqn2snn_plugin.experiments.evaluation import RunSettings, _header, _score, heldout_agreement, play_dqn, play_snn
+from dqn2snn_plugin.experiments.evaluation import (
+    calibration_and_heldout_states, header, heldout_agreement, play_dqn, play_snn,
+)
+from dqn2snn_plugin.experiments.records import Conversion, CurvePoint, DemoResult, DemoRow
+from dqn2snn_plugin.experiments.report import DEMO_READOUT, demo_table
+from dqn2snn_plugin.experiments.settings import RunSettings
+from dqn2snn_plugin.io.results import write_json, write_text, writable_dir
 from dqn2snn_plugin.normalization import SYNAPSES
-from dqn2snn_plugin.io.results import markdown_table, write_json, write_text, writable_dir
 from dqn2snn_plugin.spiking import SpikingQNetwork, check_T
-
-READOUT = "spikes+membrane"  # the paper's N + V readout, the one both rows are measured on
-HEADERS = ["", "held-out agreement", "agreement while playing", "score (mean ± std)", "synaptic ops per decision",
-           "latency (time steps)"]
-
-
-@dataclass(frozen=True)
-class Conversion:
-    """One row of the demo: how the DQN is converted, and the T values of its curve."""
-
-    label: str  # plain words for the table and the plot
-    coding: str  # "rate" or "binary"
-    T: int  # time steps per decision (rate) or bits per code (binary) while playing
-    percentile: float
-    channel_wise: bool
-    curve_T: tuple[int, ...]  # T values of the held-out agreement curve
 
 
 def latency_steps(snn: SpikingQNetwork, T: int) -> int:
@@ -63,51 +52,34 @@ def conversions(bits: int, rate_T: int | None, n_weighted_layers: int) -> list[C
     ]
 
 
-def _measure(checkpoint: DQNCheckpoint, row: Conversion, calibration, test, settings: RunSettings) -> dict:
+def _measure(checkpoint: DQNCheckpoint, row: Conversion, calibration: np.ndarray, test: np.ndarray,
+             settings: RunSettings) -> DemoRow:
     snn = convert(checkpoint, calibration, percentile=row.percentile, channel_wise=row.channel_wise,
-                  backend=settings.backend, readout=READOUT, T=row.T, coding=row.coding)
+                  backend=settings.backend, readout=DEMO_READOUT, T=row.T, coding=row.coding)
     curve = heldout_agreement(checkpoint, snn, test, list(row.curve_T))
-    played = play_snn(checkpoint, snn, row.T, dataclasses.replace(settings, readout=READOUT))
-    return {
-        **dataclasses.asdict(row), "latency_steps": latency_steps(snn, row.T),
-        "heldout": [{"T": T, "latency_steps": latency_steps(snn, T), "agreement": curve[T][READOUT]["rate"]}
-                    for T in row.curve_T],
-        "snn": played, "scales": snn.scales.as_dict(),
-    }
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def table(result: dict) -> str:
-    """The demo's table: the DQN, then one row per conversion."""
-    rows = [["DQN (the network converted)", "", "", _score(result["dqn"]["score"]), "", ""]]
-    for row in result["conversions"]:
-        heldout = next(h["agreement"] for h in row["heldout"] if h["T"] == row["T"])
-        snn = row["snn"]
-        rows.append([row["label"], _pct(heldout), _pct(snn["agreement_snn_visited"][READOUT]["rate"]),
-                     _score(snn["score"]), f"{snn['synaptic_ops_per_decision']:,.0f}", row["latency_steps"]])
-    return markdown_table(HEADERS, rows)
+    played = play_snn(checkpoint, snn, row.T, dataclasses.replace(settings, readout=DEMO_READOUT))
+    return DemoRow(row, latency_steps(snn, row.T),
+                   [CurvePoint(T, latency_steps(snn, T), curve[T][DEMO_READOUT].rate) for T in row.curve_T],
+                   played, snn.scales.as_dict())
 
 
 def run_demo(checkpoint: DQNCheckpoint, settings: RunSettings, out_dir: str | Path, *, bits: int = 8,
-             rate_T: int | None = None, test_frames: int = 128) -> dict:
+             rate_T: int | None = None, test_frames: int = 128) -> DemoResult:
     """Measure both conversions; write `result.json`, `demo.md` and `agreement_vs_latency.png` into `out_dir`."""
     from dqn2snn_plugin.experiments.plots import plot_agreement_vs_latency
 
     out = writable_dir(out_dir)
     rows = conversions(bits, rate_T, sum(isinstance(layer, SYNAPSES) for layer in checkpoint.q_network))
-    calibration, test = calibration_and_test_observations(
-        checkpoint, settings.calibration_frames, test_frames, seed=settings.seed, epsilon=settings.epsilon,
-        n_envs=settings.n_envs, progress=True)
+    calibration, test, calibration_draw, test_draw = calibration_and_heldout_states(checkpoint, settings, test_frames)
     dqn_score, _ = play_dqn(checkpoint, settings)
-    result = {**_header(checkpoint, settings), "dqn": {"score": dqn_score}, "test_frames": test_frames,
-              "conversions": [_measure(checkpoint, row, calibration, test, settings) for row in rows]}
-    write_json(out / "result.json", result)
-    write_text(out / "demo.md", table(result) + "\n")
+    result = DemoResult(header(checkpoint, settings), dqn_score, test_frames,
+                        [_measure(checkpoint, row, calibration, test, settings) for row in rows],
+                        calibration_draw, test_draw)
+    write_json(out / "result.json", result.to_json())
+    write_text(out / "demo.md", demo_table(result) + "\n")
     plot_agreement_vs_latency(out / "agreement_vs_latency.png", {
-        row["label"]: [(h["latency_steps"], h["agreement"]) for h in row["heldout"]] for row in result["conversions"]
+        row.conversion.label: [(point.latency_steps, point.agreement) for point in row.heldout]
+        for row in result.conversions
     }, title=f"{checkpoint.env_id}: agreement with the DQN on {test_frames} held-out states")
     return result
 

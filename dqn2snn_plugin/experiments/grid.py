@@ -3,10 +3,11 @@
 A cell is one game (one set of Q-network weights) at one `Setting` (coding, T, percentile, scale
 granularity), measured by `evaluation.evaluate`. Checkpoints holding the same weights (a `.zip` and
 the `.qnet.pt` made from it) are one game. Each finished cell is appended to `DIR/cells.jsonl` at
-once (`results.CellLog`), keyed by the weights' digest and the setting, so a rerun computes only the
+once (`runner.CellRunner`), keyed by the weights' digest and the setting, so a rerun computes only the
 missing cells and a grid can be extended later; `DIR/config.json` pins what every cell shares
-(episodes, step cap, seed, ...), and a rerun with other values is refused. The driver is the only
-writer: a runner (`run_here`, or `adapters.ray.RayRunner`) computes cells and yields their records.
+(episodes, step cap, seed, how the calibration states are drawn, ...), and a rerun with other values
+is refused. The driver is the only writer: a `Runner` (`run_here`, or `adapters.ray.RayRunner`)
+computes cells and yields their records.
 
 Binary coding's T counts bits per layer (at most `binary_coding.MAX_BITS`): a grid that pairs a
 larger T with binary coding skips those cells and says so (a rate-coded T = 500 is still run);
@@ -21,17 +22,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from dqn2snn_plugin.binary_coding import MAX_BITS, check_bits
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import ConfigError, ResultsError
-from dqn2snn_plugin.experiments.evaluation import (
-    AGREEMENT_READOUTS, RunSettings, _pct, _score, checkpoint_digest, evaluate, p_label,
-)
-from dqn2snn_plugin.normalization import check_percentile
-from dqn2snn_plugin.io.results import CellLog, markdown_table, write_table
-from dqn2snn_plugin.spiking import check_coding, check_T
+from dqn2snn_plugin.experiments.evaluation import calibration_draws, check_grid, evaluate
+from dqn2snn_plugin.experiments.records import BenchmarkCell, weights_digest
+from dqn2snn_plugin.experiments.report import BENCHMARK_HEADERS, benchmark_row, p_label
+from dqn2snn_plugin.experiments.runner import CellRunner
+from dqn2snn_plugin.experiments.settings import RunSettings
+from dqn2snn_plugin.io.results import CellLog, write_table
+from dqn2snn_plugin.spiking import check_coding
 
 BENCHMARK_FORMAT = "dqn2snn-benchmark-v1"
 
@@ -59,7 +59,6 @@ BEST_SETTING = Setting("binary", 8, 99.99, True)
 PAPER_GAMES = ("Atlantis", "BeamRider", "Boxing", "Breakout", "CrazyClimber", "Gopher", "Jamesbond", "Kangaroo",
                "Krull", "NameThisGame", "Pong", "RoadRunner", "SpaceInvaders", "StarGunner", "Tennis", "Tutankham",
                "VideoPinball")
-PAPER_EPISODES = 30  # whole games per player, each cut at the paper's 18,000 agent steps
 
 
 def hub_id(game: str) -> str:
@@ -71,10 +70,10 @@ def grid_settings(Ts: Iterable[int], percentiles: Iterable[float | str], codings
                   channel_wise: bool = False) -> tuple[list[Setting], list[str]]:
     """Every (coding, T, percentile) combination, validated and ordered, and a note per skipped one
     (binary coding with more than MAX_BITS bits); ConfigError if none is left."""
-    Ts, ps = sorted({check_T(T) for T in Ts}), sorted({check_percentile(p) for p in percentiles})
+    Ts, ps = check_grid(Ts, percentiles)
     codings = list(dict.fromkeys(check_coding(c) for c in codings))
-    if not Ts or not ps or not codings:
-        raise ConfigError("need at least one T, one percentile and one coding")
+    if not codings:
+        raise ConfigError("need at least one coding")
     settings, skipped = [], []
     for coding in codings:
         for T in Ts:
@@ -104,10 +103,10 @@ class Game:
 
 
 def unique_games(checkpoints: Sequence[DQNCheckpoint]) -> list[Game]:
-    """The checkpoints as games: those with equal weights (`checkpoint_digest`) merge into the first."""
+    """The checkpoints as games: those with equal weights (`records.weights_digest`) merge into the first."""
     games: dict[str, Game] = {}
     for checkpoint in checkpoints:
-        digest = checkpoint_digest(checkpoint)
+        digest = weights_digest(checkpoint)
         if digest in games:
             games[digest] = replace(games[digest], sources=(*games[digest].sources, checkpoint.source))
         else:
@@ -134,47 +133,33 @@ class Cell:
         return {"checkpoint_sha": self.game.digest, **self.setting.key()}
 
 
+PER_CELL = ("coding", "channel_wise")  # settings a cell's `Setting` decides, not the folder
+
+
 def shared_config(settings: RunSettings) -> dict:
-    """What every cell of a results directory shares (coding and channel_wise vary per cell)."""
-    config = asdict(settings.check())
-    del config["coding"], config["channel_wise"]
-    return {"format": BENCHMARK_FORMAT, **config}
+    """What every cell of a results directory shares: the settings (less PER_CELL) and how the
+    calibration states are drawn (`evaluation.calibration_draws`)."""
+    calibration, _ = calibration_draws(settings.check())
+    return {"format": BENCHMARK_FORMAT, **settings.as_config(omit=PER_CELL),
+            "calibration_states": calibration.to_json()}
 
 
-def measure_cell(checkpoint: DQNCheckpoint, setting: Setting, settings: RunSettings) -> dict:
+def measure_cell(checkpoint: DQNCheckpoint, setting: Setting, settings: RunSettings) -> BenchmarkCell:
     """The cell's record: `evaluate` at the setting, plus the host it ran on and its wall time."""
     start = time.perf_counter()
     result = evaluate(checkpoint, T=setting.T, percentile=setting.percentile,
                       settings=replace(settings, coding=setting.coding, channel_wise=setting.channel_wise))
-    return {"kind": "cell", **setting.key(), **result, "host": socket.gethostname(), "ray_node_id": None,
-            "wall_s": time.perf_counter() - start}
+    return BenchmarkCell(setting.coding, setting.channel_wise, result, socket.gethostname(), None,
+                         time.perf_counter() - start)
 
 
-Runner = Callable[[Sequence[Cell], RunSettings], Iterator[dict]]
+Runner = Callable[[Sequence[Cell], RunSettings], Iterator[dict]]  # computes cells, yields their JSON records
 
 
 def run_here(cells: Sequence[Cell], settings: RunSettings) -> Iterator[dict]:
     """Compute the cells one after another in this process."""
     for cell in cells:
-        yield measure_cell(cell.game.checkpoint, cell.setting, settings)
-
-
-# ---------------------------------------------------------------- the table
-
-BENCHMARK_HEADERS = ["game", "coding", "T", "p", "scales", "DQN score", "SNN score", "agreement SNN-visited (N+V)",
-                     "agreement DQN-visited (N+V)", "agreement SNN-visited (spikes)", "agreement DQN-visited (spikes)",
-                     "spikes per decision", "synaptic ops per decision", "cell wall (s)"]
-
-
-def benchmark_row(record: dict) -> list[object]:
-    """One table row of a cell's record."""
-    snn, rates = record["snn"], []
-    for r in AGREEMENT_READOUTS:
-        rates += [_pct(snn["agreement_snn_visited"][r]["rate"]), _pct(record["agreement_dqn_visited"][r]["rate"])]
-    return [record["env_id"].removesuffix("NoFrameskip-v4"), record["coding"], record["T"],
-            p_label(record["percentile"]), "per channel" if record["channel_wise"] else "per layer",
-            _score(record["dqn"]["score"]), _score(snn["score"]), *rates, f"{snn['spikes_per_decision']:,.0f}",
-            f"{snn['synaptic_ops_per_decision']:,.0f}", f"{record['wall_s']:.0f}"]
+        yield measure_cell(cell.game.checkpoint, cell.setting, settings).to_json()
 
 
 def checkpoint_sources(paths: Sequence[str]) -> list[str]:
@@ -202,24 +187,17 @@ class Grid:
         self.run_settings = run_settings
         self.log = CellLog(Path(out_dir), shared_config(run_settings))
         self.cells = [Cell(game, setting) for game in games for setting in settings]
+        self.runner = CellRunner(self.log, self.cells, Cell.key)
 
     def missing(self) -> list[Cell]:
         """The cells the log does not hold yet."""
-        return [cell for cell in self.cells if self.log.find("cell", **cell.key()) is None]
+        return self.runner.missing()
 
     def run(self, runner: Runner = run_here) -> list[list[object]]:
         """Compute the missing cells with `runner`, appending each record the moment it arrives;
-        write DIR/benchmark.csv and .md; return the table rows (grid order)."""
-        todo = self.missing()
-        records = runner(todo, self.run_settings)
-        with tqdm(total=len(self.cells), initial=len(self.cells) - len(todo), desc="cells", unit="cell") as bar:
-            for record in records:
-                self.log.append(record)
-                bar.update(1)
-        rows = [benchmark_row(self.log.find("cell", **cell.key())) for cell in self.cells]
+        write DIR/benchmark.csv and .md; return the table rows (grid order). ResultsError, naming the
+        file, for a logged record that lacks what a row needs (edited or damaged)."""
+        records = self.runner.run(lambda todo: runner(todo, self.run_settings))
+        rows = [benchmark_row(self.log.parse(BenchmarkCell.from_json, record)) for record in records]
         write_table(self.log.directory, "benchmark", BENCHMARK_HEADERS, rows)
         return rows
-
-
-def format_table(rows: Sequence[Sequence[object]]) -> str:
-    return markdown_table(BENCHMARK_HEADERS, rows)

@@ -1,6 +1,6 @@
 """PNG plots of sweep and demo results (matplotlib, headless Agg backend).
 
-The sweep rows are those of `sweep.sweep_rows` (columns `sweep.SWEEP_HEADERS`), so the
+The sweep rows are those of `report.sweep_rows` (columns `report.SWEEP_HEADERS`), so the
 plots are drawn from exactly what `sweep.csv` holds.
 """
 

@@ -1,26 +1,29 @@
-"""`dqn2snn sweep`: a grid of (percentile, T) cells, each saved the moment it finishes, resumable.
+"""`dqn2snn sweep`: a grid of (percentile, T) cells on one DQN, each saved the moment it finishes, resumable.
 
-Every finished cell is appended to `DIR/cells.jsonl` (flush + fsync), so an interrupted sweep
-resumes where it stopped and no cell is computed twice; `DIR/config.json` pins what decides the
-results, and a rerun with other settings is refused (ResultsError) rather than mixed in. The
-DQN-visited agreement of a sweep is measured on a fixed held-out state set (episodes separate from
-the calibration episodes), for all T of a percentile in one simulation.
+The cells run on `runner.CellRunner` over `DIR/cells.jsonl`, so an interrupted sweep resumes where it
+stopped and no cell is computed twice; `DIR/config.json` pins what decides the results (the settings,
+the weights' digest, how the calibration and held-out states were drawn), and a rerun with other
+values is refused (ResultsError) rather than mixed in. The DQN-visited agreement of a sweep is
+measured on a fixed held-out state set, for all T of a percentile in one simulation; calibration
+and held-out states come from episodes separate from the measured games (`evaluation.calibration_draws`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from itertools import groupby
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
-from dqn2snn_plugin.errors import ConfigError, ResultsError
+from dqn2snn_plugin.errors import ConfigError
 from dqn2snn_plugin.experiments.evaluation import (
-    AGREEMENT_READOUTS, RunSettings, _header, check_grid, heldout_agreement, p_label, play_dqn, play_snn,
+    calibration_and_heldout_states, calibration_draws, check_grid, header, heldout_agreement, play_dqn, play_snn,
 )
+from dqn2snn_plugin.experiments.records import Agreements, DqnBaseline, SweepCell
+from dqn2snn_plugin.experiments.report import SWEEP_HEADERS, sweep_rows
+from dqn2snn_plugin.experiments.runner import KIND, CellRunner
+from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.io.results import CellLog, write_table
 from dqn2snn_plugin.spiking import SpikingQNetwork
 
@@ -28,31 +31,25 @@ SWEEP_FORMAT = "dqn2snn-sweep-v1"
 
 
 def run_cell(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, p: float, T: int, settings: RunSettings,
-             heldout: dict) -> dict:
+             heldout: Agreements) -> SweepCell:
     """One sweep cell: SNN games at T (score, SNN-visited agreement, cost) plus the held-out agreement."""
-    return {"kind": "cell", "percentile": p, "T": T, **play_snn(checkpoint, snn, T, settings),
-            "agreement_heldout": heldout}
+    return SweepCell(p, T, play_snn(checkpoint, snn, T, settings), heldout)
 
 
-SWEEP_HEADERS = ["percentile", "T", "DQN score", "SNN score", "SNN std",
-                 "agreement SNN-visited (N+V)", "agreement SNN-visited (spikes)",
-                 "agreement held-out (N+V)", "agreement held-out (spikes)", "spikes per decision"]
+def sweep_config(checkpoint: DQNCheckpoint, settings: RunSettings, test_frames: int) -> dict:
+    """What `config.json` pins: the settings, the weights (not where the file lies) and the state draws."""
+    calibration, heldout = calibration_draws(settings, test_frames)
+    config = {"format": SWEEP_FORMAT, **header(checkpoint, settings).to_json(), "test_frames": test_frames,
+              "calibration_states": calibration.to_json(), "heldout_states": heldout.to_json()}
+    del config["checkpoint"]
+    return config
 
 
-def sweep_rows(log: CellLog) -> list[list[object]]:
-    """One table row per finished (p, T) cell in the log, ordered by p then T: a rerun on part of
-    the grid keeps the other cells in the table. ResultsError when a record lacks what a row needs."""
-    try:
-        dqn = log.find("dqn")["score"]["mean"]
-        cells = sorted((r for r in log.records if r["kind"] == "cell"), key=lambda r: (r["percentile"], r["T"]))
-        return [[p_label(cell["percentile"]), cell["T"], f"{dqn:.2f}", f"{cell['score']['mean']:.2f}",
-                 f"{cell['score']['std']:.2f}",
-                 *(f"{cell['agreement_snn_visited'][r]['rate']:.4f}" for r in AGREEMENT_READOUTS),
-                 *(f"{cell['agreement_heldout'][r]['rate']:.4f}" for r in AGREEMENT_READOUTS),
-                 f"{cell['spikes_per_decision']:.0f}"] for cell in cells]
-    except (KeyError, TypeError) as exc:
-        raise ResultsError(f"{log.cells_path}: a record lacks {exc} or holds the wrong type (edited or damaged): "
-                           "delete that line (its cell is measured again) or the folder") from None
+def logged_rows(log: CellLog) -> list[list[object]]:
+    """One table row per finished (p, T) cell in the log, ordered by p then T: a rerun on part of the
+    grid keeps the other cells in the table. ResultsError when a record lacks what a row needs."""
+    dqn = log.parse(DqnBaseline.from_json, log.find(DqnBaseline.kind))
+    return sweep_rows(dqn.score, [log.parse(SweepCell.from_json, r) for r in log.records if r["kind"] == KIND])
 
 
 def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[float | str], settings: RunSettings,
@@ -65,30 +62,27 @@ def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[fl
     settings.check()
     if test_frames < 1:
         raise ConfigError(f"test-frames must be at least 1, got {test_frames}")
-    config = {"format": SWEEP_FORMAT, **_header(checkpoint, settings), "test_frames": test_frames}
-    config.pop("checkpoint")  # where the file lies does not matter, its weights do
-    log = CellLog(Path(out_dir), config)
-    if log.find("dqn") is not None:
-        sweep_rows(log)  # a damaged record is refused now, not after the new cells
+    log = CellLog(Path(out_dir), sweep_config(checkpoint, settings, test_frames))
+    if log.find(DqnBaseline.kind) is not None:
+        logged_rows(log)  # a damaged record is refused now, not after the new cells
     else:
-        log.append({"kind": "dqn", "score": play_dqn(checkpoint, settings)[0]})
-    todo = {p: [T for T in Ts if log.find("cell", percentile=p, T=T) is None] for p in ps}
-    if any(todo.values()):
-        calibration, test = calibration_and_test_observations(
-            checkpoint, settings.calibration_frames, test_frames, seed=settings.seed, epsilon=settings.epsilon,
-            n_envs=settings.n_envs, progress=True)
-        total = len(Ts) * len(ps)
-        with tqdm(total=total, initial=total - sum(map(len, todo.values())), desc="sweep cells", unit="cell") as bar:
-            for p, cell_Ts in todo.items():
-                if not cell_Ts:
-                    continue
-                snn = convert(checkpoint, calibration, percentile=p, backend=settings.backend, readout=settings.readout,
-                              coding=settings.coding, channel_wise=settings.channel_wise)
-                heldout = heldout_agreement(checkpoint, snn, test, cell_Ts)
-                for T in cell_Ts:
-                    log.append(run_cell(checkpoint, snn, p, T, settings, heldout[T]))
-                    bar.update(1)
-    rows = sweep_rows(log)
+        log.append(DqnBaseline(play_dqn(checkpoint, settings)[0]).to_json())
+
+    def compute(todo: Sequence[tuple[float, int]]) -> Iterator[dict]:
+        """The missing cells, one conversion and one held-out simulation per percentile."""
+        calibration, test, _, _ = calibration_and_heldout_states(checkpoint, settings, test_frames)
+        for p, cells in groupby(todo, key=lambda cell: cell[0]):
+            cell_Ts = [T for _, T in cells]
+            snn = convert(checkpoint, calibration, percentile=p, backend=settings.backend, readout=settings.readout,
+                          coding=settings.coding, channel_wise=settings.channel_wise)
+            heldout = heldout_agreement(checkpoint, snn, test, cell_Ts)
+            for T in cell_Ts:
+                yield run_cell(checkpoint, snn, p, T, settings, heldout[T]).to_json()
+
+    cells = [(p, T) for p in ps for T in Ts]
+    CellRunner(log, cells, lambda cell: {"percentile": cell[0], "T": cell[1]}, desc="sweep cells").run(compute)
+    rows = logged_rows(log)
     write_table(log.directory, "sweep", SWEEP_HEADERS, rows)
-    plot_sweep(log.directory, rows, dqn_score=log.find("dqn")["score"]["mean"])
+    dqn = log.parse(DqnBaseline.from_json, log.find(DqnBaseline.kind))
+    plot_sweep(log.directory, rows, dqn_score=dqn.score.mean)
     return rows

@@ -14,8 +14,11 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from dqn2snn_plugin.errors import ResultsError
+
+R = TypeVar("R")
 
 
 def writable_dir(path: str | Path) -> Path:
@@ -119,6 +122,10 @@ class CellLog:
     def __init__(self, directory: Path, config: dict) -> None:
         self.directory = writable_dir(directory)
         self.config_path, self.cells_path = self.directory / "config.json", self.directory / "cells.jsonl"
+        for path in (self.config_path, self.cells_path):
+            if path.exists() and not path.is_file():
+                raise ResultsError(f"{path} is not a file (a folder?): delete it to start over, or use another "
+                                   "output folder")
         if self.config_path.exists():
             differ = _differences(self._stored_config(), config)
             if differ:
@@ -175,8 +182,19 @@ class CellLog:
         self.records.append(record)
 
     def find(self, kind: str, **key: object) -> dict | None:
+        """The first record of `kind` whose values include `key`'s, or None."""
         return next((r for r in self.records if r["kind"] == kind and all(r.get(k) == v for k, v in key.items())),
                     None)
+
+
+    def parse(self, from_json: Callable[[dict], R], record: dict) -> R:
+        """`from_json(record)`, or one ResultsError naming this log when the record lacks a key or holds a
+        value of the wrong type (an edited or damaged line)."""
+        try:
+            return from_json(record)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ResultsError(f"{self.cells_path}: a record lacks {exc} or holds the wrong type (edited or "
+                               "damaged): delete that line (its cell is measured again) or the folder") from None
 
 
 def _differences(stored: dict, config: dict, prefix: str = "") -> list[str]:

@@ -1,0 +1,108 @@
+"""The printed and written tables of `evaluate`, `sweep`, `benchmark` and `demo`, from typed records.
+
+One place for how numbers are shown: `pct` (a rate as a percentage, "n/a" when absent), `score`
+(mean ± std) and `p_label` (99.9, or "max" for 100). The plots are in `plots`, drawn from the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from dqn2snn_plugin.experiments.records import (
+    AGREEMENT_READOUTS, BenchmarkCell, DemoResult, Evaluation, ScoreSummary, SweepCell,
+)
+from dqn2snn_plugin.io.results import markdown_table
+
+
+def p_label(p: float) -> str:
+    """A percentile as people write it: 99.9, or "max" for 100."""
+    return "max" if p == 100.0 else f"{p:g}"
+
+
+def pct(x: float | None) -> str:
+    """A rate in [0, 1] as a percentage with one decimal; "n/a" for None."""
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def score(summary: ScoreSummary) -> str:
+    """mean ± std of the raw game scores."""
+    return f"{summary.mean:.1f} ± {summary.std:.1f}"
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def format_evaluation(result: Evaluation) -> str:
+    """The printed table of `evaluate`: one row per player, agreement per readout on its states."""
+    s, snn = result.header.settings, result.snn
+    rows = []
+    for who, summary, agreement in (("DQN plays", result.dqn_score, result.agreement_dqn_visited),
+                                    ("SNN plays", snn.score, snn.agreement_snn_visited)):
+        rows.append([who, score(summary), *(pct(agreement[r].rate) for r in AGREEMENT_READOUTS),
+                     agreement[AGREEMENT_READOUTS[0]].n_states])
+    coding = s.get("coding", "rate")
+    steps = f"T={result.T}" + (" (binary coding: steps per layer, bits per spike code)" if coding == "binary" else "")
+    title = (f"{result.header.env_id}  {steps}  p={p_label(result.percentile)}"
+             f"{'  per channel' * s.get('channel_wise', False)}  "
+             f"{s['episodes']} episodes (ε={s['epsilon']}, ≤{s['max_steps']} steps)  SNN acts on {s['readout']}")
+    table = markdown_table(["", "score (mean ± std)", *(f"agreement {r}" for r in AGREEMENT_READOUTS), "states"],
+                           rows)
+    cost = (f"spikes per decision: {snn.spikes_per_decision:,.0f}   "
+            f"synaptic ops per decision: {snn.synaptic_ops_per_decision:,.0f}")
+    return f"{title}\n{table}\n{cost}"
+
+
+# ---------------------------------------------------------------- sweep
+
+SWEEP_HEADERS = ["percentile", "T", "DQN score", "SNN score", "SNN std",
+                 "agreement SNN-visited (N+V)", "agreement SNN-visited (spikes)",
+                 "agreement held-out (N+V)", "agreement held-out (spikes)", "spikes per decision"]
+
+
+def sweep_rows(dqn: ScoreSummary, cells: Iterable[SweepCell]) -> list[list[object]]:
+    """One row per cell, ordered by p then T (columns SWEEP_HEADERS; `plots.plot_sweep` reads them)."""
+    return [[p_label(cell.percentile), cell.T, f"{dqn.mean:.2f}", f"{cell.snn.score.mean:.2f}",
+             f"{cell.snn.score.std:.2f}",
+             *(f"{cell.snn.agreement_snn_visited[r].rate:.4f}" for r in AGREEMENT_READOUTS),
+             *(f"{cell.agreement_heldout[r].rate:.4f}" for r in AGREEMENT_READOUTS),
+             f"{cell.snn.spikes_per_decision:.0f}"]
+            for cell in sorted(cells, key=lambda c: (c.percentile, c.T))]
+
+
+# ---------------------------------------------------------------- benchmark
+
+BENCHMARK_HEADERS = ["game", "coding", "T", "p", "scales", "DQN score", "SNN score", "agreement SNN-visited (N+V)",
+                     "agreement DQN-visited (N+V)", "agreement SNN-visited (spikes)", "agreement DQN-visited (spikes)",
+                     "spikes per decision", "synaptic ops per decision", "cell wall (s)"]
+
+
+def benchmark_row(cell: BenchmarkCell) -> list[object]:
+    """One table row of a benchmark cell (columns BENCHMARK_HEADERS)."""
+    ev = cell.evaluation
+    rates = []
+    for r in AGREEMENT_READOUTS:
+        rates += [pct(ev.snn.agreement_snn_visited[r].rate), pct(ev.agreement_dqn_visited[r].rate)]
+    return [ev.header.env_id.removesuffix("NoFrameskip-v4"), cell.coding, ev.T, p_label(ev.percentile),
+            "per channel" if cell.channel_wise else "per layer", score(ev.dqn_score), score(ev.snn.score), *rates,
+            f"{ev.snn.spikes_per_decision:,.0f}", f"{ev.snn.synaptic_ops_per_decision:,.0f}", f"{cell.wall_s:.0f}"]
+
+
+def benchmark_table(rows: Sequence[Sequence[object]]) -> str:
+    return markdown_table(BENCHMARK_HEADERS, rows)
+
+
+# ---------------------------------------------------------------- demo
+
+DEMO_READOUT = "spikes+membrane"  # the paper's N + V readout, the one both demo rows are measured on
+DEMO_HEADERS = ["", "held-out agreement", "agreement while playing", "score (mean ± std)",
+                "synaptic ops per decision", "latency (time steps)"]
+
+
+def demo_table(result: DemoResult) -> str:
+    """The demo's table: the DQN, then one row per conversion."""
+    rows = [["DQN (the network converted)", "", "", score(result.dqn_score), "", ""]]
+    for row in result.conversions:
+        heldout = next(point.agreement for point in row.heldout if point.T == row.conversion.T)
+        rows.append([row.conversion.label, pct(heldout), pct(row.snn.agreement_snn_visited[DEMO_READOUT].rate),
+                     score(row.snn.score), f"{row.snn.synaptic_ops_per_decision:,.0f}", row.latency_steps])
+    return markdown_table(DEMO_HEADERS, rows)
