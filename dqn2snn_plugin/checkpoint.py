@@ -196,7 +196,7 @@ def _read_file(path: Path, network: nn.Module | None, env_id: str | None, shape:
         return _traced(_with_weights(network, state, where), where, shape, env_id=named_env)
     layout = layouts.match_layout(state, (*layouts.LAYOUTS, cleanrl.LAYOUT))
     if layout is not None:
-        parts = _traced(layout.build(state, where), where, shape, env_id=named_env)
+        parts = _traced(_with_weights(layout.build(state, where), state, where), where, shape, env_id=named_env)
         return dataclasses.replace(parts, policy=layout.name)
     return sb3.read_state_dict(state, where=where, stem=stem, env_id=env_id, n_quantiles=n_quantiles)
 
@@ -257,7 +257,7 @@ def _apply_input_scale(parts: sb3.SB3Parts, given: float | None) -> tuple[nn.Seq
         scale = parts.default_scale
         line = f"x {_ratio(scale)} assumed ({parts.scale_reason}; pass input_scale=... if it was trained otherwise)"
     net = parts.q_network
-    if scale != 1.0 and not parts.scale_folded:
+    if scale != 1.0 and not (recorded is not None and parts.scale_folded):
         first = next(m for m in net if isinstance(m, (nn.Conv2d, nn.Linear)))
         with torch.no_grad():
             first.weight.mul_(scale)

@@ -51,7 +51,7 @@ class SB3Parts:
 
     `input_scale` is the factor the source records raw observations are multiplied by before the
     network (None: not recorded; then `default_scale` is assumed, for the reason `scale_reason` gives);
-    `scale_folded` says whether `q_network` already holds it. `assumptions` name what else was inferred.
+    `scale_folded` says whether `q_network` already holds the recorded scale. `assumptions` name what else was inferred.
     """
 
     q_network: nn.Sequential
@@ -274,7 +274,8 @@ def _q_network_state(state: Mapping[str, torch.Tensor], where: str) -> tuple[str
             return algorithm, nested
         if nested:  # the network itself
             return algorithm, dict(state)
-    raise CheckpointError(f"{where}: no q_net or quantile_net weights found (keys: {', '.join(list(state)[:4])} ...)")
+    raise CheckpointError(f"{where}: its keys ({', '.join(list(state)[:4])} ...) are neither an SB3 Q-network's "
+                          "nor a layout known here: pass the architecture with network=...")
 
 
 def load_state_dict(file: bytes | Path, where: str) -> dict[str, torch.Tensor]:

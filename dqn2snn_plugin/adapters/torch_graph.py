@@ -91,25 +91,56 @@ def trace_q_network(module: nn.Module, observation_shape: tuple[int, ...], where
 
 def infer_input_shape(module: nn.Module, where: str) -> tuple[int, ...]:
     """The input shape a module implies: `(D,)` if its first layer is a Linear, else `(C, S, S)` for the
-    smallest square side S its forward accepts (84 for the Nature CNN)."""
+    smallest square side S its forward accepts (84 for the Nature CNN). S is first worked out from the
+    layers in the order they were defined (one forward pass checks it), else found by trying each side."""
     first = next((m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
     if first is None:
         raise UnsupportedLayerError(f"{where}: the module has no Conv2d or Linear layer")
     if isinstance(first, nn.Linear):
         return (first.in_features,)
+    guess = _side_from_layers(module)
+    sides = range(first.kernel_size[0], 513)
+    for side in ([guess] if guess else []) + list(sides):
+        if _accepts(module, (first.in_channels, side, side)):
+            return (first.in_channels, side, side)
+    raise UnsupportedLayerError(f"{where}: no square input up to 512x512 fits the module; pass observation_shape")
+
+
+def _side_from_layers(module: nn.Module) -> int | None:
+    """The smallest square side whose conv and pooling outputs give the first Linear's inputs, reading
+    the layers in definition order (right for a plain stack; `_accepts` checks it)."""
+    stack, linear = [], None
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            linear = m
+            break
+        if isinstance(m, (nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d)):
+            stack.append(m)
+    convs = [m for m in stack if isinstance(m, nn.Conv2d)]
+    if linear is None or not convs:
+        return None
+    for side in range(convs[0].kernel_size[0], 513):
+        s = side
+        for m in stack:
+            kernel, stride, padding = (_pair(v)[0] for v in (m.kernel_size, m.stride or m.kernel_size, m.padding))
+            s = (s + 2 * padding - kernel) // stride + 1
+        if s > 0 and convs[-1].out_channels * s * s == linear.in_features:
+            return side
+    return None
+
+
+def _accepts(module: nn.Module, shape: tuple[int, ...]) -> bool:
+    """Whether the module's forward runs on one input of `shape` (in eval mode, restored after)."""
     training = module.training
     module.eval()
     try:
         with torch.no_grad():
-            for side in range(first.kernel_size[0], 513):
-                try:
-                    module(torch.zeros(1, first.in_channels, side, side))
-                except (RuntimeError, ValueError):
-                    continue
-                return (first.in_channels, side, side)
+            module(torch.zeros(1, *shape))
+        return True
+    except (RuntimeError, ValueError):
+        return False
     finally:
         module.train(training)
-    raise UnsupportedLayerError(f"{where}: no square input up to 512x512 fits the module; pass observation_shape")
 
 
 @torch.no_grad()
