@@ -2,7 +2,8 @@
 
 Checkpoints come from the hub and from strangers. A 4 MB SB3 zip whose `policy.pth` inflates to 4 GiB
 once took 8.9 GB of memory and 50 s before it was refused; here every archive entry's declared size is
-checked BEFORE it is read, and the read itself is streamed and cut at the limit (a header may lie).
+checked BEFORE it is read. A header that understates cannot get past it: zipfile's streamed read stops
+at the declared size, and the entry then fails its CRC check (BadZipFile, reported by the caller).
 PyTorch's own tensor files are zip archives too: their declared sizes are checked before `torch.load`,
 which is always called with `weights_only=True`, so no code stored in a file ever runs.
 """
@@ -27,16 +28,14 @@ TEXT_LIMIT = 16 * MiB
 
 
 def read_entry(archive: zipfile.ZipFile, name: str, where: str, limit: int = TEXT_LIMIT) -> bytes:
-    """The bytes of one archive entry, refused (CheckpointError) if it declares or inflates to more than `limit`."""
+    """The bytes of one archive entry, refused (CheckpointError) before any is read if it declares more
+    than `limit`; zipfile then inflates no more than the declared size."""
     info = archive.getinfo(name)
     if info.file_size > limit:
         raise CheckpointError(f"{where}: its entry {name} declares {_size(info.file_size)}, over the "
                               f"{_size(limit)} limit for a checkpoint entry (a zip bomb or not a DQN)")
     with archive.open(info) as entry:
-        content = entry.read(limit + 1)
-    if len(content) > limit:
-        raise CheckpointError(f"{where}: its entry {name} inflates past the {_size(limit)} limit for a checkpoint entry")
-    return content
+        return entry.read()
 
 
 def load_weights_only(file: bytes | Path, where: str) -> Any:
