@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import operator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,9 @@ _NOISY = ("a noisy layer draws new weights on every call; copy its mean weights 
           "plain Linear to convert it")
 _DROPPED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
 _SAME_VALUE_METHODS = {"float", "to", "type", "contiguous", "detach", "clone"}
+# operators and the tensor methods that name them
+_ARITHMETIC = {**{op: op for op in (operator.truediv, operator.mul, operator.neg, operator.add, operator.sub)},
+               "div": operator.truediv, "mul": operator.mul, "neg": operator.neg, "add": operator.add, "sub": operator.sub}
 
 
 @dataclass(frozen=True)
@@ -275,13 +278,11 @@ class _GraphReader:
             return _Batch() if args[1] == 0 else self._unsupported(name, "uses a non-batch dimension of a shape")
         if node.op == "call_method" and target == "mean" or target is torch.mean:
             return self._mean(args, kwargs, name)
-        if target in (operator.truediv, operator.mul, operator.neg, operator.add, operator.sub) or (
-                node.op == "call_method" and target in ("div", "mul", "add", "sub", "neg")):
-            return self._arithmetic(target if callable(target) else getattr(operator, {"div": "truediv"}.get(target, target)),
-                                    args, name)
+        if target in _ARITHMETIC:  # `x / 255`, `x.div(255)`, `v + a - a.mean(...)`
+            return self._arithmetic(_ARITHMETIC[target], args, name)
         return self._unsupported(name, f"calls {getattr(target, '__name__', target)}")
 
-    def _unsupported(self, name: str, what: str) -> None:
+    def _unsupported(self, name: str, what: str) -> NoReturn:
         raise UnsupportedLayerError(f"{self.where}: its forward {what} (node {name}), which cannot be converted")
 
     # ------------------------------------------------------------------ layers
