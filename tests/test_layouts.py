@@ -119,25 +119,6 @@ def test_cleanrl_model_file_loads_with_its_q_values(tmp_path, assert_close_q):
     assert_close_q(ckpt.q_values(_frames()), _q(source, _frames()))
 
 
-def test_cleanrl_hub_id_downloads_its_model_file(monkeypatch, tmp_path, assert_close_q):
-    import huggingface_hub
-
-    torch.manual_seed(1)
-    source = CleanRLQNetwork()
-    path = _saved(source, tmp_path / "dqn_atari.cleanrl_model")
-    calls = []
-
-    def fake_download(repo_id: str, filename: str) -> str:
-        calls.append((repo_id, filename))
-        return str(path)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    ckpt = load_dqn("hf://cleanrl/BreakoutNoFrameskip-v4-dqn_atari-seed1")
-    assert calls == [("cleanrl/BreakoutNoFrameskip-v4-dqn_atari-seed1", "dqn_atari.cleanrl_model")]
-    assert (ckpt.source, ckpt.env_id) == ("hf://cleanrl/BreakoutNoFrameskip-v4-dqn_atari-seed1", "BreakoutNoFrameskip-v4")
-    assert_close_q(ckpt.q_values(_frames()), _q(source, _frames()))
-
-
 @pytest.mark.parametrize(("hub_id", "expected"), [
     ("hf://cleanrl/BreakoutNoFrameskip-v4-dqn_atari-seed1",
      ("cleanrl/BreakoutNoFrameskip-v4-dqn_atari-seed1", "dqn_atari.cleanrl_model")),

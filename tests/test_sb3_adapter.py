@@ -142,20 +142,44 @@ def test_qrdqn_cnn_policy_folds_both_maps(atari_observations, assert_close_q):
     assert_close_q(ckpt.q_values(atari_observations), theirs)
 
 
-def test_hub_id_downloads_rl_zoo_file_then_loads_it(monkeypatch, breakout_zip):
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """`fake_hub(path)` makes huggingface_hub "download" `path`; returns the list of (repo_id, filename) asked for."""
     import huggingface_hub
 
-    calls = []
+    def serve(path):
+        calls = []
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                            lambda repo_id, filename: calls.append((repo_id, filename)) or str(path))
+        return calls
 
-    def fake_download(repo_id: str, filename: str) -> str:
-        calls.append((repo_id, filename))
-        return str(breakout_zip)
+    return serve
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+
+def test_hub_id_downloads_rl_zoo_file_then_loads_it(fake_hub, breakout_zip):
+    calls = fake_hub(breakout_zip)
     ckpt = load_dqn("hf://sb3/dqn-BreakoutNoFrameskip-v4")
     assert calls == [("sb3/dqn-BreakoutNoFrameskip-v4", "dqn-BreakoutNoFrameskip-v4.zip")]
     assert ckpt.source == "hf://sb3/dqn-BreakoutNoFrameskip-v4"
     assert (ckpt.env_id, ckpt.n_actions) == ("BreakoutNoFrameskip-v4", 4)
+
+
+def test_cleanrl_hub_id_downloads_its_model_file_then_loads_it(fake_hub, tmp_path, assert_close_q):
+    """CleanRL uploads runs/<run>/dqn_atari.cleanrl_model, its QNetwork's state dict (`network.*`, x / 255.0)."""
+    torch.manual_seed(1)
+    network = nn.Sequential(nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+                            nn.Conv2d(64, 64, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
+                            nn.Linear(512, 4))
+    path = tmp_path / "dqn_atari.cleanrl_model"
+    torch.save({f"network.{k}": v for k, v in network.state_dict().items()}, path)
+    calls = fake_hub(path)
+    ckpt = load_dqn("hf://cleanrl/BreakoutNoFrameskip-v4-dqn_atari-seed1")
+    assert calls == [("cleanrl/BreakoutNoFrameskip-v4-dqn_atari-seed1", "dqn_atari.cleanrl_model")]
+    assert (ckpt.source, ckpt.env_id, ckpt.policy) == (
+        "hf://cleanrl/BreakoutNoFrameskip-v4-dqn_atari-seed1", "BreakoutNoFrameskip-v4", "CleanRL QNetwork")
+    obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        assert_close_q(ckpt.q_values(obs), network(obs.float() / 255.0))
 
 
 def test_hub_network_failure_is_a_checkpoint_error(monkeypatch):
