@@ -341,6 +341,9 @@ def test_custom_cnn_extractor_zip_matches_sb3(save_sb3, space, scaled, assert_cl
     assert ckpt.input_scaling.startswith("x 1/255" if scaled else "x 1 (SB3 feeds observations unscaled")
     assert "strides 1 and paddings 0" in ckpt.assumptions[0] and "a ReLU after each" in ckpt.assumptions[0]
     assert_close_q(ckpt.q_values(obs), theirs)
+    traced = load_dqn(model)  # in memory: its forward is traced, so nothing is assumed
+    assert traced.assumptions == () and traced.input_scaling.startswith("x 1/255" if scaled else "x 1 (")
+    assert_close_q(traced.q_values(obs), theirs)
 
 
 def test_custom_cnn_extractor_that_two_architectures_fit_is_refused(save_sb3):

@@ -25,6 +25,7 @@ from torch import nn
 
 from dqn2snn_plugin.adapters.archive import TENSOR_LIMIT, load_weights_only, read_entry
 from dqn2snn_plugin.adapters.sb3_network import SUPPORTED_EXTRACTORS, build_q_network
+from dqn2snn_plugin.adapters.torch_graph import trace_q_network
 from dqn2snn_plugin.errors import CheckpointError, EnvIdError, UnsupportedLayerError
 
 # policy class module `stable_baselines3.<x>.policies` / `sb3_contrib.<x>.policies` -> algorithm name
@@ -138,7 +139,7 @@ def read_state_dict(state: Mapping[str, torch.Tensor], *, where: str, stem: str,
                 "actions: name its environment (env_id=..., on the command line --env-id <Env>) or pass "
                 "n_quantiles=... to load_dqn"
             )
-    parts = _build_parts(
+    return _build_parts(
         net_state,
         algorithm=algorithm,
         policy=None,
@@ -150,7 +151,6 @@ def read_state_dict(state: Mapping[str, torch.Tensor], *, where: str, stem: str,
         env_id=env_id,
         source=where,
     )
-    return parts
 
 
 def env_action_count(env_id: str) -> int | None:
@@ -181,12 +181,32 @@ def _head_outputs(state: Mapping[str, torch.Tensor], head: str) -> int:
 
 
 def read_model(model: Any) -> SB3Parts:
-    """Read an in-memory SB3 `DQN` / sb3-contrib `QRDQN` model, or its `policy`."""
+    """Read an in-memory SB3 `DQN` / sb3-contrib `QRDQN` model, or its `policy`.
+
+    A DQN whose features extractor is not one of SB3's own is traced like any module (its code is
+    at hand here, so nothing about it needs assuming); the others are rebuilt from their weights."""
     policy = getattr(model, "policy", model)
     net = getattr(policy, "q_net", getattr(policy, "quantile_net", None))
     where = f"<in-memory {type(model).__name__}>"
     if not isinstance(net, nn.Module) or type(net).__name__ not in ("QNetwork", "QuantileNetwork"):
         raise CheckpointError(f"{where}: not an SB3 DQN/QR-DQN model or policy (it has no q_net or quantile_net)")
+    import stable_baselines3  # only reached when SB3 objects exist, so the import is free
+
+    space = policy.observation_space
+    shape = tuple(space.shape) if space.shape is not None else None
+    policy_name = _POLICY_NAMES.get(type(policy).__name__, type(policy).__name__)
+    image = _is_image_space(shape, getattr(space, "dtype", None), getattr(space, "low", None), getattr(space, "high", None))
+    scaled = bool(policy.normalize_images) and image
+    scaling = {"input_scale": IMAGE_SCALE if scaled else 1.0,
+               "scale_reason": "SB3 divides this model's uint8 0..255 image space by 255" if scaled
+               else "SB3 feeds this model's observations unscaled"}
+    if type(net).__name__ == "QNetwork" and type(net.features_extractor).__name__ not in SUPPORTED_EXTRACTORS:
+        traced = trace_q_network(_ExtractorAndHead(net), shape, where)
+        return SB3Parts(
+            q_network=traced.network, algorithm="DQN", policy=policy_name, observation_shape=shape,
+            n_actions=int(policy.action_space.n), sb3_version=stable_baselines3.__version__, env_id=None,
+            source=where, **scaling,
+        )
     for name, module in net.named_modules():
         sb3_container = type(module).__name__ in _SB3_CONTAINERS and type(module).__module__.startswith(
             ("stable_baselines3.", "sb3_contrib.")
@@ -196,16 +216,10 @@ def read_model(model: Any) -> SB3Parts:
                 f"{where}: layer {name or type(net).__name__} is a {type(module).__name__}, "
                 "which the conversion cannot handle"
             )
-    space = policy.observation_space
-    shape = tuple(space.shape) if space.shape is not None else None
-    low, high = getattr(space, "low", None), getattr(space, "high", None)
-    image = _is_image_space(shape, getattr(space, "dtype", None), low, high)
-    import stable_baselines3  # only reached when SB3 objects exist, so the import is free
-
     parts = _build_parts(
         {k: v.detach().cpu() for k, v in net.state_dict().items()},
         algorithm="QRDQN" if hasattr(net, "n_quantiles") else "DQN",
-        policy=_POLICY_NAMES.get(type(policy).__name__, type(policy).__name__),
+        policy=policy_name,
         observation_shape=shape,
         extractor_class=type(net.features_extractor).__name__,
         n_actions=int(policy.action_space.n),
@@ -214,10 +228,19 @@ def read_model(model: Any) -> SB3Parts:
         env_id=None,
         source=where,
     )
-    scaled = bool(policy.normalize_images) and image
-    return replace(parts, input_scale=IMAGE_SCALE if scaled else 1.0,
-                   scale_reason="SB3 divides this model's uint8 0..255 image space by 255" if scaled
-                   else "SB3 feeds this model's observations unscaled")
+    return replace(parts, **scaling)
+
+
+class _ExtractorAndHead(nn.Module):
+    """An SB3 `QNetwork` without its observation preprocessing (SB3's asserts stop torch.fx; the
+    preprocessing, a `/255` or nothing, is what the recorded space says)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.features_extractor, self.q_net = net.features_extractor, net.q_net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.q_net(self.features_extractor(x))
 
 
 def _build_parts(
