@@ -76,16 +76,15 @@ def trace_q_network(module: nn.Module, observation_shape: tuple[int, ...], where
     try:
         graph = fx.symbolic_trace(module)
     except Exception as exc:  # noqa: BLE001 - fx raises many types for code it cannot follow
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsupportedLayerError(
-            f"{where}: its forward cannot be traced by torch.fx ({reason}); pass a module whose forward is a "
+            f"{where}: its forward cannot be traced by torch.fx ({_first_line(exc)}); pass a module whose forward is a "
             "fixed sequence of layers"
         ) from None
     try:  # every node's output shape, for folding an average pooling into the Linear after it
         ShapeProp(graph).propagate(torch.zeros(1, *observation_shape))
     except Exception as exc:  # noqa: BLE001 - any failure of the user's forward on this shape
         raise UnsupportedLayerError(f"{where}: its forward fails on an input of shape {tuple(observation_shape)}: "
-                                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                                    f"{type(exc).__name__}: {_first_line(exc)}") from None
     reader = _GraphReader(graph, where)
     network = reader.read()
     check_same_outputs(module, network, observation_shape, reader.input_scale, where)
@@ -158,7 +157,8 @@ def check_same_outputs(module: nn.Module, network: nn.Sequential, shape: tuple[i
     try:
         theirs, ours = module(x), network(x)
     except RuntimeError as exc:
-        raise UnsupportedLayerError(f"{where}: the traced layers do not run on input {tuple(shape)}: {exc}") from None
+        raise UnsupportedLayerError(f"{where}: the traced layers do not run on input {tuple(shape)}: "
+                                    f"{_first_line(exc)}") from None
     if not isinstance(theirs, torch.Tensor) or theirs.shape != ours.shape:
         raise UnsupportedLayerError(f"{where}: the module's forward does not return one [batch, actions] tensor")
     tolerance = 1e-4 * max(1.0, float(theirs.abs().max()))
@@ -411,8 +411,11 @@ class _GraphReader:
         if len(value.terms) == 1 and value.terms[0].mix is None:
             term = value.terms[0]
             layers = list(term.layers)
-            if term.scale != 1.0:
+            if term.scale != 1.0 and layers and isinstance(layers[-1], (nn.Conv2d, nn.Linear)):
                 layers[-1] = _scaled(layers[-1], term.scale, bias=True)
+            elif term.scale != 1.0:
+                raise UnsupportedLayerError(f"{self.where}: the forward scales its output after a "
+                                            f"{type(layers[-1]).__name__ if layers else 'nothing'}, not a Linear layer")
             return self._plain(layers)
         return self._plain(self._fold_streams(value))
 
@@ -461,6 +464,12 @@ class _GraphReader:
             weight = sum(heads) if depth == 1 else torch.cat(heads, dim=1)  # one shared input, or one block each
             bias = sum(t.mix @ _bias(last) for t, last in zip(terms, lasts))
         return [*layers, _linear(weight, bias)]
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's message cut to one line (errors here are one line), or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _plain_conv(layer: nn.Module | None) -> bool:
