@@ -255,7 +255,7 @@ def _apply_input_scale(parts: sb3.SB3Parts, given: float | None) -> tuple[nn.Seq
         scale, line = given, f"x {_ratio(given)} (input_scale given; the source records none)"
     else:
         scale = parts.default_scale
-        line = f"x {_ratio(scale)} assumed ({parts.scale_reason}; pass input_scale=... if it was trained otherwise)"
+        line = f"x {_ratio(scale)} assumed ({parts.scale_reason}; if it was trained otherwise, pass input_scale=...)"
     net = parts.q_network
     if scale != 1.0 and not (recorded is not None and parts.scale_folded):
         first = next(m for m in net if isinstance(m, (nn.Conv2d, nn.Linear)))

@@ -66,9 +66,9 @@ def test_a_header_that_understates_is_refused_and_one_that_overstates_is_never_r
     lying.write_bytes(_declare_size((tmp_path / "big.zip").read_bytes(), "data", 1000))
     with pytest.raises(CheckpointError, match=r"lying\.zip: not a readable zip file"):
         load_dqn(lying)  # zipfile stops at the declared 1000 bytes; their CRC fails
-    with zipfile.ZipFile(tmp_path / "big.zip") as big:
-        with pytest.raises(CheckpointError, match=r"its entry data declares 1\.0 MiB, over the 0\.1 MiB limit"):
-            archive.read_entry(big, "data", "big.zip", archive.TEXT_LIMIT)
+    with zipfile.ZipFile(tmp_path / "big.zip") as big, pytest.raises(
+            CheckpointError, match=r"its entry data declares 1\.0 MiB, over the 0\.1 MiB limit"):
+        archive.read_entry(big, "data", "big.zip", archive.TEXT_LIMIT)
 
 
 def test_a_tensor_file_whose_entries_declare_too_much_is_refused_before_torch_reads_it(tmp_path, monkeypatch):

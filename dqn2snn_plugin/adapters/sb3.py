@@ -111,8 +111,8 @@ def read_zip(path: Path) -> SB3Parts:
     if shape is None:  # an old zip without its space: SB3's default for a CNN is uint8 images / 255
         return parts
     if image and normalize:
-        return replace(parts, input_scale=IMAGE_SCALE, scale_reason="SB3 divides a uint8 0..255 image space by 255 "
-                       "(normalize_images, as recorded in the zip)")
+        return replace(parts, input_scale=IMAGE_SCALE, scale_reason="SB3 divides a uint8 0..255 image space by 255; "
+                       "normalize_images is on, as the zip records")
     why = "normalize_images is off" if image else "the recorded observation space is not a uint8 0..255 image"
     return replace(parts, input_scale=1.0, scale_reason=f"SB3 feeds observations unscaled ({why})")
 
@@ -270,7 +270,7 @@ def _build_parts(
     return SB3Parts(
         q_network=net, algorithm=algorithm, policy=policy, observation_shape=observation_shape, **fields,
         default_scale=IMAGE_SCALE if has_cnn else 1.0, assumptions=assumptions,
-        scale_reason=("SB3's default for a CNN: uint8 images divided by 255 (the file records no observation space)"
+        scale_reason=("SB3's default for a CNN: uint8 images divided by 255; the file records no observation space"
                       if has_cnn else "the file records no observation space"),
     )
 

@@ -6,7 +6,7 @@ AvgPool2d into the Conv2d or Linear beside it; Dropout and Identity are dropped;
 the input (`x / 255`, `x.float() / 255.0`) is folded into the first layer; a dueling head
 (`V + A - A.mean(1, keepdim=True)`) is folded exactly into one plain head. Every other layer is refused
 by name with the reason. The result is checked against the module's own outputs before it is returned,
-so a graph read wrongly is refused, never converted.
+so a graph read wrongly is refused, never converted. The weight arithmetic of the folds is `layer_folds`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from dqn2snn_plugin.adapters import layer_folds as folds
 from dqn2snn_plugin.errors import UnsupportedLayerError
 
 _NOT_A_RATE = "only ReLU maps onto a spike rate (never negative, linear above zero); a {} does not"
@@ -124,7 +125,7 @@ def _side_from_layers(module: nn.Module) -> int | None:
     for side in range(convs[0].kernel_size[0], 513):
         s = side
         for m in stack:
-            kernel, stride, padding = (_pair(v)[0] for v in (m.kernel_size, m.stride or m.kernel_size, m.padding))
+            kernel, stride, padding = (folds.pair(v)[0] for v in (m.kernel_size, m.stride or m.kernel_size, m.padding))
             s = (s + 2 * padding - kernel) // stride + 1
         if s > 0 and convs[-1].out_channels * s * s == linear.in_features:
             return side
@@ -301,7 +302,7 @@ class _GraphReader:
             if scale != 1.0:
                 if not any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in layers):
                     self.input_scale = scale
-                layer = _scaled(layer, scale, bias=False)
+                layer = folds.scaled(layer, scale, bias=False)
                 scale = 1.0
         elif isinstance(layer, nn.ReLU) and scale < 0:
             self._unsupported(name, "applies ReLU to a negated value")
@@ -315,36 +316,29 @@ class _GraphReader:
                 f"{self.where}: layer {name} is a {type(norm).__name__} that does not follow a Conv2d or Linear "
                 "directly (or keeps no running statistics), so it cannot be folded into one"
             )
-        gain = (norm.weight if norm.affine else torch.ones_like(norm.running_var)) / torch.sqrt(norm.running_var + norm.eps)
-        shift = norm.bias if norm.affine else torch.zeros_like(norm.running_mean)
-        folded = copy.deepcopy(last)
-        with torch.no_grad():
-            folded.weight.mul_(gain.view(-1, *[1] * (folded.weight.ndim - 1)))
-            bias = folded.bias if folded.bias is not None else torch.zeros_like(norm.running_mean)
-            folded.bias = nn.Parameter((bias - norm.running_mean) * gain + shift)
-        return _Value((replace(term, layers=(*term.layers[:-1], folded)),), x.pool_shapes)
+        return _Value((replace(term, layers=(*term.layers[:-1], folds.with_batch_norm(last, norm))),), x.pool_shapes)
 
     def _avg_pool(self, x: _Value, pool: nn.AvgPool2d, name: str, shape: tuple[int, ...] | None) -> _Value:
         term = self._single(x, name)
-        kernel, stride, padding = (_pair(v) for v in (pool.kernel_size, pool.stride or pool.kernel_size, pool.padding))
+        kernel, stride, padding = (folds.pair(v) for v in (pool.kernel_size, pool.stride or pool.kernel_size, pool.padding))
         if padding != (0, 0) or pool.ceil_mode or pool.divisor_override:
             raise UnsupportedLayerError(f"{self.where}: layer {name} (AvgPool2d) pads, rounds up or overrides its "
                                         "divisor; only unpadded average pooling folds exactly")
         last = term.layers[-1] if term.layers else None
-        if _plain_conv(last) and term.scale == 1.0:  # conv then pool: one conv with a wider kernel
-            return _Value((replace(term, layers=(*term.layers[:-1], _conv_then_pool(last, kernel, stride))),),
+        if folds.plain_conv(last) and term.scale == 1.0:  # conv then pool: one conv with a wider kernel
+            return _Value((replace(term, layers=(*term.layers[:-1], folds.conv_then_pool(last, kernel, stride))),),
                           x.pool_shapes)
         pool = nn.AvgPool2d(kernel, stride)
         return _Value((replace(term, layers=(*term.layers, pool)),), {**x.pool_shapes, id(pool): shape})
 
     def _absorb_pool(self, x: _Value, layers: tuple, layer: nn.Module) -> tuple[tuple, nn.Module]:
         """Fold a pending AvgPool2d into the Conv2d or Linear that follows it."""
-        if layers and isinstance(layers[-1], nn.AvgPool2d) and _plain_conv(layer) and layer.padding == (0, 0):
-            return layers[:-1], _pool_then_conv(layers[-1], layer)
+        if layers and isinstance(layers[-1], nn.AvgPool2d) and folds.plain_conv(layer) and layer.padding == (0, 0):
+            return layers[:-1], folds.pool_then_conv(layers[-1], layer)
         if len(layers) > 1 and isinstance(layers[-2], nn.AvgPool2d) and isinstance(layers[-1], nn.Flatten) and isinstance(layer, nn.Linear):
             shape = x.pool_shapes.get(id(layers[-2]))
             if shape is not None:
-                return layers[:-2] + (layers[-1],), _pool_then_linear(layers[-2], layer, tuple(shape[1:]))
+                return layers[:-2] + (layers[-1],), folds.pool_then_linear(layers[-2], layer, tuple(shape[1:]))
         return layers, layer
 
     def _view(self, args: tuple, name: str) -> _Value:
@@ -412,7 +406,7 @@ class _GraphReader:
             term = value.terms[0]
             layers = list(term.layers)
             if term.scale != 1.0 and layers and isinstance(layers[-1], (nn.Conv2d, nn.Linear)):
-                layers[-1] = _scaled(layers[-1], term.scale, bias=True)
+                layers[-1] = folds.scaled(layers[-1], term.scale, bias=True)
             elif term.scale != 1.0:
                 raise UnsupportedLayerError(f"{self.where}: the forward scales its output after a "
                                             f"{type(layers[-1]).__name__ if layers else 'nothing'}, not a Linear layer")
@@ -452,92 +446,10 @@ class _GraphReader:
         if len({len(s) for s in streams}) != 1:
             raise UnsupportedLayerError(f"{self.where}: the value and advantage streams have different depths "
                                         f"({', '.join(str(len(s) // 2 + 1) for s in streams)} Linear layers)")
-        layers = list(terms[0].layers[:trunk])
-        depth = len(streams[0])
-        with torch.no_grad():
-            for i in range(0, depth - 1, 2):
-                parts = [s[i] for s in streams]
-                weight = torch.cat([p.weight for p in parts]) if i == 0 else torch.block_diag(*[p.weight for p in parts])
-                layers += [_linear(weight, torch.cat([_bias(p) for p in parts])), nn.ReLU()]
-            lasts = [s[-1] for s in streams]
-            heads = [t.mix @ last.weight for t, last in zip(terms, lasts)]
-            weight = sum(heads) if depth == 1 else torch.cat(heads, dim=1)  # one shared input, or one block each
-            bias = sum(t.mix @ _bias(last) for t, last in zip(terms, lasts))
-        return [*layers, _linear(weight, bias)]
+        return [*terms[0].layers[:trunk], *folds.merged_streams(streams, [t.mix for t in terms])]
 
 
 def _first_line(exc: Exception) -> str:
     """An exception's message cut to one line (errors here are one line), or its type when it has none."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _plain_conv(layer: nn.Module | None) -> bool:
-    """A Conv2d whose kernel an average pooling can be folded into (no groups, no dilation)."""
-    return isinstance(layer, nn.Conv2d) and layer.groups == 1 and layer.dilation == (1, 1)
-
-
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def _bias(layer: nn.Module) -> torch.Tensor:
-    return layer.bias if layer.bias is not None else torch.zeros(layer.weight.shape[0])
-
-
-def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
-    layer = nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        layer.bias.copy_(bias)
-    return layer
-
-
-def _scaled(layer: nn.Module, scale: float, *, bias: bool) -> nn.Module:
-    """A copy of a Conv2d / Linear with its weight (and, for an output scaling, its bias) times `scale`."""
-    layer = copy.deepcopy(layer)
-    with torch.no_grad():
-        layer.weight.mul_(scale)
-        if bias and layer.bias is not None:
-            layer.bias.mul_(scale)
-    return layer
-
-
-def _box(kernel: tuple[int, int], channels: int) -> torch.Tensor:
-    return torch.full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1]))
-
-
-def _conv_then_pool(conv: nn.Conv2d, kernel: tuple[int, int], stride: tuple[int, int]) -> nn.Conv2d:
-    """A Conv2d followed by an unpadded AvgPool2d as one Conv2d: each (out, in) kernel spread over the
-    pooling window (kernel k + (p - 1) * s, stride s * ps)."""
-    taps = conv.weight.reshape(-1, 1, *conv.kernel_size)  # every (out, in) kernel as one group
-    weight = F.conv_transpose2d(_box(kernel, len(taps)).reshape(1, len(taps), *kernel), taps,
-                                stride=conv.stride, groups=len(taps))
-    return _new_conv(conv, weight.reshape(conv.out_channels, conv.in_channels, *weight.shape[2:]), _bias(conv),
-                     stride=(conv.stride[0] * stride[0], conv.stride[1] * stride[1]), padding=conv.padding)
-
-
-def _pool_then_conv(pool: nn.AvgPool2d, conv: nn.Conv2d) -> nn.Conv2d:
-    """An unpadded AvgPool2d followed by an unpadded Conv2d as one Conv2d."""
-    kernel, stride = _pair(pool.kernel_size), _pair(pool.stride)
-    taps = conv.weight.reshape(1, -1, *conv.kernel_size)
-    weight = F.conv_transpose2d(taps, _box(kernel, taps.shape[1]), stride=stride, groups=taps.shape[1])
-    return _new_conv(conv, weight.reshape(conv.out_channels, conv.in_channels, *weight.shape[2:]), _bias(conv),
-                     stride=(stride[0] * conv.stride[0], stride[1] * conv.stride[1]), padding=0)
-
-
-def _new_conv(like: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor, *, stride, padding) -> nn.Conv2d:
-    conv = nn.Conv2d(like.in_channels, like.out_channels, tuple(weight.shape[2:]), stride=stride, padding=padding)
-    with torch.no_grad():
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
-    return conv
-
-
-def _pool_then_linear(pool: nn.AvgPool2d, linear: nn.Linear, shape: tuple[int, ...]) -> nn.Linear:
-    """An AvgPool2d on `shape` (C, H, W), flattened, then a Linear: one Linear on the unpooled input."""
-    x = torch.zeros(1, *shape, requires_grad=True)
-    with torch.enable_grad():
-        pooled = F.avg_pool2d(x, pool.kernel_size, pool.stride).flatten(1)
-        (weight,) = torch.autograd.grad(pooled, x, grad_outputs=linear.weight.unsqueeze(1).detach(), is_grads_batched=True)
-    return _linear(weight.reshape(linear.out_features, -1), _bias(linear))
