@@ -179,3 +179,10 @@ def test_parse_input_scale(text, value):
 def test_parse_input_scale_refuses_what_is_not_a_positive_number(text):
     with pytest.raises(ConfigError, match="input scale"):
         parse_input_scale(text)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1 / 255, float("nan"), float("inf")])
+def test_input_scale_must_be_a_positive_finite_number(tmp_path, bad):
+    path = _saved(nn.Sequential(*_nature_layers()), tmp_path / "nature.pt")
+    with pytest.raises(ConfigError, match=r"input_scale must be a positive finite number"):
+        load_dqn(path, input_scale=bad)

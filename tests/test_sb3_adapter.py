@@ -368,3 +368,12 @@ def test_custom_cnn_extractor_that_two_architectures_fit_is_refused(save_sb3):
 ])
 def test_env_ids_from_file_names_are_registered_ids_or_nothing(stem, env_id):
     assert registered_env_id(stem) == env_id
+
+
+def test_minatar_ids_are_none_when_minatar_is_not_installed(monkeypatch):
+    import gymnasium
+
+    for env_id in [k for k in gymnasium.registry if k.startswith("MinAtar/")]:
+        monkeypatch.delitem(gymnasium.registry, env_id)
+    monkeypatch.setitem(__import__("sys").modules, "minatar.gym", None)  # as if not installed
+    assert registered_env_id("dqn-MinAtar-Breakout-v1") is None

@@ -227,3 +227,20 @@ def test_forward_with_data_dependent_control_flow_is_refused():
 
     with pytest.raises(UnsupportedLayerError, match=r"cannot be traced by torch\.fx"):
         load_dqn(Branchy())
+
+
+def test_dueling_streams_of_different_depths_are_refused_by_name():
+    class Uneven(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(4, 8)
+            self.value = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+            self.advantage = nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.body(x))
+            a = self.advantage(h)
+            return self.value(h) + a - a.mean(dim=1, keepdim=True)
+
+    with pytest.raises(UnsupportedLayerError, match=r"value and advantage streams have different depths \(2, 1 Linear"):
+        load_dqn(Uneven())
