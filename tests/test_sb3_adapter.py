@@ -13,11 +13,14 @@ from gymnasium import spaces
 from sb3_contrib import QRDQN
 from sb3_contrib.qrdqn.policies import CnnPolicy as QRCnnPolicy
 from stable_baselines3 import DQN
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy
+from torch import nn
 
 from dqn2snn_plugin import load_dqn
 from dqn2snn_plugin.adapters.hub import parse_hub_id
-from dqn2snn_plugin.errors import CheckpointError
+from dqn2snn_plugin.adapters.sb3 import registered_env_id
+from dqn2snn_plugin.errors import CheckpointError, UnsupportedLayerError
 
 ATARI_SPACE = spaces.Box(0, 255, (4, 84, 84), np.uint8)
 
@@ -139,20 +142,44 @@ def test_qrdqn_cnn_policy_folds_both_maps(atari_observations, assert_close_q):
     assert_close_q(ckpt.q_values(atari_observations), theirs)
 
 
-def test_hub_id_downloads_rl_zoo_file_then_loads_it(monkeypatch, breakout_zip):
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """`fake_hub(path)` makes huggingface_hub "download" `path`; returns the list of (repo_id, filename) asked for."""
     import huggingface_hub
 
-    calls = []
+    def serve(path):
+        calls = []
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                            lambda repo_id, filename: calls.append((repo_id, filename)) or str(path))
+        return calls
 
-    def fake_download(repo_id: str, filename: str) -> str:
-        calls.append((repo_id, filename))
-        return str(breakout_zip)
+    return serve
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+
+def test_hub_id_downloads_rl_zoo_file_then_loads_it(fake_hub, breakout_zip):
+    calls = fake_hub(breakout_zip)
     ckpt = load_dqn("hf://sb3/dqn-BreakoutNoFrameskip-v4")
     assert calls == [("sb3/dqn-BreakoutNoFrameskip-v4", "dqn-BreakoutNoFrameskip-v4.zip")]
     assert ckpt.source == "hf://sb3/dqn-BreakoutNoFrameskip-v4"
     assert (ckpt.env_id, ckpt.n_actions) == ("BreakoutNoFrameskip-v4", 4)
+
+
+def test_cleanrl_hub_id_downloads_its_model_file_then_loads_it(fake_hub, tmp_path, assert_close_q):
+    """CleanRL uploads runs/<run>/dqn_atari.cleanrl_model, its QNetwork's state dict (`network.*`, x / 255.0)."""
+    torch.manual_seed(1)
+    network = nn.Sequential(nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+                            nn.Conv2d(64, 64, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
+                            nn.Linear(512, 4))
+    path = tmp_path / "dqn_atari.cleanrl_model"
+    torch.save({f"network.{k}": v for k, v in network.state_dict().items()}, path)
+    calls = fake_hub(path)
+    ckpt = load_dqn("hf://cleanrl/BreakoutNoFrameskip-v4-dqn_atari-seed1")
+    assert calls == [("cleanrl/BreakoutNoFrameskip-v4-dqn_atari-seed1", "dqn_atari.cleanrl_model")]
+    assert (ckpt.source, ckpt.env_id, ckpt.policy) == (
+        "hf://cleanrl/BreakoutNoFrameskip-v4-dqn_atari-seed1", "BreakoutNoFrameskip-v4", "CleanRL QNetwork")
+    obs = torch.randint(0, 256, (4, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        assert_close_q(ckpt.q_values(obs), network(obs.float() / 255.0))
 
 
 def test_hub_network_failure_is_a_checkpoint_error(monkeypatch):
@@ -259,3 +286,94 @@ def test_qrdqn_zip_splits_quantiles_by_its_recorded_spaces(save_sb3, tmp_path, n
                 new.writestr(name, json.dumps(data) if name == "data" else old.read(name))
         path = stripped
     _check_qr(load_dqn(path), model.policy, _vector_obs(6), 3, assert_close_q)
+
+
+# ---------------------------------------------------------------- custom plain-CNN features extractors
+# SB3 records only the class name of a custom extractor (its code is a pickle, never loaded): strides and
+# paddings follow from the recorded observation space and the weight shapes, where only one choice fits.
+
+
+class MinAtarCNN(BaseFeaturesExtractor):
+    """The MinAtar network's body (Young & Tian 2019): conv 16x3x3 stride 1 on 10x10 planes, ReLU, fc 128, ReLU."""
+
+    def __init__(self, observation_space, features_dim: int = 128, kernel: int = 3, stride: int = 1):
+        super().__init__(observation_space, features_dim)
+        channels, side = observation_space.shape[0], observation_space.shape[1]
+        out = (side - kernel) // stride + 1
+        self.conv = nn.Conv2d(channels, 16, kernel, stride=stride)
+        self.fc = nn.Linear(16 * out * out, features_dim)
+
+    def forward(self, obs):
+        return torch.relu(self.fc(torch.relu(self.conv(obs)).flatten(1)))
+
+
+class PlanesEnv(gymnasium.Env):
+    """A do-nothing env with MinAtar-shaped observations, channel-first (`space` given)."""
+
+    action_space = spaces.Discrete(6)
+
+    def __init__(self, space: spaces.Box):
+        self.observation_space = space
+
+    def reset(self, *, seed=None, options=None):
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, True, False, {}
+
+
+@pytest.mark.parametrize(("space", "scaled"), [
+    (spaces.Box(0, 1, (4, 10, 10), np.float32), False),   # MinAtar planes: SB3 feeds them as they are
+    (spaces.Box(0, 255, (4, 10, 10), np.uint8), True),    # an image space: SB3 divides by 255
+])
+def test_custom_cnn_extractor_zip_matches_sb3(save_sb3, space, scaled, assert_close_q):
+    kwargs = {"net_arch": [], "features_extractor_class": MinAtarCNN}
+    model, path = save_sb3(DQN, "dqn-MinAtar-Breakout-v1", env=PlanesEnv(space), buffer_size=1, policy_kwargs=kwargs)
+    # MinAtar's planes are 0/1 (bool there; as numbers here, which the observation checks accept)
+    obs = np.stack([space.sample() for _ in range(8)]) if scaled else (
+        np.random.default_rng(0).random((8, *space.shape)) < 0.3).astype(np.float32)
+    with torch.no_grad():
+        theirs = model.policy.q_net(torch.as_tensor(obs))
+    ckpt = load_dqn(path)
+    assert [type(m).__name__ for m in ckpt.q_network] == ["Conv2d", "ReLU", "Flatten", "Linear", "ReLU", "Linear"]
+    assert (ckpt.q_network[0].stride, ckpt.q_network[0].padding) == ((1, 1), (0, 0))
+    assert (ckpt.env_id, ckpt.observation_shape, ckpt.n_actions) == ("MinAtar/Breakout-v1", (4, 10, 10), 6)
+    assert ckpt.input_scaling.startswith("x 1/255" if scaled else "x 1 (SB3 feeds observations unscaled")
+    assert "strides 1 and paddings 0" in ckpt.assumptions[0] and "a ReLU after each" in ckpt.assumptions[0]
+    assert_close_q(ckpt.q_values(obs), theirs)
+    traced = load_dqn(model)  # in memory: its forward is traced, so nothing is assumed
+    assert traced.assumptions == () and traced.input_scaling.startswith("x 1/255" if scaled else "x 1 (")
+    assert_close_q(traced.q_values(obs), theirs)
+
+
+def test_custom_cnn_extractor_that_two_architectures_fit_is_refused(save_sb3):
+    """A 4x4 conv on 8x8 planes gives 3x3 with stride 2 and no padding, but also e.g. with stride 3 and padding 1."""
+    space = spaces.Box(0, 1, (2, 8, 8), np.float32)
+    kwargs = {"net_arch": [], "features_extractor_class": MinAtarCNN,
+              "features_extractor_kwargs": {"kernel": 4, "stride": 2}}
+    _, path = save_sb3(DQN, "ambiguous", env=PlanesEnv(space), buffer_size=1, policy_kwargs=kwargs)
+    with pytest.raises(UnsupportedLayerError, match=r"ambiguous\.zip: features_extractor \(MinAtarCNN\): 4 architectures "
+                                                    r"\(e\.g\. strides 2 and paddings 0 and strides 3 and paddings 1\) "
+                                                    r"turn the 2x8x8 observations .*network="):
+        load_dqn(path)
+
+
+@pytest.mark.parametrize(("stem", "env_id"), [
+    ("dqn-BreakoutNoFrameskip-v4", "BreakoutNoFrameskip-v4"),
+    ("CartPole-v1", "CartPole-v1"),
+    ("qrdqn-LunarLander-v2", "LunarLander-v2"),            # RL-Zoo's id; gymnasium now registers v3
+    ("dqn-MinAtar-Breakout-v1", "MinAtar/Breakout-v1"),    # RL-Zoo writes '/' as '-'
+    ("synthetic-PongNoFrameskip-v4", None),
+    ("my-agent-v2", None),
+])
+def test_env_ids_from_file_names_are_registered_ids_or_nothing(stem, env_id):
+    assert registered_env_id(stem) == env_id
+
+
+def test_minatar_ids_are_none_when_minatar_is_not_installed(monkeypatch):
+    import gymnasium
+
+    for env_id in [k for k in gymnasium.registry if k.startswith("MinAtar/")]:
+        monkeypatch.delitem(gymnasium.registry, env_id)
+    monkeypatch.setitem(__import__("sys").modules, "minatar.gym", None)  # as if not installed
+    assert registered_env_id("dqn-MinAtar-Breakout-v1") is None

@@ -4,19 +4,18 @@ An SB3 zip holds `data` (JSON whose `:serialized:` fields are pickles: we never 
 read the plain-text fields SB3 writes next to them), `policy.pth` (a state dict, loaded with
 `weights_only=True`) and `_stable_baselines3_version`. SB3's own `DQN.load` is never called, so no
 replay buffer is allocated and 2021 RL-Zoo zips load without the old `gym` package.
-Each reader returns an `SB3Parts`; `sb3_network.build_q_network` turns it into an `nn.Sequential`.
+Each reader returns an `SB3Parts`; `sb3_network.build_q_network` turns the weights into an `nn.Sequential`.
+Every zip entry is read through `archive.read_entry`, which bounds it before reading (zip bombs).
 """
 
 from __future__ import annotations
 
-import io
 import json
-import pickle
 import re
 import zipfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from dqn2snn_plugin.adapters.archive import TENSOR_LIMIT, load_weights_only, read_entry
 from dqn2snn_plugin.adapters.sb3_network import SUPPORTED_EXTRACTORS, build_q_network
+from dqn2snn_plugin.adapters.torch_graph import trace_q_network
 from dqn2snn_plugin.errors import CheckpointError, EnvIdError, UnsupportedLayerError
 
 # policy class module `stable_baselines3.<x>.policies` / `sb3_contrib.<x>.policies` -> algorithm name
@@ -41,12 +42,18 @@ _NON_DQN_KEYS = {
 _POLICY_NAMES = {"DQNPolicy": "MlpPolicy", "QRDQNPolicy": "MlpPolicy"}
 _SB3_CONTAINERS = {"QNetwork", "QuantileNetwork", *SUPPORTED_EXTRACTORS}
 _PLAIN_LAYERS = (nn.Sequential, nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten)
-_ENV_ID = re.compile(r"(?:(?:dqn|qrdqn)-)?([A-Za-z][\w.:-]*-v\d+)")
+_ALGORITHM_PREFIX = re.compile(r"^(?:dqn|qrdqn)-")
+IMAGE_SCALE = 1 / 255
 
 
 @dataclass(frozen=True)
 class SB3Parts:
-    """What a checkpoint says about its Q-network; `None` where it does not say."""
+    """What a checkpoint says about its Q-network; `None` where it does not say.
+
+    `input_scale` is the factor the source records raw observations are multiplied by before the
+    network (None: not recorded; then `default_scale` is assumed, for the reason `scale_reason` gives);
+    `scale_folded` says whether `q_network` already holds the recorded scale. `assumptions` name what else was inferred.
+    """
 
     q_network: nn.Sequential
     algorithm: str
@@ -56,6 +63,11 @@ class SB3Parts:
     sb3_version: str | None
     env_id: str | None
     source: str
+    input_scale: float | None = None
+    scale_reason: str = ""
+    default_scale: float = 1.0
+    scale_folded: bool = False
+    assumptions: tuple[str, ...] = ()
 
 
 def read_zip(path: Path) -> SB3Parts:
@@ -66,10 +78,11 @@ def read_zip(path: Path) -> SB3Parts:
             names = set(archive.namelist())
             if "policy.pth" not in names:
                 raise CheckpointError(f"{where}: the zip has no policy.pth, so it is not an SB3 checkpoint")
-            data = _read_json(archive.read("data"), where) if "data" in names else {}
+            data = _read_json(read_entry(archive, "data", where), where) if "data" in names else {}
             version_file = "_stable_baselines3_version"
-            version = archive.read(version_file).decode("utf-8", "replace").strip() if version_file in names else None
-            state = _load_tensors(archive.read("policy.pth"), f"{where} (policy.pth)")
+            version = (read_entry(archive, version_file, where).decode("utf-8", "replace").strip()
+                       if version_file in names else None)
+            state = load_state_dict(read_entry(archive, "policy.pth", where, TENSOR_LIMIT), f"{where} (policy.pth)")
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise CheckpointError(f"{where}: not a readable zip file ({exc})") from None
     algorithm = _algorithm_from_data(data)
@@ -77,40 +90,46 @@ def read_zip(path: Path) -> SB3Parts:
         raise CheckpointError(f"{where}: this is a {algorithm} checkpoint; only DQN and QR-DQN can be converted")
     kwargs = _mapping(data, "policy_kwargs", where)
     _check_class_text(kwargs.get("activation_fn"), ("ReLU",), "activation_fn", where)
-    _check_class_text(kwargs.get("features_extractor_class"), SUPPORTED_EXTRACTORS, "features_extractor_class", where)
     algorithm_from_keys, net_state = _q_network_state(state, where)
     space = _mapping(data, "observation_space", where)
     shape = _shape(space.get("_shape", space.get("shape")), where)
     image = _is_image_space(shape, space.get("dtype"), _numbers(space.get("low")), _numbers(space.get("high")))
-    # unknown space (no shape recorded): None lets the builder treat a CNN as NatureCNN on uint8 images
-    scale_input = (image if shape is not None else None) if kwargs.get("normalize_images", True) else False
+    normalize = kwargs.get("normalize_images", True)
     n_actions = _mapping(data, "action_space", where).get("n")
-    return _build_parts(
+    parts = _build_parts(
         net_state,
         algorithm=algorithm or algorithm_from_keys,
         policy=_policy_from_data(data),
         observation_shape=shape,
-        scale_input=scale_input,
+        extractor_class=_class_name(kwargs.get("features_extractor_class")),
         n_actions=_whole(n_actions, "action_space.n", where) if n_actions is not None else None,
         n_quantiles=kwargs.get("n_quantiles"),
         sb3_version=version,
-        env_id=_env_id_from_name(path.name.removesuffix(".zip")),
+        env_id=registered_env_id(path.name.removesuffix(".zip")),
         source=where,
     )
+    if shape is None:  # an old zip without its space: SB3's default for a CNN is uint8 images / 255
+        return parts
+    if image and normalize:
+        return replace(parts, input_scale=IMAGE_SCALE, scale_reason="SB3 divides a uint8 0..255 image space by 255; "
+                       "normalize_images is on, as the zip records")
+    why = "normalize_images is off" if image else "the recorded observation space is not a uint8 0..255 image"
+    return replace(parts, input_scale=1.0, scale_reason=f"SB3 feeds observations unscaled ({why})")
 
 
-def read_state_dict(path: Path, *, env_id: str | None = None, n_quantiles: int | None = None) -> SB3Parts:
-    """Read a `.pt` / `.pth` state dict of an SB3 `QNetwork` (or a whole DQN policy) with `weights_only=True`.
+def read_state_dict(state: Mapping[str, torch.Tensor], *, where: str, stem: str, env_id: str | None = None,
+                    n_quantiles: int | None = None) -> SB3Parts:
+    """Read the tensors of a `.pt` / `.pth` state dict of an SB3 `QNetwork` (or a whole DQN policy).
 
-    Nothing records the observation or action space here: a CNN is taken as SB3's NatureCNN on uint8
-    images (so `/255` is folded in) and the input shape is inferred from the weights. A QR-DQN
+    `stem` is the file name without its suffix (for the env id). Nothing records the observation or
+    action space here: a CNN is taken as SB3's NatureCNN on uint8 images, so `/255` is the default
+    scale (stated as assumed), and the input shape is inferred from the weights. A QR-DQN
     `QuantileNetwork` has n_quantiles x n_actions outputs, which the weights alone cannot split: the
     action count comes from the environment (`env_id`, else the file name), or `n_quantiles` is given;
     otherwise the file is refused (CheckpointError saying what to pass).
     """
-    where = str(path)
-    algorithm, net_state = _q_network_state(_load_tensors(path, where), where)
-    env_id = env_id or _env_id_from_name(path.name.rsplit(".", 1)[0].removesuffix(".qnet"))
+    algorithm, net_state = _q_network_state(state, where)
+    env_id = env_id or registered_env_id(stem.removesuffix(".qnet"))
     n_actions, outputs = None, _head_outputs(net_state, "quantile_net")
     if algorithm == "QRDQN" and n_quantiles is None and outputs:
         n_actions = env_action_count(env_id) if env_id else None
@@ -125,7 +144,7 @@ def read_state_dict(path: Path, *, env_id: str | None = None, n_quantiles: int |
         algorithm=algorithm,
         policy=None,
         observation_shape=None,
-        scale_input=None,
+        extractor_class=None,
         n_actions=n_actions,
         n_quantiles=n_quantiles,
         sb3_version=None,
@@ -162,12 +181,32 @@ def _head_outputs(state: Mapping[str, torch.Tensor], head: str) -> int:
 
 
 def read_model(model: Any) -> SB3Parts:
-    """Read an in-memory SB3 `DQN` / sb3-contrib `QRDQN` model, or its `policy`."""
+    """Read an in-memory SB3 `DQN` / sb3-contrib `QRDQN` model, or its `policy`.
+
+    A DQN whose features extractor is not one of SB3's own is traced like any module (its code is
+    at hand here, so nothing about it needs assuming); the others are rebuilt from their weights."""
     policy = getattr(model, "policy", model)
     net = getattr(policy, "q_net", getattr(policy, "quantile_net", None))
     where = f"<in-memory {type(model).__name__}>"
     if not isinstance(net, nn.Module) or type(net).__name__ not in ("QNetwork", "QuantileNetwork"):
         raise CheckpointError(f"{where}: not an SB3 DQN/QR-DQN model or policy (it has no q_net or quantile_net)")
+    import stable_baselines3  # only reached when SB3 objects exist, so the import is free
+
+    space = policy.observation_space
+    shape = tuple(space.shape) if space.shape is not None else None
+    policy_name = _POLICY_NAMES.get(type(policy).__name__, type(policy).__name__)
+    image = _is_image_space(shape, getattr(space, "dtype", None), getattr(space, "low", None), getattr(space, "high", None))
+    scaled = bool(policy.normalize_images) and image
+    scaling = {"input_scale": IMAGE_SCALE if scaled else 1.0,
+               "scale_reason": "SB3 divides this model's uint8 0..255 image space by 255" if scaled
+               else "SB3 feeds this model's observations unscaled"}
+    if type(net).__name__ == "QNetwork" and type(net.features_extractor).__name__ not in SUPPORTED_EXTRACTORS:
+        traced = trace_q_network(_ExtractorAndHead(net), shape, where)
+        return SB3Parts(
+            q_network=traced.network, algorithm="DQN", policy=policy_name, observation_shape=shape,
+            n_actions=int(policy.action_space.n), sb3_version=stable_baselines3.__version__, env_id=None,
+            source=where, **scaling,
+        )
     for name, module in net.named_modules():
         sb3_container = type(module).__name__ in _SB3_CONTAINERS and type(module).__module__.startswith(
             ("stable_baselines3.", "sb3_contrib.")
@@ -177,48 +216,63 @@ def read_model(model: Any) -> SB3Parts:
                 f"{where}: layer {name or type(net).__name__} is a {type(module).__name__}, "
                 "which the conversion cannot handle"
             )
-    space = policy.observation_space
-    shape = tuple(space.shape) if space.shape is not None else None
-    low, high = getattr(space, "low", None), getattr(space, "high", None)
-    image = _is_image_space(shape, getattr(space, "dtype", None), low, high)
-    import stable_baselines3  # only reached when SB3 objects exist, so the import is free
-
-    return _build_parts(
+    parts = _build_parts(
         {k: v.detach().cpu() for k, v in net.state_dict().items()},
         algorithm="QRDQN" if hasattr(net, "n_quantiles") else "DQN",
-        policy=_POLICY_NAMES.get(type(policy).__name__, type(policy).__name__),
+        policy=policy_name,
         observation_shape=shape,
-        scale_input=bool(policy.normalize_images) and image,
+        extractor_class=type(net.features_extractor).__name__,
         n_actions=int(policy.action_space.n),
         n_quantiles=getattr(net, "n_quantiles", None),
         sb3_version=stable_baselines3.__version__,
         env_id=None,
         source=where,
     )
+    return replace(parts, **scaling)
+
+
+class _ExtractorAndHead(nn.Module):
+    """An SB3 `QNetwork` without its observation preprocessing (SB3's asserts stop torch.fx; the
+    preprocessing, a `/255` or nothing, is what the recorded space says)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.features_extractor, self.q_net = net.features_extractor, net.q_net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.q_net(self.features_extractor(x))
 
 
 def _build_parts(
-    state: dict[str, torch.Tensor], *, algorithm: str, scale_input: bool | None, n_quantiles: int | None, **fields: Any
+    state: dict[str, torch.Tensor], *, algorithm: str, observation_shape: tuple[int, ...] | None,
+    extractor_class: str | None, n_quantiles: int | None, **fields: Any
 ) -> SB3Parts:
     """Build the network and bundle it with `fields`.
 
-    `scale_input=None` (space unknown) folds `/255` exactly when the net has a CNN; an unrecorded
-    QR-DQN quantile count is the outputs / the known action count, else sb3-contrib's default 200
-    (what an SB3 zip that records neither means). A missing policy name is inferred likewise.
+    Until a reader says otherwise, a CNN is taken to see uint8 images that SB3 divides by 255 (its
+    default), an MLP raw values. An unrecorded QR-DQN quantile count is the outputs / the known action
+    count, else sb3-contrib's default 200 (what an SB3 zip that records neither means). A missing
+    policy name is inferred likewise.
     """
     head = "quantile_net" if algorithm == "QRDQN" else "q_net"
-    has_cnn = any(k.startswith("features_extractor.cnn.") for k in state)
+    has_cnn = any(k.startswith("features_extractor.") for k in state)
     if algorithm == "QRDQN" and n_quantiles is None:
         n_quantiles = _quantiles_for(_head_outputs(state, head), fields["n_actions"], fields["source"])
-    net = build_q_network(
+    net, assumptions = build_q_network(
         state,
         head=head,
         n_quantiles=n_quantiles if algorithm == "QRDQN" else None,
-        scale_input=has_cnn if scale_input is None else scale_input,
+        observation_shape=observation_shape,
+        extractor_class=extractor_class,
         where=fields["source"],
     )
     policy = fields.pop("policy") or ("CnnPolicy" if has_cnn else "MlpPolicy")
-    return SB3Parts(q_network=net, algorithm=algorithm, policy=policy, **fields)
+    return SB3Parts(
+        q_network=net, algorithm=algorithm, policy=policy, observation_shape=observation_shape, **fields,
+        default_scale=IMAGE_SCALE if has_cnn else 1.0, assumptions=assumptions,
+        scale_reason=("SB3's default for a CNN: uint8 images divided by 255; the file records no observation space"
+                      if has_cnn else "the file records no observation space"),
+    )
 
 
 def _quantiles_for(outputs: int, n_actions: int | None, where: str) -> int:
@@ -243,25 +297,16 @@ def _q_network_state(state: Mapping[str, torch.Tensor], where: str) -> tuple[str
             return algorithm, nested
         if nested:  # the network itself
             return algorithm, dict(state)
-    raise CheckpointError(f"{where}: no q_net or quantile_net weights found (keys: {', '.join(list(state)[:4])} ...)")
+    raise CheckpointError(f"{where}: its keys ({', '.join(list(state)[:4])} ...) are neither an SB3 Q-network's "
+                          "nor a layout known here: pass the architecture with network=...")
 
 
-def load_weights_only(file: bytes | Path, where: str) -> Any:
-    """`torch.load(weights_only=True)`, a failure as CheckpointError in plain words (never torch's
-    advice to load with weights_only=False, which would run code stored in the file)."""
-    if (len(file) if isinstance(file, bytes) else Path(file).stat().st_size) == 0:
-        raise CheckpointError(f"{where}: the file is empty")
-    try:
-        return torch.load(io.BytesIO(file) if isinstance(file, bytes) else file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        reason = "it is not a PyTorch tensor file, or it holds Python objects besides tensors (those are never loaded)"
-    except Exception:  # noqa: BLE001  torch raises many unrelated types for a damaged file
-        reason = "it is damaged, cut short, or not a PyTorch file"
-    raise CheckpointError(f"{where}: cannot be read as tensors: {reason}")
-
-
-def _load_tensors(file: bytes | Path, where: str) -> dict[str, torch.Tensor]:
+def load_state_dict(file: bytes | Path, where: str) -> dict[str, torch.Tensor]:
+    """A file's tensors as a state dict (a bare one, or CleanRL / training-loop dicts that hold one under
+    `model_weights` / `state_dict`), read with `weights_only=True`; CheckpointError if it holds none."""
     state = load_weights_only(file, where)
+    if isinstance(state, Mapping):
+        state = next((state[k] for k in ("state_dict", "model_weights") if isinstance(state.get(k), Mapping)), state)
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{where}: does not hold a state dict (a mapping of names to tensors)")
     return {str(k): v for k, v in state.items()}
@@ -332,6 +377,12 @@ def _check_class_text(text: Any, allowed: tuple[str, ...], field: str, where: st
         raise UnsupportedLayerError(f"{where}: {field} is {match[1]}; only {', '.join(allowed)} can be converted")
 
 
+def _class_name(text: Any) -> str | None:
+    """The class name in a recorded class text (`"<class '__main__.MinAtarCNN'>"` -> MinAtarCNN)."""
+    match = re.search(r"<class '([\w.]+)'>", str(text)) if text is not None else None
+    return match[1].rsplit(".", 1)[-1] if match else None
+
+
 def _numbers(text: Any) -> list[float] | None:
     """Numbers in a numpy repr such as `"[[[0 0 0 ... 0 0 0] ..."` (SB3's plain-text `low` / `high`)."""
     if text is None:
@@ -347,7 +398,38 @@ def _is_image_space(shape: tuple[int, ...] | None, dtype: Any, low: Any, high: A
     return bool(low.size and high.size and (low == 0).all() and (high == 255).all())
 
 
-def _env_id_from_name(stem: str) -> str | None:
-    """`dqn-BreakoutNoFrameskip-v4` / `CartPole-v1` -> the env id; None when the name is not one."""
-    match = _ENV_ID.fullmatch(stem)
-    return match[1] if match else None
+def registered_env_id(stem: str) -> str | None:
+    """The registered env id a file name means, or None: `dqn-BreakoutNoFrameskip-v4` -> BreakoutNoFrameskip-v4,
+    `dqn-MinAtar-Breakout-v1` -> MinAtar/Breakout-v1 (the RL-Zoo writes '/' as '-'), `CartPole-v1.qnet`...
+    A name that is no registered env (`synthetic-PongNoFrameskip-v4`) gives None. Atari and MinAtar ids are
+    registered by importing ale-py / minatar, done here only for names that could be theirs, if installed."""
+    name = _ALGORITHM_PREFIX.sub("", stem)
+    namespaced = [name.replace("-", "/", 1)] if name.count("-") > 1 else []
+    for candidate in (name, *namespaced):
+        if _is_registered(candidate):
+            return candidate
+    return None
+
+
+def _is_registered(env_id: str) -> bool:
+    """Whether gymnasium registers `env_id` (or the id it was renamed to, e.g. LunarLander-v2 -> v3)."""
+    import gymnasium as gym
+
+    from dqn2snn_plugin.envs.classic import gymnasium_id
+
+    if gymnasium_id(env_id) in gym.registry:
+        return True
+    if env_id.startswith("ALE/") or "NoFrameskip" in env_id or env_id.endswith(("Deterministic-v4", "-v5")):
+        try:
+            import ale_py
+        except ImportError:
+            return False
+        gym.register_envs(ale_py)
+    elif env_id.startswith("MinAtar/"):
+        try:
+            import minatar.gym
+        except ImportError:
+            return False
+        if not any(k.startswith("MinAtar/") for k in gym.registry):
+            minatar.gym.register_envs()
+    return env_id in gym.registry

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dqn2snn_plugin.adapters.sb3 import load_weights_only
+from dqn2snn_plugin.adapters.archive import load_weights_only
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import INITIAL_MEMBRANES, convert
 from dqn2snn_plugin.errors import CheckpointError, ResultsError
