@@ -8,7 +8,7 @@ from dqn2snn_plugin.experiments import demo
 from dqn2snn_plugin.checkpoint import load_dqn
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.experiments.evaluation import RunSettings
-from _fixtures import atari_checkpoint
+from conftest import atari_checkpoint
 
 
 def test_shipped_checkpoint_is_found():

@@ -19,18 +19,12 @@ from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import ResultsError
 from dqn2snn_plugin.io.results import CellLog, writable_dir, write_json
 from dqn2snn_plugin.io.store import load_snn, save_snn
-from _fixtures import ATARI_FIXTURES, atari_checkpoint
+from conftest import ATARI_FIXTURES, atari_checkpoint
 
 TINY = ev.RunSettings(episodes=2, calibration_frames=300, max_steps=60, n_envs=2)
 QNET = str(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")
 SWEEP_ARGS = ["--T", "2,4", "--percentile", "99.9,max", "--episodes", "1", "--max-steps", "40", "--n-envs", "1",
               "--calibration-frames", "300", "--test-frames", "32"]
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
 def constant_breakout_dqn() -> DQNCheckpoint:
