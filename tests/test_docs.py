@@ -21,7 +21,8 @@ import dqn2snn_plugin
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNABLE_DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-LINKED_DOCS = [*RUNNABLE_DOCS, *sorted((ROOT / "docs" / "notebook").glob("*.md")), ROOT / "benchmarks" / "README.md"]
+LINKED_DOCS = [*RUNNABLE_DOCS, *sorted((ROOT / "docs" / "notebook").glob("*.md")), ROOT / "benchmarks" / "README.md",
+               ROOT / "dev" / "README.md"]
 NEEDS = re.compile(r"^<!--\s*needs:\s*(?P<what>.+?)\s*-->$")
 FENCE = re.compile(r"^```(?P<lang>\S*)")
 LINK = re.compile(r"\[[^\]]*\]\((?P<target>[^)\s]+)\)")
