@@ -9,25 +9,19 @@ One simulation of max(T) steps gives the exact readouts at every smaller T.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-import torch
-
-from dqn2snn_plugin import convert, load_dqn
+import _common
+from dqn2snn_plugin import convert
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.io.results import write_table
 from dqn2snn_plugin.normalization import layer_scales
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
-GAMES = "Breakout,Pong,Boxing,Atlantis,RoadRunner,BeamRider"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--games", default=GAMES, help="comma-separated game names (fixtures <Game>NoFrameskip-v4.qnet.pt)")
-    parser.add_argument("--checkpoints", type=Path, default=FIXTURES, help="folder of the .qnet.pt files")
+    _common.add_game_options(parser)
     parser.add_argument("--T", default="8,16,32,64,128,256,500", help="time steps per decision")
     parser.add_argument("--percentiles", default="99,99.9,99.99,max", help="normalisation percentiles")
     parser.add_argument("--inits", default="zero,half", help="initial membranes")
@@ -36,13 +30,12 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=500, help="test states per game (other episodes)")
     parser.add_argument("--backend", default="spikingjelly", help="spikingjelly or snntorch")
     parser.add_argument("--out", type=Path, default=Path("runs/agreement_grid"), help="output folder")
-    args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    args = _common.parse(parser)
     Ts = [int(t) for t in args.T.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for game in args.games.split(","):
-        ckpt = load_dqn(args.checkpoints / f"{game}NoFrameskip-v4.qnet.pt")
+    for game in _common.games(args):
+        ckpt = _common.load_game(game, args)
         calibration, test = calibration_and_test_observations(ckpt, args.calibration, args.test)
         dqn_actions = ckpt.act(test)
         calibration_float = ckpt.prepare(calibration)

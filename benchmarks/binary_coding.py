@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dqn2snn_plugin import convert, load_dqn
+import _common  # benchmarks/ is on sys.path when this script runs
+from dqn2snn_plugin import convert
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.io.results import write_json
 from dqn2snn_plugin.normalization import layer_scales
 from few_steps import test_agreement  # benchmarks/ is on sys.path when this script runs
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 
 
 def measure(checkpoint, snn, states: np.ndarray, actions: torch.Tensor) -> dict:
@@ -38,18 +36,15 @@ def measure(checkpoint, snn, states: np.ndarray, actions: torch.Tensor) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--games", default="Breakout,Pong,Boxing,Atlantis,RoadRunner,BeamRider", help="fixture games")
-    parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of <Game>NoFrameskip-v4.qnet.pt")
+    _common.add_game_options(parser)
     parser.add_argument("--T", default="4,6,8,10,12,16", help="bits per activation (= time steps per layer)")
     parser.add_argument("--percentiles", default="99.9,99.99,max", help="normalisation percentiles")
     parser.add_argument("--on", choices=["validation", "test"], default="validation", help="which states to judge on")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
     parser.add_argument("--out", type=Path, default=Path("runs/binary_coding_validation.json"), help="JSON result")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = _common.parse(parser)
     results = {}
-    for game in args.games.split(","):
-        checkpoint = load_dqn(args.fixtures / f"{game}NoFrameskip-v4.qnet.pt")
+    for game in _common.games(args):
+        checkpoint = _common.load_game(game, args)
         calibration, test = calibration_and_test_observations(checkpoint, 15000, 1000)
         fit = calibration[np.random.default_rng(0).permutation(10000)[:4096]]
         judged = test if args.on == "test" else calibration[12000:14000]

@@ -16,18 +16,16 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import os
 from pathlib import Path
 
 import torch
 from spikingjelly.activation_based import ann2snn
 
-from dqn2snn_plugin import convert, load_dqn
+import _common  # benchmarks/ is on sys.path when this script runs
+from dqn2snn_plugin import convert
 from dqn2snn_plugin.adapters.spikingjelly import BinaryCodingRecipe, SpikingJellyBackend
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.io.results import markdown_table, write_json
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 
 
 def compare(checkpoint, calibration, test, T: int) -> dict:
@@ -56,18 +54,15 @@ def compare(checkpoint, calibration, test, T: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--games", default="Breakout,Pong,Boxing,Atlantis,RoadRunner,BeamRider", help="fixture games")
-    parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of <Game>NoFrameskip-v4.qnet.pt")
+    _common.add_game_options(parser)
     parser.add_argument("--calibration", type=int, default=400, help="calibration states per game")
     parser.add_argument("--test", type=int, default=300, help="held-out test states per game")
     parser.add_argument("--T", type=int, default=8, help="bits per activation")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
     parser.add_argument("--out", type=Path, default=Path("runs/binary_frameworks.json"), help="JSON result")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = _common.parse(parser)
     results, rows = {}, []
-    for game in args.games.split(","):
-        checkpoint = load_dqn(args.fixtures / f"{game}NoFrameskip-v4.qnet.pt")
+    for game in _common.games(args):
+        checkpoint = _common.load_game(game, args)
         calibration, test = calibration_and_test_observations(checkpoint, args.calibration, args.test, n_envs=4)
         double = dataclasses.replace(checkpoint, q_network=copy.deepcopy(checkpoint.q_network).double())
         results[game] = {"float32": compare(checkpoint, calibration, test, args.T),

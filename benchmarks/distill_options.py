@@ -16,29 +16,23 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
-from dqn2snn_plugin import load_dqn
+import _common  # benchmarks/ is on sys.path when this script runs
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.improve.distillation import distill
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--game", default="Pong", help="fixture game")
-    parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of <Game>NoFrameskip-v4.qnet.pt")
+    parser.add_argument("--game", default="Pong", help="the game, e.g. Pong")
+    _common.add_game_options(parser, games=None, threads=1)
     parser.add_argument("--T", type=int, default=16, help="time steps per decision")
     parser.add_argument("--options", default="{}", help="JSON object of distill keyword arguments")
     parser.add_argument("--calibration", type=int, default=15000, help="calibration states")
     parser.add_argument("--test", type=int, default=1000, help="held-out test states")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--out", type=Path, default=Path("runs/distill_options.jsonl"), help="JSON lines, appended")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = _common.parse(parser)
     options = json.loads(args.options)
-    checkpoint = load_dqn(args.fixtures / f"{args.game}NoFrameskip-v4.qnet.pt")
+    checkpoint = _common.load_game(args.game, args)
     calibration, test = calibration_and_test_observations(checkpoint, args.calibration, args.test)
     start = time.perf_counter()
     result = distill(checkpoint, calibration, args.T, **options)

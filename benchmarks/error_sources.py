@@ -17,18 +17,16 @@ on held-out states:
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
 
-from dqn2snn_plugin import convert, load_dqn
+import _common  # benchmarks/ is on sys.path when this script runs
+from dqn2snn_plugin import convert
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.io.results import write_table
 from dqn2snn_plugin.normalization import record_activations
 from dqn2snn_plugin.spiking import if_scan
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 
 
 @torch.no_grad()
@@ -52,17 +50,16 @@ def layer_errors(snn, checkpoint, states, T: int) -> tuple[list[float], list[flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--games", default="Breakout,Pong,Boxing,Atlantis,RoadRunner,BeamRider", help="fixture games")
+    _common.add_game_options(parser)
     parser.add_argument("--T", default="8,16,32,500", help="time steps per decision")
     parser.add_argument("--calibration", type=int, default=15000, help="calibration states (scales)")
     parser.add_argument("--test", type=int, default=300, help="held-out states measured")
     parser.add_argument("--out", type=Path, default=Path("runs/error_sources"), help="output folder")
-    args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    args = _common.parse(parser)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for game in args.games.split(","):
-        checkpoint = load_dqn(FIXTURES / f"{game}NoFrameskip-v4.qnet.pt")
+    for game in _common.games(args):
+        checkpoint = _common.load_game(game, args)
         calibration, test = calibration_and_test_observations(checkpoint, args.calibration, 1000)
         test = test[: args.test]
         q = checkpoint.q_values(test)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dqn2snn_plugin import convert, load_dqn, tune
+import _common  # benchmarks/ is on sys.path when this script runs
+from dqn2snn_plugin import convert, tune
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.improve.distillation import distill
 from dqn2snn_plugin.experiments.evaluation import play_dqn, play_snn
@@ -46,7 +46,6 @@ from dqn2snn_plugin.normalization import layer_scales
 from dqn2snn_plugin.io.results import CellLog, write_table
 from dqn2snn_plugin.improve.tuning import calibrate_biases
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 OPTIONS = ("paper", "half", "carry", "bias", "tuned", "distilled", "distilled-cw", "binary", "binary-distilled")
 
 
@@ -88,7 +87,7 @@ def build(option: str, checkpoint, calibration, scales, T: int, args) -> tuple[o
 
 
 def run_game(game: str, args, settings: RunSettings) -> list[dict]:
-    checkpoint = load_dqn(args.fixtures / f"{game}NoFrameskip-v4.qnet.pt", device=args.device)
+    checkpoint = _common.load_game(game, args, device=args.device)
     log = CellLog(args.out / game, {"game": game, "calibration": args.calibration, "test": args.test,
                                     "fit": args.fit, "epochs": args.epochs, "snn_epochs": args.snn_epochs,
                                     "batch_size": args.batch_size, "margin": args.margin,
@@ -143,8 +142,7 @@ HEADERS = ["game", "option", "T", "agreement test %", "agreement SNN-visited %",
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--games", default="Breakout,Pong,Boxing,Atlantis,RoadRunner,BeamRider", help="fixture games")
-    parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of <Game>NoFrameskip-v4.qnet.pt")
+    _common.add_game_options(parser)
     parser.add_argument("--T", default="16,8,32,4", help="time steps per decision (cells run in this order)")
     parser.add_argument("--options", default=",".join(OPTIONS), help=f"any of {','.join(OPTIONS)}")
     parser.add_argument("--reference-T", type=int, default=500, help="T of the paper-method reference cell (0: none)")
@@ -158,11 +156,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=8, help="games per SNN cell (0: agreement only)")
     parser.add_argument("--max-steps", type=int, default=1000, help="agent steps per game (cap)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
     parser.add_argument("--out", type=Path, default=Path("runs/few_steps"), help="output folder")
     parser.add_argument("--table-only", action="store_true", help="only rebuild the table from OUT/<game>/cells.jsonl")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = _common.parse(parser)
     args.T = [int(t) for t in args.T.split(",")]
     args.options = [o for o in args.options.split(",") if o]
     unknown = set(args.options) - set(OPTIONS)
@@ -171,7 +167,7 @@ def main() -> None:
     settings = RunSettings(episodes=max(args.episodes, 1), max_steps=args.max_steps, n_envs=8).check()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for game in args.games.split(","):
+    for game in _common.games(args):
         if args.table_only:
             cells = args.out / game / "cells.jsonl"
             records = [json.loads(line) for line in cells.read_text().splitlines()] if cells.exists() else []

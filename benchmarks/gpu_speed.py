@@ -31,12 +31,11 @@ os.environ.setdefault("SJ_IF_CUDA_IMPLEMENTATION", "triton")  # read when Spikin
 
 import torch  # noqa: E402
 
+import _common  # noqa: E402  (benchmarks/ is on sys.path when this script runs)
 from dqn2snn_plugin import convert, load_dqn  # noqa: E402
 from dqn2snn_plugin.adapters.spikingjelly import SpikingJellyBackend  # noqa: E402
 from dqn2snn_plugin.calibration import collect_observations  # noqa: E402
 from dqn2snn_plugin.io.results import write_text  # noqa: E402
-
-FIXTURE = Path(__file__).resolve().parents[1] / "dqn2snn_plugin" / "data" / "BreakoutNoFrameskip-v4.qnet.pt"  # packaged
 
 
 def per_call(fn, repeats: int, calls: int, sync) -> float:
@@ -120,7 +119,7 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=FIXTURE)
+    parser.add_argument("--checkpoint", type=Path, default=_common.SHIPPED, help="default: the shipped Breakout DQN")
     parser.add_argument("--T", default="8,32", help="time steps per decision (rate coding)")
     parser.add_argument("--batch", default="1,8,64", help="decisions per call")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per cell (median)")

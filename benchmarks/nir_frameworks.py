@@ -21,14 +21,15 @@ from dqn2snn_plugin import save_nir
 from dqn2snn_plugin.adapters.nir import FRAMEWORKS, load_nir, run_nir
 from dqn2snn_plugin.errors import ConfigError
 from dqn2snn_plugin.io.results import write_json, write_table
-from nir_weight_bits import game_parser, game_snns  # benchmarks/ is on sys.path when this script runs
+import _common  # benchmarks/ is on sys.path when this script runs
+from nir_weight_bits import game_parser, game_snns
 
 
 def main() -> None:
     parser = game_parser(__doc__.splitlines()[0], "runs/nir_frameworks", 300)
     parser.add_argument("--states", type=int, default=100, help="the first this many held-out states are judged")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="simulation dtype")
-    args = parser.parse_args()
+    args = _common.parse(parser)
     dtype = getattr(torch, args.dtype)
     rows, records = [], {}
     for game, checkpoint, test, snn in game_snns(args):

@@ -21,11 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dqn2snn_plugin import convert, from_nir, load_dqn, to_nir
+import _common  # benchmarks/ is on sys.path when this script runs
+from dqn2snn_plugin import convert, from_nir, to_nir
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.io.results import write_json, write_table
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 
 
 def actions(snn, states, batch: int = 100) -> torch.Tensor:
@@ -42,23 +41,20 @@ def relu_actions(snn, states) -> torch.Tensor:
 def game_parser(description: str, out: str, test: int) -> argparse.ArgumentParser:
     """The options both NIR benchmarks share: games, SNN settings, state counts, threads, output."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--games", default="Breakout,Pong,Boxing,Atlantis,RoadRunner,BeamRider", help="fixture games")
-    parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of <Game>NoFrameskip-v4.qnet.pt")
+    _common.add_game_options(parser, threads=1)
     parser.add_argument("--T", type=int, default=64, help="time steps per decision")
     parser.add_argument("--percentile", default="99.9", help="normalisation percentile")
     parser.add_argument("--calibration", type=int, default=2000, help="calibration states per game")
     parser.add_argument("--test", type=int, default=test, help="held-out states per game")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--out", type=Path, default=Path(out), help="output directory")
     return parser
 
 
 def game_snns(args: argparse.Namespace):
     """Per game: (name, checkpoint, held-out states, the rate-coded SNN of the paper's method)."""
-    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    for game in args.games.split(","):
-        checkpoint = load_dqn(args.fixtures / f"{game}NoFrameskip-v4.qnet.pt")
+    for game in _common.games(args):
+        checkpoint = _common.load_game(game, args)
         calibration, test = calibration_and_test_observations(checkpoint, args.calibration, args.test)
         yield game, checkpoint, test, convert(checkpoint, calibration, percentile=args.percentile, T=args.T)
 
@@ -66,7 +62,7 @@ def game_snns(args: argparse.Namespace):
 def main() -> None:
     parser = game_parser(__doc__.splitlines()[0], "runs/nir_weight_bits", 300)
     parser.add_argument("--bits", default="8,6,4", help="weight bits to measure")
-    args = parser.parse_args()
+    args = _common.parse(parser)
     bits = [int(b) for b in args.bits.split(",")]
     grids = [(None, False)] + [(b, per_channel) for b in bits for per_channel in (False, True)]
     headers = ["game", "float"] + [f"{b} bit {'channel' if c else 'layer'}" for b, c in grids[1:]]

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import torch
 
-from dqn2snn_plugin import load_dqn
+import _common  # benchmarks/ is on sys.path when this script runs
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.improve.distillation import ClipFloorShift, distill
 from dqn2snn_plugin.io.results import write_json
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 UNLIMITED = 2**30  # levels standing in for "no quantisation": steps far below float32's resolution of a rate
 
 
@@ -44,22 +42,19 @@ def agreement_at(copy: torch.nn.Sequential, levels: list[int], x: torch.Tensor, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--games", default="Breakout,Pong,Boxing,Atlantis,RoadRunner,BeamRider", help="fixture games")
-    parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="folder of <Game>NoFrameskip-v4.qnet.pt")
+    _common.add_game_options(parser)
     parser.add_argument("--levels", default="16,32,64,128,256,inf", help="levels of every layer, one row each")
     parser.add_argument("--base", type=int, default=16, help="levels of the other layers when one is refined")
     parser.add_argument("--distilled", type=int, default=0,
                         help="T: study the copy that distill(ckpt, states, T) trains (0: the untrained copy)")
     parser.add_argument("--calibration", type=int, default=15000, help="calibration states (the same as few_steps.py)")
     parser.add_argument("--test", type=int, default=1000, help="held-out test states")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
     parser.add_argument("--out", type=Path, default=Path("runs/precision_needed.json"), help="JSON result")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = _common.parse(parser)
     levels = [UNLIMITED if level == "inf" else int(level) for level in args.levels.split(",")]
     results = {}
-    for game in args.games.split(","):
-        checkpoint = load_dqn(args.fixtures / f"{game}NoFrameskip-v4.qnet.pt")
+    for game in _common.games(args):
+        checkpoint = _common.load_game(game, args)
         calibration, test = calibration_and_test_observations(checkpoint, args.calibration, args.test)
         trained = {} if args.distilled else {"epochs": 0, "snn_epochs": 0}  # untrained: the starting copy
         copy = distill(checkpoint, calibration, args.distilled or args.base, **trained).quantised

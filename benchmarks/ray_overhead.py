@@ -21,15 +21,12 @@ from pathlib import Path
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on loopback (read when ray is imported)
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import torch  # noqa: E402
-
-from dqn2snn_plugin.experiments import evaluation as ev  # noqa: E402
-from dqn2snn_plugin.experiments import grid  # noqa: E402
+import _common  # noqa: E402  (benchmarks/ is on sys.path when this script runs)
 from dqn2snn_plugin.experiments.settings import RunSettings  # noqa: E402
 from dqn2snn_plugin.adapters.ray import RayRunner, connected  # noqa: E402
+from dqn2snn_plugin.experiments import evaluation as ev  # noqa: E402
+from dqn2snn_plugin.experiments import grid  # noqa: E402
 from dqn2snn_plugin.io.results import write_json  # noqa: E402
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "atari-dqn"
 
 
 def timed_run(name: str, games, settings, run_settings, work: Path, ray_cpus: int | None) -> dict:
@@ -57,14 +54,14 @@ def timed_run(name: str, games, settings, run_settings, work: Path, ray_cpus: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--games", default="Breakout,Pong", help="fixture games (default Breakout,Pong)")
+    _common.add_game_options(parser, games="Breakout,Pong", threads=1)
     parser.add_argument("--episodes", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--calibration-frames", type=int, default=500)
     parser.add_argument("--out", required=True, help="JSON report")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    games = grid.unique_games([ev.load_checked(FIXTURES / f"{g}NoFrameskip-v4.qnet.pt") for g in args.games.split(",")])
+    args = _common.parse(parser)
+    games = grid.unique_games([ev.load_checked(_common.checkpoint_source(game, args.fixtures))
+                               for game in _common.games(args)])
     settings = [grid.Setting("rate", 16, 99.9), grid.BEST_SETTING]
     run_settings = RunSettings(episodes=args.episodes, max_steps=args.max_steps,
                                calibration_frames=args.calibration_frames, n_envs=args.episodes)

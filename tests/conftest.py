@@ -1,7 +1,14 @@
-"""Shared test fixtures: the read-only checkpoints in ../shared/fixtures and a few real Atari frames."""
+"""The test suite's one fixtures module: the read-only checkpoints in ../shared/fixtures (skipped
+where absent), a few real Atari frames, small stand-in networks, and a private cache for every test.
+
+Test files import the plain helpers (`atari_checkpoint`, `tiny_checkpoint`, `MarkerPayload`,
+`ATARI_FIXTURES`) with `from conftest import ...`; the rest are pytest fixtures.
+"""
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +16,23 @@ import pytest
 import torch
 from torch import nn
 
-from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.checkpoint import DQNCheckpoint, load_dqn
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-ATARI_DIR = FIXTURES / "atari-dqn"
-BREAKOUT_ZIP = ATARI_DIR / "dqn-BreakoutNoFrameskip-v4.zip"
+# the shared fixtures sit beside the repository (`../shared`), here and in CI
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+ATARI_FIXTURES = FIXTURES / "atari-dqn"
+BREAKOUT_ZIP = ATARI_FIXTURES / "dqn-BreakoutNoFrameskip-v4.zip"
 ZOO_CLASSIC = FIXTURES / "sb3-zoo" / "classic"
-QNET_FILES = sorted(ATARI_DIR.glob("*.qnet.pt"))
+QNET_FILES = sorted(ATARI_FIXTURES.glob("*.qnet.pt"))
 ALL_CHECKPOINTS = [BREAKOUT_ZIP, *sorted(ZOO_CLASSIC.glob("*.zip")), *QNET_FILES]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test writes calibration frames and the compiled library into this session's temporary
+    folder (shared by the session's tests, never the user's `~/.cache/dqn2snn`), without progress bars."""
+    monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
 def _require(path: Path) -> Path:
@@ -46,7 +62,7 @@ def zoo_zip(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(params=[p.name for p in QNET_FILES] or ["missing.qnet.pt"])
 def qnet_file(request: pytest.FixtureRequest) -> Path:
     """One of the six NatureCNN `QNetwork` state dicts `<EnvId>.qnet.pt`."""
-    return _require(ATARI_DIR / request.param)
+    return _require(ATARI_FIXTURES / request.param)
 
 
 @pytest.fixture(params=[str(p.relative_to(FIXTURES)) for p in ALL_CHECKPOINTS] or ["missing"])
@@ -112,3 +128,43 @@ def mlp_checkpoint() -> DQNCheckpoint:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
     return DQNCheckpoint(net, 4, (6,), "MlpPolicy", "DQN", None, None, "<test>")
+
+
+@lru_cache(maxsize=None)
+def atari_checkpoint(env_id: str = "BreakoutNoFrameskip-v4") -> DQNCheckpoint:
+    """The shared fixture DQN for `env_id` (NatureCNN, raw uint8 input), loaded once per session."""
+    return load_dqn(_require(ATARI_FIXTURES / f"{env_id}.qnet.pt"))
+
+
+class MarkerPayload:
+    """Unpickling this runs a shell command that creates a marker file (proof that code ran)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def tiny_checkpoint(weight: torch.Tensor, env_id: str | None = None) -> DQNCheckpoint:
+    """A one-layer linear "DQN" on flat observations: Q = obs @ weight.T (handy for exact metric cases)."""
+    n_actions, dim = weight.shape
+    layer = nn.Linear(dim, n_actions, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    return DQNCheckpoint(
+        q_network=nn.Sequential(layer), n_actions=n_actions, observation_shape=(dim,), policy="MlpPolicy",
+        algorithm="DQN", sb3_version=None, env_id=env_id, source="<test>",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Plain `pytest` runs the quick suite: tests marked `slow` are deselected unless a `-m`
+    expression chooses, or unless every collected test is slow (then deselecting would leave
+    nothing: `pytest tests/test_ray.py` runs them instead of ending with pytest's exit code 5)."""
+    if config.option.markexpr:
+        return
+    quick = [item for item in items if item.get_closest_marker("slow") is None]
+    if quick and len(quick) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("slow")])
+        items[:] = quick

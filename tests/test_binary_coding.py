@@ -18,7 +18,7 @@ from dqn2snn_plugin.binary_coding import fire, integrate
 from dqn2snn_plugin.improve.distillation import distill, quantised_copy
 from dqn2snn_plugin.errors import ConfigError
 from dqn2snn_plugin.io.store import load_snn, save_snn
-from _fixtures import atari_checkpoint
+from conftest import atari_checkpoint
 
 # (membrane in least-significant-bit units, T, expected spikes, most significant first)
 HAND_CODES = [

@@ -16,7 +16,7 @@ from dqn2snn_plugin.calibration import calibration_and_test_observations, collec
 from dqn2snn_plugin.observations import as_observation_array
 from dqn2snn_plugin.errors import CalibrationError, ConfigError, EnvIdError
 
-from _fixtures import atari_checkpoint, tiny_checkpoint
+from conftest import atari_checkpoint, tiny_checkpoint
 
 
 def refuse_to_play(*args, **kwargs):

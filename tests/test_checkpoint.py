@@ -19,7 +19,7 @@ from torch import nn
 from dqn2snn_plugin import DQNCheckpoint, load_dqn
 from dqn2snn_plugin.errors import CheckpointError, UnsupportedLayerError
 
-from _fixtures import MarkerPayload
+from conftest import MarkerPayload
 
 PLAIN_LAYERS = (nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten)
 
@@ -307,7 +307,7 @@ def test_a_non_utf8_version_file_still_loads(cartpole, tmp_path):
 def test_bad_observations_are_refused_by_the_dqn_and_its_snn(atari_observations, bad, message):
     from dqn2snn_plugin.conversion import convert
     from dqn2snn_plugin.errors import ObservationError
-    from _fixtures import atari_checkpoint
+    from conftest import atari_checkpoint
 
     ckpt = atari_checkpoint()
     snn = convert(ckpt, atari_observations, T=4)

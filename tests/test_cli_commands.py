@@ -10,16 +10,10 @@ import torch
 
 from dqn2snn_plugin import from_nir
 from dqn2snn_plugin.cli import main
-from _fixtures import ATARI_FIXTURES
+from conftest import ATARI_FIXTURES
 
 QNET = str(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")
 TINY = ["--episodes", "1", "--max-steps", "30", "--n-envs", "1", "--calibration-frames", "300"]
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
 @pytest.fixture

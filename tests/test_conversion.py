@@ -11,7 +11,7 @@ from dqn2snn_plugin import convert
 from dqn2snn_plugin.calibration import collect_observations
 from dqn2snn_plugin.errors import CalibrationError, ConfigError, UnsupportedLayerError
 
-from _fixtures import atari_checkpoint
+from conftest import atari_checkpoint
 
 GAMES = ["Breakout", "Pong", "Boxing", "Atlantis", "RoadRunner", "BeamRider"]
 

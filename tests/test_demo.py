@@ -9,7 +9,7 @@ from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.experiments import demo
 from dqn2snn_plugin.experiments.evaluation import calibration_draws
 from dqn2snn_plugin.experiments.settings import RunSettings
-from _fixtures import atari_checkpoint
+from conftest import atari_checkpoint
 
 
 def test_shipped_checkpoint_is_found():

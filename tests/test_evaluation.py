@@ -17,15 +17,9 @@ from dqn2snn_plugin.experiments.records import AGREEMENT_READOUTS, Evaluation, S
 from dqn2snn_plugin.experiments.report import format_evaluation
 from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.io.store import load_snn, save_snn
-from _fixtures import atari_checkpoint
+from conftest import atari_checkpoint
 
 TINY = RunSettings(episodes=2, calibration_frames=300, max_steps=60, n_envs=2)
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
 def constant_breakout_dqn() -> DQNCheckpoint:

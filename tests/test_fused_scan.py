@@ -140,7 +140,7 @@ def test_without_a_compiler_it_warns_once_and_falls_back(tmp_path, monkeypatch):
 
 @needs_compiler
 def test_a_binary_breakout_snn_decides_the_same_with_the_fused_loops(atari_observations, python_loops):
-    from _fixtures import atari_checkpoint
+    from conftest import atari_checkpoint
 
     from dqn2snn_plugin import convert
 

@@ -12,18 +12,12 @@ from dqn2snn_plugin.experiments import grid
 from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.cli import main
 from dqn2snn_plugin.errors import ConfigError, ResultsError
-from _fixtures import ATARI_FIXTURES as ATARI_DIR
+from conftest import ATARI_FIXTURES as ATARI_DIR
 
 TINY = RunSettings(episodes=1, calibration_frames=300, max_steps=40, n_envs=1)
 QNET = str(ATARI_DIR / "BreakoutNoFrameskip-v4.qnet.pt")
 BREAKOUT_ZIP = ATARI_DIR / "dqn-BreakoutNoFrameskip-v4.zip"
 TINY_ARGS = ["--episodes", "1", "--max-steps", "40", "--n-envs", "1", "--calibration-frames", "300"]
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
 def test_binary_cells_beyond_24_bits_are_skipped_and_an_empty_grid_refused():

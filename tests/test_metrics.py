@@ -13,7 +13,7 @@ from dqn2snn_plugin.envs.atari import play
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult, agreement, spearman_per_state
 
-from _fixtures import atari_checkpoint, tiny_checkpoint
+from conftest import atari_checkpoint, tiny_checkpoint
 
 
 class TableSNN:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from dqn2snn_plugin import NirError, convert, from_nir, save_nir, to_nir
 from dqn2snn_plugin.adapters.nir import load_nir, run_nir
 from dqn2snn_plugin.io.quantisation import quantise
-from _fixtures import atari_checkpoint
+from conftest import atari_checkpoint
 
 # (T, channel_wise, initial membrane): each factor at both levels, each level with both of the others
 CASES = [(16, False, "zero"), (16, True, "half"), (64, False, "half"), (64, True, "zero")]

@@ -16,7 +16,7 @@ import torch
 
 from dqn2snn_plugin.adapters.ray import KILL_ONCE_ENV
 from dqn2snn_plugin.cli import main
-from _fixtures import ATARI_FIXTURES
+from conftest import ATARI_FIXTURES
 
 QNET = str(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")
 ZIP = str(ATARI_FIXTURES / "dqn-BreakoutNoFrameskip-v4.zip")

@@ -11,7 +11,7 @@ from dqn2snn_plugin.experiments.records import (
     BenchmarkCell, DqnBaseline, Evaluation, StateDraw, SweepCell, weights_digest,
 )
 from dqn2snn_plugin.experiments.settings import RunSettings
-from _fixtures import atari_checkpoint
+from conftest import atari_checkpoint
 
 SCORE = {"mean": 2.5, "std": 0.5, "scores": [2.0, 3.0], "lengths": [120, 131], "truncated": 0}
 AGREEMENT = {"spikes+membrane": {"rate": 0.9, "rate_above_gap": 0.95, "spearman": 0.8, "n_states": 251},

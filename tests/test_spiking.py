@@ -129,7 +129,7 @@ def test_readouts_at_many_T_equal_separate_runs():
 def test_event_driven_synapses_give_the_spikes_of_the_dense_pass(atari_observations, monkeypatch, coding, batch):
     """The Breakout SNN in float64, every spiking layer's synapses event by event vs dense passes:
     equal spike counts in every layer and sample, readouts equal up to rounding."""
-    from _fixtures import atari_checkpoint
+    from conftest import atari_checkpoint
 
     snn = convert(atari_checkpoint(), atari_observations, coding=coding, T=8).double()
     atari_observations = atari_observations[:batch]
@@ -173,7 +173,7 @@ def test_event_driven_synapses_give_the_spikes_of_the_dense_pass(atari_observati
 def test_a_fused_binary_layer_call_equals_its_three_steps(atari_observations, monkeypatch):
     """fire, count and the event-driven pass in one C call (`fused_scan.binary_layer`) vs the backend's
     fire_binary, count and integrated_current in turn: the same arithmetic, so bit for bit equal."""
-    from _fixtures import atari_checkpoint
+    from conftest import atari_checkpoint
 
     snn = convert(atari_checkpoint(), atari_observations, coding="binary", T=8)
     fused = [snn.readouts(atari_observations[:n], 8)["membrane"] for n in (6, 1)]
@@ -190,7 +190,7 @@ def test_a_fused_binary_layer_call_equals_its_three_steps(atari_observations, mo
 def test_a_fused_rate_layer_call_equals_its_three_steps(atari_observations, monkeypatch, batch):
     """The IF scan, count and event-driven pass in one C call (`fused_scan.rate_layer`) vs the backend's
     run, count and synaptic_current in turn: the same arithmetic, so bit for bit equal."""
-    from _fixtures import atari_checkpoint
+    from conftest import atari_checkpoint
 
     snn = convert(atari_checkpoint(), atari_observations, T=16)
     snn.block_samples = 8 * batch  # two time blocks: the membranes carried from one fused call to the next
@@ -524,7 +524,7 @@ def step_by_step(snn, x: torch.Tensor, T: int):
 @pytest.mark.parametrize("block_samples", [512, 5], ids=["one-block", "blocks"])
 def test_simulation_equals_a_step_by_step_reference_exactly(atari_observations, monkeypatch, fused, block_samples):
     """Hidden spike trains of the Breakout SNN, every layer, bit for bit (dense synapses on both sides)."""
-    from _fixtures import atari_checkpoint
+    from conftest import atari_checkpoint
 
     ckpt = atari_checkpoint()
     snn = convert(ckpt, atari_observations)
@@ -557,7 +557,7 @@ def test_simulation_equals_a_step_by_step_reference_exactly(atari_observations, 
 def test_spike_bookkeeping_is_the_same_compiled_or_in_tensor_operations(atari_observations):
     """`count` runs in one C call (`fused_scan.tally`) where it can and in tensor operations elsewhere:
     spike totals, channel totals and synaptic operations must not depend on which."""
-    from _fixtures import atari_checkpoint
+    from conftest import atari_checkpoint
 
     snn = convert(atari_checkpoint(), atari_observations, T=8).double()
     snn.event_driven = False  # the same currents on both sides

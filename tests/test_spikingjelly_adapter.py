@@ -13,7 +13,7 @@ from dqn2snn_plugin import convert
 from dqn2snn_plugin.adapters.spikingjelly import BinaryCodingRecipe
 from dqn2snn_plugin.errors import ConfigError
 
-from _fixtures import atari_checkpoint
+from conftest import atari_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from dqn2snn_plugin import convert
 from dqn2snn_plugin.errors import CheckpointError, ConfigError, ResultsError
 from dqn2snn_plugin.io.store import FORMAT, load_snn, save_snn
 
-from _fixtures import MarkerPayload, atari_checkpoint
+from conftest import MarkerPayload, atari_checkpoint
 
 
 @pytest.mark.parametrize("options", [

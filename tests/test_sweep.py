@@ -10,7 +10,7 @@ from dqn2snn_plugin.cli import main
 from dqn2snn_plugin.experiments import sweep as sw
 from dqn2snn_plugin.experiments.evaluation import calibration_draws
 from dqn2snn_plugin.experiments.settings import RunSettings
-from _fixtures import ATARI_FIXTURES, atari_checkpoint
+from conftest import ATARI_FIXTURES, atari_checkpoint
 
 QNET = str(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")
 SWEEP_ARGS = ["--T", "2,4", "--percentile", "99.9,max", "--episodes", "1", "--max-steps", "40", "--n-envs", "1",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from _fixtures import atari_checkpoint
+from conftest import atari_checkpoint
 from torch import nn
 
 from dqn2snn_plugin import convert

@@ -5,12 +5,12 @@
 #
 # As the device command, from the repo root, with carry [".whl", ".fixtures"] (.fixtures: copies of
 # ../shared/fixtures/atari-dqn/*.qnet.pt, which does not travel):
-#     bash benchmarks/gpu_few_steps.sh
+#     bash dev/gpu_few_steps.sh
 # Returns in $OUT: env.log, preflight.log, few_steps.{md,csv}, few_steps_cells.tgz (every cell, every log),
 # simulation_speed_gpu_blocks.{md,json}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-source benchmarks/device_setup.sh
+source dev/device_setup.sh
 WORK=/tmp/few_steps
 GAMES=${GAMES:-Breakout Pong Boxing Atlantis RoadRunner BeamRider}
 ARGS=(--fixtures .fixtures --device "${DEVICE:-cuda}" --threads 2 --out "$WORK" ${FEW_STEPS_ARGS:-})

@@ -4,17 +4,17 @@
 # and once with its Triton kernel (SJ_IF_CUDA_IMPLEMENTATION=triton). On CUDA the spikingjelly backend
 # runs SpikingJelly's own multi-step kernel (dqn2snn_plugin/adapters/spikingjelly.py, kernel="auto"). The states are
 # collected by the DQN playing Breakout through ale-py (CPU); no env-play timing (--play-max-steps 0).
-# About 90 s on one H100 (measured 2026-11-27; results in docs/results.md).
+# About 90 s on one H100 (measured 2026-11-27; results in docs/notebook/2026-11-27-simulation-speed-gpu.md).
 #
-# As the device command, from the repo root, with carry [".whl"] (see benchmarks/device_setup.sh):
-#     bash benchmarks/gpu_check.sh
+# As the device command, from the repo root, with carry [".whl"] (see dev/device_setup.sh):
+#     bash dev/gpu_check.sh
 # Writes to $OUT (the device runner's return folder; else runs/gpu), 7 files:
 #     env.log, simulation_speed_{default,triton}.{md,json,log}
 # One failing run does not stop the other. Local smoke test on CPU (tiny sizes):
-#     GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 OUT=/tmp/gpucheck bash benchmarks/gpu_check.sh
+#     GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 OUT=/tmp/gpucheck bash dev/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-source benchmarks/device_setup.sh
+source dev/device_setup.sh
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 CKPT=dqn2snn_plugin/data/BreakoutNoFrameskip-v4.qnet.pt
 QUICK=()

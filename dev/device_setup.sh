@@ -1,8 +1,8 @@
 # Sourced by the gpu_*.sh scripts: pick the Python and, on the device machine (no .venv there, no
 # internet), install the wheels carried in .whl/ (spikingjelly, snntorch, ale-py, gymnasium,
 # farama-notifications, stable-baselines3, loguru; cp312 manylinux x86_64; the machine has torch,
-# triton, numpy, tqdm) into /tmp/site and copy this working tree's package over them
-# (dqn2snn_plugin/ + adapters/ as dqn2snn_plugin.adapters), so the code that runs is the tree's.
+# triton, numpy, tqdm) into /tmp/site and copy this working tree's package (dqn2snn_plugin/, its
+# adapters included) over them, so the code that runs is the tree's.
 # Sets PY, RESULTS ($OUT, the device runner's return folder, else runs/gpu) and DQN2SNN_CACHE.
 RESULTS=${OUT:-runs/gpu}
 mkdir -p "$RESULTS"
@@ -14,7 +14,7 @@ else
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
             .whl/*.whl || { echo "wheel install failed"; exit 1; }
         rm -rf /tmp/site/dqn2snn_plugin
-        cp -r dqn2snn_plugin /tmp/site/ && cp -r adapters /tmp/site/dqn2snn_plugin/adapters || exit 1
+        cp -r dqn2snn_plugin /tmp/site/ || exit 1
         export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
     fi
 fi

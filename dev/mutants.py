@@ -9,9 +9,9 @@ touched), and runs the mutated module's own tests with `pytest -x`. A mutant tha
 `survives`, and it no longer fails the run).
 A snippet that no longer occurs exactly once is reported *stale* (the code moved on: update the list).
 
-    .venv/bin/python benchmarks/mutants.py                     # every mutant
-    .venv/bin/python benchmarks/mutants.py --module metrics    # one module's
-    .venv/bin/python benchmarks/mutants.py --budget 900 --out runs/mutants.md
+    .venv/bin/python dev/mutants.py                     # every mutant
+    .venv/bin/python dev/mutants.py --module metrics    # one module's
+    .venv/bin/python dev/mutants.py --budget 900 --out runs/mutants.md
 
 mutmut and cosmic-ray generate hundreds of mutants per module, each needing a test run of 1-60 s:
 hours on a 2-core machine, which is why this is a hand-written list of the bugs that matter.
@@ -40,13 +40,13 @@ LIST = Path(__file__).with_name("mutants.toml")
 class Mutant:
     """One planted bug: `old` (occurring exactly once in `module`) becomes `new`."""
 
-    module: str  # file under dqn2snn_plugin/, without .py (names the tests: tests/test_<module>.py)
+    module: str  # <module>.py somewhere under dqn2snn_plugin/ (names the tests: tests/test_<module>.py)
     name: str
     old: str
     new: str
     tests: tuple[str, ...]  # test files (and pytest options) that should catch it
     survives: str = ""  # why it is harmless, for a mutant no test should catch
-    file: str = ""  # the file under dqn2snn_plugin/ that holds `old`, if not <module>.py (e.g. fused_scan.c)
+    file: str = ""  # the file somewhere under dqn2snn_plugin/ that holds `old`, if not <module>.py (e.g. fused_scan.c)
 
 
 def load_mutants(path: Path = LIST) -> list[Mutant]:
@@ -56,16 +56,21 @@ def load_mutants(path: Path = LIST) -> list[Mutant]:
 
 
 def copy_tree(work: Path) -> Path:
-    """The package (adapters placed inside it, as the install maps them) and tests under work/repo,
-    with work/shared -> the real shared fixtures, so the tests find them as in the checkout."""
+    """The package and its tests under work/repo, with work/shared -> the real shared fixtures, so the
+    tests find them as in the checkout."""
     repo = work / "repo"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "dqn2snn_plugin", repo / "dqn2snn_plugin", ignore=ignore)
-    shutil.copytree(ROOT / "adapters", repo / "dqn2snn_plugin" / "adapters", ignore=ignore)
     shutil.copytree(ROOT / "tests", repo / "tests", ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", repo / "pyproject.toml")  # pytest's markers and options
     (work / "shared").symlink_to((ROOT.parent / "shared").resolve())
     return repo
+
+
+def source_file(repo: Path, mutant: Mutant) -> Path | None:
+    """The one file under the copy's package that the mutant edits (None: no such file, or several)."""
+    found = sorted((repo / "dqn2snn_plugin").rglob(mutant.file or f"{mutant.module}.py"))
+    return found[0] if len(found) == 1 else None
 
 
 def run_tests(repo: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, float, str]:
@@ -110,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             if time.perf_counter() - start > args.budget:
                 rows.append((mutant, "not run (budget)", 0.0, ""))
                 continue
-            path = repo / "dqn2snn_plugin" / (mutant.file or f"{mutant.module}.py")
+            path = source_file(repo, mutant)
+            if path is None:
+                rows.append((mutant, "stale", 0.0, f"no single file {mutant.file or mutant.module + '.py'}"))
+                continue
             original = path.read_text()
             if original.count(mutant.old) != 1:
                 rows.append((mutant, "stale", 0.0, f"snippet found {original.count(mutant.old)} times"))
