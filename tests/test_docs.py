@@ -28,9 +28,6 @@ FENCE = re.compile(r"^```(?P<lang>\S*)")
 LINK = re.compile(r"\[[^\]]*\]\((?P<target>[^)\s]+)\)")
 
 # Docs another branch is rewriting: each entry fails strictly once the doc runs, so that it is removed.
-BEING_REWRITTEN = {"docs/loading.md": "rewritten on another branch (load_dqn network=/input_scale=)"}
-
-
 @dataclass(frozen=True)
 class Block:
     """One fenced code block of a doc: its language, its first code line (1-based), its code, and what
@@ -68,10 +65,7 @@ def _runnable(path: Path) -> bool:
 
 
 def _doc_param(path: Path):
-    name = _name(path)
-    if name in BEING_REWRITTEN:
-        return pytest.param(name, marks=pytest.mark.xfail(reason=BEING_REWRITTEN[name], strict=True), id=name)
-    return pytest.param(name, id=name)
+    return pytest.param(_name(path), id=_name(path))
 
 
 @pytest.mark.slow
