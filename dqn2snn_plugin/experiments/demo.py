@@ -25,7 +25,8 @@ from dqn2snn_plugin.errors import ResultsError
 from dqn2snn_plugin.experiments.evaluation import RunSettings, _header, _score, heldout_agreement, play_dqn, play_snn
 from dqn2snn_plugin.normalization import SYNAPSES
 from dqn2snn_plugin.io.results import markdown_table, write_json, write_text, writable_dir
-from dqn2snn_plugin.spiking import SpikingQNetwork, check_T
+from dqn2snn_plugin.coding import check_T
+from dqn2snn_plugin.network import SpikingQNetwork
 
 READOUT = "spikes+membrane"  # the paper's N + V readout, the one both rows are measured on
 HEADERS = ["", "held-out agreement", "agreement while playing", "score (mean ± std)", "synaptic ops per decision",

@@ -30,7 +30,8 @@ from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult
 from dqn2snn_plugin.normalization import check_percentile
 from dqn2snn_plugin.io.results import markdown_table
-from dqn2snn_plugin.spiking import SpikingQNetwork, check_coding, check_readout, check_T
+from dqn2snn_plugin.coding import check_coding, check_T
+from dqn2snn_plugin.network import SpikingQNetwork, check_readout
 
 EPSILON = 0.05  # the paper's evaluation exploration
 AGREEMENT_READOUTS = ("spikes+membrane", "spikes")

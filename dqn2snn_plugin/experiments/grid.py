@@ -31,7 +31,7 @@ from dqn2snn_plugin.experiments.evaluation import (
 )
 from dqn2snn_plugin.normalization import check_percentile
 from dqn2snn_plugin.io.results import CellLog, markdown_table, write_table
-from dqn2snn_plugin.spiking import check_coding, check_T
+from dqn2snn_plugin.coding import check_coding, check_T
 
 BENCHMARK_FORMAT = "dqn2snn-benchmark-v1"
 

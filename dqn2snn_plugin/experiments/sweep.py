@@ -22,7 +22,7 @@ from dqn2snn_plugin.experiments.evaluation import (
     AGREEMENT_READOUTS, RunSettings, _header, check_grid, heldout_agreement, p_label, play_dqn, play_snn,
 )
 from dqn2snn_plugin.io.results import CellLog, write_table
-from dqn2snn_plugin.spiking import SpikingQNetwork
+from dqn2snn_plugin.network import SpikingQNetwork
 
 SWEEP_FORMAT = "dqn2snn-sweep-v1"
 
