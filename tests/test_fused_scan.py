@@ -145,7 +145,7 @@ def test_a_binary_breakout_snn_decides_the_same_with_the_fused_loops(atari_obser
     from dqn2snn_plugin import convert
 
     snn = convert(atari_checkpoint(), atari_observations, coding="binary", T=8)
-    snn.event_driven = False  # the loops alone: the event-driven synapses are held to the dense pass elsewhere
+    snn.options.event_driven = False  # the loops alone: the event-driven synapses are held to the dense pass elsewhere
     fused = snn.readouts(atari_observations, 8)["membrane"], [s.clone() for s in snn.last_stats.spikes]
     reference = python_loops(snn.readouts, atari_observations, 8)["membrane"], snn.last_stats.spikes
     assert torch.equal(fused[0], reference[0])

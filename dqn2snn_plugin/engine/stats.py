@@ -119,7 +119,7 @@ class Counter:
         per_neuron = spikes.sum(0)
         counts.totals[layer] += per_neuron.flatten(1).sum(1)
         counts.channels[layer] += per_neuron.sum(0).flatten(1).sum(1) if per_neuron.ndim > 2 else per_neuron.sum(0)
-        counts.synaptic_ops += (per_neuron * fan).flatten(1).sum(1)
+        counts.synaptic_ops.add_((per_neuron * fan).flatten(1).sum(1))
 
     def fan(self, layer: int, like: torch.Tensor) -> torch.Tensor:
         """Spiking layer `layer`'s synapses per neuron, on `like`'s device and dtype (moved once, then kept)."""

@@ -15,7 +15,8 @@ from dqn2snn_plugin.adapters.spikingjelly import SpikingJellyBackend
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import ConfigError, ObservationError
 from dqn2snn_plugin.normalization import layer_scales
-from dqn2snn_plugin.spiking import READOUTS, if_scan
+from dqn2snn_plugin.engine import READOUTS
+from dqn2snn_plugin.engine.rate import if_scan
 
 
 @pytest.fixture(autouse=True)
@@ -112,8 +113,8 @@ def test_readouts_at_many_T_equal_separate_runs():
     snn = convert(net, calibration, backend="spikingjelly")
     obs = torch.randn(20, 5)
     together = snn.readouts_at(obs, [4, 16, 50])
-    snn.block_samples = 20  # one time step per block
-    snn.max_elements = 1 * 35 * 6  # (steps per block x neurons per sample x 6): chunks of 6 samples
+    snn.options.block_samples = 20  # one time step per block
+    snn.options.max_elements = 1 * 35 * 6  # (steps per block x neurons per sample x 6): chunks of 6 samples
     sizes = _count_chunks(snn)
     chunked = snn.readouts_at(obs, [4, 16, 50])
     assert len(sizes) > 2 and max(sizes) < len(obs) and sum(sizes) == len(obs)
@@ -133,7 +134,7 @@ def test_event_driven_synapses_give_the_spikes_of_the_dense_pass(atari_observati
 
     snn = convert(atari_checkpoint(), atari_observations, coding=coding, T=8).double()
     atari_observations = atari_observations[:batch]
-    snn.sparse_rate = snn.sparse_rate_planes = 1.0  # always event-driven (by default dense passes where many fire)
+    snn.options.sparse_rate = snn.options.sparse_rate_planes = 1.0  # always event-driven (by default dense passes where many fire)
     calls = []  # the layers that read their input event by event (alone, or in a fused layer call)
     events = fused_scan.events
 
@@ -155,7 +156,7 @@ def test_event_driven_synapses_give_the_spikes_of_the_dense_pass(atari_observati
     driven = snn.readouts(atari_observations, 8)
     driven_spikes, driven_ops = [s.clone() for s in snn.last_stats.spikes], snn.last_stats.synaptic_ops.clone()
     assert calls == [nn.Conv2d, nn.Conv2d, nn.Linear], "conv2, conv3 and fc1 read events; fc2 (512 inputs) stays dense"
-    snn.event_driven = False
+    snn.options.event_driven = False
     dense = snn.readouts(atari_observations, 8)
     assert len(calls) == 3
     assert all(torch.equal(a, b) for a, b in zip(driven_spikes, snn.last_stats.spikes))
@@ -165,7 +166,7 @@ def test_event_driven_synapses_give_the_spikes_of_the_dense_pass(atari_observati
     with torch.no_grad():  # the event-driven pass keeps a re-laid-out copy of the weight: it must follow edits
         snn.synapses[1][-1].weight.mul_(-1.0)
     flipped = snn.readouts(atari_observations, 8)["membrane"]
-    snn.event_driven = True
+    snn.options.event_driven = True
     torch.testing.assert_close(snn.readouts(atari_observations, 8)["membrane"], flipped, rtol=0, atol=1e-9)
     assert not torch.allclose(flipped, dense["membrane"])
 
@@ -193,7 +194,7 @@ def test_a_fused_rate_layer_call_equals_its_three_steps(atari_observations, monk
     from _fixtures import atari_checkpoint
 
     snn = convert(atari_checkpoint(), atari_observations, T=16)
-    snn.block_samples = 8 * batch  # two time blocks: the membranes carried from one fused call to the next
+    snn.options.block_samples = 8 * batch  # two time blocks: the membranes carried from one fused call to the next
     fused = snn.readouts(atari_observations[:batch], 16)
     stats = snn.last_stats
     monkeypatch.setattr(snn.backend, "scan_threshold", lambda neuron, current: None)  # no fusing: the three steps
@@ -208,7 +209,7 @@ def test_event_driven_mlp_layers_read_spikes_without_a_flatten(monkeypatch):
     net = nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
     snn = convert(net, torch.randn(200, 6), backend="spikingjelly").double()
     obs = torch.randn(30, 6).double()
-    snn.sparse_rate, snn.sparse_min_inputs = 1.0, 0  # always event-driven, narrow layers too
+    snn.options.sparse_rate, snn.options.sparse_min_inputs = 1.0, 0  # always event-driven, narrow layers too
     outputs = []  # the next layer's currents from each fused layer call (None: a dense pass)
     rate_layer = fused_scan.rate_layer
 
@@ -221,7 +222,7 @@ def test_event_driven_mlp_layers_read_spikes_without_a_flatten(monkeypatch):
     driven = snn.readouts(obs, T=40)
     assert len(outputs) == 2 * 3 and all(o is not None for o in outputs)  # 2 layers, 3 time blocks (17 + 17 + 6)
     spikes = [s.clone() for s in snn.last_stats.spikes]
-    snn.event_driven = False
+    snn.options.event_driven = False
     dense = snn.readouts(obs, T=40)
     torch.testing.assert_close(driven["membrane"], dense["membrane"], rtol=0, atol=1e-9)
     assert all(torch.equal(a, b) for a, b in zip(spikes, snn.last_stats.spikes))
@@ -383,8 +384,8 @@ def test_rate_coded_spikes_in_every_layer_equal_a_step_by_step_loop(backend, fir
     snn = power_of_two_snn(net, backend=backend, initial_membrane=initial_membrane)
     obs = torch.randint(0, 2, (24, 2, 6, 6)).double()  # whole pixel values, as image observations must be
     T = 16
-    snn.block_samples = 4 * len(obs)  # 4 time steps per block
-    snn.max_elements = 4 * 77 * 5  # steps per block x neurons per sample x 5: chunks of 5 samples
+    snn.options.block_samples = 4 * len(obs)  # 4 time steps per block
+    snn.options.max_elements = 4 * 77 * 5  # steps per block x neurons per sample x 5: chunks of 5 samples
     sizes = _count_chunks(snn)
     readouts = snn.readouts(obs, T)
     assert len(sizes) > 2 and max(sizes) < len(obs) and sum(sizes) == len(obs)  # the chunks really ran
@@ -403,7 +404,7 @@ def test_binary_coded_spikes_in_every_layer_equal_a_layer_by_layer_loop():
     net = small_conv_net()
     snn = power_of_two_snn(net, coding="binary", T=6)
     obs = torch.randint(0, 2, (24, 2, 6, 6)).double()  # whole pixel values, as image observations must be
-    snn.max_elements = 6 * 77 * 5  # binary coding holds all T = 6 steps: chunks of 5 samples
+    snn.options.max_elements = 6 * 77 * 5  # binary coding holds all T = 6 steps: chunks of 5 samples
     sizes = _count_chunks(snn)
     readouts = snn.readouts(obs, 6)
     assert len(sizes) > 2 and max(sizes) < len(obs) and sum(sizes) == len(obs)
@@ -502,7 +503,7 @@ def step_by_step(snn, x: torch.Tensor, T: int):
 
     Returns the hidden spike trains [T, B, ...] per layer and the "spikes" readout."""
     current0 = snn.synapses[0](x)
-    v = [torch.full_like(f, snn.initial_membrane).expand(x.shape[0], *f.shape).clone() for f in snn._fan_out]
+    v = [torch.full_like(f, snn.initial_membrane).expand(x.shape[0], *f.shape).clone() for f in snn.engine.counter.fan_outs]
     v_out = torch.zeros(x.shape[0], snn.n_actions)
     trains, out_count = [[] for _ in v], torch.zeros_like(v_out)
     for _ in range(T):
@@ -528,7 +529,7 @@ def test_simulation_equals_a_step_by_step_reference_exactly(atari_observations, 
 
     ckpt = atari_checkpoint()
     snn = convert(ckpt, atari_observations)
-    snn.event_driven, snn.block_samples = False, block_samples
+    snn.options.event_driven, snn.options.block_samples = False, block_samples
     if not fused:
         monkeypatch.setattr(fused_scan, "_switched_off", True)
     recorded = []  # (spikes, ...) of every neuron layer in turn: the backend's run, or the fused C layer call
@@ -560,7 +561,7 @@ def test_spike_bookkeeping_is_the_same_compiled_or_in_tensor_operations(atari_ob
     from _fixtures import atari_checkpoint
 
     snn = convert(atari_checkpoint(), atari_observations, T=8).double()
-    snn.event_driven = False  # the same currents on both sides
+    snn.options.event_driven = False  # the same currents on both sides
     snn.readouts(atari_observations, 16)
     compiled = snn.last_stats
     with fused_scan.switched_off():
@@ -570,3 +571,53 @@ def test_spike_bookkeeping_is_the_same_compiled_or_in_tensor_operations(atari_ob
     assert torch.equal(compiled.synaptic_ops, tensors.synaptic_ops)
     assert all(torch.equal(a, b) for a, b in zip(compiled.spikes, tensors.spikes))
     assert all(torch.equal(a, b) for a, b in zip(compiled.channel_spikes, tensors.channel_spikes))
+
+
+def test_the_state_dict_holds_each_weight_once(mlp_checkpoint):
+    """The folded stages are the SNN's only weights: 2,036 values for the 2,036-parameter MLP (SpikingJelly's
+    converted graph, once kept as `snn.native`, doubled them)."""
+    snn = convert(mlp_checkpoint, torch.randn(100, 6), T=12)
+    values = sum(v.numel() for v in snn.state_dict().values())
+    assert values == sum(p.numel() for p in mlp_checkpoint.q_network.parameters()) == 2036
+    assert all(key.startswith("synapses.") for key in snn.state_dict())
+
+
+def run_sequential(net: nn.Sequential, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The SpikingJelly way: reset, then one call per time step; the outputs summed."""
+    from spikingjelly.activation_based import functional
+
+    functional.reset_net(net)
+    with torch.no_grad():
+        return sum(net(x) for _ in range(steps))
+
+
+@pytest.mark.parametrize("initial_membrane", ["zero", "half"])
+def test_as_sequential_equals_the_snn_and_follows_its_bias_shifts(mlp_checkpoint, initial_membrane):
+    """Rate coding: T single-step calls of the plain graph, summed / T, are the "membrane" readout; after
+    `shift_bias` too, since the graph holds the SNN's own stages. In float64: the per-step and the
+    multi-step passes round alike there."""
+    states = torch.randn(200, 6)
+    snn = convert(mlp_checkpoint, states, T=16, initial_membrane=initial_membrane).double()
+    net, x = snn.as_sequential(), states[:40].double()
+    assert [type(m).__name__ for m in net] == ["Linear", type(snn.neurons[0]).__name__, "Linear",
+                                               type(snn.neurons[1]).__name__, "Linear"]
+    before = snn(x, readout="membrane")
+    torch.testing.assert_close(run_sequential(net, x, 16) / 16, before, rtol=1e-12, atol=1e-12)
+    snn.shift_bias(0, torch.full((48,), 0.05))
+    snn.shift_bias(2, torch.tensor([0.3, 0.0, -0.3, 0.0]))
+    shifted = snn(x, readout="membrane")
+    assert (shifted - before).abs().max() > 0.1
+    torch.testing.assert_close(run_sequential(net, x, 16) / 16, shifted, rtol=1e-12, atol=1e-12)
+
+
+def test_as_sequential_of_binary_coding_sends_each_code_in_one_call(mlp_checkpoint):
+    """Binary coding: one single-step call of the plain graph (scaler to least significant bits, then
+    SpikingJelly's FewSpikeNode) is the Q-value readout, before and after a bias shift."""
+    states = torch.randn(200, 6)
+    snn = convert(mlp_checkpoint, states, T=6, coding="binary").double()
+    net, x = snn.as_sequential(), states[:40].double()
+    before = snn(x)
+    torch.testing.assert_close(run_sequential(net, x, 1), before, rtol=1e-12, atol=1e-12)
+    snn.shift_bias(1, torch.full((32,), 0.02))
+    assert not torch.equal(snn(x), before)
+    torch.testing.assert_close(run_sequential(net, x, 1), snn(x), rtol=1e-12, atol=1e-12)
