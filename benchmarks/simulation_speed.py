@@ -208,7 +208,7 @@ def layer_name(synapse) -> str:
 
 @torch.no_grad()
 def breakdown(snn, x: torch.Tensor, T: int, sync) -> dict:
-    """`SpikingQNetwork._simulate` step by step (fresh membranes, one time block), a timer per part.
+    """`engine.rate.RateSchedule.simulate` step by step (fresh membranes, one time block), a timer per part.
 
     Calls the library's own parts (dqn2snn_plugin/engine: backend.run, count, synapses.current, the
     steps that `fused_scan.rate_layer` runs as one C call per layer) so that they add up to one call;

@@ -173,7 +173,7 @@ def test_event_driven_synapses_give_the_spikes_of_the_dense_pass(atari_observati
 
 def test_a_fused_binary_layer_call_equals_its_three_steps(atari_observations, monkeypatch):
     """fire, count and the event-driven pass in one C call (`fused_scan.binary_layer`) vs the backend's
-    fire_binary, count and integrated_current in turn: the same arithmetic, so bit for bit equal."""
+    fire_binary, count and synapses.integrated in turn: the same arithmetic, so bit for bit equal."""
     from _fixtures import atari_checkpoint
 
     snn = convert(atari_checkpoint(), atari_observations, coding="binary", T=8)
@@ -190,7 +190,7 @@ def test_a_fused_binary_layer_call_equals_its_three_steps(atari_observations, mo
 @pytest.mark.parametrize("batch", [6, 1])
 def test_a_fused_rate_layer_call_equals_its_three_steps(atari_observations, monkeypatch, batch):
     """The IF scan, count and event-driven pass in one C call (`fused_scan.rate_layer`) vs the backend's
-    run, count and synaptic_current in turn: the same arithmetic, so bit for bit equal."""
+    run, count and synapses.current in turn: the same arithmetic, so bit for bit equal."""
     from _fixtures import atari_checkpoint
 
     snn = convert(atari_checkpoint(), atari_observations, T=16)

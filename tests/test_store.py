@@ -1,6 +1,5 @@
 """Saved SNNs: every backend and input coding reloads to the same outputs, files of earlier versions too;
-anything else is refused
-without running code stored in it."""
+anything else is refused without running code stored in it."""
 
 from __future__ import annotations
 
