@@ -91,7 +91,7 @@ class Coding(str, metaclass=ABCMeta):
         self.check_T(T)
         if input_coding not in self.input_codings:
             raise ConfigError(f"{self.name} coding takes input_coding {' or '.join(map(repr, self.input_codings))}, "
-                              f"got {input_coding!r}")
+                              f"got {input_coding!r}: use input_coding={self.input_codings[0]!r}")
 
     def check_carry(self, carry_state: bool) -> None:
         """ConfigError if membranes are to be carried between decisions and this coding cannot."""
@@ -169,8 +169,8 @@ class BinaryCoding(Coding):
     search_Ts = sweep_Ts
     max_T = binary_coding.MAX_BITS
     initial_membrane = "half"  # round to the nearest level
-    input_codings = ("analog",)
-    carries_state = False
+    input_codings = ("analog",)  # the first layer integrates the analog observation
+    carries_state = False  # every decision empties the membranes
     nir_exportable = False
     why_not_nir = "its neurons halve their threshold and double their membrane between steps, which NIR's IF cannot express"
     bias_calibration = False  # rate matching is for rate-coded networks
@@ -180,15 +180,6 @@ class BinaryCoding(Coding):
 
     def check_T(self, T: int) -> int:
         return binary_coding.check_bits(check_T(T))
-
-    def check(self, T: int, input_coding: str) -> None:
-        if input_coding != "analog":
-            raise ConfigError("binary spike coding integrates the analog observation: use input_coding='analog'")
-        self.check_T(T)
-
-    def check_carry(self, carry_state: bool) -> None:
-        if carry_state:
-            raise ConfigError("binary spike coding empties the membranes at every decision: carry_state must be False")
 
     def latency(self, T: int, layers: int) -> int:
         return T * layers  # each layer needs its whole input code before it sends its own
