@@ -56,7 +56,7 @@ class Coding(str, metaclass=ABCMeta):
     name: ClassVar[str]
     default_T: ClassVar[int]  # T of `convert` and the CLI when none is given
     sweep_Ts: ClassVar[tuple[int, ...]]  # the Ts `dqn2snn sweep` tries by default
-    search_Ts: ClassVar[tuple[int, ...]]  # the Ts `dqn2snn cheapest-t` tries by default, cheapest first
+    search_Ts: ClassVar[tuple[int, ...]]  # the Ts `improve.tuning.cheapest_T` (`dqn2snn tune`) tries by default
     max_T: ClassVar[int]  # the largest T the coding can simulate
     initial_membrane: ClassVar[str]  # `convert`'s default: "zero" or "half" (a key of conversion.INITIAL_MEMBRANES)
     input_codings: ClassVar[tuple[str, ...]]  # the input codings it can take

@@ -151,14 +151,16 @@ def tune(
 
 
 def cheapest_T(
-    checkpoint: DQNCheckpoint, calibration, target: float, Ts=(4, 8, 16, 32, 64, 128), **options
+    checkpoint: DQNCheckpoint, calibration, target: float, Ts=None, **options
 ) -> SpikingQNetwork:
     """`tune` at each T in turn; return the first network whose validation agreement reaches `target`
-    (or the best one seen, with `reached_target = False`)."""
+    (or the best one seen, with `reached_target = False`). `Ts`: default the coding's `search_Ts`
+    (rate coding: 4, 8, 16, 32, 64, 128)."""
     if not 0.0 < target <= 1.0:
         raise ConfigError(f"target agreement must be in (0, 1], got {target}")
+    coding = check_coding(options.get("coding", "rate"))
     best = None
-    for T in sorted(check_T(t) for t in Ts):
+    for T in sorted(coding.check_T(t) for t in (coding.search_Ts if Ts is None else Ts)):
         snn = tune(checkpoint, calibration, T, **options)
         snn.reached_target = snn.validation_agreement >= target
         if snn.reached_target:
