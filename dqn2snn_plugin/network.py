@@ -215,7 +215,7 @@ class SpikingQNetwork(nn.Module):
             raise ObservationError(
                 f"carried membranes are for a batch of {state[-1].shape[0]}, got {x.shape[0]}: call reset_state()"
             )
-        results, membranes, self.last_stats = self.engine.run(self, x, Ts, state)
+        results, membranes, self.last_stats = self.engine.run(self, x, Ts, state, keep_state=self.carry_state)
         if self.carry_state:
             self._state = membranes
         return results

@@ -56,10 +56,11 @@ class Engine:
         self.counter = Counter(synapses, observation_shape)
         self.synapses = Synapses(self.options)
 
-    def run(self, net: SpikingQNetwork, x: torch.Tensor, Ts: list[int], state: list[torch.Tensor] | None
-            ) -> tuple[Readouts, list[torch.Tensor], SimulationStats]:
+    def run(self, net: SpikingQNetwork, x: torch.Tensor, Ts: list[int], state: list[torch.Tensor] | None,
+            keep_state: bool = False) -> tuple[Readouts, list[torch.Tensor] | None, SimulationStats]:
         """Simulate `net` on prepared observations `x` for each T in `Ts` (sorted) with its coding's schedule,
-        in batch chunks: readouts per T, final membranes, statistics of the longest run."""
+        in batch chunks, from membranes `state` (None: fresh): readouts per T, the final membranes (with
+        `keep_state`, else None: joining the chunks' costs memory), statistics of the longest run."""
         schedule = net.coding.schedule
         block = schedule.steps_held(Ts, x.shape[0], self.options, x.device)
         chunk = max(1, self.options.max_elements // (block * self.counter.neurons_per_sample))
@@ -68,5 +69,5 @@ class Engine:
             for i in range(0, x.shape[0], chunk)
         ]
         results = {T: {name: joined([p[0][T][name] for p in parts]) for name in READOUTS} for T in Ts}
-        membranes = [joined(list(vs)) for vs in zip(*(p[1] for p in parts))]
+        membranes = [joined(list(vs)) for vs in zip(*(p[1] for p in parts))] if keep_state else None
         return results, membranes, self.counter.stats(Ts[-1], [p[2] for p in parts])
