@@ -4,6 +4,7 @@ spikes against loops written out, the plain graph view (`as_sequential`) and the
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -396,3 +397,23 @@ def test_as_sequential_of_binary_coding_sends_each_code_in_one_call(mlp_checkpoi
     snn.shift_bias(1, torch.full((32,), 0.02))
     assert not torch.equal(snn(x), before)
     torch.testing.assert_close(run_sequential(net, x, 1), snn(x), rtol=1e-12, atol=1e-12)
+
+
+def test_as_sequential_traces_with_nirtorch(mlp_checkpoint):
+    """The view is a plain torch graph: nirtorch traces it (given a node for SpikingJelly's IF modules) into
+    the chain `io.nir_graph.to_nir` writes by hand. Type checks off: this sketch's IF nodes hold one
+    value, not one per neuron."""
+    import nir
+    import nirtorch
+    from spikingjelly.activation_based import neuron
+
+    def if_node(module):
+        return nir.IF(r=np.ones(1), v_threshold=np.array([module.v_threshold]), v_reset=np.zeros(1))
+
+    snn = convert(mlp_checkpoint, torch.randn(100, 6), T=12)
+    graph = nirtorch.torch_to_nir(snn.as_sequential(), {neuron.IFNode: if_node}, type_check=False)
+    order = ["input_1", "_0", "_1", "_2", "_3", "_4", "output"]
+    assert graph.edges == list(zip(order[:-1], order[1:]))
+    assert [type(graph.nodes[name]).__name__ for name in order] == ["Input", "Affine", "IF", "Affine", "IF", "Affine",
+                                                                    "Output"]
+    np.testing.assert_array_equal(graph.nodes["_2"].weight, snn.synapses[1][0].weight.detach().numpy())
