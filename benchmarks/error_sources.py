@@ -26,7 +26,7 @@ from dqn2snn_plugin import convert
 from dqn2snn_plugin.calibration import calibration_and_test_observations
 from dqn2snn_plugin.io.results import write_table
 from dqn2snn_plugin.normalization import record_activations
-from dqn2snn_plugin.spiking import if_scan
+from dqn2snn_plugin.engine.rate import if_scan
 
 
 @torch.no_grad()

@@ -4,9 +4,9 @@ For each coding (rate: T in --T; binary: T in --binary-T) and batch B in {1, 8, 
 states of a fixture DQN:
   (a) our multi-step simulation, `snn.readouts(obs, T)`, for each backend (spikingjelly, snntorch):
       compiled C loops and event-driven synapses (`dqn2snn_plugin._native.fused_scan`); with --python-loops
-      also "dense synapses" (C loops, `snn.event_driven = False`) and "python loops" (no C at all);
-  (b) a naive per-time-step loop over the whole network: SpikingJelly's converted model `snn.native`
-      in single-step mode, `functional.reset_net` per decision, the full forward (first conv
+      also "dense synapses" (C loops, `snn.options.event_driven = False`) and "python loops" (no C at all);
+  (b) a naive per-time-step loop over the whole network: `snn.as_sequential()` (the folded layers with
+      SpikingJelly's IF neurons) in single-step mode, `functional.reset_net` per decision, the full forward (first conv
       included) on [B] inputs at every step, output current summed over T;
   (c) the dense bound: the DQN's throughput at batch B*T divided by T (evaluated in chunks of at most
       --dense-chunk samples: per-sample throughput no longer grows at that size).
@@ -39,7 +39,7 @@ import torch
 from dqn2snn_plugin import convert
 from dqn2snn_plugin._native import fused_scan
 from dqn2snn_plugin import load_dqn
-from dqn2snn_plugin import spiking
+from dqn2snn_plugin.engine import events
 from dqn2snn_plugin.calibration import collect_observations
 from dqn2snn_plugin.experiments.evaluation import play_dqn, play_snn
 from dqn2snn_plugin.experiments.settings import RunSettings
@@ -154,10 +154,10 @@ def peak_memory(fn, device: str) -> tuple[int, str]:
 
 # ----------------------------------------------------------------------------------------- methods
 def naive_model(snn):
-    """SpikingJelly's converted model in single-step mode: what a SpikingJelly user runs step by step."""
+    """The SNN as a SpikingJelly graph in single-step mode: what a SpikingJelly user runs step by step."""
     from spikingjelly.activation_based import functional
 
-    net = copy.deepcopy(snn.native)
+    net = copy.deepcopy(snn.as_sequential())
     functional.set_step_mode(net, "s")
     return net.eval()
 
@@ -209,9 +209,9 @@ def layer_name(synapse) -> str:
 
 @torch.no_grad()
 def breakdown(snn, x: torch.Tensor, T: int, sync) -> dict:
-    """`SpikingQNetwork._simulate` step by step (fresh membranes, one time block), a timer per part.
+    """`engine.rate.RateSchedule.simulate` step by step (fresh membranes, one time block), a timer per part.
 
-    Calls the library's own parts (dqn2snn_plugin/spiking.py: backend.run, count, synaptic_current, the
+    Calls the library's own parts (dqn2snn_plugin/engine: backend.run, count, synapses.current, the
     steps that `fused_scan.rate_layer` runs as one C call per layer) so that they add up to one call;
     the result is checked against `snn.readouts`.
     """
@@ -228,12 +228,12 @@ def breakdown(snn, x: torch.Tensor, T: int, sync) -> dict:
     total_start = time.perf_counter()
     x = tick("prepare", lambda: snn._prepare(x))
     current = tick("synapse conv1 (once)", lambda: first_current(snn, x, T))
-    counts = snn.new_counts(x.shape[0], x)
+    counts = snn.engine.counter.new(x.shape[0], x)
     for index, (neuron, synapse) in enumerate(zip(snn.neurons, snn.synapses[1:])):
         v0 = tick("bookkeeping: v0/alloc", lambda: torch.full_like(current[0], snn.initial_membrane))
         spikes, v = tick(f"IF scan after {layer_name(snn.synapses[index])}", lambda: snn.backend.run(neuron, current, v0))
-        tick("bookkeeping: spike counts", lambda: snn.count(index, spikes, counts))
-        current = tick(f"synapse {layer_name(synapse)}", lambda: snn.synaptic_current(synapse, spikes))
+        tick("bookkeeping: spike counts", lambda: snn.engine.counter.count(index, spikes, counts))
+        current = tick(f"synapse {layer_name(synapse)}", lambda: snn.engine.synapses.current(synapse, spikes))
     v0 = torch.full_like(current[0], snn.initial_membrane)
     out_spikes, v_out = tick("IF scan output", lambda: snn.backend.run(snn.output_neuron, current / snn.scales.output, v0))
     count = tick("readout", lambda: out_spikes.sum(0))
@@ -255,31 +255,31 @@ def event_crossover(snn, x: torch.Tensor, T: int, rates: list[float], repeats: i
     input spikes from `x`, and on Bernoulli spikes of the same shape at each of `rates`. Rate coding:
     [T*B] spike maps to [T*B] currents; binary coding: T weighted planes to [B] integrated membranes
     (dense: T*B currents, then `binary_coding.integrate`). Where events stop winning sets
-    `snn.sparse_rate`, `snn.sparse_rows` and `snn.sparse_rate_planes`."""
+    `snn.options.sparse_rate`, `sparse_rows` and `sparse_rate_planes`."""
     binary = snn.coding == "binary"
-    name = "integrated_current" if binary else "synaptic_current"
-    recorded, method = [], getattr(snn, name)
-    setattr(snn, name, lambda synapse, spikes: recorded.append((synapse, spikes)) or method(synapse, spikes))
+    name, passes = "integrated" if binary else "current", snn.engine.synapses
+    recorded, method = [], getattr(passes, name)
+    setattr(passes, name, lambda synapse, spikes: recorded.append((synapse, spikes)) or method(synapse, spikes))
     # layers in separate steps (not fused into one C call), so that their spikes pass here
     snn.backend.binary_start = snn.backend.scan_threshold = lambda neuron, v: None
     try:
         snn.readouts(x, T)
     finally:
-        delattr(snn, name)
+        delattr(passes, name)
         del snn.backend.binary_start, snn.backend.scan_threshold
     rows = []
     for synapse, spikes in recorded:
-        layer = snn._event_layer(synapse)
-        if layer is None or spikes[0, 0].numel() < snn.sparse_min_inputs:
+        layer = events.event_layer(synapse)
+        if layer is None or spikes[0, 0].numel() < snn.options.sparse_min_inputs:
             continue
-        weight, scales = snn._event_weight(layer), (spiking._bit_weights(T) if binary else None)
+        weight, scales = passes.weight(layer), (events.bit_weights(T) if binary else None)
         for label, s in [("real", spikes)] + [(f"{r:g}", (torch.rand_like(spikes) < r).to(spikes.dtype)) for r in rates]:
             flat = s.flatten(0, 1)
             events_in = s if binary else flat  # planes [T, B, ...] or maps [T*B, ...]; a Linear reads them flat
             events_in = events_in.flatten(2 if binary else 1) if isinstance(layer, torch.nn.Linear) else events_in
 
             def dense(s=s, flat=flat):
-                return snn._integrated_densely(synapse, s) if binary else synapse(flat)
+                return events.integrated_densely(synapse, s) if binary else synapse(flat)
 
             rows.append({"layer": layer_name(synapse), "rate": label, "measured_rate": float(s.mean()),
                          "maps": s.shape[1] if binary else flat.shape[0],
@@ -331,7 +331,7 @@ def markdown(report: dict) -> str:
         f"Decisions per second (median of repeats, {report['clock']} clock; a decision = one state simulated "
         "for T steps). (a) = `snn.readouts(obs, T)`, event-driven synapses and C loops; dense synapses = (a) with "
         "`event_driven = False`; python loops = (a) without any C (dense synapses too); naive = "
-        "SpikingJelly `snn.native` single-step loop; dense = DQN throughput at batch B*T / T. "
+        "`snn.as_sequential()` in SpikingJelly single-step mode; dense = DQN throughput at batch B*T / T. "
         "Figure of merit (a)/(c): median over interleaved repeats of the time ratio.", "",
         fused_line(report["fused_scan"]), "",
     ]
@@ -448,11 +448,11 @@ def python_loops(snn, x: torch.Tensor, T: int):
 
 def dense_synapses(snn, x: torch.Tensor, T: int):
     """`snn.readouts(x, T)` with the C neuron loops but dense synaptic passes (no event-driven synapses)."""
-    snn.event_driven = False
+    snn.options.event_driven = False
     try:
         return snn.readouts(x, T)
     finally:
-        snn.event_driven = True
+        snn.options.event_driven = True
 
 
 def main() -> None:

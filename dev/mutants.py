@@ -90,7 +90,7 @@ def run_tests(repo: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, 
 def check_imports_copy(repo: Path) -> None:
     """The tests must import the mutated copy, not the installed (editable) package."""
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    out = subprocess.run([sys.executable, "-c", "import dqn2snn_plugin.spiking as m, dqn2snn_plugin.adapters.sb3 as a;"
+    out = subprocess.run([sys.executable, "-c", "import dqn2snn_plugin.network as m, dqn2snn_plugin.adapters.sb3 as a;"
                           "print(m.__file__); print(a.__file__)"], cwd=repo, env=env, capture_output=True, text=True)
     paths = out.stdout.split()
     if out.returncode or len(paths) != 2 or not all(Path(p).is_relative_to(repo) for p in paths):

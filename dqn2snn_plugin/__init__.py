@@ -38,7 +38,7 @@ _LAZY = {
     "collect_observations": "dqn2snn_plugin.calibration",
     "layer_scales": "dqn2snn_plugin.normalization",
     "convert": "dqn2snn_plugin.conversion",
-    "SpikingQNetwork": "dqn2snn_plugin.spiking",
+    "SpikingQNetwork": "dqn2snn_plugin.network",
     "agreement": "dqn2snn_plugin.metrics",
     "tune": "dqn2snn_plugin.improve.tuning",
     "distill": "dqn2snn_plugin.improve.distillation",

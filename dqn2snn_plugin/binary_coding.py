@@ -17,7 +17,8 @@ The first layer integrates the constant analog observation (V = (2**T - 1) I); t
 integrates and never fires, and its membrane / (2**T - 1) is the Q-value readout. With folded
 weights (see `conversion.fold_scales`) each layer's rounded rate equals the clip-floor-shift copy
 of the DQN with 2**T - 1 levels (`distillation.ClipFloorShift`), exactly: no timing error.
-This module holds the coding math only; `spiking.SpikingQNetwork` schedules it layer by layer.
+This module holds the coding math only; `engine.binary` schedules it layer by layer, and
+`coding.BINARY` is the strategy object (defaults, limits, latency) the rest of the package asks.
 
 The frameworks run the same neuron: SpikingJelly 2.0's `FewSpikeNode` with the table of
 `few_spike_table` (thresholds 2**(T-1-t) - V0, subtraction 2**(T-1-t): the rounding start folded

@@ -20,7 +20,8 @@ from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import ConfigError, UnsupportedLayerError
 from dqn2snn_plugin.observations import as_observation_array
 from dqn2snn_plugin.normalization import SYNAPSES, LayerScales, Rank, check_network, layer_scales
-from dqn2snn_plugin.spiking import Coding, InputCoding, Readout, SpikingQNetwork, check_readout, check_T
+from dqn2snn_plugin.coding import Coding, check_coding
+from dqn2snn_plugin.network import InputCoding, Readout, SpikingQNetwork, check_readout
 
 Backend = Literal["spikingjelly", "snntorch"]
 BACKENDS: tuple[str, ...] = ("spikingjelly", "snntorch")
@@ -125,7 +126,7 @@ def convert(
     readout: Readout = "spikes+membrane",
     T: int | None = None,
     scales: LayerScales | None = None,
-    coding: Coding = "rate",
+    coding: Coding | str = "rate",
 ) -> SpikingQNetwork:
     """Convert a DQN into a spiking Q-network.
 
@@ -144,17 +145,19 @@ def convert(
         input_coding: "analog" (observation injected at every step, the paper) or "poisson".
         input_max: with Poisson coding, the input value that spikes at every step (255 for images).
         readout: default readout of `snn(obs)`: "spikes", "spikes+membrane" (paper) or "membrane".
-        T: default number of time steps per decision: 64 unless given (with binary coding: steps per layer
-            and bits per activation, 8 unless given).
+        T: default number of time steps per decision (with binary coding: steps per layer and bits per
+            activation); default: the coding's `default_T` (64 for rate coding, 8 for binary coding).
         scales: precomputed `LayerScales` (skips the calibration pass; `calibration` may be None).
         coding: "rate" (the paper: up to T spikes per neuron for T levels) or "binary" (T-bit codes,
             most significant bit first: at most T spikes for 2**T levels, T steps per layer; see
-            `dqn2snn_plugin.binary_coding`). Binary coding measured best with percentile=99.99.
+            `dqn2snn_plugin.binary_coding`), or a `Coding` (`dqn2snn_plugin.coding`). Binary coding measured
+            best with percentile=99.99.
     """
-    T = check_T((8 if coding == "binary" else 64) if T is None else T)
+    coding = check_coding(coding)
+    T = coding.check_T(coding.default_T if T is None else T)
     check_readout(readout)
     if initial_membrane is None:
-        initial_membrane = "half" if coding == "binary" else "zero"
+        initial_membrane = coding.initial_membrane
     if initial_membrane not in INITIAL_MEMBRANES:
         raise ConfigError(f"initial_membrane must be 'zero' or 'half', got {initial_membrane!r}")
     neuron_backend = make_backend(backend)
@@ -172,13 +175,13 @@ def convert(
         if len(scales.hidden) != n_relu:
             raise ConfigError(f"the scales are for {len(scales.hidden)} spiking layers, the network has {n_relu}")
     v0 = INITIAL_MEMBRANES[initial_membrane]
-    native, neurons = _build_neurons(neuron_backend, network, scales, v0, coding, T)
+    neurons = _build_neurons(neuron_backend, network, scales, v0, coding, T)
     if input_coding == "poisson" and input_max is None and len(shape) == 3:
         input_max = 255.0
     return SpikingQNetwork(
         fold_scales(network, scales), neurons, neuron_backend.make_neuron(v0), neuron_backend, scales, shape,
         initial_membrane=v0, input_coding=input_coding, input_max=input_max, readout=readout, T=T, coding=coding,
-        native=native, source_network=network,
+        source_network=network,
     )
 
 
@@ -189,21 +192,14 @@ def _input_shape_of(network: nn.Sequential) -> tuple[int, ...]:
     raise ConfigError("cannot infer the observation shape of a convolutional network: pass a DQNCheckpoint")
 
 
-def _build_neurons(backend, network: nn.Sequential, scales: LayerScales, v0: float, coding: Coding, T: int):
-    """SpikingJelly: convert through its own Converter (kept as `snn.native`) with our RobustNormRecipe, or
-    BinaryCodingRecipe (FewSpikeNode layers); snnTorch: Leaky or BinaryFewSpikes layers."""
-    n_layers = len(scales.hidden)
+def _build_neurons(backend, network: nn.Sequential, scales: LayerScales, v0: float, coding: Coding,
+                   T: int) -> list[nn.Module]:
+    """The spiking layers. SpikingJelly: the neurons of its own Converter's graph, converted with the coding's
+    recipe (RobustNormRecipe, or BinaryCodingRecipe: FewSpikeNode layers); the graph itself is not kept
+    (`SpikingQNetwork.as_sequential` is the network as a plain graph). snnTorch: Leaky or BinaryFewSpikes layers."""
     if backend.name != "spikingjelly":
-        if coding == "binary":
-            return None, [backend.make_binary_neuron(T, v0) for _ in range(n_layers)]
-        return None, [backend.make_neuron(v0) for _ in range(n_layers)]
+        return [coding.make_neuron(backend, T, v0) for _ in scales.hidden]
     from spikingjelly.activation_based.ann2snn import Converter
 
-    from dqn2snn_plugin.adapters.spikingjelly import BinaryCodingRecipe, RobustNormRecipe
-
-    if coding == "binary":
-        recipe = BinaryCodingRecipe(bits=T, channel_wise=scales.channel_wise, initial_membrane=v0, scales=scales)
-    else:
-        recipe = RobustNormRecipe(scales=scales, half_threshold=v0 == 0.5, channel_wise=scales.channel_wise)
-    native = Converter(recipe=recipe).convert(copy.deepcopy(network))
-    return native, backend.neurons_of(native)
+    graph = Converter(recipe=coding.recipe(scales, T, v0)).convert(copy.deepcopy(network))
+    return backend.neurons_of(graph)

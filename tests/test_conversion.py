@@ -63,22 +63,25 @@ def test_spikingjelly_kernels_give_identical_spikes(states):
         assert torch.equal(x, y)
 
 
-def test_the_native_spikingjelly_graph_simulates_like_ours(states):
-    """`snn.native` is SpikingJelly's own converted model (scalers around IF nodes, weights unfolded);
-    run by SpikingJelly it gives our outputs. Compared in float64: in float32 the two orders of
+def test_spikingjelly_s_own_converted_graph_simulates_like_ours(states):
+    """SpikingJelly's Converter with our recipe on the SNN's scales (scalers around IF nodes, weights
+    unfolded), run by SpikingJelly, gives our outputs. Compared in float64: in float32 the two orders of
     arithmetic round differently and can flip an occasional spike."""
     from spikingjelly.activation_based import functional
+    from spikingjelly.activation_based.ann2snn import Converter
+
+    from dqn2snn_plugin.adapters.spikingjelly import RobustNormRecipe
 
     ckpt, calibration, test = states("Breakout")
     snn = convert(ckpt, calibration).double()
-    snn.event_driven = False  # the same dense arithmetic as SpikingJelly's layers
-    native = snn.native.double()
-    functional.set_step_mode(native, "m")
-    functional.reset_net(native)
+    snn.options.event_driven = False  # the same dense arithmetic as SpikingJelly's layers
+    graph = Converter(recipe=RobustNormRecipe(scales=snn.scales)).convert(copy.deepcopy(ckpt.q_network)).double()
+    functional.set_step_mode(graph, "m")
+    functional.reset_net(graph)
     x = ckpt.prepare(test[:20]).double()
     T = 32
     with torch.no_grad():
-        theirs = native(x.expand(T, *x.shape)).mean(0)
+        theirs = graph(x.expand(T, *x.shape)).mean(0)
     torch.testing.assert_close(snn(test[:20], T=T, readout="membrane"), theirs, rtol=1e-7, atol=1e-7)
 
 

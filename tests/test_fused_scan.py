@@ -10,7 +10,7 @@ from torch import nn
 
 from dqn2snn_plugin import binary_coding
 from dqn2snn_plugin._native import fused_scan
-from dqn2snn_plugin import spiking
+from dqn2snn_plugin.engine.rate import if_scan
 
 needs_compiler = pytest.mark.skipif(fused_scan.compiler() is None, reason="no C compiler on this machine")
 
@@ -46,7 +46,7 @@ def test_fused_if_scan_equals_the_python_loop(python_loops, dtype, constant):
     v0 = torch.rand(shape[1:], dtype=dtype) - 0.2
     fused = fused_scan.if_scan(current, v0, 1.0)
     assert fused is not None
-    reference = python_loops(spiking.if_scan, current, v0)
+    reference = python_loops(if_scan, current, v0)
     assert fused[0].sum() > 0 and torch.equal(fused[0], reference[0]) and torch.equal(fused[1], reference[1])
     assert torch.equal(v0, v0.clone()), "the initial membrane must not be modified"
 
@@ -72,7 +72,7 @@ def test_unsupported_tensors_take_the_python_path():
     with torch.enable_grad():
         learnt = torch.ones(4, 2, requires_grad=True)
         assert fused_scan.if_scan(learnt, torch.zeros(2), 1.0) is None
-        spikes, _ = spiking.if_scan(learnt * 0.5, torch.zeros(2))  # still works, through autograd's path
+        spikes, _ = if_scan(learnt * 0.5, torch.zeros(2))  # still works, through autograd's path
     assert spikes[:, 0].tolist() == [0, 1, 0, 1]
 
 
@@ -127,7 +127,7 @@ def test_without_a_compiler_it_warns_once_and_falls_back(tmp_path, monkeypatch):
             assert fused_scan.library() is None
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a second call must not warn again
-            spikes, v = spiking.if_scan(torch.full((4, 1), 0.5), torch.zeros(1))
+            spikes, v = if_scan(torch.full((4, 1), 0.5), torch.zeros(1))
         assert spikes.flatten().tolist() == [0, 1, 0, 1] and float(v) == 0.0
         monkeypatch.setenv("DQN2SNN_FUSED_SCAN", "0")
         fused_scan.library.cache_clear()
@@ -145,7 +145,7 @@ def test_a_binary_breakout_snn_decides_the_same_with_the_fused_loops(atari_obser
     from dqn2snn_plugin import convert
 
     snn = convert(atari_checkpoint(), atari_observations, coding="binary", T=8)
-    snn.event_driven = False  # the loops alone: the event-driven synapses are held to the dense pass elsewhere
+    snn.options.event_driven = False  # the loops alone: the event-driven synapses are held to the dense pass elsewhere
     fused = snn.readouts(atari_observations, 8)["membrane"], [s.clone() for s in snn.last_stats.spikes]
     reference = python_loops(snn.readouts, atari_observations, 8)["membrane"], snn.last_stats.spikes
     assert torch.equal(fused[0], reference[0])

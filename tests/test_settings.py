@@ -15,7 +15,8 @@ from dqn2snn_plugin.errors import ConfigError, ResultsError
 from dqn2snn_plugin.experiments import settings as st
 from dqn2snn_plugin.experiments.settings import RunSettings, add_options, from_args, option
 from dqn2snn_plugin.io.results import CellLog
-from dqn2snn_plugin.spiking import CODINGS, READOUTS
+from dqn2snn_plugin.coding import CODINGS
+from dqn2snn_plugin.engine import READOUTS
 
 
 def _parser(**options) -> argparse.ArgumentParser:

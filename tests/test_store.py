@@ -1,9 +1,10 @@
-"""Saved SNNs: every backend and input coding reloads to the same outputs; anything else is refused
-without running code stored in it."""
+"""Saved SNNs: every backend and input coding reloads to the same outputs, files of earlier versions too;
+anything else is refused without running code stored in it."""
 
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,3 +88,18 @@ def test_unreadable_snn_files_are_named(tmp_path, content, reason):
 def test_convert_without_calibration_or_scales_says_what_it_needs():
     with pytest.raises(ConfigError, match="needs calibration observations"):
         convert(atari_checkpoint(), None)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name", ["rate_tuned", "binary", "snntorch_half"])
+def test_files_saved_before_the_network_engine_split_still_load_to_the_same_outputs(name):
+    """Written by the code at 0ed19b0 (`tests/data/make_old_snn.py`): a rate SNN with calibrated biases, a
+    binary one, an snnTorch one; reloaded, each gives the readouts recorded then, bit for bit."""
+    recorded = torch.load(DATA / "old_snn_readouts.pt", weights_only=True)
+    snn, _ = load_snn(DATA / f"old_snn_{name}.pt")
+    readouts = snn.readouts(recorded["probe"])
+    assert readouts.keys() == recorded[name].keys()
+    for readout, values in readouts.items():
+        assert torch.equal(values, recorded[name][readout]), readout

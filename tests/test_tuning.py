@@ -48,6 +48,23 @@ def test_a_tuned_network_saves_and_reloads_with_its_corrections(mlp_checkpoint, 
     assert not list(tmp_path.glob(".*tmp"))  # written atomically, no temp file left
 
 
+def test_the_plain_graph_view_stays_equal_to_a_tuned_network(mlp_checkpoint):
+    """`as_sequential()` holds the SNN's own stages, so bias calibration shows in it: T single-step calls
+    give the tuned SNN's "membrane" readout (float64: per-step and multi-step passes round alike)."""
+    from spikingjelly.activation_based import functional
+
+    states = torch.randn(300, 6)
+    snn = convert(mlp_checkpoint, states, T=8).double()
+    net = snn.as_sequential()
+    untuned = snn(states, 8, readout="membrane")
+    calibrate_biases(snn, mlp_checkpoint, states, 8)
+    functional.reset_net(net)
+    with torch.no_grad():
+        stepped = sum(net(states.double()) for _ in range(8)) / 8
+    assert (snn(states, 8, readout="membrane") - untuned).abs().max() > 1e-3
+    torch.testing.assert_close(stepped, snn(states, 8, readout="membrane"), rtol=1e-12, atol=1e-12)
+
+
 def linear_checkpoint(hidden: list[float], out: list[list[float]], out_bias: list[float]) -> DQNCheckpoint:
     """A hand-made DQN on one input x: hidden units ReLU(w_i x), then Q = out @ h + out_bias."""
     net = nn.Sequential(nn.Linear(1, len(hidden)), nn.ReLU(), nn.Linear(len(hidden), len(out)))

@@ -90,6 +90,14 @@ class SnnTorchBackend:
             spikes[t], mem = node(step, mem)
         return spikes, mem - spikes[-1] * threshold
 
+    def scan_threshold(self, node: nn.Module, current: torch.Tensor) -> None:
+        """None: a Leaky's reset delay is not the IF scan of `engine.native`, so its layers run step by step."""
+        return None
+
+    def binary_start(self, node: BinaryFewSpikes, v: torch.Tensor) -> None:
+        """None: `BinaryFewSpikes` fires strictly above threshold, not as `binary_coding.fire`."""
+        return None
+
     def fire_binary(self, node: BinaryFewSpikes, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Send gate `v` ([B, ...], least significant bits) as node.bits spikes: spikes [T, B, ...] and the
         residual membrane in least significant bits (as `binary_coding.fire`)."""

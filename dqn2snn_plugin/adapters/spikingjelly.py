@@ -29,7 +29,8 @@ from torch import fx, nn
 
 from dqn2snn_plugin import binary_coding
 from dqn2snn_plugin.normalization import LayerScales, Rank, check_network, check_percentile, layer_scales
-from dqn2snn_plugin.spiking import check_T, if_scan
+from dqn2snn_plugin.coding import check_T
+from dqn2snn_plugin.engine.rate import if_scan
 
 
 class RobustNormRecipe(RateCodingRecipe):
@@ -90,6 +91,12 @@ class RobustNormRecipe(RateCodingRecipe):
             # in the network's precision, as the scalers the parent recipe derives from it
             hook.scale = scale.to(converter.device, dtype).clone()
         return fx_model
+
+
+def step_neuron(initial_membrane: float) -> nn.Module:
+    """A single-step IF layer (threshold 1, subtractive reset) whose membrane starts, and resets between
+    decisions (`functional.reset_net`), at `initial_membrane` (0 or 0.5)."""
+    return neuron.HalfThresholdIFNode() if initial_membrane == 0.5 else neuron.IFNode(v_reset=None)
 
 
 def binary_few_spike_node(bits: int, initial_membrane: float) -> FewSpikeNode:
@@ -191,7 +198,7 @@ class SpikingJellyBackend:
     Args:
         kernel: "auto" runs SpikingJelly's own neurons on GPU (its multi-step IF kernel, Triton when
             `SJ_IF_CUDA_IMPLEMENTATION=triton`; `FewSpikeNode` for binary codes) and our inference
-            scans on CPU (`spiking.if_scan`, `binary_coding.fire`: the same equations without the
+            scans on CPU (`engine.rate.if_scan`, `binary_coding.fire`: the same equations without the
             copies kept for training, 2-4x faster); "spikingjelly" always uses SpikingJelly's
             neurons; "scan" always ours. Spikes are identical (tests check it).
     """
@@ -205,9 +212,9 @@ class SpikingJellyBackend:
         self._starts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per node: its rounding start
 
     def make_neuron(self, initial_membrane: float) -> nn.Module:
-        if initial_membrane == 0.5:
-            return neuron.HalfThresholdIFNode(step_mode="m")
-        return neuron.IFNode(v_reset=None, step_mode="m")
+        node = step_neuron(initial_membrane)
+        node.step_mode = "m"
+        return node
 
     def make_binary_neuron(self, bits: int, initial_membrane: float) -> nn.Module:
         return binary_few_spike_node(bits, initial_membrane)

@@ -30,7 +30,8 @@ from dqn2snn_plugin.experiments.report import DEMO_READOUT, demo_table
 from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.io.results import write_json, write_text, writable_dir
 from dqn2snn_plugin.normalization import SYNAPSES
-from dqn2snn_plugin.spiking import SpikingQNetwork, check_T
+from dqn2snn_plugin.coding import check_T
+from dqn2snn_plugin.network import SpikingQNetwork
 
 
 def latency_steps(snn: SpikingQNetwork, T: int) -> int:

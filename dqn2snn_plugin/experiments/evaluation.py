@@ -32,7 +32,8 @@ from dqn2snn_plugin.experiments.records import (
 from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult
 from dqn2snn_plugin.normalization import check_percentile
-from dqn2snn_plugin.spiking import SpikingQNetwork, check_T
+from dqn2snn_plugin.coding import check_T
+from dqn2snn_plugin.network import SpikingQNetwork
 
 # ---------------------------------------------------------------- checks done before any work
 

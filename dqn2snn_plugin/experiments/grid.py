@@ -31,7 +31,7 @@ from dqn2snn_plugin.experiments.report import BENCHMARK_HEADERS, benchmark_row, 
 from dqn2snn_plugin.experiments.runner import CellRunner
 from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.io.results import CellLog, write_table
-from dqn2snn_plugin.spiking import check_coding
+from dqn2snn_plugin.coding import check_coding
 
 BENCHMARK_FORMAT = "dqn2snn-benchmark-v1"
 

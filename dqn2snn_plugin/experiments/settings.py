@@ -40,7 +40,7 @@ DEVICES = ("cpu", "cuda")  # where the networks run (`evaluation.resolve_device`
 
 
 class Names(Collection[str]):
-    """A tuple of names held by a module that loads torch (`spiking.READOUTS`), read when first used:
+    """A tuple of names held by a module that loads torch (`engine.READOUTS`), read when first used:
     the command line builds its parser, and answers --help and --version, without loading torch."""
 
     def __init__(self, module: str, name: str) -> None:
@@ -60,8 +60,8 @@ class Names(Collection[str]):
 
 
 BACKENDS = Names("dqn2snn_plugin.conversion", "BACKENDS")
-READOUTS = Names("dqn2snn_plugin.spiking", "READOUTS")
-CODINGS = Names("dqn2snn_plugin.spiking", "CODINGS")
+READOUTS = Names("dqn2snn_plugin.engine", "READOUTS")
+CODINGS = Names("dqn2snn_plugin.coding", "CODINGS")
 
 
 # ---------------------------------------------------------------- parsers of option values
@@ -187,7 +187,8 @@ class RunSettings:
             raise ConfigError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if not 0.0 <= self.epsilon <= 1.0:
             raise ConfigError(f"epsilon must lie in [0, 1], got {self.epsilon}")
-        from dqn2snn_plugin.spiking import check_coding, check_readout
+        from dqn2snn_plugin.coding import check_coding
+        from dqn2snn_plugin.network import check_readout
 
         check_seed(self.seed)
         check_readout(self.readout)

@@ -25,7 +25,7 @@ from dqn2snn_plugin.experiments.report import SWEEP_HEADERS, sweep_rows
 from dqn2snn_plugin.experiments.runner import KIND, CellRunner
 from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.io.results import CellLog, write_table
-from dqn2snn_plugin.spiking import SpikingQNetwork
+from dqn2snn_plugin.network import SpikingQNetwork
 
 SWEEP_FORMAT = "dqn2snn-sweep-v1"
 

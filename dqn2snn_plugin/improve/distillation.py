@@ -36,12 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dqn2snn_plugin.binary_coding import check_bits
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.normalization import LayerScales, check_scale, layer_scales, percentile_scale
-from dqn2snn_plugin.spiking import SpikingQNetwork, check_coding, check_T, if_scan
+from dqn2snn_plugin.coding import Coding, check_coding
+from dqn2snn_plugin.engine.rate import if_scan
+from dqn2snn_plugin.network import SpikingQNetwork
 
 
 WARMUP_STEPS = 50  # optimiser steps of linear learning-rate warm-up at the start of each phase
@@ -195,7 +196,7 @@ def distill(
     channel_wise: bool = True,
     seed: int = 0,
     margin: float = 3.0,
-    coding: str = "rate",
+    coding: Coding | str = "rate",
 ) -> DistillationResult:
     """Fine-tune a copy of the DQN on `calibration` states so that its SNN at T agrees with the DQN.
 
@@ -216,8 +217,9 @@ def distill(
     Runs on the device of `checkpoint` (see `load_dqn(..., device=)`).
     `coding="binary"`: a copy with 2**T - 1 levels for T-bit spike codes, no SNN phase (see the module doc).
     """
-    T = check_T(T)
-    levels = 2 ** check_bits(T) - 1 if check_coding(coding) == "binary" else T
+    coding = check_coding(coding)
+    T = coding.check_T(T)
+    levels = coding.levels(T)
     if (epochs < 0 or snn_epochs < 0 or batch_size < 1 or lr <= 0 or margin < 0
             or not 0.0 < validation_fraction < 1.0):
         raise ConfigError("distill needs epochs >= 0, snn_epochs >= 0, batch_size >= 1, lr > 0, margin >= 0 and "
@@ -277,14 +279,14 @@ def distill(
         student.load_state_dict(best[1])
 
     run_phase("qcfs", student, epochs)
-    if snn_epochs and coding == "rate":
+    if snn_epochs and coding.snn_training:
         run_phase("snn", lambda x: spiking_forward(student, x, T), snn_epochs)
     network, thresholds = relu_copy(student.eval())
     for index, threshold in enumerate(thresholds):
         check_scale(threshold, f"distilled layer {index} threshold")
     # the spike-count readout's output scale, from the Q-values the SNN approximates (the QCFS copy's)
     output = float(percentile_scale(batched(student, fit_raw[:4096]).abs(), percentile, "all", channel_wise=False))
-    scales = LayerScales(thresholds, output, f"distilled T={T}{' binary' * (coding == 'binary')}", "nonzero",
+    scales = LayerScales(thresholds, output, f"distilled T={T}{coding.label}", "nonzero",
                          channel_wise, len(fit_raw))
     distilled = dataclasses.replace(checkpoint, q_network=network, source=f"{checkpoint.source} (distilled for T={T})")
     return DistillationResult(distilled, student.requires_grad_(False), scales, T, history, coding)

@@ -29,7 +29,8 @@ from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.improve.distillation import distill
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.normalization import layer_scales, record_activations
-from dqn2snn_plugin.spiking import SpikingQNetwork, check_T
+from dqn2snn_plugin.coding import Coding, check_coding, check_T
+from dqn2snn_plugin.network import SpikingQNetwork
 
 PERCENTILES: tuple[float | str, ...] = (99.0, 99.9, 99.99, "max")
 INITS: tuple[str, ...] = ("zero", "half")
@@ -62,12 +63,14 @@ def calibrate_biases(
     return snn
 
 
-def check_tuning(coding: str, bias_calibration=None) -> tuple[bool, ...]:
-    """The bias-calibration settings `tune` tries (default: both; with binary coding none), or ConfigError."""
+def check_tuning(coding: Coding | str, bias_calibration=None) -> tuple[bool, ...]:
+    """The bias-calibration settings `tune` tries (default: both where the coding allows it, else none), or
+    ConfigError."""
+    coding = check_coding(coding)
     if bias_calibration is None:
-        bias_calibration = (False,) if coding == "binary" else (False, True)
-    if coding == "binary" and any(bias_calibration):
-        raise ConfigError("bias calibration matches firing rates: it is for rate-coded networks, not binary coding")
+        bias_calibration = (False, True) if coding.bias_calibration else (False,)
+    if not coding.bias_calibration and any(bias_calibration):
+        raise ConfigError(f"bias calibration matches firing rates: it is for rate-coded networks, not {coding} coding")
     return tuple(bias_calibration)
 
 
@@ -97,7 +100,7 @@ def tune(
     seed: int = 0,
     distillation: bool = False,
     distill_options: dict | None = None,
-    coding: str = "rate",
+    coding: Coding | str = "rate",
     channel_wise: bool = False,
 ) -> SpikingQNetwork:
     """The converted network with the best options for T, chosen on part of the calibration states.
@@ -108,7 +111,7 @@ def tune(
     minutes on a CPU) competes too. The returned network carries `tuning_report` (every option
     tried, best first) and `validation_agreement`; a distilled winner's weights are its
     `source_network` (what `store.save_snn` saves). `bias_calibration`: the settings to try, default
-    (False, True), with binary coding (False,). `channel_wise`: one scale per channel.
+    (False, True), with a coding without bias calibration (binary) (False,). `channel_wise`: one scale per channel.
     """
     T = check_T(T)
     if not 0.0 < validation_fraction < 1.0:
@@ -148,14 +151,16 @@ def tune(
 
 
 def cheapest_T(
-    checkpoint: DQNCheckpoint, calibration, target: float, Ts=(4, 8, 16, 32, 64, 128), **options
+    checkpoint: DQNCheckpoint, calibration, target: float, Ts=None, **options
 ) -> SpikingQNetwork:
     """`tune` at each T in turn; return the first network whose validation agreement reaches `target`
-    (or the best one seen, with `reached_target = False`)."""
+    (or the best one seen, with `reached_target = False`). `Ts`: default the coding's `search_Ts`
+    (rate coding: 4, 8, 16, 32, 64, 128)."""
     if not 0.0 < target <= 1.0:
         raise ConfigError(f"target agreement must be in (0, 1], got {target}")
+    coding = check_coding(options.get("coding", "rate"))
     best = None
-    for T in sorted(check_T(t) for t in Ts):
+    for T in sorted(coding.check_T(t) for t in (coding.search_Ts if Ts is None else Ts)):
         snn = tune(checkpoint, calibration, T, **options)
         snn.reached_target = snn.validation_agreement >= target
         if snn.reached_target:

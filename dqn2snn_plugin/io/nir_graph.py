@@ -34,7 +34,7 @@ from dqn2snn_plugin.errors import NirError
 from dqn2snn_plugin.normalization import LayerScales
 from dqn2snn_plugin.io.quantisation import quantise
 from dqn2snn_plugin.io.results import write_file
-from dqn2snn_plugin.spiking import SpikingQNetwork
+from dqn2snn_plugin.network import SpikingQNetwork
 
 FORMAT = "dqn2snn-nir-v1"
 READOUT = "sum of the Output node over the T steps, then argmax (ties: lowest index)"
@@ -167,11 +167,10 @@ def plain(value):
 
 
 def _check_exportable(snn: SpikingQNetwork) -> None:
-    if snn.coding == "binary":
+    if not snn.coding.nir_exportable:
         raise NirError(
-            "binary spike coding cannot be written as NIR: its neurons halve their threshold and double their "
-            "membrane between steps, which NIR's IF cannot express; export a rate-coded SNN instead "
-            "(convert(..., coding='rate'), or distill(..., coding='rate') for few time steps)"
+            f"{snn.coding} spike coding cannot be written as NIR: {snn.coding.why_not_nir}; export a rate-coded SNN "
+            "instead (convert(..., coding='rate'), or distill(..., coding='rate') for few time steps)"
         )
     if snn.input_coding != "analog":
         raise NirError("Poisson input coding is random and has no NIR form: export an SNN with input_coding='analog'")

@@ -19,7 +19,7 @@ from dqn2snn_plugin.conversion import INITIAL_MEMBRANES, convert
 from dqn2snn_plugin.errors import CheckpointError, ResultsError
 from dqn2snn_plugin.normalization import LayerScales
 from dqn2snn_plugin.io.results import write_file
-from dqn2snn_plugin.spiking import SpikingQNetwork
+from dqn2snn_plugin.network import SpikingQNetwork
 
 FORMAT = "dqn2snn-snn-v1"
 
@@ -65,7 +65,7 @@ def save_snn(snn: SpikingQNetwork, checkpoint: DQNCheckpoint, path: str | Path) 
                    "percentile": snn.scales.percentile, "rank": snn.scales.rank,
                    "channel_wise": snn.scales.channel_wise, "n_states": snn.scales.n_states},
         "options": {"backend": snn.backend.name, "initial_membrane": v0_name, "input_coding": snn.input_coding,
-                    "input_max": snn.input_max, "readout": snn.readout, "T": snn.T, "coding": snn.coding},
+                    "input_max": snn.input_max, "readout": snn.readout, "T": snn.T, "coding": snn.coding.name},
         "bias_shifts": [shift.detach().cpu() for shift in snn.bias_shifts],
     }
     path = Path(path)

@@ -1,69 +1,24 @@
-"""IF dynamics against hand-computed spike trains, readouts, state handling, and bad input."""
+"""The network's public calls: readouts by hand, several T at once, state handling, bad input, every layer's
+spikes against loops written out, the plain graph view (`as_sequential`) and the weights held once."""
 
-import contextlib
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from dqn2snn_plugin import convert
-from dqn2snn_plugin._native import fused_scan
-from dqn2snn_plugin.adapters.snntorch import SnnTorchBackend
-from dqn2snn_plugin.adapters.spikingjelly import SpikingJellyBackend
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import ConfigError, ObservationError
 from dqn2snn_plugin.normalization import layer_scales
-from dqn2snn_plugin.spiking import READOUTS, if_scan
+from dqn2snn_plugin.engine import READOUTS
 
 
 @pytest.fixture(autouse=True)
 def seeded():
     torch.manual_seed(0)
-
-
-BACKENDS = [SpikingJellyBackend("scan"), SpikingJellyBackend("spikingjelly"), SnnTorchBackend()]
-
-# (constant input current, initial membrane, T, expected spike train): worked by hand with
-# H = V + I, spike when H >= 1, V = H - spike (values exact in binary floating point)
-HAND_TRAINS = [
-    (0.40625, 0.0, 8, [0, 0, 1, 0, 1, 0, 0, 1]),  # .41 .81 1.22|.22 .63 1.03|.03 .44 .84 1.25|.25
-    (0.28125, 0.5, 8, [0, 1, 0, 0, 0, 1, 0, 0]),  # half-threshold start: .78 1.06|.06 .34 .63 .91 1.19|.19 ..
-    (1.5, 0.0, 4, [1, 1, 1, 1]),  # saturates: at most one spike per step, the excess accumulates
-    (-0.5, 0.0, 4, [0, 0, 0, 0]),
-]
-
-
-@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: f"{b.name}-{getattr(b, 'kernel', '')}")
-@pytest.mark.parametrize("current, v0, T, expected", HAND_TRAINS)
-def test_if_neuron_spike_trains_by_hand(backend, current, v0, T, expected):
-    node = backend.make_neuron(v0)
-    x = torch.full((T, 1, 1), current)
-    spikes, v = backend.run(node, x, torch.full((1, 1), v0))
-    assert spikes.flatten().tolist() == expected
-    # no leak: final membrane = start + input - spikes (reset by subtraction)
-    assert float(v) == pytest.approx(v0 + current * T - sum(expected))
-
-
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "python"])
-def test_a_membrane_exactly_at_threshold(fused):
-    """SpikingJelly fires on H >= threshold, snnTorch on mem > threshold: one step later at a tie.
-    Both IF scans of the SpikingJelly backend: the compiled one and its Python reference."""
-    x = torch.full((4, 1), 0.25)  # H reaches exactly 1.0 at step 4
-    with contextlib.nullcontext() if fused else fused_scan.switched_off():
-        sj, _ = SpikingJellyBackend().run(SpikingJellyBackend().make_neuron(0.0), x, torch.zeros(1))
-    snt, _ = SnnTorchBackend().run(SnnTorchBackend().make_neuron(0.0), x, torch.zeros(1))
-    assert sj.flatten().tolist() == [0, 0, 0, 1]
-    assert snt.flatten().tolist() == [0, 0, 0, 0]
-
-
-def test_if_scan_handles_a_time_varying_current():
-    x = torch.tensor([0.6, 0.6, -0.5, 0.9, 0.4]).view(5, 1)
-    spikes, v = if_scan(x, torch.zeros(1))
-    # .6 | 1.2 -> .2 | -.3 | .6 | 1.0 -> 0
-    assert spikes.flatten().tolist() == [0, 1, 0, 0, 1]
-    assert float(v) == pytest.approx(0.0, abs=1e-6)
 
 
 def tiny_network() -> nn.Sequential:
@@ -112,8 +67,8 @@ def test_readouts_at_many_T_equal_separate_runs():
     snn = convert(net, calibration, backend="spikingjelly")
     obs = torch.randn(20, 5)
     together = snn.readouts_at(obs, [4, 16, 50])
-    snn.block_samples = 20  # one time step per block
-    snn.max_elements = 1 * 35 * 6  # (steps per block x neurons per sample x 6): chunks of 6 samples
+    snn.options.block_samples = 20  # one time step per block
+    snn.options.max_elements = 1 * 35 * 6  # (steps per block x neurons per sample x 6): chunks of 6 samples
     sizes = _count_chunks(snn)
     chunked = snn.readouts_at(obs, [4, 16, 50])
     assert len(sizes) > 2 and max(sizes) < len(obs) and sum(sizes) == len(obs)
@@ -122,109 +77,6 @@ def test_readouts_at_many_T_equal_separate_runs():
         torch.testing.assert_close(chunked[T]["spikes"], together[T]["spikes"])
         for name in alone:
             torch.testing.assert_close(together[T][name], alone[name], rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("batch", [6, 1])  # binary coding splits a single observation's planes in two groups
-@pytest.mark.parametrize("coding", ["rate", "binary"])
-def test_event_driven_synapses_give_the_spikes_of_the_dense_pass(atari_observations, monkeypatch, coding, batch):
-    """The Breakout SNN in float64, every spiking layer's synapses event by event vs dense passes:
-    equal spike counts in every layer and sample, readouts equal up to rounding."""
-    from conftest import atari_checkpoint
-
-    snn = convert(atari_checkpoint(), atari_observations, coding=coding, T=8).double()
-    atari_observations = atari_observations[:batch]
-    snn.sparse_rate = snn.sparse_rate_planes = 1.0  # always event-driven (by default dense passes where many fire)
-    calls = []  # the layers that read their input event by event (alone, or in a fused layer call)
-    events = fused_scan.events
-
-    def recorded_events(x, layer, *a, **k):
-        out = events(x, layer, *a, **k)
-        calls.extend([type(layer)] if out is not None else [])
-        return out
-
-    def recorded(fused_layer):  # fused_scan.rate_layer / binary_layer: the next layer is argument 7
-        def call(*a, **k):
-            out = fused_layer(*a, **k)
-            calls.extend([type(a[7])] if out is not None and out[2] is not None else [])
-            return out
-        return call
-
-    monkeypatch.setattr(fused_scan, "events", recorded_events)
-    for name in ("rate_layer", "binary_layer"):
-        monkeypatch.setattr(fused_scan, name, recorded(getattr(fused_scan, name)))
-    driven = snn.readouts(atari_observations, 8)
-    driven_spikes, driven_ops = [s.clone() for s in snn.last_stats.spikes], snn.last_stats.synaptic_ops.clone()
-    assert calls == [nn.Conv2d, nn.Conv2d, nn.Linear], "conv2, conv3 and fc1 read events; fc2 (512 inputs) stays dense"
-    snn.event_driven = False
-    dense = snn.readouts(atari_observations, 8)
-    assert len(calls) == 3
-    assert all(torch.equal(a, b) for a, b in zip(driven_spikes, snn.last_stats.spikes))
-    assert torch.equal(driven_ops, snn.last_stats.synaptic_ops)
-    for name in dense:
-        torch.testing.assert_close(driven[name], dense[name], rtol=0, atol=1e-9)
-    with torch.no_grad():  # the event-driven pass keeps a re-laid-out copy of the weight: it must follow edits
-        snn.synapses[1][-1].weight.mul_(-1.0)
-    flipped = snn.readouts(atari_observations, 8)["membrane"]
-    snn.event_driven = True
-    torch.testing.assert_close(snn.readouts(atari_observations, 8)["membrane"], flipped, rtol=0, atol=1e-9)
-    assert not torch.allclose(flipped, dense["membrane"])
-
-
-def test_a_fused_binary_layer_call_equals_its_three_steps(atari_observations, monkeypatch):
-    """fire, count and the event-driven pass in one C call (`fused_scan.binary_layer`) vs the backend's
-    fire_binary, count and integrated_current in turn: the same arithmetic, so bit for bit equal."""
-    from conftest import atari_checkpoint
-
-    snn = convert(atari_checkpoint(), atari_observations, coding="binary", T=8)
-    fused = [snn.readouts(atari_observations[:n], 8)["membrane"] for n in (6, 1)]
-    stats = snn.last_stats
-    monkeypatch.setattr(snn.backend, "binary_start", lambda neuron, v: None)  # no fusing: the three steps
-    steps = [snn.readouts(atari_observations[:n], 8)["membrane"] for n in (6, 1)]
-    assert all(torch.equal(a, b) for a, b in zip(fused, steps))
-    assert torch.equal(stats.synaptic_ops, snn.last_stats.synaptic_ops)
-    assert all(torch.equal(a, b) for a, b in zip(stats.spikes, snn.last_stats.spikes))
-    assert all(torch.equal(a, b) for a, b in zip(stats.channel_spikes, snn.last_stats.channel_spikes))
-
-
-@pytest.mark.parametrize("batch", [6, 1])
-def test_a_fused_rate_layer_call_equals_its_three_steps(atari_observations, monkeypatch, batch):
-    """The IF scan, count and event-driven pass in one C call (`fused_scan.rate_layer`) vs the backend's
-    run, count and synaptic_current in turn: the same arithmetic, so bit for bit equal."""
-    from conftest import atari_checkpoint
-
-    snn = convert(atari_checkpoint(), atari_observations, T=16)
-    snn.block_samples = 8 * batch  # two time blocks: the membranes carried from one fused call to the next
-    fused = snn.readouts(atari_observations[:batch], 16)
-    stats = snn.last_stats
-    monkeypatch.setattr(snn.backend, "scan_threshold", lambda neuron, current: None)  # no fusing: the three steps
-    steps = snn.readouts(atari_observations[:batch], 16)
-    assert all(torch.equal(fused[name], steps[name]) for name in steps)
-    assert torch.equal(stats.synaptic_ops, snn.last_stats.synaptic_ops)
-    assert all(torch.equal(a, b) for a, b in zip(stats.spikes, snn.last_stats.spikes))
-    assert all(torch.equal(a, b) for a, b in zip(stats.channel_spikes, snn.last_stats.channel_spikes))
-
-
-def test_event_driven_mlp_layers_read_spikes_without_a_flatten(monkeypatch):
-    net = nn.Sequential(nn.Linear(6, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
-    snn = convert(net, torch.randn(200, 6), backend="spikingjelly").double()
-    obs = torch.randn(30, 6).double()
-    snn.sparse_rate, snn.sparse_min_inputs = 1.0, 0  # always event-driven, narrow layers too
-    outputs = []  # the next layer's currents from each fused layer call (None: a dense pass)
-    rate_layer = fused_scan.rate_layer
-
-    def recorded(*a, **k):
-        out = rate_layer(*a, **k)
-        outputs.append(out[2])
-        return out
-
-    monkeypatch.setattr(fused_scan, "rate_layer", recorded)
-    driven = snn.readouts(obs, T=40)
-    assert len(outputs) == 2 * 3 and all(o is not None for o in outputs)  # 2 layers, 3 time blocks (17 + 17 + 6)
-    spikes = [s.clone() for s in snn.last_stats.spikes]
-    snn.event_driven = False
-    dense = snn.readouts(obs, T=40)
-    torch.testing.assert_close(driven["membrane"], dense["membrane"], rtol=0, atol=1e-9)
-    assert all(torch.equal(a, b) for a, b in zip(spikes, snn.last_stats.spikes))
 
 
 def test_carry_state_keeps_membranes_between_calls():
@@ -383,8 +235,8 @@ def test_rate_coded_spikes_in_every_layer_equal_a_step_by_step_loop(backend, fir
     snn = power_of_two_snn(net, backend=backend, initial_membrane=initial_membrane)
     obs = torch.randint(0, 2, (24, 2, 6, 6)).double()  # whole pixel values, as image observations must be
     T = 16
-    snn.block_samples = 4 * len(obs)  # 4 time steps per block
-    snn.max_elements = 4 * 77 * 5  # steps per block x neurons per sample x 5: chunks of 5 samples
+    snn.options.block_samples = 4 * len(obs)  # 4 time steps per block
+    snn.options.max_elements = 4 * 77 * 5  # steps per block x neurons per sample x 5: chunks of 5 samples
     sizes = _count_chunks(snn)
     readouts = snn.readouts(obs, T)
     assert len(sizes) > 2 and max(sizes) < len(obs) and sum(sizes) == len(obs)  # the chunks really ran
@@ -403,7 +255,7 @@ def test_binary_coded_spikes_in_every_layer_equal_a_layer_by_layer_loop():
     net = small_conv_net()
     snn = power_of_two_snn(net, coding="binary", T=6)
     obs = torch.randint(0, 2, (24, 2, 6, 6)).double()  # whole pixel values, as image observations must be
-    snn.max_elements = 6 * 77 * 5  # binary coding holds all T = 6 steps: chunks of 5 samples
+    snn.options.max_elements = 6 * 77 * 5  # binary coding holds all T = 6 steps: chunks of 5 samples
     sizes = _count_chunks(snn)
     readouts = snn.readouts(obs, 6)
     assert len(sizes) > 2 and max(sizes) < len(obs) and sum(sizes) == len(obs)
@@ -497,76 +349,71 @@ def test_an_sb3_mlp_checkpoint_whose_network_starts_with_flatten_simulates(zoo_z
     assert float((snn.act(states[:50]) == checkpoint.act(states[:50])).float().mean()) > 0.5
 
 
-def step_by_step(snn, x: torch.Tensor, T: int):
-    """Reference: the whole network one time step at a time on [B] inputs, IF updates written out.
-
-    Returns the hidden spike trains [T, B, ...] per layer and the "spikes" readout."""
-    current0 = snn.synapses[0](x)
-    v = [torch.full_like(f, snn.initial_membrane).expand(x.shape[0], *f.shape).clone() for f in snn._fan_out]
-    v_out = torch.zeros(x.shape[0], snn.n_actions)
-    trains, out_count = [[] for _ in v], torch.zeros_like(v_out)
-    for _ in range(T):
-        current = current0
-        for layer, synapse in enumerate(snn.synapses[1:]):
-            v[layer] += current
-            spikes = (v[layer] >= 1.0).float()
-            v[layer] -= spikes
-            trains[layer].append(spikes)
-            current = synapse(spikes)
-        v_out += current / snn.scales.output
-        fired = (v_out >= 1.0).float()
-        v_out -= fired
-        out_count += fired
-    return [torch.stack(t) for t in trains], out_count * snn.scales.output / T
+def test_the_state_dict_holds_each_weight_once(mlp_checkpoint):
+    """The folded stages are the SNN's only weights: 2,036 values for the 2,036-parameter MLP (SpikingJelly's
+    converted graph, once kept as `snn.native`, doubled them)."""
+    snn = convert(mlp_checkpoint, torch.randn(100, 6), T=12)
+    values = sum(v.numel() for v in snn.state_dict().values())
+    assert values == sum(p.numel() for p in mlp_checkpoint.q_network.parameters()) == 2036
+    assert all(key.startswith("synapses.") for key in snn.state_dict())
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "python"])
-@pytest.mark.parametrize("block_samples", [512, 5], ids=["one-block", "blocks"])
-def test_simulation_equals_a_step_by_step_reference_exactly(atari_observations, monkeypatch, fused, block_samples):
-    """Hidden spike trains of the Breakout SNN, every layer, bit for bit (dense synapses on both sides)."""
-    from conftest import atari_checkpoint
+def run_sequential(net: nn.Sequential, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The SpikingJelly way: reset, then one call per time step; the outputs summed."""
+    from spikingjelly.activation_based import functional
 
-    ckpt = atari_checkpoint()
-    snn = convert(ckpt, atari_observations)
-    snn.event_driven, snn.block_samples = False, block_samples
-    if not fused:
-        monkeypatch.setattr(fused_scan, "_switched_off", True)
-    recorded = []  # (spikes, ...) of every neuron layer in turn: the backend's run, or the fused C layer call
-    run, rate_layer = snn.backend.run, fused_scan.rate_layer
-    monkeypatch.setattr(snn.backend, "run", lambda *a: recorded.append(run(*a)) or recorded[-1])
-
-    def recorded_rate_layer(*a, **k):
-        out = rate_layer(*a, **k)
-        recorded.extend([out] if out is not None else [])  # None: not usable (the Python loops), run instead
-        return out
-
-    monkeypatch.setattr(fused_scan, "rate_layer", recorded_rate_layer)
-    x = ckpt.prepare(atari_observations[:3])
-    T = 12
-    out = snn.readouts(x, T)
+    functional.reset_net(net)
     with torch.no_grad():
-        trains, spikes_readout = step_by_step(snn, x, T)
-    hidden = [torch.cat([r[0] for r in recorded[i :: len(trains) + 1]]) for i in range(len(trains))]
-    assert all(t.sum() > 0 for t in trains)
-    for ours, reference in zip(hidden, trains):
-        assert torch.equal(ours, reference)
-    assert torch.equal(out["spikes"], spikes_readout)
-    assert torch.equal(snn.last_stats.spikes[0], trains[0].sum(0).flatten(1).sum(1))
+        return sum(net(x) for _ in range(steps))
 
 
-def test_spike_bookkeeping_is_the_same_compiled_or_in_tensor_operations(atari_observations):
-    """`count` runs in one C call (`fused_scan.tally`) where it can and in tensor operations elsewhere:
-    spike totals, channel totals and synaptic operations must not depend on which."""
-    from conftest import atari_checkpoint
+@pytest.mark.parametrize("initial_membrane", ["zero", "half"])
+def test_as_sequential_equals_the_snn_and_follows_its_bias_shifts(mlp_checkpoint, initial_membrane):
+    """Rate coding: T single-step calls of the plain graph, summed / T, are the "membrane" readout; after
+    `shift_bias` too, since the graph holds the SNN's own stages. In float64: the per-step and the
+    multi-step passes round alike there."""
+    states = torch.randn(200, 6)
+    snn = convert(mlp_checkpoint, states, T=16, initial_membrane=initial_membrane).double()
+    net, x = snn.as_sequential(), states[:40].double()
+    assert [type(m).__name__ for m in net] == ["Linear", type(snn.neurons[0]).__name__, "Linear",
+                                               type(snn.neurons[1]).__name__, "Linear"]
+    before = snn(x, readout="membrane")
+    torch.testing.assert_close(run_sequential(net, x, 16) / 16, before, rtol=1e-12, atol=1e-12)
+    snn.shift_bias(0, torch.full((48,), 0.05))
+    snn.shift_bias(2, torch.tensor([0.3, 0.0, -0.3, 0.0]))
+    shifted = snn(x, readout="membrane")
+    assert (shifted - before).abs().max() > 0.1
+    torch.testing.assert_close(run_sequential(net, x, 16) / 16, shifted, rtol=1e-12, atol=1e-12)
 
-    snn = convert(atari_checkpoint(), atari_observations, T=8).double()
-    snn.event_driven = False  # the same currents on both sides
-    snn.readouts(atari_observations, 16)
-    compiled = snn.last_stats
-    with fused_scan.switched_off():
-        snn.readouts(atari_observations, 16)
-    tensors = snn.last_stats
-    assert compiled.synaptic_ops.sum() > 0
-    assert torch.equal(compiled.synaptic_ops, tensors.synaptic_ops)
-    assert all(torch.equal(a, b) for a, b in zip(compiled.spikes, tensors.spikes))
-    assert all(torch.equal(a, b) for a, b in zip(compiled.channel_spikes, tensors.channel_spikes))
+
+def test_as_sequential_of_binary_coding_sends_each_code_in_one_call(mlp_checkpoint):
+    """Binary coding: one single-step call of the plain graph (scaler to least significant bits, then
+    SpikingJelly's FewSpikeNode) is the Q-value readout, before and after a bias shift."""
+    states = torch.randn(200, 6)
+    snn = convert(mlp_checkpoint, states, T=6, coding="binary").double()
+    net, x = snn.as_sequential(), states[:40].double()
+    before = snn(x)
+    torch.testing.assert_close(run_sequential(net, x, 1), before, rtol=1e-12, atol=1e-12)
+    snn.shift_bias(1, torch.full((32,), 0.02))
+    assert not torch.equal(snn(x), before)
+    torch.testing.assert_close(run_sequential(net, x, 1), snn(x), rtol=1e-12, atol=1e-12)
+
+
+def test_as_sequential_traces_with_nirtorch(mlp_checkpoint):
+    """The view is a plain torch graph: nirtorch traces it (given a node for SpikingJelly's IF modules) into
+    the chain `io.nir_graph.to_nir` writes by hand. Type checks off: this sketch's IF nodes hold one
+    value, not one per neuron."""
+    import nir
+    import nirtorch
+    from spikingjelly.activation_based import neuron
+
+    def if_node(module):
+        return nir.IF(r=np.ones(1), v_threshold=np.array([module.v_threshold]), v_reset=np.zeros(1))
+
+    snn = convert(mlp_checkpoint, torch.randn(100, 6), T=12)
+    graph = nirtorch.torch_to_nir(snn.as_sequential(), {neuron.IFNode: if_node}, type_check=False)
+    order = ["input_1", "_0", "_1", "_2", "_3", "_4", "output"]
+    assert graph.edges == list(zip(order[:-1], order[1:]))
+    assert [type(graph.nodes[name]).__name__ for name in order] == ["Input", "Affine", "IF", "Affine", "IF", "Affine",
+                                                                    "Output"]
+    np.testing.assert_array_equal(graph.nodes["_2"].weight, snn.synapses[1][0].weight.detach().numpy())

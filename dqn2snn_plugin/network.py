@@ -1,0 +1,233 @@
+"""The spiking Q-network: integrate-and-fire layers run for T time steps per decision.
+
+Every hidden ReLU of the DQN becomes a layer of integrate-and-fire neurons (threshold 1, reset by
+subtraction, no leak), with the layer scales folded into the weights (W_l * lambda_{l-1} / lambda_l,
+b_l / lambda_l). The neurons come from a framework backend (SpikingJelly or snnTorch, see
+`dqn2snn_plugin.adapters`); how an activation is sent is the network's coding (`dqn2snn_plugin.coding`);
+how it is simulated is the engine's (`dqn2snn_plugin.engine`). This module holds the model and its
+public calls only.
+
+Readouts, all in Q-value units so they compare with the DQN (ties: lowest action index, as
+`torch.argmax` everywhere in this package): "spikes", "spikes+membrane" (the paper's robust rate) and
+"membrane"; see `engine.rate`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterator, Literal, Protocol
+
+import torch
+from torch import nn
+
+from dqn2snn_plugin.coding import Coding, check_coding
+from dqn2snn_plugin.engine import READOUTS, Engine, SimulationOptions, SimulationStats
+from dqn2snn_plugin.engine.stats import weighted
+from dqn2snn_plugin.errors import ConfigError, ObservationError
+from dqn2snn_plugin.normalization import LayerScales
+from dqn2snn_plugin.observations import observation_batch
+
+Readout = Literal["spikes", "spikes+membrane", "membrane"]
+InputCoding = Literal["analog", "poisson"]
+
+
+class NeuronBackend(Protocol):
+    """What a framework adapter provides: its IF neurons and a way to run them over a sequence.
+
+    `scan_threshold` and `binary_start` let a layer run as one C call (`engine.native`); a backend
+    whose neurons are not exactly those references returns None from them.
+    """
+
+    name: str
+
+    def make_neuron(self, initial_membrane: float) -> nn.Module:
+        """One IF layer (threshold 1, subtractive reset) whose membrane starts at `initial_membrane`."""
+
+    def run(self, neuron: nn.Module, current: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integrate `current` [T, B, ...] from membrane `v` [B, ...]; return spikes [T, B, ...] and final v."""
+
+    def make_binary_neuron(self, bits: int, initial_membrane: float) -> nn.Module:
+        """One binary-coding layer: sends `bits`-bit codes, starting at `initial_membrane` (least significant bits)."""
+
+    def fire_binary(self, neuron: nn.Module, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Send gate `v` [B, ...] as a binary code: spikes [T, B, ...] and residual, as `binary_coding.fire`."""
+
+    def scan_threshold(self, neuron: nn.Module, current: torch.Tensor) -> float | None:
+        """The threshold where `run(neuron, current, v)` is exactly `engine.rate.if_scan(current, v, threshold)`."""
+
+    def binary_start(self, neuron: nn.Module, v: torch.Tensor) -> float | None:
+        """The start where `fire_binary(neuron, v)` is exactly `binary_coding.fire(v, bits, start)`."""
+
+
+def check_readout(readout: str) -> str:
+    if readout not in READOUTS:
+        raise ConfigError(f"unknown readout {readout!r}: choose one of {', '.join(READOUTS)}")
+    return readout
+
+
+class SpikingQNetwork(nn.Module):
+    """A converted DQN. `snn(obs, T)` -> readout values [B, n_actions]; `snn.act(obs, T)` -> actions.
+
+    `obs` is what the DQN takes: raw observations, numpy or torch, uint8 or float, one or a batch.
+    By default every call starts from fresh membranes (state reset before each decision);
+    `carry_state=True` keeps the membranes between calls, for consecutive frames of one episode
+    (call `reset_state()` at episode boundaries), where the coding allows it.
+
+    Args:
+        synapses: the folded synaptic stages, one before each spiking layer and one after the last.
+        neurons: the backend's spiking layers; output_neuron: the IF layer of the spike-count readouts.
+        backend: the framework adapter that runs the neurons (`NeuronBackend`).
+        scales: the layer scales folded into `synapses`; observation_shape: one observation's shape.
+        initial_membrane: the membrane at the start of a decision (threshold units).
+        input_coding: "analog" (the observation at every step) or "poisson" (spike trains with rate
+            obs / input_max).
+        readout: `forward`'s default readout; T: its default number of steps (bits, with binary coding).
+        coding: a `Coding` or its name ("rate", "binary").
+        source_network: the unfolded Q-network it was converted from (what `io.store.save_snn` saves).
+        options: the engine's speed and memory knobs (`SimulationOptions`; results do not depend on them).
+    """
+
+    def __init__(
+        self,
+        synapses: list[nn.Sequential],
+        neurons: list[nn.Module],
+        output_neuron: nn.Module,
+        backend: NeuronBackend,
+        scales: LayerScales,
+        observation_shape: tuple[int, ...],
+        *,
+        initial_membrane: float = 0.0,
+        input_coding: InputCoding = "analog",
+        input_max: float | None = None,
+        readout: Readout = "spikes+membrane",
+        T: int = 64,
+        coding: Coding | str = "rate",
+        source_network: nn.Sequential | None = None,
+        options: SimulationOptions | None = None,
+    ) -> None:
+        super().__init__()
+        if len(synapses) != len(neurons) + 1:
+            raise ValueError("need one synaptic stage before every neuron layer and one after the last")
+        if input_coding not in ("analog", "poisson"):
+            raise ConfigError(f"input_coding must be 'analog' or 'poisson', got {input_coding!r}")
+        if input_coding == "poisson" and not (input_max and input_max > 0):
+            raise ConfigError("Poisson input coding needs input_max > 0 (the value that fires at every step)")
+        self.coding = check_coding(coding)
+        self.coding.check(T, input_coding)
+        self.synapses = nn.ModuleList(synapses)
+        self.neurons = nn.ModuleList(neurons)
+        self.output_neuron = output_neuron
+        self.backend = backend
+        self.scales = scales
+        self.observation_shape = tuple(observation_shape)
+        self.initial_membrane = float(initial_membrane)
+        self.input_coding = input_coding
+        self.input_max = input_max
+        self.readout = check_readout(readout)
+        self.T = self.coding.check_T(T)
+        # the (unfolded) Q-network this SNN was converted from, held outside the module tree so that
+        # snn.to() / snn.double() never touch the user's network; `store.save_snn` saves it
+        self._source: tuple[nn.Sequential, ...] = () if source_network is None else (source_network,)
+        self.carry_state = False
+        # per-layer bias corrections added after folding (see dqn2snn_plugin.improve.tuning); saved with the SNN
+        self.bias_shifts: list[torch.Tensor] = [torch.zeros(_outputs(weighted(s))) for s in synapses]
+        self.generator = torch.Generator().manual_seed(0)
+        self.last_stats: SimulationStats | None = None
+        self._state: list[torch.Tensor] | None = None
+        self.engine = Engine(synapses, self.observation_shape, options)
+
+    @property
+    def options(self) -> SimulationOptions:
+        """The engine's speed and memory knobs (set fields in place: `snn.options.event_driven = False`)."""
+        return self.engine.options
+
+    @property
+    def source_network(self) -> nn.Sequential | None:
+        """The Q-network this SNN was converted from (the distilled copy, for a distilled SNN)."""
+        return self._source[0] if self._source else None
+
+    @property
+    def hidden_to_next(self) -> Iterator[nn.Sequential]:
+        """The synaptic stages after the first, each fed by a spiking layer (slicing a ModuleList builds a new module)."""
+        return itertools.islice(self.synapses, 1, None)
+
+    @property
+    def n_actions(self) -> int:
+        return weighted(self.synapses[-1]).out_features
+
+    @property
+    def channel_positions(self) -> list[int]:
+        """Neurons per channel in each spiking layer (H*W for convolutions, 1 for fully connected)."""
+        return self.engine.counter.channel_positions
+
+    @torch.no_grad()
+    def shift_bias(self, stage: int, delta: torch.Tensor) -> None:
+        """Add `delta` (per output channel, in threshold units per step) to stage `stage`'s bias."""
+        layer = weighted(self.synapses[stage])
+        if layer.bias is None:
+            layer.bias = nn.Parameter(torch.zeros_like(layer.weight[:, 0].flatten()))
+        delta = torch.as_tensor(delta, dtype=layer.bias.dtype).reshape(-1).to(layer.bias.device)
+        layer.bias += delta
+        self.bias_shifts[stage] = self.bias_shifts[stage] + delta.cpu().to(self.bias_shifts[stage].dtype)
+
+    def as_sequential(self) -> nn.Sequential:
+        """The network as a plain `nn.Sequential` in SpikingJelly's single-step form: the folded stages
+        (the very modules of `synapses`, so bias shifts and `.to()` show through) with fresh neurons of
+        the coding between them, and the last stage's current as the output.
+
+        Run it the SpikingJelly way: `functional.reset_net(net)` before a decision, then one call per time
+        step. Rate coding: sum the outputs over T steps, / T: the "membrane" readout. Binary coding: one
+        call sends each layer's whole code; its output is the Q-value readout.
+        """
+        layers: list[nn.Module] = []
+        for stage in self.synapses[:-1]:
+            layers += [*stage, *self.coding.step_layers(self.T, self.initial_membrane)]
+        return nn.Sequential(*layers, *self.synapses[-1])
+
+    def reset_state(self) -> None:
+        """Forget carried membranes (only matters with carry_state=True)."""
+        self._state = None
+
+    def _prepare(self, obs) -> torch.Tensor:
+        x = observation_batch(obs, self.observation_shape)
+        weight = weighted(self.synapses[0]).weight  # simulate in the network's dtype: snn.double() gives float64
+        return x.to(device=weight.device, dtype=weight.dtype)
+
+    @torch.no_grad()
+    def readouts(self, obs, T: int | None = None) -> dict[str, torch.Tensor]:
+        """Simulate T steps and return every readout at once: {name: values [B, n_actions]}."""
+        T = self.coding.check_T(self.T if T is None else T)
+        return self.readouts_at(obs, [T])[T]
+
+    @torch.no_grad()
+    def readouts_at(self, obs, Ts: list[int]) -> dict[int, dict[str, torch.Tensor]]:
+        """Readouts after each T in `Ts`, from one simulation of max(Ts) steps (rate coding; binary
+        coding runs each T on its own, see `engine.binary`). `last_stats` describes the longest one.
+
+        Exact, not an approximation: with state reset before the decision, the first T steps of a
+        longer run are the T-step run.
+        """
+        Ts = sorted({self.coding.check_T(T) for T in Ts})
+        x = self._prepare(obs)
+        self.coding.check_carry(self.carry_state)
+        state = self._state if self.carry_state and self._state is not None else None
+        if state is not None and state[-1].shape[0] != x.shape[0]:
+            raise ObservationError(
+                f"carried membranes are for a batch of {state[-1].shape[0]}, got {x.shape[0]}: call reset_state()"
+            )
+        results, membranes, self.last_stats = self.engine.run(self, x, Ts, state, keep_state=self.carry_state)
+        if self.carry_state:
+            self._state = membranes
+        return results
+
+    def forward(self, obs, T: int | None = None, readout: Readout | None = None) -> torch.Tensor:
+        """Readout values [B, n_actions] after T time steps (default readout: the network's own)."""
+        return self.readouts(obs, T)[check_readout(readout or self.readout)]
+
+    def act(self, obs, T: int | None = None, readout: Readout | None = None) -> torch.Tensor:
+        """Greedy actions [B]; ties go to the lowest action index."""
+        return self.forward(obs, T, readout).argmax(dim=1)
+
+
+def _outputs(layer: nn.Module) -> int:
+    return layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
