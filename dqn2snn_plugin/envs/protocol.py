@@ -60,8 +60,24 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _FIRE_ALIASES = {"false": "off", "no": "off", "0": "off", "true": "ale", "yes": "ale", "1": "ale"}
 
 
+class _Settings:
+    """What both protocols share: checked when made, the CLI text form and the JSON form."""
+
+    family = ""
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
+    def __str__(self) -> str:
+        return _to_text(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able dict (every field, plus "family"), read back by `protocol_from_json`."""
+        return {"family": self.family, **dataclasses.asdict(self)}
+
+
 @dataclass(frozen=True)
-class AtariProtocol:
+class AtariProtocol(_Settings):
     """Every setting of an Atari evaluation that changes what the network sees (see the module doc).
 
     frame_skip: emulator frames per agent step (the action is repeated).
@@ -97,24 +113,15 @@ class AtariProtocol:
     family = "atari"
 
     def __post_init__(self) -> None:
-        _check_fields(self)
+        super().__post_init__()
         if not 1 <= self.frame_skip <= 64:
             raise ConfigError(f"protocol frame_skip must lie in 1..64, got {self.frame_skip}")
         if not 0 <= self.noop_max <= 1000:
             raise ConfigError(f"protocol noop_max must lie in 0..1000, got {self.noop_max}")
-        if not 0.0 <= self.sticky_actions < 1.0:
-            raise ConfigError(f"protocol sticky_actions must lie in [0, 1), got {self.sticky_actions}")
-
-    def __str__(self) -> str:
-        return _to_text(self)
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON-able dict (every field, plus "family"), read back by `protocol_from_json`."""
-        return {"family": self.family, **dataclasses.asdict(self)}
 
 
 @dataclass(frozen=True)
-class MinAtarProtocol:
+class MinAtarProtocol(_Settings):
     """MinAtar's own settings (minatar.Environment): sticky-action probability, difficulty ramping
     (the game speeds up as it goes on), and the agent-step cap per episode."""
 
@@ -124,18 +131,6 @@ class MinAtarProtocol:
     max_steps: int = 18_000
 
     family = "minatar"
-
-    def __post_init__(self) -> None:
-        _check_fields(self)
-        if not 0.0 <= self.sticky_actions < 1.0:
-            raise ConfigError(f"protocol sticky_actions must lie in [0, 1), got {self.sticky_actions}")
-
-    def __str__(self) -> str:
-        return _to_text(self)
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON-able dict (every field, plus "family"), read back by `protocol_from_json`."""
-        return {"family": self.family, **dataclasses.asdict(self)}
 
 
 def _check_fields(protocol: Protocol) -> None:
@@ -157,6 +152,8 @@ def _check_fields(protocol: Protocol) -> None:
             raise ConfigError(f"protocol {field.name} must be a number, got {value!r}")
     if protocol.max_steps < 1:
         raise ConfigError(f"protocol max_steps must be at least 1, got {protocol.max_steps}")
+    if not 0.0 <= protocol.sticky_actions < 1.0:
+        raise ConfigError(f"protocol sticky_actions must lie in [0, 1), got {protocol.sticky_actions}")
 
 
 Protocol = AtariProtocol | MinAtarProtocol
