@@ -7,7 +7,11 @@ long episodes these starts are about 1.2% of the calibration set. For each fixtu
 calibrates on both sets, with and without the trim, and measures rate-coded agreement (T=64, p=99.9)
 on held-out states of the agent's own play (`paper` protocol, other episodes).
 
-    OMP_NUM_THREADS=1 python benchmarks/calibration_outliers.py --games Pong Breakout
+`PongMotion` is the Pong fixture made into a motion detector, as an agent trained on copy-filled
+stacks may be: each first-layer filter loses its mean over the 4 frames, so a stack of 4 equal
+frames (a copy-filled start) is silent while a zero-filled start is a burst of apparent motion.
+
+    OMP_NUM_THREADS=1 python benchmarks/calibration_outliers.py --games Pong Breakout PongMotion
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ def main() -> None:
     print("| game | calibration play | state_trim | hidden scales | share of states above each scale | agreement |")
     print("|---|---|---|---|---|---|")
     for game in args.games:
-        ckpt = load_dqn(f"{FIXTURES}/{game}NoFrameskip-v4.qnet.pt")
+        ckpt = load_dqn(f"{FIXTURES}/{game.removesuffix('Motion')}NoFrameskip-v4.qnet.pt")
+        if game.endswith("Motion"):
+            with torch.no_grad():
+                first = ckpt.q_network[0].weight  # [32, 4 frames, 8, 8]
+                first -= first.mean(dim=1, keepdim=True)
         test = collect_observations(ckpt, args.test, seed=TEST_SEED_OFFSET)
         for protocol in ("paper", "paper,stack_fill=copy"):
             states = ckpt.prepare(collect_observations(ckpt, args.calibration, seed=0, protocol=protocol))

@@ -38,7 +38,8 @@ class EpisodeResult:
 
 
 def family(env_id: str) -> str:
-    """"minatar", "classic" (a gymnasium task) or else "atari" (`resolve_protocol` refuses unknown ids)."""
+    """The family of `env_id`: "minatar", "classic" (a gymnasium task) or else "atari" (whose ids
+    `resolve_protocol` checks, refusing unknown ones)."""
     if minatar.is_minatar(env_id):
         return "minatar"
     return "classic" if classic.is_classic(env_id) else "atari"
