@@ -175,6 +175,28 @@ def test_sb3_and_cleanrl_presets_match_their_reference_wrappers_through_lost_liv
     assert forced == 2 + 4 * 3 + 2  # FIRE, 2 at each start; NOOP, FIRE, 2 after each of 4 lives lost
 
 
+def test_ale_v5_preset_matches_gymnasiums_atari_preprocessing_on_the_full_action_set(monkeypatch):
+    """`ALE/Breakout-v5` through gymnasium's own AtariPreprocessing (frame skip 4 with max-pool, INTER_AREA
+    resize, shimmed) and FrameStackObservation(4, zero padding), 18 actions: the same frames as the
+    preset's, with sticky actions off on both sides (their random streams differ)."""
+    import sys
+
+    import gymnasium as gym
+
+    monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(resize=_area_resize, INTER_AREA=None))
+    reference = gym.wrappers.FrameStackObservation(gym.wrappers.AtariPreprocessing(
+        gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.0, full_action_space=True),
+        noop_max=0, frame_skip=4), 4, padding_type="zero")
+    ours = make_env("ALE/Breakout-v5", 1, protocol="ale-v5,sticky_actions=0")
+    expected, got = reference.reset(seed=0)[0], ours.reset(seed=0)[0][0]
+    rng = np.random.default_rng(0)
+    for step in range(40):
+        assert (got != expected).mean() < 0.002
+        assert np.array_equal(got.reshape(4, -1).any(axis=1), expected.reshape(4, -1).any(axis=1))
+        action = int(rng.integers(18))
+        expected, got = reference.step(action)[0], ours.step(np.array([action]))[0][0]
+
+
 def test_copy_fill_repeats_the_first_frame_where_zero_fill_has_zeros():
     zero = make_env(BREAKOUT, 2, protocol="paper,noop_max=0")
     copy = make_env(BREAKOUT, 2, protocol="paper,noop_max=0,stack_fill=copy")

@@ -14,8 +14,9 @@ Those forced steps are not decisions: `info["decision"]` marks the envs whose ob
 acts on (`play` asks the policy only for those, and forced actions replace whatever it is given).
 
 Observations are uint8 `[N, 4, 84, 84]`, frames oldest -> newest, the layout SB3's `VecFrameStack` +
-`VecTransposeImage` hand to a `CnnPolicy` (tests/test_atari.py checks the `paper` and `sb3` protocols
-against SB3's own wrappers).
+`VecTransposeImage` hand to a `CnnPolicy`. tests/test_atari.py checks the `paper`, `sb3` and
+`cleanrl` presets against SB3's own wrappers (through lost lives and a game over) and `ale-v5`
+against gymnasium's AtariPreprocessing + FrameStackObservation.
 """
 
 from __future__ import annotations
