@@ -2,7 +2,12 @@
 
 The paper calibrates the layer scales on up to 15,000 frames of the agent's own play. Collecting them
 takes a while, so `collect_observations` caches the frames on disk, keyed by everything that decides
-them (network weights, game, frame count, seed, epsilon, number of envs).
+them (network weights, game, protocol, frame count, seed, epsilon, number of envs).
+
+The states are played under an environment protocol (`dqn2snn_plugin.envs.protocol`, default the
+paper's for Atari, MinAtar's own for MinAtar): calibrate under the protocol the agent was trained
+with, or its first layer's scale is set by states it never saw. A user's own vector env
+(`env_factory`) plays with whatever wrappers it has; its frames are not cached (a factory has no key).
 
 Calibration and test states must come from separate episodes: `calibration_and_test_observations`
 plays the two sets from disjoint env seeds and independent exploration, i.e. different episodes.
@@ -16,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dqn2snn_plugin.envs.atari import check_action_count, play
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.envs.play import EnvFactory, check_action_count, play, resolve_protocol
+from dqn2snn_plugin.envs.protocol import PRESETS, Protocol
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.io.cache import cache_dir as default_cache_dir
 from dqn2snn_plugin.io.results import write_file
@@ -63,10 +69,11 @@ def _load_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 def _play_frames(
-    checkpoint: DQNCheckpoint, n_frames: int, epsilon: float, seed: int, n_envs: int, progress: bool
+    checkpoint: DQNCheckpoint, n_frames: int, epsilon: float, seed: int, n_envs: int, progress: bool,
+    protocol: Protocol | None, env_factory: EnvFactory | None,
 ) -> np.ndarray:
     """The first `n_frames` states the DQN visits playing its game with epsilon-greedy exploration
-    (in the env's dtype: uint8 for Atari, float32 for gymnasium's vector tasks)."""
+    (in the env's dtype: uint8 for Atari, float32 for gymnasium's vector tasks, bool for MinAtar)."""
     frames: np.ndarray | None = None
     filled = 0
 
@@ -80,7 +87,8 @@ def _play_frames(
         return filled >= n_frames
 
     play(checkpoint.act, checkpoint.env_id, None, n_envs=n_envs, epsilon=epsilon, seed=seed, on_step=record,
-         progress=progress)
+         progress=progress, protocol=protocol, env_factory=env_factory,
+         observation_shape=tuple(checkpoint.observation_shape))
     return frames
 
 
@@ -94,31 +102,41 @@ def collect_observations(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = False,
+    protocol: Protocol | str | None = None,
+    env_factory: EnvFactory | None = None,
 ) -> np.ndarray:
     """`[n_frames, *observation_shape]` (uint8 for Atari): states visited while the DQN plays `checkpoint.env_id`.
 
     The DQN plays whole games (`n_envs` in parallel, env i seeded with seed + i) with epsilon-greedy
-    exploration; every state it acts on is recorded, in step order, until `n_frames` are collected.
-    The result is cached under `cache_dir` (default `dqn2snn_plugin.io.cache.cache_dir()`) and reused when the
-    weights, game, `n_frames`, `seed`, `epsilon` and `n_envs` are the same; `use_cache=False` neither
-    reads nor writes the cache. Different seeds give different episodes.
+    exploration, under `protocol` (see the module doc) or in the user's `env_factory(n)` vector env;
+    every state it acts on is recorded, in step order, until `n_frames` are collected. The result is
+    cached under `cache_dir` (default `dqn2snn_plugin.io.cache.cache_dir()`) and reused when the
+    weights, game, protocol, `n_frames`, `seed`, `epsilon` and `n_envs` are the same; `use_cache=False`
+    neither reads nor writes the cache. Different seeds give different episodes.
     """
+    if n_frames < 1:
+        raise ConfigError(f"n_frames must be at least 1, got {n_frames}")
+    if env_factory is not None:
+        if protocol is not None:
+            raise ConfigError("pass either env_factory or protocol: a protocol only sets up the envs the plugin makes")
+        return _play_frames(checkpoint, n_frames, epsilon, seed, n_envs, progress, None, env_factory)
     if checkpoint.env_id is None:
         raise CalibrationError(
             "the checkpoint does not name its environment (env_id is None): pass calibration "
-            "observations yourself, or load the checkpoint with its env id"
+            "observations yourself, an env_factory, or load the checkpoint with its env id"
         )
-    if n_frames < 1:
-        raise ConfigError(f"n_frames must be at least 1, got {n_frames}")
-    check_action_count(checkpoint.env_id, checkpoint.n_actions)
-    key = _cache_key(checkpoint, env_id=checkpoint.env_id, n_frames=n_frames, seed=seed, epsilon=epsilon,
-                     n_envs=n_envs)
-    path = Path(cache_dir or default_cache_dir()) / f"{checkpoint.env_id}-{key}.npy"
+    protocol = resolve_protocol(checkpoint.env_id, protocol)
+    check_action_count(checkpoint.env_id, checkpoint.n_actions, protocol)
+    settings = {"env_id": checkpoint.env_id, "n_frames": n_frames, "seed": seed, "epsilon": epsilon, "n_envs": n_envs}
+    if protocol not in (None, PRESETS["paper"]):
+        settings["protocol"] = protocol.to_json()  # the paper's protocol keeps the keys of earlier caches
+    key = _cache_key(checkpoint, **settings)
+    path = Path(cache_dir or default_cache_dir()) / f"{checkpoint.env_id.replace('/', '_')}-{key}.npy"
     if use_cache and path.is_file():
         cached = _load_cached(path, (n_frames, *checkpoint.observation_shape))
         if cached is not None:
             return cached
-    frames = _play_frames(checkpoint, n_frames, epsilon, seed, n_envs, progress)
+    frames = _play_frames(checkpoint, n_frames, epsilon, seed, n_envs, progress, protocol, None)
     if use_cache:
         _save_atomically(path, frames)
     return frames

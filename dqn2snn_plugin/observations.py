@@ -14,9 +14,16 @@ import torch
 from dqn2snn_plugin._native import fused_scan
 from dqn2snn_plugin.errors import CalibrationError, ObservationError
 
+PIXEL_SIDE = 32  # MinAtar's binary planes are 10x10; screens (Atari 84x84, Procgen 64x64) are far wider
+
 
 def observation_batch(obs: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Raw observations (numpy or torch, one or a batch) as a batch tensor [B, *shape], dtype kept.
+    """Raw observations (numpy or torch, one or a batch) as a batch tensor [B, *shape], dtype kept,
+    except that bool planes (MinAtar's observations) become uint8 0/1, which every network reads.
+
+    Bool is refused for screen frames (3-D observations at least `PIXEL_SIDE` wide and high, such as
+    Atari's 84x84 stacks): those networks read raw pixels 0..255, and a bool frame was binarised by
+    mistake.
 
     ObservationError for a wrong shape, an empty batch, NaN or infinite values, and image frames
     (3-D observations, raw pixels 0..255) with fractional values: those were divided by 255 already,
@@ -50,9 +57,14 @@ def observation_batch(obs: np.ndarray | torch.Tensor, shape: tuple[int, ...]) ->
                 "image observations hold fractional values: pass raw pixels 0..255 (uint8), not frames divided "
                 "by 255 (the DQN's /255 is already inside its first layer)"
             )
-    elif x.dtype == torch.bool or x.is_complex():
-        raise ObservationError(f"observations must be numbers, got dtype {x.dtype}")
-    return x
+    elif x.is_complex() or (x.dtype == torch.bool and _is_screen(shape)):
+        raise ObservationError(f"observations must be numbers (raw pixels 0..255 for screen frames), got dtype {x.dtype}")
+    return x.to(torch.uint8) if x.dtype == torch.bool else x
+
+
+def _is_screen(shape: tuple[int, ...]) -> bool:
+    """Whether observations of this shape are screen frames (3-D, two sides of at least PIXEL_SIDE)."""
+    return len(shape) == 3 and sorted(shape)[1] >= PIXEL_SIDE
 
 
 def _as_batch(item: np.ndarray | torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

@@ -149,3 +149,25 @@ def test_a_damaged_cache_file_is_collected_again(fixtures_dir, tmp_path):
             again = collect_observations(checkpoint, 50, n_envs=2, cache_dir=tmp_path)
         assert any(str(cached) in str(w.message) and "collecting the frames again" in str(w.message) for w in caught)
         assert (again == frames).all() and (np.load(cached) == frames).all()
+
+
+def test_bool_planes_are_read_as_0_1_but_refused_for_screen_frames():
+    planes = np.zeros((3, 10, 10, 4), dtype=bool)
+    planes[0, 2, 3, 1] = True
+    batch = as_observation_array(planes, (10, 10, 4))
+    assert batch.dtype == torch.uint8 and int(batch.sum()) == 1 and batch[0, 2, 3, 1] == 1
+    with pytest.raises(CalibrationError, match="must be numbers.*torch.bool"):
+        as_observation_array(np.zeros((2, 4, 84, 84), dtype=bool), (4, 84, 84))
+
+
+def test_a_protocol_is_checked_before_any_play_and_keys_the_cache(tmp_path, monkeypatch):
+    dqn = atari_checkpoint("BreakoutNoFrameskip-v4")
+    monkeypatch.setattr(calibration, "play", refuse_to_play)
+    for bad in ("paper,noop_max=-1", "minatar", "ale-v5"):  # range, family, and a v4 id under a v5 protocol
+        with pytest.raises((ConfigError, EnvIdError)):
+            collect_observations(dqn, 8, n_envs=8, cache_dir=tmp_path, protocol=bad)
+    monkeypatch.undo()
+    paper = collect_observations(dqn, 8, n_envs=8, cache_dir=tmp_path)
+    copy = collect_observations(dqn, 8, n_envs=8, cache_dir=tmp_path, protocol="paper,stack_fill=copy")
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not np.array_equal(paper, copy)
+    assert np.array_equal(copy[:, 3], paper[:, 3]) and np.array_equal(copy[:, 0], paper[:, 3])  # first states
