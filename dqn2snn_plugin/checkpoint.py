@@ -24,6 +24,7 @@ from torch import nn
 
 from dqn2snn_plugin.adapters import cleanrl, hub, layouts, sb3, torch_graph
 from dqn2snn_plugin.adapters.archive import TENSOR_LIMIT, read_entry
+from dqn2snn_plugin.adapters.layer_folds import scale_
 from dqn2snn_plugin.adapters.sb3_network import infer_observation_shape
 from dqn2snn_plugin.errors import CheckpointError, ConfigError, UnsupportedLayerError
 from dqn2snn_plugin.observations import observation_batch
@@ -260,7 +261,7 @@ def _apply_input_scale(parts: sb3.SB3Parts, given: float | None) -> tuple[nn.Seq
     if scale != 1.0 and not (recorded is not None and parts.scale_folded):
         first = next(m for m in net if isinstance(m, (nn.Conv2d, nn.Linear)))
         with torch.no_grad():
-            first.weight.mul_(scale)
+            scale_(first.weight, scale)
     return net, line
 
 

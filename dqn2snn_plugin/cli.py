@@ -86,14 +86,7 @@ def _add_device(parser: argparse.ArgumentParser, where: str = "") -> None:
                         help=f"where the networks run (cuda only when a GPU exists{where}; default cpu)")
 
 
-def _add_env_id(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env-id", type=_type(settings.nonblank), default=None,
-                        help="<Game>NoFrameskip-v4 or gymnasium id (CartPole-v1, ...), overriding the one in the "
-                        "checkpoint's file name")
-
-
 def _add_game_options(parser: argparse.ArgumentParser) -> None:
-    _add_env_id(parser)
     _add_device(parser)
 
 
@@ -117,7 +110,8 @@ def _load_for(args: argparse.Namespace, source: str | Path | None = None) -> tup
         check_output_dir(args.output)
     elif args.output is not None:
         check_output_file(args.output)
-    return run_settings, load_checked(source or args.checkpoint, env_id=args.env_id, device=device)
+    return run_settings, load_checked(source or args.checkpoint, env_id=run_settings.env_id, device=device,
+                                      input_scale=run_settings.input_scale, protocol=run_settings.protocol)
 
 
 # ---------------------------------------------------------------- the commands
@@ -131,23 +125,23 @@ def _register_inspect(subparsers: argparse._SubParsersAction) -> None:
         "observation shape, number of actions, layers with their shapes, parameter count.",
     )
     _add_checkpoint(parser)
-    _add_env_id(parser)
+    settings.add_options(parser, omit=settings.fields_except("env_id", "protocol", "input_scale"))
     parser.set_defaults(handler=_cmd_inspect)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from dqn2snn_plugin.checkpoint import describe, load_dqn
-    from dqn2snn_plugin.envs.atari import action_count, check_action_count
+    from dqn2snn_plugin.envs.play import action_count, check_action_count
     from dqn2snn_plugin.errors import EnvIdError
 
-    checkpoint = load_dqn(args.checkpoint, env_id=args.env_id)
+    checkpoint = load_dqn(args.checkpoint, env_id=args.env_id, input_scale=args.input_scale)
     if args.env_id:
         try:
-            action_count(args.env_id)
+            action_count(args.env_id, args.protocol)
         except EnvIdError:
             pass  # an id no env library registers (a custom env): nothing to compare with, only shown
         else:
-            check_action_count(args.env_id, checkpoint.n_actions)
+            check_action_count(args.env_id, checkpoint.n_actions, args.protocol)
     print(describe(checkpoint))
     return 0
 
@@ -294,8 +288,6 @@ def _paper_games(games: list, notes: list[str]) -> list:
     return ours
 
 
-BENCHMARK_ENV_ID_HINT = ("name the file after its game (<Game>NoFrameskip-v4.zip or .qnet.pt): benchmark reads each "
-                         "game from its checkpoint's file name")
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
@@ -318,8 +310,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         probe(args.ray)  # a dead address fails now, not after the checkpoints are loaded
     device = "cpu" if runner else resolve_device(args.device)  # on Ray the workers move the networks
     check_output_dir(args.output)  # created by the grid once the checkpoints are loaded
-    checkpoints = [load_checked(s, device=device, env_id_hint=BENCHMARK_ENV_ID_HINT)
-                   for s in grid.checkpoint_sources(args.checkpoints)]
+    checkpoints = [load_checked(s, device=device, env_id=run_settings.env_id, input_scale=run_settings.input_scale,
+                                protocol=run_settings.protocol) for s in grid.checkpoint_sources(args.checkpoints)]
     games = grid.unique_games(checkpoints)
     notes += [f"{' and '.join(g.sources)} hold the same weights: one game" for g in games if len(g.sources) > 1]
     if args.paper:

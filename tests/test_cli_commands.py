@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dqn2snn_plugin import from_nir
-from dqn2snn_plugin.cli import main
+from dqn2snn_plugin.cli import build_parser, main
 from conftest import ATARI_FIXTURES
 
 QNET = str(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")
@@ -253,13 +253,15 @@ def test_ray_resources_must_be_finite(flag, value, capsys, tmp_path, no_work):
     assert f"argument {flag}: expected a finite number, got '{value}'" in err
 
 
-def test_benchmark_says_how_to_name_a_checkpoints_game_without_an_option_it_lacks(capsys, tmp_path, no_work):
+@pytest.mark.parametrize("command", ["benchmark", "evaluate", "sweep", "convert", "tune"])
+def test_every_command_asks_for_the_env_id_it_takes(command, capsys, tmp_path, no_work):
     unnamed = tmp_path / "model.qnet.pt"
     unnamed.write_bytes((ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt").read_bytes())
-    err = _error(capsys, ["benchmark", str(unnamed), "-o", str(tmp_path / "o")])
-    assert "does not name its game: name the file after its game (<Game>NoFrameskip-v4" in err
-    assert "--env-id" not in err
-    assert "pass --env-id" in _error(capsys, ["evaluate", str(unnamed)])  # evaluate does take it
+    err = _error(capsys, [command, str(unnamed), "-o", str(tmp_path / "o")])
+    assert "does not name its game: pass --env-id" in err
+    parser = build_parser()
+    assert parser.parse_args([command, str(unnamed), "-o", "o", "--env-id", "PongNoFrameskip-v4"]).env_id \
+        == "PongNoFrameskip-v4"
 
 
 def _benchmark_folder(directory, record: dict | None = None):

@@ -78,7 +78,35 @@ def test_fields_added_later_are_recorded_only_when_not_default():
     config = RunSettings(coding="binary", channel_wise=True).as_config()
     assert config["coding"] == "binary" and config["channel_wise"] is True
     assert set(RunSettings().as_config(omit=("seed",))) == {"episodes", "calibration_frames", "max_steps", "n_envs",
-                                                            "backend", "readout", "epsilon"}
+                                                            "backend", "readout", "epsilon", "protocol"}
+
+
+def test_the_protocol_is_one_flag_recorded_in_every_config_and_read_back():
+    """`--protocol paper,max_pool=false,...`: parsed into the protocol object, recorded as its text form (null for
+    the family's default) and read back equal, so a resumed run with another protocol differs in its config."""
+    from dqn2snn_plugin.envs.protocol import parse_protocol
+
+    args = _parser().parse_args(["--protocol", "paper,max_pool=false,noop_max=0,stack_fill=copy"])
+    run = st.from_args(args)
+    assert run.protocol == parse_protocol("paper,max_pool=false,noop_max=0,stack_fill=copy")
+    assert run.protocol.max_pool is False and run.protocol.noop_max == 0 and run.protocol.stack_fill == "copy"
+    recorded = run.as_config()["protocol"]
+    assert parse_protocol(recorded) == run.protocol
+    assert RunSettings().as_config()["protocol"] is None
+    assert RunSettings(protocol="paper,noop_max=0").protocol == parse_protocol("paper,noop_max=0")  # Python: text too
+    assert RunSettings(protocol="paper,noop_max=0").as_config() != RunSettings().as_config()
+    with pytest.raises(argparse.ArgumentError, match="protocol"):
+        _parser().parse_args(["--protocol", "paper,max_pool=maybe"])
+
+
+def test_env_id_and_input_scale_are_flags_recorded_only_when_given():
+    run = st.from_args(_parser().parse_args(["--env-id", "MinAtar/Breakout-v1", "--input-scale", "1/255"]))
+    assert run.env_id == "MinAtar/Breakout-v1" and run.input_scale == pytest.approx(1 / 255)
+    assert run.as_config()["env_id"] == "MinAtar/Breakout-v1" and run.as_config()["input_scale"] == pytest.approx(1 / 255)
+    assert "env_id" not in RunSettings().as_config() and "input_scale" not in RunSettings().as_config()
+    for argv in (["--env-id", " "], ["--input-scale", "-1"], ["--input-scale", "1/0"]):
+        with pytest.raises(argparse.ArgumentError):
+            _parser().parse_args(argv)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ decides where they apply; its output check confirms them on every network it rea
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -67,13 +68,23 @@ def linear_layer(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
     return layer
 
 
+def scale_(tensor: torch.Tensor, scale: float) -> None:
+    """`tensor *= scale` in place; a scale 1/n (SB3's and CleanRL's 1/255) divides by n, which rounds
+    each weight exactly as `x / 255` does (multiplying by the rounded 1/255 can differ in the last bit)."""
+    inverse = 1 / scale
+    if scale < 1 and math.isclose(inverse, round(inverse), rel_tol=1e-12):
+        tensor.div_(float(round(inverse)))
+    else:
+        tensor.mul_(scale)
+
+
 def scaled(layer: nn.Module, scale: float, *, bias: bool) -> nn.Module:
     """A copy of a Conv2d / Linear with its weight (and, for an output scaling, its bias) times `scale`."""
     layer = copy.deepcopy(layer)
     with torch.no_grad():
-        layer.weight.mul_(scale)
+        scale_(layer.weight, scale)
         if bias and layer.bias is not None:
-            layer.bias.mul_(scale)
+            scale_(layer.bias, scale)
     return layer
 
 

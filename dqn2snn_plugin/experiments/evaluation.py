@@ -23,7 +23,8 @@ from dqn2snn_plugin.binary_coding import check_bits
 from dqn2snn_plugin.calibration import TEST_SEED_OFFSET, calibration_and_test_observations, collect_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint, load_dqn
 from dqn2snn_plugin.conversion import convert
-from dqn2snn_plugin.envs.atari import check_action_count, play
+from dqn2snn_plugin.envs.play import check_action_count, play, resolve_protocol
+from dqn2snn_plugin.envs.protocol import Protocol
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.experiments.records import (
     AGREEMENT_READOUTS, Agreements, Evaluation, Header, ScoreSummary, SnnPlay, StateDraw, agreements_of,
@@ -60,17 +61,17 @@ def check_grid(Ts: Iterable[int], percentiles: Iterable[float | str],
     return Ts, ps
 
 
-ENV_ID_HINT = "pass --env-id <Game>NoFrameskip-v4"
+ENV_ID_HINT = "pass --env-id (e.g. BreakoutNoFrameskip-v4, MinAtar/Breakout-v1, CartPole-v1)"
 
 
 def load_checked(source: str | Path, *, env_id: str | None = None, device: str = "cpu",
-                 env_id_hint: str = ENV_ID_HINT) -> DQNCheckpoint:
-    """`load_dqn` plus the game checks: a known env id whose action count matches the network.
-    `env_id_hint` ends the error for a checkpoint that does not name its game (what the caller accepts)."""
-    checkpoint = load_dqn(source, env_id=env_id, device=device)
+                 input_scale: float | None = None, protocol: Protocol | str | None = None) -> DQNCheckpoint:
+    """`load_dqn` plus the game checks: a known env id, playable under `protocol`, whose action count
+    matches the network; `input_scale` is `load_dqn`'s."""
+    checkpoint = load_dqn(source, env_id=env_id, device=device, input_scale=input_scale)
     if checkpoint.env_id is None:
-        raise CalibrationError(f"{source}: the checkpoint does not name its game: {env_id_hint}")
-    check_action_count(checkpoint.env_id, checkpoint.n_actions)
+        raise CalibrationError(f"{source}: the checkpoint does not name its game: {ENV_ID_HINT}")
+    check_action_count(checkpoint.env_id, checkpoint.n_actions, protocol)
     return checkpoint
 
 
@@ -115,7 +116,7 @@ def play_dqn(checkpoint: DQNCheckpoint, settings: RunSettings, snn: SpikingQNetw
     recorder = None if snn is None else AgreementRecorder(checkpoint, snn, T, readouts=AGREEMENT_READOUTS)
     episodes = play(checkpoint.act, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs,
                     epsilon=settings.epsilon, seed=settings.seed, max_steps=settings.max_steps, on_step=recorder,
-                    progress=True)
+                    progress=True, protocol=settings.protocol, observation_shape=checkpoint.observation_shape)
     return ScoreSummary.of(episodes), None if recorder is None else agreements_of(recorder.results())
 
 
@@ -124,7 +125,8 @@ def play_snn(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, T: int, settings: 
     player = _SnnPlayer(snn, T, settings.readout)
     recorder = AgreementRecorder(checkpoint, player, T, readouts=AGREEMENT_READOUTS)
     episodes = play(player, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs, epsilon=settings.epsilon,
-                    seed=settings.seed, max_steps=settings.max_steps, on_step=recorder, progress=True)
+                    seed=settings.seed, max_steps=settings.max_steps, on_step=recorder, progress=True,
+                    protocol=settings.protocol, observation_shape=checkpoint.observation_shape)
     return SnnPlay(ScoreSummary.of(episodes), agreements_of(recorder.results()), player.spikes / player.decisions,
                    player.synaptic_ops / player.decisions)
 
@@ -146,7 +148,7 @@ def calibration_states(checkpoint: DQNCheckpoint, settings: RunSettings) -> tupl
     """The DQN's own epsilon-greedy states for calibration (`calibration_draws`; cached on disk), and how drawn."""
     draw, _ = calibration_draws(settings)
     return collect_observations(checkpoint, draw.frames, epsilon=draw.epsilon, seed=draw.first_seed,
-                                n_envs=draw.n_envs, progress=True), draw
+                                n_envs=draw.n_envs, progress=True, protocol=settings.protocol), draw
 
 
 def calibration_and_heldout_states(checkpoint: DQNCheckpoint, settings: RunSettings, test_frames: int
@@ -155,13 +157,16 @@ def calibration_and_heldout_states(checkpoint: DQNCheckpoint, settings: RunSetti
     draw, test_draw = calibration_draws(settings, test_frames)
     calibration, test = calibration_and_test_observations(
         checkpoint, draw.frames, test_frames, seed=draw.first_seed, epsilon=draw.epsilon, n_envs=draw.n_envs,
-        progress=True)
+        progress=True, protocol=settings.protocol)
     return calibration, test, draw, test_draw
 
 
 def header(checkpoint: DQNCheckpoint, settings: RunSettings) -> Header:
-    """Which network (file and weights digest), which game, which settings."""
-    return Header(checkpoint.source, weights_digest(checkpoint), checkpoint.env_id, settings.as_config())
+    """Which network (file and weights digest), which game played how (the protocol resolved for
+    its family: a default protocol is recorded too), which settings."""
+    protocol = resolve_protocol(checkpoint.env_id, settings.protocol)
+    return Header(checkpoint.source, weights_digest(checkpoint), checkpoint.env_id, settings.as_config(),
+                  None if protocol is None else protocol.to_json())
 
 
 def evaluate(checkpoint: DQNCheckpoint, *, T: int, percentile: float | str, settings: RunSettings,

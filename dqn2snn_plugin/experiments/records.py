@@ -160,20 +160,26 @@ class SnnPlay:
 
 @dataclass(frozen=True)
 class Header:
-    """Which network, which game, which settings (`RunSettings.as_config`)."""
+    """Which network, which game, which settings (`RunSettings.as_config`), and the environment
+    protocol the game was played with (`envs.protocol`, JSON form; None for a gymnasium task and in
+    records written before protocols were recorded)."""
 
     checkpoint: str
     checkpoint_sha: str
     env_id: str
     settings: dict
+    protocol: dict | None = None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["protocol"] is None:
+            del data["protocol"]  # such records keep their earlier form
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping) -> Header:
         return cls(_take(data, "checkpoint", str), _take(data, "checkpoint_sha", str), _take(data, "env_id", str),
-                   _take(data, "settings", Mapping))
+                   _take(data, "settings", Mapping), data.get("protocol"))
 
 
 @dataclass(frozen=True)

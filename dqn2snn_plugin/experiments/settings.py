@@ -129,6 +129,25 @@ def seed_number(text: str) -> int:
     return check_seed(whole_number(text))
 
 
+def protocol_text(text: str) -> object:
+    """An environment protocol from its text form (`paper,max_pool=false,...`; `envs.protocol`)."""
+    from dqn2snn_plugin.envs.protocol import parse_protocol
+
+    return parse_protocol(text)
+
+
+def protocol_json(protocol: object) -> str | None:
+    """A protocol as result files record it: its text form, which `protocol_text` reads back."""
+    return None if protocol is None else str(protocol)
+
+
+def input_scale(text: str) -> float:
+    """A positive input scale such as `1/255` or `0.5` (`checkpoint.parse_input_scale`)."""
+    from dqn2snn_plugin.checkpoint import parse_input_scale
+
+    return parse_input_scale(text)
+
+
 def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """`parse` as an argparse `type`: its ConfigError becomes argparse's one-line usage error."""
     def convert(value: str) -> Any:
@@ -177,6 +196,24 @@ class RunSettings:
         "and T = 8)", choices=CODINGS, paper="rate", omit_default=True))
     channel_wise: bool = field(default=False, metadata=option("one scale per channel instead of per layer",
                                                               omit_default=True))
+    env_id: str | None = field(default=None, metadata=option(
+        "the game or task, where the checkpoint's file name does not name it: <Game>NoFrameskip-v4, "
+        "ALE/<Game>-v5, MinAtar/<Game>-v1 or a gymnasium id such as CartPole-v1", parse=nonblank,
+        omit_default=True))
+    protocol: Any = field(default=None, metadata=option(
+        "how the game is played: a preset (Atari: paper, sb3, cleanrl, ale-v5; MinAtar: minatar) and "
+        "field=value overrides, e.g. paper,max_pool=false,noop_max=0,fire_reset=false,stack_fill=copy "
+        "(dqn2snn_plugin.envs.protocol; default: paper for Atari, minatar for MinAtar)", parse=protocol_text,
+        to_json=protocol_json))
+    input_scale: float | None = field(default=None, metadata=option(
+        "how raw observations are scaled where the checkpoint does not record it, e.g. 1/255 "
+        "(dqn2snn_plugin.checkpoint.parse_input_scale; default: what the checkpoint records, else x 1)",
+        parse=input_scale, omit_default=True))
+
+    def __post_init__(self) -> None:
+        """A protocol given as text (the Python API's `protocol="paper,noop_max=0"`) becomes the object."""
+        if isinstance(self.protocol, str):
+            object.__setattr__(self, "protocol", protocol_text(self.protocol))
 
     def check(self) -> RunSettings:
         """Raise ConfigError for any out-of-range value; return self."""
@@ -212,6 +249,8 @@ class RunSettings:
 
 def _default_help(default: object, paper: object) -> str:
     shown = f"{default:,}" if isinstance(default, int) and not isinstance(default, bool) else f"{default}"
+    if default is None:
+        return ""  # the help says what happens without the option
     if paper is None:
         return f" (default {shown})"
     if default == paper:
@@ -243,6 +282,11 @@ def add_options(parser: argparse.ArgumentParser, *, omit: Collection[str] = (),
         if meta["parse"] is not None:
             kwargs["type"] = argparse_type(meta["parse"])
         parser.add_argument(name, default=default, help=help, **kwargs)
+
+
+def fields_except(*names: str, cls: type[RunSettings] = RunSettings) -> tuple[str, ...]:
+    """Every field but `names`: the `omit` of a command that takes only those options."""
+    return tuple(f.name for f in fields(cls) if f.name not in names)
 
 
 def from_args(args: argparse.Namespace, cls: type[RunSettings] = RunSettings) -> RunSettings:
