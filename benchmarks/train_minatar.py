@@ -78,7 +78,7 @@ class Args:
     log_interval: int = field(default=200, metadata={"help": "training episodes between SB3's progress tables"})
     eval_episodes: int = field(default=100, metadata={"help": "whole episodes per evaluation"})
     eval_eps: list[float] = field(default_factory=lambda: [0.05, 0.0], metadata={"help": "epsilons of the evaluations"})
-    eval_max_steps: int = field(default=100_000, metadata={"help": "steps after which an evaluation episode is cut (counted in the log)"})
+    eval_max_steps: int = field(default=10_000, metadata={"help": "steps after which an evaluation episode is cut and counted as cut (MinAtar v1 has no time limit; a greedy Seaquest agent can live forever)"})
 
 
 def parse_args() -> Args:
@@ -247,13 +247,71 @@ def train(game: str, args: Args) -> None:
     print(f"{game}: {args.total_timesteps} steps in {wall:.0f} s -> {path} ({path.stat().st_size} bytes)", flush=True)
 
 
+def play(model: DQN, game: str, args: Args, epsilon: float) -> dict[str, Any]:
+    """`eval_episodes` whole episodes, epsilon-greedy on the Q-values (ties: the first action), own seeds.
+
+    The env is seeded once, at the first reset (seed + 1, so not the training seed's stream), and the
+    exploration draws come from their own generator (seed + 2), so every evaluation is reproducible.
+    """
+    env = make_env(game, args)
+    rng = np.random.default_rng(args.seed + 2)
+    q_net = model.policy.q_net
+    returns, lengths, cut = [], [], 0
+    start = time.perf_counter()
+    observation, _ = env.reset(seed=args.seed + 1)
+    while len(returns) < args.eval_episodes:
+        total, steps, done = 0.0, 0, False
+        while not done:
+            if rng.random() < epsilon:
+                action = int(rng.integers(env.action_space.n))
+            else:
+                with torch.no_grad():
+                    action = int(q_net(torch.as_tensor(observation[None], dtype=torch.float32)).argmax())
+            observation, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated or steps >= args.eval_max_steps
+        cut += int(not terminated)
+        returns.append(total)
+        lengths.append(steps)
+        observation, _ = env.reset()
+    scores = np.asarray(returns)
+    half = scipy.stats.t.ppf(0.975, len(scores) - 1) * scores.std(ddof=1) / np.sqrt(len(scores))
+    return {
+        "epsilon": epsilon,
+        "episodes": len(scores),
+        "mean": round(float(scores.mean()), 3),
+        "ci95": [round(float(scores.mean() - half), 3), round(float(scores.mean() + half), 3)],
+        "ci_method": "Student t, 95 %, n - 1 degrees of freedom",
+        "std": round(float(scores.std(ddof=1)), 3),
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "mean_length": round(float(np.mean(lengths)), 1),
+        "eval_max_steps": args.eval_max_steps,
+        "episodes_cut": cut,
+        "env_seed": args.seed + 1,
+        "exploration_seed": args.seed + 2,
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def evaluate(game: str, args: Args) -> None:
+    """Load the saved zip with DQN.load (so the fixture itself is what gets scored) and play each epsilon."""
+    path = checkpoint_path(game, args)
+    model = DQN.load(path, device="cpu")
+    results = [play(model, game, args, epsilon) for epsilon in args.eval_eps]
+    update_log(args, game, "evaluation", {"checkpoint": path.name, "env": env_settings(game, args), "results": results})
+    for result in results:
+        print(f"{game} epsilon {result['epsilon']}: {result['mean']} (95 % CI {result['ci95']}, "
+              f"{result['episodes']} episodes, {result['wall_s']} s)", flush=True)
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
     minatar.gym.register_envs()
     for game in args.games:
-        if args.command == "train":
-            train(game, args)
+        (train if args.command == "train" else evaluate)(game, args)
 
 
 if __name__ == "__main__":
