@@ -250,32 +250,33 @@ def train(game: str, args: Args) -> None:
 def play(model: DQN, game: str, args: Args, epsilon: float) -> dict[str, Any]:
     """`eval_episodes` whole episodes, epsilon-greedy on the Q-values (ties: the first action), own seeds.
 
-    The env is seeded once, at the first reset (seed + 1, so not the training seed's stream), and the
-    exploration draws come from their own generator (seed + 2), so every evaluation is reproducible.
+    One env per episode, stepped in lockstep so that one batched forward pass serves them all (the
+    shared CPU makes per-step inference the cost); episode i's env is seeded seed + 1 + i (never the
+    training env's seed) and the exploration draws come from their own generator (seed + 1 + eval_episodes),
+    so every evaluation is reproducible.
     """
-    env = make_env(game, args)
-    rng = np.random.default_rng(args.seed + 2)
-    q_net = model.policy.q_net
-    returns, lengths, cut = [], [], 0
+    envs = [make_env(game, args) for _ in range(args.eval_episodes)]
+    observations = np.stack([env.reset(seed=args.seed + 1 + i)[0] for i, env in enumerate(envs)])
+    rng = np.random.default_rng(args.seed + 1 + len(envs))
+    returns = np.zeros(len(envs))
+    lengths = np.zeros(len(envs), dtype=int)
+    running = np.ones(len(envs), dtype=bool)
+    ended = np.zeros(len(envs), dtype=bool)
     start = time.perf_counter()
-    observation, _ = env.reset(seed=args.seed + 1)
-    while len(returns) < args.eval_episodes:
-        total, steps, done = 0.0, 0, False
-        while not done:
-            if rng.random() < epsilon:
-                action = int(rng.integers(env.action_space.n))
-            else:
-                with torch.no_grad():
-                    action = int(q_net(torch.as_tensor(observation[None], dtype=torch.float32)).argmax())
-            observation, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            steps += 1
-            done = terminated or truncated or steps >= args.eval_max_steps
-        cut += int(not terminated)
-        returns.append(total)
-        lengths.append(steps)
-        observation, _ = env.reset()
-    scores = np.asarray(returns)
+    while running.any():
+        live = np.flatnonzero(running)
+        with torch.no_grad():
+            greedy = model.policy.q_net(torch.as_tensor(observations[live], dtype=torch.float32)).argmax(1).numpy()
+        explore = rng.random(len(live)) < epsilon
+        actions = np.where(explore, rng.integers(envs[0].action_space.n, size=len(live)), greedy)
+        for index, action in zip(live, actions):
+            observations[index], reward, terminated, truncated, _ = envs[index].step(int(action))
+            returns[index] += float(reward)
+            lengths[index] += 1
+            ended[index] = terminated
+            running[index] = not (terminated or truncated or lengths[index] >= args.eval_max_steps)
+    cut = int((~ended).sum())
+    scores = returns
     half = scipy.stats.t.ppf(0.975, len(scores) - 1) * scores.std(ddof=1) / np.sqrt(len(scores))
     return {
         "epsilon": epsilon,
@@ -286,11 +287,11 @@ def play(model: DQN, game: str, args: Args, epsilon: float) -> dict[str, Any]:
         "std": round(float(scores.std(ddof=1)), 3),
         "min": float(scores.min()),
         "max": float(scores.max()),
-        "mean_length": round(float(np.mean(lengths)), 1),
+        "mean_length": round(float(lengths.mean()), 1),
         "eval_max_steps": args.eval_max_steps,
         "episodes_cut": cut,
-        "env_seed": args.seed + 1,
-        "exploration_seed": args.seed + 2,
+        "env_seeds": f"seed + 1 + episode index ({args.seed + 1} .. {args.seed + len(envs)})",
+        "exploration_seed": args.seed + 1 + len(envs),
         "wall_s": round(time.perf_counter() - start, 1),
     }
 
