@@ -13,6 +13,8 @@ Results are typed records (`records`); their tables are in `report`.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -71,6 +73,40 @@ def load_checked(source: str | Path, *, env_id: str | None = None, device: str =
         raise CalibrationError(f"{source}: the checkpoint does not name its game: {env_id_hint}")
     check_action_count(checkpoint.env_id, checkpoint.n_actions)
     return checkpoint
+
+
+def memory_bytes() -> int:
+    """The machine's physical memory: the most any run here could hold at once."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_memory(checkpoint: DQNCheckpoint, settings: RunSettings, test_frames: int = 0) -> None:
+    """ConfigError, before any work, when the state sets cannot fit in this machine's memory: the
+    calibration frames are held with every layer's activations (float32, for the exact percentiles
+    of `normalization.layer_scales`), the held-out frames as float32 observations."""
+    with torch.no_grad():
+        x = torch.zeros((1, *checkpoint.observation_shape), device=next(checkpoint.q_network.parameters()).device)
+        elements = x.numel()
+        for layer in checkpoint.q_network:
+            x = layer(x)
+            elements += x.numel()
+    per_frame, per_test_frame = 4 * elements, 4 * math.prod(checkpoint.observation_shape)
+    need, have = settings.calibration_frames * per_frame + test_frames * per_test_frame, memory_bytes()
+    if need > have:
+        most = max(0, have - test_frames * per_test_frame) // per_frame
+        raise ConfigError(f"--calibration-frames {settings.calibration_frames:,}"
+                          + (f" and --test-frames {test_frames:,}" if test_frames else "")
+                          + f" need about {_bytes(need)} of memory ({_bytes(per_frame)} per calibration frame with "
+                          f"its activations), more than this machine's {_bytes(have)}: use at most "
+                          f"{most:,} calibration frames")
 
 
 # ---------------------------------------------------------------- playing and measuring
