@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -533,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Warning | str, *_args: object, **_kwargs: object) -> None:
+    """A warning as one line, `dqn2snn: warning: <message>` (a cache not written, a damaged cache file)."""
+    print(f"dqn2snn: warning: {message}", file=sys.stderr)
+
+
 def _quiet_stdout() -> None:
     """Point stdout at /dev/null, so the interpreter's own flush at exit fails no more."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -544,7 +550,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         args = build_parser().parse_args(argv)
-        status = args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            status = args.handler(args)
         sys.stdout.flush()  # a closed pipe is found here, not in the interpreter's own flush at exit
         return status
     except BrokenPipeError:

@@ -74,13 +74,13 @@ def check_output_dir(path: str | Path, flag: str = "--output") -> Path:
     if not str(path).strip():
         raise ResultsError(f"{flag} is empty: pass a folder path")
     path = Path(path)
-    target = Path(os.path.realpath(path))
-    if target.exists() and not target.is_dir():
-        raise ResultsError(f"{flag} {path} is a file, not a folder: pass a folder path")
-    base = _nearest_existing(target)
-    if not base.is_dir():
-        raise ResultsError(f"{flag} {path}: {base} is a file, so no folder can be made below it")
     try:
+        target = Path(os.path.realpath(path))
+        if target.exists() and not target.is_dir():
+            raise ResultsError(f"{flag} {path} is a file, not a folder: pass a folder path")
+        base = _nearest_existing(target)
+        if not base.is_dir():
+            raise ResultsError(f"{flag} {path}: {base} is a file, so no folder can be made below it")
         with tempfile.TemporaryDirectory(dir=base, prefix=".dqn2snn-probe-") as probe:
             Path(probe, target.relative_to(base)).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -163,6 +163,14 @@ def _signals_held():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _fill(fill: Callable[[Path], None], tmp: Path, path: Path) -> None:
+    """`fill(tmp)`; a ResultsError names the file where it belongs (`path`), not in the temp folder."""
+    try:
+        fill(tmp)
+    except ResultsError as exc:
+        raise ResultsError(str(exc).replace(str(tmp), str(path))) from None
+
+
 def write_folder(path: str | Path, fill: Callable[[Path], None], *, replaces: Collection[str] = ()) -> Path:
     """Write a folder as a whole: `fill(tmp)` writes the files into a temp folder, then they take their
     places at once, so `path` never mixes files of two runs and a failed run changes nothing.
@@ -177,7 +185,7 @@ def write_folder(path: str | Path, fill: Callable[[Path], None], *, replaces: Co
     try:
         if target.is_dir():
             with tempfile.TemporaryDirectory(dir=target, prefix=".dqn2snn-incoming-") as tmp:
-                fill(Path(tmp))
+                _fill(fill, Path(tmp), path)
                 written = {entry.name for entry in Path(tmp).iterdir()}
                 with _signals_held():
                     for name in written:
@@ -191,7 +199,7 @@ def write_folder(path: str | Path, fill: Callable[[Path], None], *, replaces: Co
             first, *rest = target.relative_to(base).parts  # base/first/rest... are made in tmp/rest...
             inner = tmp.joinpath(*rest)
             inner.mkdir(parents=True, exist_ok=True)
-            fill(inner)
+            _fill(fill, inner, path)
             os.chmod(tmp, 0o777 & ~_umask())  # as a plain mkdir would make it, not mkdtemp's 0700
             os.rename(tmp, base / first)
         except BaseException:
