@@ -180,6 +180,7 @@ def calibration_draws(settings: RunSettings, test_frames: int = 0) -> tuple[Stat
 def calibration_states(checkpoint: DQNCheckpoint, settings: RunSettings) -> tuple[np.ndarray, StateDraw]:
     """The DQN's own epsilon-greedy states for calibration (`calibration_draws`; cached on disk), and how drawn."""
     draw, _ = calibration_draws(settings)
+    check_memory(checkpoint, settings)
     return collect_observations(checkpoint, draw.frames, epsilon=draw.epsilon, seed=draw.first_seed,
                                 n_envs=draw.n_envs, progress=True), draw
 
@@ -188,6 +189,7 @@ def calibration_and_heldout_states(checkpoint: DQNCheckpoint, settings: RunSetti
                                    ) -> tuple[np.ndarray, np.ndarray, StateDraw, StateDraw]:
     """Calibration states and held-out test states (`calibration_draws`), and how each set was drawn."""
     draw, test_draw = calibration_draws(settings, test_frames)
+    check_memory(checkpoint, settings, test_frames)
     calibration, test = calibration_and_test_observations(
         checkpoint, draw.frames, test_frames, seed=draw.first_seed, epsilon=draw.epsilon, n_envs=draw.n_envs,
         progress=True)

@@ -18,7 +18,8 @@ from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import ConfigError
 from dqn2snn_plugin.experiments.evaluation import (
-    calibration_and_heldout_states, calibration_draws, check_grid, header, heldout_agreement, play_dqn, play_snn,
+    calibration_and_heldout_states, calibration_draws, check_grid, check_memory, header, heldout_agreement, play_dqn,
+    play_snn,
 )
 from dqn2snn_plugin.experiments.records import Agreements, DqnBaseline, SweepCell
 from dqn2snn_plugin.experiments.report import SWEEP_HEADERS, sweep_rows
@@ -62,6 +63,7 @@ def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[fl
     settings.check()
     if test_frames < 1:
         raise ConfigError(f"test-frames must be at least 1, got {test_frames}")
+    check_memory(checkpoint, settings, test_frames)  # before the DQN's games, not after
     log = CellLog(Path(out_dir), sweep_config(checkpoint, settings, test_frames))
     if log.find(DqnBaseline.kind) is not None:
         logged_rows(log)  # a damaged record is refused now, not after the new cells
