@@ -342,6 +342,12 @@ def test_calibration_frames_beyond_the_memory_are_refused_before_any_work(comman
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_parallel_games_beyond_the_memory_are_refused_before_any_work(command, capsys, tmp_path, no_work):
+    err = _error(capsys, _argv(command, "--n-envs", "100000000", out=str(tmp_path / "out")))
+    assert "--n-envs 100,000,000 needs about 163.7 TiB of memory (about 1.7 MiB per game)" in err
+
+
 @pytest.mark.parametrize("command", ["sweep", "demo"])
 def test_test_frames_beyond_the_memory_are_refused_before_any_work(command, capsys, tmp_path, no_work):
     err = _error(capsys, _argv(command, "--test-frames", "1000000000000", out=str(tmp_path / "out")))

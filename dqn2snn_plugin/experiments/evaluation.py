@@ -88,10 +88,19 @@ def _bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+# memory of one parallel game: an ale-py AtariVectorEnv sub-env with its 4x84x84 frame stack, 1.7 MiB
+# (resident memory of 33 envs less 1 env, divided by 32, measured on Breakout); gymnasium's tasks take less
+ENV_BYTES = 1_800_000
+
+
 def check_memory(checkpoint: DQNCheckpoint, settings: RunSettings, test_frames: int = 0) -> None:
-    """ConfigError, before any work, when the state sets cannot fit in this machine's memory: the
-    calibration frames are held with every layer's activations (float32, for the exact percentiles
-    of `normalization.layer_scales`), the held-out frames as float32 observations."""
+    """ConfigError, before any work, when a run cannot fit in this machine's memory: the parallel games
+    (`ENV_BYTES` each), the calibration frames held with every layer's activations (float32, for the
+    exact percentiles of `normalization.layer_scales`), the held-out frames as float32 observations."""
+    if settings.n_envs * ENV_BYTES > memory_bytes():
+        raise ConfigError(f"--n-envs {settings.n_envs:,} needs about {_bytes(settings.n_envs * ENV_BYTES)} of memory "
+                          f"(about {_bytes(ENV_BYTES)} per game), more than this machine's {_bytes(memory_bytes())}: "
+                          f"use at most {memory_bytes() // ENV_BYTES:,}")
     with torch.no_grad():
         x = torch.zeros((1, *checkpoint.observation_shape), device=next(checkpoint.q_network.parameters()).device)
         elements = x.numel()
