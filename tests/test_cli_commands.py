@@ -313,7 +313,7 @@ def test_demo_takes_no_readout_it_would_ignore(capsys, tmp_path, no_work):
     assert "unrecognized arguments: --readout" in _error(capsys, ["demo", "--readout", "spikes"])
 
 
-# ---------------------------------------------------------------- hostile input: every command, one line, before any work
+# ---------------------------------------------------------------- hostile input: every command, one line, no work
 
 ALL_COMMANDS = ["evaluate", "sweep", "convert", "benchmark", "tune", "demo"]
 

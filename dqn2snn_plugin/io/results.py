@@ -23,7 +23,7 @@ import stat
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TypeVar
@@ -57,13 +57,21 @@ def _failure(path: Path, exc: BaseException) -> str:
     if isinstance(exc, RuntimeError):  # torch.save's zip writer: "[enforce fail at inline_container.cc] ..."
         return f"cannot write {path}: the write failed, the disk is full or a file-size limit was reached ({exc})"
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return f"cannot write {path}: {exc.strerror} (free some space or raise the limit; earlier files are kept)"
+        return (f"cannot write {path}: {exc.strerror}: free some space or raise the limit (what was written before "
+                "is kept)")
     return f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}"
 
 
-def _is_write_failure(exc: BaseException) -> bool:
-    """An OSError, or torch.save's RuntimeError for a write cut short."""
-    return isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "inline_container" in str(exc))
+@contextmanager
+def _failures_named(path: Path, after: str = "") -> Iterator[None]:
+    """A write that fails in the block (an OSError, or torch.save's RuntimeError for a write cut short)
+    becomes one ResultsError naming `path`, followed by `after`."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "inline_container" not in str(exc):
+            raise
+        raise ResultsError(_failure(path, exc) + after) from None
 
 
 def check_output_dir(path: str | Path, flag: str = "--output") -> Path:
@@ -126,30 +134,23 @@ def write_file(path: str | Path, writer: Callable[[Path], None]) -> None:
     the file that was there stays as it was."""
     path = Path(path)
     if _is_stream(path):
-        try:
+        with _failures_named(path):
             writer(path)
-        except Exception as exc:
-            if _is_write_failure(exc):
-                raise ResultsError(_failure(path, exc)) from None
-            raise
         return
     target = Path(os.path.realpath(path))
     if not target.parent.exists():
         write_folder(target.parent, lambda folder: write_file(folder / target.name, writer))
         return
-    tmp = None
-    try:
+    with _failures_named(path):
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}", suffix=".tmp")
         os.close(fd)
-        writer(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException as exc:
-        if tmp is not None:
+        try:
+            writer(Path(tmp))
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, target)
+        except BaseException:
             Path(tmp).unlink(missing_ok=True)
-        if _is_write_failure(exc):
-            raise ResultsError(_failure(path, exc)) from None
-        raise
+            raise
 
 
 @contextmanager
@@ -182,7 +183,7 @@ def write_folder(path: str | Path, fill: Callable[[Path], None], *, replaces: Co
     path = Path(path)
     target = Path(os.path.realpath(path))
     base = _nearest_existing(target)
-    try:
+    with _failures_named(path):
         if target.is_dir():
             with tempfile.TemporaryDirectory(dir=target, prefix=".dqn2snn-incoming-") as tmp:
                 _fill(fill, Path(tmp), path)
@@ -205,8 +206,6 @@ def write_folder(path: str | Path, fill: Callable[[Path], None], *, replaces: Co
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    except OSError as exc:
-        raise ResultsError(_failure(path, exc)) from None
     return path
 
 
@@ -294,8 +293,9 @@ class CellLog:
         if self.config_path.exists():
             stored = self._stored_config()
             if stored.get("format") != config.get("format"):
-                raise ResultsError(f"{self.directory} holds {_run_kind(stored, config)}, not {_run_kind(config, stored)}: use "
-                                   "another output folder, or delete that one to start over")
+                raise ResultsError(f"{self.directory} holds {_run_kind(stored, config)}, not "
+                                   f"{_run_kind(config, stored)}: use another output folder, or delete that one to "
+                                   "start over")
             differ = _differences(stored, config)
             if differ:
                 raise ResultsError(
@@ -345,19 +345,16 @@ class CellLog:
     def append(self, record: dict) -> None:
         """Add one finished record durably (flush + fsync) before anything else is computed."""
         line = (json.dumps(record) + "\n").encode()
-        try:
-            with open(self.cells_path, "ab") as handle:
-                size = handle.tell()
-                try:
-                    handle.write(line)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                except OSError:
-                    handle.truncate(size)  # no part of the line stays (space freed by truncating)
-                    raise
-        except OSError as exc:
-            raise ResultsError(_failure(self.cells_path, exc) + ": the cells logged before are kept; rerun to "
-                               "compute the rest") from None
+        with _failures_named(self.cells_path, "; rerun to compute the missing cells"), \
+                open(self.cells_path, "ab") as handle:
+            size = handle.tell()
+            try:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError:
+                handle.truncate(size)  # no part of the line stays
+                raise
         self.records.append(record)
 
     def find(self, kind: str, **key: object) -> dict | None:
