@@ -25,7 +25,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from dqn2snn_plugin.errors import ConfigError, Dqn2SnnError, ResultsError
 from dqn2snn_plugin.experiments import settings
@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         self.exit(2, f"dqn2snn: error: {message} (see {self.prog} --help)\n")
 
-    def _print_message(self, message: str, file=None) -> None:
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
         """Write and flush, so that --help into a closed pipe or a full disk fails like any output
         (argparse's own method ignores such failures)."""
         if message:

@@ -119,7 +119,7 @@ def connected(address: str = LOCAL) -> Iterator[str]:
         probe(target)
         try:
             ray.init(address=target, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.AuthenticationError) as exc:
             raise ClusterError(f"--ray {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
     try:
         yield _describe(ray, ray.get_runtime_context().gcs_address)
