@@ -48,9 +48,16 @@ def sweep_config(checkpoint: DQNCheckpoint, settings: RunSettings, test_frames: 
 
 def logged_rows(log: CellLog) -> list[list[object]]:
     """One table row per finished (p, T) cell in the log, ordered by p then T: a rerun on part of the
-    grid keeps the other cells in the table. ResultsError when a record lacks what a row needs."""
+    grid keeps the other cells in the table; a cell logged twice (by two runs at once, before folders
+    were locked) is one row, its first record, as `CellRunner` reads it. ResultsError when a record
+    lacks what a row needs."""
     dqn = log.parse(DqnBaseline.from_json, log.find(DqnBaseline.kind))
-    return sweep_rows(dqn.score, [log.parse(SweepCell.from_json, r) for r in log.records if r["kind"] == KIND])
+    cells: dict[tuple[float, int], SweepCell] = {}
+    for record in log.records:
+        if record["kind"] == KIND:
+            cell = log.parse(SweepCell.from_json, record)
+            cells.setdefault((cell.percentile, cell.T), cell)
+    return sweep_rows(dqn.score, cells.values())
 
 
 def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[float | str], settings: RunSettings,
