@@ -116,7 +116,10 @@ def _umask() -> int:
 
 
 def _is_stream(path: Path) -> bool:
-    """A character device or a FIFO (/dev/stdout, /dev/null, a named pipe): written directly, never replaced."""
+    """A character device or a FIFO (/dev/null, a named pipe), or any path in /dev or /proc (/dev/stdout
+    of `> file`): written directly, never replaced."""
+    if Path(path).absolute().parts[1:2] in (("dev",), ("proc",)):
+        return True
     try:
         mode = os.stat(path).st_mode
     except OSError:
