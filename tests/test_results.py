@@ -230,3 +230,16 @@ def test_a_folder_of_another_kind_of_run_is_named_in_one_sentence(tmp_path):
         CellLog(tmp_path, {"format": "dqn2snn-benchmark-v1", "episodes": 3})
     assert str(info.value) == (f"{tmp_path} holds a sweep, not a benchmark: use another output folder, or delete "
                                "that one to start over")
+
+
+def test_dev_stdout_redirected_to_a_file_is_written_there_not_replaced(tmp_path):
+    """`-o /dev/stdout > out.txt`: /dev/stdout stays the system's link, out.txt the same file (its inode)."""
+    out = tmp_path / "out.txt"
+    out.write_text("")
+    inode = out.stat().st_ino
+    with open(out, "w") as handle:
+        subprocess.run([sys.executable, "-c", "from dqn2snn_plugin.io.results import write_json; "
+                        "write_json('/dev/stdout', {'a': 1})"], stdout=handle, check=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.stat().st_ino == inode and json.loads(out.read_text()) == {"a": 1}
+    assert os.path.islink("/dev/stdout")

@@ -104,7 +104,7 @@ def check_output_file(path: str | Path, flag: str = "--output") -> Path:
     path = Path(path)
     if path.is_dir():
         raise ResultsError(f"{flag} {path} is a folder: pass a file path such as {path / 'result.json'}")
-    if not _is_stream(path):
+    if not (_is_stream(path) and path.exists()):
         check_output_dir(Path(os.path.realpath(path)).parent, flag)
     return path
 
@@ -116,10 +116,12 @@ def _umask() -> int:
 
 
 def _is_stream(path: Path) -> bool:
-    """A character device or a FIFO (/dev/null, a named pipe), or any path in /dev or /proc (/dev/stdout
-    of `> file`): written directly, never replaced."""
-    if Path(path).absolute().parts[1:2] in (("dev",), ("proc",)):
-        return True
+    """A character device or a FIFO (/dev/null, a named pipe), or a path through /proc (/dev/stdout,
+    which may stand for the file of `> file`): written directly, never replaced."""
+    absolute = Path(path).absolute()
+    for prefix in (absolute, *absolute.parents):
+        if prefix.parts[1:2] == ("proc",) or (prefix.is_symlink() and os.readlink(prefix).startswith("/proc/")):
+            return True
     try:
         mode = os.stat(path).st_mode
     except OSError:
