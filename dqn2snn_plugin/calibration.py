@@ -24,9 +24,10 @@ import numpy as np
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.envs.play import EnvFactory, check_action_count, play, resolve_protocol
 from dqn2snn_plugin.envs.protocol import PRESETS, Protocol
-from dqn2snn_plugin.errors import CalibrationError, ConfigError
+from dqn2snn_plugin.errors import CalibrationError, ConfigError, ObservationError, ResultsError
 from dqn2snn_plugin.io.cache import cache_dir as default_cache_dir
 from dqn2snn_plugin.io.results import write_file
+from dqn2snn_plugin.observations import observation_batch
 
 # Seed offset of the test set: env seeds (seed + i) of the two runs never overlap below this many envs.
 TEST_SEED_OFFSET = 1_000_003
@@ -60,9 +61,10 @@ def _load_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     try:
         frames = np.load(path, allow_pickle=False)
         if frames.shape == shape:
+            observation_batch(frames, shape[1:])  # a poisoned file (NaN, fractional pixels) is named here
             return frames
         reason = f"holds shape {frames.shape}, expected {shape}"
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, ObservationError) as exc:
         reason = f"cannot be read ({exc})"
     warnings.warn(f"calibration cache {path} {reason}: collecting the frames again", stacklevel=3)
     return None
@@ -138,7 +140,10 @@ def collect_observations(
             return cached
     frames = _play_frames(checkpoint, n_frames, epsilon, seed, n_envs, progress, protocol, None)
     if use_cache:
-        _save_atomically(path, frames)
+        try:
+            _save_atomically(path, frames)
+        except (OSError, ResultsError) as exc:  # a full disk or an unwritable cache: the frames are still good
+            warnings.warn(f"calibration cache {path} not written ({exc}): continuing without it", stacklevel=2)
     return frames
 
 

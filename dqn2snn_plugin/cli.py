@@ -3,9 +3,11 @@
 To add a subcommand, write `_register_<name>(subparsers)` (which sets `handler=_cmd_<name>`) and
 `_cmd_<name>(args) -> int`, and list the register function in `SUBCOMMANDS`. A `Dqn2SnnError`
 raised by any handler, and any usage error, is printed as one line `dqn2snn: error: <message>` and
-exits with status 2; Ctrl-C prints one line and exits with 130. Handlers check every option, then
-load the checkpoint (`_load_for`, their one prologue), and only then create output folders, so a
-refused run leaves nothing behind.
+exits with status 2; Ctrl-C prints one line and exits with 130; a stdout that cannot be written (a
+closed pipe: quietly, as SIGPIPE would; /dev/full: one line) ends the command too. Handlers check every
+option, the output path and the cache folder, load the checkpoint and check that its state sets fit
+in memory (`_load_for`, their one prologue), and only then work; output folders are written as a
+whole at the end (`results.write_folder`), so a refused or failed run leaves nothing behind.
 
 Options are declared once: what decides a result is a field of `experiments.settings.RunSettings`,
 whose help, parser and default make its flag (`settings.add_options`); the options the commands
@@ -15,16 +17,20 @@ share otherwise (`--T`, `--percentile`, `-o`, ...) have one `_add_*` function ea
 from __future__ import annotations
 
 import argparse
+import errno
+import json
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
-from dqn2snn_plugin.errors import ConfigError, Dqn2SnnError
+from dqn2snn_plugin.errors import ConfigError, Dqn2SnnError, ResultsError
 from dqn2snn_plugin.experiments import settings
-from dqn2snn_plugin.io.results import check_output_dir, check_output_file, markdown_table, writable_dir, write_json
+from dqn2snn_plugin.io.cache import check_cache_dir
+from dqn2snn_plugin.io.results import check_output_dir, check_output_file, markdown_table, write_folder, write_json
 
 if TYPE_CHECKING:  # loaded by the handlers only: building the parser loads no torch
     from dqn2snn_plugin.checkpoint import DQNCheckpoint
@@ -35,6 +41,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:
         self.exit(2, f"dqn2snn: error: {message} (see {self.prog} --help)\n")
+
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+        """Write and flush, so that --help into a closed pipe or a full disk fails like any output
+        (argparse's own method ignores such failures)."""
+        if message:
+            file = file or sys.stderr
+            file.write(message)
+            file.flush()
 
 
 # ---------------------------------------------------------------- options shared by the commands, declared once
@@ -100,9 +114,10 @@ def _add_output(parser: argparse.ArgumentParser, help: str, *, required: bool = 
 def _load_for(args: argparse.Namespace, source: str | Path | None = None) -> tuple[settings.RunSettings,
                                                                                   DQNCheckpoint]:
     """The handlers' prologue, after each command's own checks: the settings, the device, the output
-    path (checked; nothing is created yet), then the checkpoint (`source`, default the positional one)
-    loaded with its game checks. Returns (RunSettings, DQNCheckpoint)."""
-    from dqn2snn_plugin.experiments.evaluation import load_checked, resolve_device
+    path and the cache folder (checked; nothing is created yet), then the checkpoint (`source`, default
+    the positional one) loaded with its game checks, then whether its state sets fit in memory.
+    Returns (RunSettings, DQNCheckpoint)."""
+    from dqn2snn_plugin.experiments.evaluation import check_memory, load_checked, resolve_device
 
     run_settings = settings.from_args(args)
     device = resolve_device(args.device)
@@ -110,8 +125,11 @@ def _load_for(args: argparse.Namespace, source: str | Path | None = None) -> tup
         check_output_dir(args.output)
     elif args.output is not None:
         check_output_file(args.output)
-    return run_settings, load_checked(source or args.checkpoint, env_id=run_settings.env_id, device=device,
-                                      input_scale=run_settings.input_scale, protocol=run_settings.protocol)
+    check_cache_dir()
+    checkpoint = load_checked(source or args.checkpoint, env_id=run_settings.env_id, device=device,
+                              input_scale=run_settings.input_scale, protocol=run_settings.protocol)
+    check_memory(checkpoint, run_settings, getattr(args, "test_frames", 0))
+    return run_settings, checkpoint
 
 
 # ---------------------------------------------------------------- the commands
@@ -172,8 +190,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(checkpoint, T=T, percentile=p, settings=run_settings)
     print(format_evaluation(result))
     if args.output is not None:
-        writable_dir(Path(args.output).parent)
-        write_json(args.output, result.to_json())
+        try:
+            write_json(args.output, result.to_json())
+        except ResultsError as exc:  # a full disk after the whole run: the result is not lost
+            print(json.dumps(result.to_json(), indent=2))
+            raise ResultsError(f"{exc}; the result is printed above as JSON") from None
         print(f"result written to {args.output}")
     return 0
 
@@ -294,7 +315,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     from dqn2snn_plugin.experiments import grid
-    from dqn2snn_plugin.experiments.evaluation import load_checked, resolve_device
+    from dqn2snn_plugin.experiments.evaluation import check_memory, load_checked, resolve_device
     from dqn2snn_plugin.experiments.report import benchmark_table
 
     if args.episodes is None:
@@ -310,8 +331,11 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         probe(args.ray)  # a dead address fails now, not after the checkpoints are loaded
     device = "cpu" if runner else resolve_device(args.device)  # on Ray the workers move the networks
     check_output_dir(args.output)  # created by the grid once the checkpoints are loaded
+    check_cache_dir()
     checkpoints = [load_checked(s, device=device, env_id=run_settings.env_id, input_scale=run_settings.input_scale,
                                 protocol=run_settings.protocol) for s in grid.checkpoint_sources(args.checkpoints)]
+    for checkpoint in checkpoints:
+        check_memory(checkpoint, run_settings)
     games = grid.unique_games(checkpoints)
     notes += [f"{' and '.join(g.sources)} hold the same weights: one game" for g in games if len(g.sources) > 1]
     if args.paper:
@@ -335,6 +359,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     print(benchmark_table(rows))
     print(f"results in {args.output}/ (benchmark.md, benchmark.csv, cells.jsonl)")
     return 0
+
+
+# what `convert` and `tune` write into their folder: a rerun's folder holds its own files, none of an earlier run
+SNN_FILES = ("snn.pt", "scales.json", "snn.nir", "tuning.json")
 
 
 def _register_convert(subparsers: argparse._SubParsersAction) -> None:
@@ -364,20 +392,24 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     states, draw = calibration_states(checkpoint, run_settings)
     snn = convert(checkpoint, states, percentile=p, channel_wise=run_settings.channel_wise,
                   backend=run_settings.backend, readout=run_settings.readout, T=T, coding=run_settings.coding)
-    out = writable_dir(args.output)
-    save_snn(snn, checkpoint, out / "snn.pt")
-    write_json(out / "scales.json", snn.scales.as_dict())
+
+    def write(folder: Path) -> None:
+        save_snn(snn, checkpoint, folder / "snn.pt")
+        write_json(folder / "scales.json", snn.scales.as_dict())
+        if snn.coding == "rate":
+            from dqn2snn_plugin.io.nir_graph import save_nir
+
+            save_nir(snn, folder / "snn.nir", provenance={
+                "checkpoint": checkpoint.source, "checkpoint_sha": weights_digest(checkpoint),
+                "env_id": checkpoint.env_id, "algorithm": checkpoint.algorithm,
+                "calibration_frames": run_settings.calibration_frames, "seed": run_settings.seed,
+                "calibration_states": draw.to_json()})
+
+    out = write_folder(args.output, write, replaces=SNN_FILES)
     print(f"saved {out / 'snn.pt'} and {out / 'scales.json'}")
     if snn.coding == "binary":
         print("no snn.nir: binary spike coding has no NIR form (its IF neurons change threshold between steps)")
     else:
-        from dqn2snn_plugin.io.nir_graph import save_nir
-
-        save_nir(snn, out / "snn.nir", provenance={
-            "checkpoint": checkpoint.source, "checkpoint_sha": weights_digest(checkpoint),
-            "env_id": checkpoint.env_id, "algorithm": checkpoint.algorithm,
-            "calibration_frames": run_settings.calibration_frames, "seed": run_settings.seed,
-            "calibration_states": draw.to_json()})
         print(f"saved {out / 'snn.nir'} (NIR graph; run it elsewhere with dqn2snn_plugin.adapters.nir.load_nir)")
     return 0
 
@@ -417,12 +449,15 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     states, draw = calibration_states(checkpoint, run_settings)
     snn = cheapest_T(checkpoint, states, args.target_agreement, Ts, backend=run_settings.backend,
                      distillation=args.distill, coding=run_settings.coding, channel_wise=run_settings.channel_wise)
-    out = writable_dir(args.output)
-    save_snn(snn, checkpoint, out / "snn.pt")
     report = {"T": snn.T, "reached_target": snn.reached_target, "target": args.target_agreement,
               "validation_agreement": snn.validation_agreement,
               "options": [asdict(r) for r in snn.tuning_report], "calibration_states": draw.to_json()}
-    write_json(out / "tuning.json", report)
+
+    def write(folder: Path) -> None:
+        save_snn(snn, checkpoint, folder / "snn.pt")
+        write_json(folder / "tuning.json", report)
+
+    out = write_folder(args.output, write, replaces=SNN_FILES)
     verdict = "reaches" if snn.reached_target else "does not reach (best found)"
     print(f"T={snn.T}: validation agreement {snn.validation_agreement:.1%} {verdict} the target "
           f"{args.target_agreement:.1%}; best option {asdict(snn.tuning_report[0])}")
@@ -491,19 +526,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Warning | str, *_args: object, **_kwargs: object) -> None:
+    """A warning as one line, `dqn2snn: warning: <message>` (a cache not written, a damaged cache file)."""
+    print(f"dqn2snn: warning: {message}", file=sys.stderr)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's own flush at exit fails no more."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 success, 2 usage or plugin error)."""
-    args = build_parser().parse_args(argv)
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit fails the write (one line), instead of killing the process
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        status = args.handler(args)
+        args = build_parser().parse_args(argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            status = args.handler(args)
         sys.stdout.flush()  # a closed pipe is found here, not in the interpreter's own flush at exit
         return status
     except BrokenPipeError:
         # the reader went away (`dqn2snn inspect X | head`): stop quietly, as a command killed by SIGPIPE
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _quiet_stdout()
         return 128 + signal.SIGPIPE
     except Dqn2SnnError as exc:
         print(f"dqn2snn: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # `> /dev/full`: a stream write with no file name (files are written by `results`, which names them)
+        if exc.filename is not None or exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EIO):
+            raise
+        _quiet_stdout()
+        print(f"dqn2snn: error: cannot write the output: {exc.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dqn2snn: interrupted: nothing is lost (results are written whole or not at all; "

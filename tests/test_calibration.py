@@ -61,7 +61,7 @@ def test_cache_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(calibration.np, "save", crash_midway)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.warns(UserWarning, match="disk full"):  # the frames are returned, the cache is not written
         collect_observations(dqn, 8, n_envs=8, cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []  # neither a truncated .npy nor a stray temp file
     monkeypatch.undo()

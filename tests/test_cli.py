@@ -85,3 +85,14 @@ def test_a_closed_pipe_ends_quietly_without_a_traceback(any_checkpoint):
     out = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True)
     assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
     assert out.returncode == 141
+
+
+@pytest.mark.parametrize("argv", [["inspect", "{checkpoint}"], ["--help"], ["--version"]])
+def test_a_full_stdout_is_one_line_with_status_2(argv, breakout_zip):
+    """`dqn2snn inspect X > /dev/full`: the output cannot be written; one line says so, no traceback."""
+    with open("/dev/full", "w") as full:
+        out = subprocess.run([sys.executable, "-m", "dqn2snn_plugin.cli",
+                              *[a.format(checkpoint=breakout_zip) for a in argv]],
+                             stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr == "dqn2snn: error: cannot write the output: No space left on device\n"

@@ -78,7 +78,14 @@ def test_unwritable_output_is_refused(command, capsys, tmp_path, no_work):
 def test_results_of_an_older_incompatible_run_are_refused(capsys, tmp_path, no_work):
     (tmp_path / "config.json").write_text(json.dumps({"format": "dqn2snn-sweep-v0", "episodes": 3}))
     err = _error(capsys, ["sweep", QNET, "-o", str(tmp_path)])
-    assert "incompatible run" in err and "format" in err and "episodes" in err
+    assert err == (f"dqn2snn: error: {tmp_path} holds a sweep (format dqn2snn-sweep-v0), not a sweep (format "
+                   "dqn2snn-sweep-v1): use another output folder, or delete that one to start over\n")
+
+
+def test_a_sweep_into_a_benchmark_folder_says_so_in_one_sentence(capsys, tmp_path, no_work):
+    _benchmark_folder(tmp_path / "b")
+    err = _error(capsys, ["sweep", QNET, "-o", str(tmp_path / "b")])
+    assert f"{tmp_path / 'b'} holds a benchmark, not a sweep: use another output folder" in err
 
 
 def test_other_bad_settings_are_refused(capsys, tmp_path, no_work):
@@ -145,10 +152,14 @@ def test_binary_coding_with_too_many_bits_is_refused(command, capsys, tmp_path, 
 
 
 def test_convert_with_binary_coding_saves_a_binary_snn(capsys, tmp_path, atari_observations):
+    """... and into the folder of an earlier rate conversion, leaves no snn.nir of it beside its snn.pt."""
     from dqn2snn_plugin.io.store import load_snn
 
+    for name in ("snn.pt", "scales.json", "snn.nir"):  # an earlier conversion's folder
+        (tmp_path / name).write_text("earlier")
     argv = ["convert", QNET, "--coding", "binary", "--percentile", "99.99", "--channel-wise"]  # T: 8 bits unless given
     assert main([*argv, "--calibration-frames", "300", "-o", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scales.json", "snn.pt"]
     snn, _ = load_snn(tmp_path / "snn.pt")
     assert (snn.coding, snn.T, snn.initial_membrane, snn.scales.channel_wise) == ("binary", 8, 0.5, True)
     assert snn(atari_observations).shape == (6, 4)
@@ -296,3 +307,105 @@ def test_a_results_file_that_is_a_folder_is_one_line(command, name, capsys, tmp_
 
 def test_demo_takes_no_readout_it_would_ignore(capsys, tmp_path, no_work):
     assert "unrecognized arguments: --readout" in _error(capsys, ["demo", "--readout", "spikes"])
+
+
+# ---------------------------------------------------------------- hostile input: every command, one line, no work
+
+ALL_COMMANDS = ["evaluate", "sweep", "convert", "benchmark", "tune", "demo"]
+
+
+def _argv(command: str, *options: str, out: str) -> list[str]:
+    checkpoint = ["--checkpoint", QNET] if command == "demo" else [QNET]
+    return [command, *checkpoint, *options, "-o", out]
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+@pytest.mark.parametrize("cache", ["a file", "below a file", "/proc/dqn2snn-cache"])
+def test_a_cache_folder_that_cannot_be_written_is_refused_before_any_work(command, cache, capsys, tmp_path,
+                                                                          monkeypatch, no_work):
+    (tmp_path / "file").write_text("")
+    path = {"a file": tmp_path / "file", "below a file": tmp_path / "file" / "cache"}.get(cache, cache)
+    monkeypatch.setenv("DQN2SNN_CACHE", str(path))
+    err = _error(capsys, _argv(command, out=str(tmp_path / "out")))
+    assert f"DQN2SNN_CACHE={path}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_calibration_frames_beyond_the_memory_are_refused_before_any_work(command, capsys, tmp_path, no_work):
+    err = _error(capsys, _argv(command, "--calibration-frames", "1000000000", out=str(tmp_path / "out")))
+    assert "--calibration-frames 1,000,000,000" in err and "TiB of memory" in err and "use at most" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_parallel_games_beyond_the_memory_are_refused_before_any_work(command, capsys, tmp_path, no_work):
+    err = _error(capsys, _argv(command, "--n-envs", "100000000", out=str(tmp_path / "out")))
+    assert "--n-envs 100,000,000 needs about 163.7 TiB of memory (about 1.7 MiB per game)" in err
+
+
+@pytest.mark.parametrize("command", ["sweep", "demo"])
+def test_test_frames_beyond_the_memory_are_refused_before_any_work(command, capsys, tmp_path, no_work):
+    err = _error(capsys, _argv(command, "--test-frames", "1000000000000", out=str(tmp_path / "out")))
+    assert "--test-frames 1,000,000,000,000 need about" in err
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_an_impossible_output_folder_is_refused_before_any_work(command, capsys, tmp_path, no_work):
+    out = "/proc/dqn2snn-out/r.json" if command == "evaluate" else "/proc/dqn2snn-out"
+    assert "no folder can be written there" in _error(capsys, _argv(command, out=out))
+
+
+@pytest.mark.parametrize("command", ["sweep", "benchmark"])
+def test_a_results_folder_in_use_by_another_run_is_refused_naming_it(command, capsys, tmp_path, no_work):
+    import os
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
+                               "from dqn2snn_plugin.io.results import CellLog; "
+                               f"log = CellLog(Path({str(tmp_path)!r}), {{}}); print(flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        holder.stdout.readline()
+        err = _error(capsys, [command, QNET, "--T", "4", *TINY, "-o", str(tmp_path)])
+    finally:
+        holder.communicate("")
+    assert f"{tmp_path} is in use by another dqn2snn run (pid {holder.pid} on " in err
+
+
+def test_an_output_the_disk_cannot_hold_loses_nothing(tmp_path):
+    """`convert` under a file-size limit (a full disk): one line naming the file, no half-written file,
+    the earlier conversion's folder as it was; the calibration cache that did not fit is a warning."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "snn.pt").write_text("earlier")
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); "
+            "from dqn2snn_plugin.cli import main; "
+            f"sys.exit(main(['convert', {QNET!r}, '--calibration-frames', '50', '-o', {str(out)!r}]))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": os.getcwd(), "DQN2SNN_CACHE": str(tmp_path / "cache"),
+                              "PYTHONWARNINGS": "ignore::DeprecationWarning"})
+    assert run.returncode == 2, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("dqn2snn: error: ")]
+    assert errors == [line for line in run.stderr.splitlines() if "rror" in line or "Traceback" in line]
+    assert len(errors) == 1 and "snn.pt: the write failed" in errors[0], run.stderr
+    assert "dqn2snn: warning: calibration cache" in run.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["snn.pt"] and (out / "snn.pt").read_text() == "earlier"
+
+
+def test_evaluate_prints_its_result_when_the_file_cannot_be_written(capsys, tmp_path):
+    (tmp_path / "full.json").symlink_to("/dev/full")  # written where it points: a device that is always full
+    assert main(["evaluate", QNET, "--T", "4", *TINY, "-o", str(tmp_path / "full.json")]) == 2
+    out, err = capsys.readouterr()
+    error = err.splitlines()[-1]  # after the games' progress bars
+    assert err.count("dqn2snn: error: ") == 1 and error.startswith("dqn2snn: error: cannot write ")
+    assert "No space left on device" in error and error.endswith("the result is printed above as JSON")
+    result = json.loads(out[out.index("\n{") + 1:])
+    assert result["T"] == 4 and result["env_id"] == "BreakoutNoFrameskip-v4"
+    assert (tmp_path / "full.json").is_symlink()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from dqn2snn_plugin import NirError, convert, from_nir, save_nir, to_nir
 from dqn2snn_plugin.adapters.nir import load_nir, run_nir
+from dqn2snn_plugin.errors import ResultsError
 from dqn2snn_plugin.io.quantisation import quantise
 from conftest import atari_checkpoint
 
@@ -229,6 +230,6 @@ def test_a_failed_write_leaves_no_file(exported, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(nir, "write", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ResultsError, match="disk full"):  # results.write_file names the file
         save_nir(snn, tmp_path / "snn.nir")
     assert list(tmp_path.iterdir()) == []

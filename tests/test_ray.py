@@ -1,5 +1,7 @@
 """Benchmark cells on a local Ray (2 CPUs, loopback only): same numbers as without Ray, each cell once
-after a worker died, resume after the driver was killed, a dead address refused within seconds."""
+after a worker died, resume after the driver was killed, a dead address refused within seconds; the
+documented cluster flow (`ray start --head`, then --ray HOST:PORT) with Ray 2.60's token authentication,
+and a bare --ray unmoved by a cluster file of another run in Ray's temp folder."""
 
 from __future__ import annotations
 
@@ -7,9 +9,12 @@ import json
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,7 +41,7 @@ def cluster(tmp_path_factory) -> str:
     from ray._private import ray_constants
 
     assert not ray_constants.ENABLE_RAY_CLUSTER, "ray was imported before the loopback-only setting was made"
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
     for name, value in saved.items():
@@ -129,3 +134,66 @@ def test_a_cell_no_node_can_hold_is_refused_instead_of_waiting(cluster, capsys, 
     assert capsys.readouterr().err == ("dqn2snn: error: no node of the Ray cluster can hold a cell (1 CPU and 1 GPU "
                                        "each): lower --cpus-per-cell / --gpus-per-cell or add nodes\n")
     assert not (tmp_path / "cells.jsonl").exists()
+
+
+@pytest.fixture
+def token_head():
+    """A `ray start --head` process on 127.0.0.1 (1 CPU) with Ray 2.60's token authentication: its own
+    HOME holding a token (~/.ray/auth_token) and its own temp folder (short paths: Ray's sockets), so it
+    shares nothing with other runs here; stopped through its process group by the id this test started.
+    Yields (address, environment of a driver that has the token, temp folder holding the cluster file)."""
+    root = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
+    home, temp = root / "home", root / "tmp"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(os.urandom(16).hex())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    env.update(WORKER_ENV, HOME=str(home), DQN2SNN_CACHE=str(root / "cache"))
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    head = subprocess.Popen([shutil.which("ray", path=os.path.dirname(sys.executable)), "start", "--head",
+                             "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                             "--include-dashboard", "false", "--temp-dir", str(temp / "ray"), "--block"],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (temp / "ray" / "ray_current_cluster").exists():
+            assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}", env, temp
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(10)  # Ray's own shutdown takes 35 s on this busy machine: the rest of the group is killed
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _cli(argv: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dqn2snn_plugin.cli", *argv], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_documented_cluster_flow_works_with_ray_token_authentication(token_head, tmp_path):
+    """docs/ray.md: `ray start --head`, then `benchmark --ray HOST:PORT`; the driver finds the token
+    where Ray's own loader looks (here ~/.ray/auth_token); without a token, one line says where it goes;
+    a bare --ray starts its own Ray though Ray's temp folder names a running cluster."""
+    address, env, temp = token_head
+    argv = ["benchmark", QNET, "--T", "4", "--episodes", "1", "--max-steps", "10", "--n-envs", "1",
+            "--calibration-frames", "50"]
+    joined = _cli([*argv, "--ray", address, "-o", str(tmp_path / "joined")], env)
+    assert joined.returncode == 0, joined.stderr[-2000:]
+    assert f"Ray at {address}: 1 node(s), 1 CPUs" in joined.stdout
+    assert len(_records(tmp_path / "joined")) == 1
+
+    no_token = _cli([*argv, "--ray", address, "-o", str(tmp_path / "refused")], {**env, "HOME": str(tmp_path)})
+    assert no_token.returncode == 2 and no_token.stderr == (
+        f"dqn2snn: error: --ray {address}: the Ray head there uses token authentication and no token is here: "
+        "copy the head's token (`ray get-auth-token` on the head) into ~/.ray/auth_token or $RAY_AUTH_TOKEN\n")
+    assert not (tmp_path / "refused").exists()
+
+    local = _cli([*argv, "--ray", "-o", str(tmp_path / "local")], {**env, "RAY_TMPDIR": str(temp)})
+    assert local.returncode == 0, local.stderr[-2000:]
+    assert "Ray at 127.0.0.1:" in local.stdout and f"Ray at {address}" not in local.stdout

@@ -59,10 +59,13 @@ def test_sweep_resumes_after_a_crash_without_recomputing(tmp_path, monkeypatch, 
     assert main(["sweep", QNET, *[a if a != "2,4" else "2" for a in SWEEP_ARGS], "-o", str(tmp_path)]) == 0
     assert (tmp_path / "sweep.csv").read_text().splitlines() == csv_lines
 
-    # a third run computes nothing; an incompatible one is refused before any work
+    # a third run computes nothing, and a cell logged twice (two runs at once, before the lock) is one row
+    with open(tmp_path / "cells.jsonl", "a") as handle:
+        handle.write(lines[1] + "\n")
     calls.clear()
     assert main(["sweep", QNET, *SWEEP_ARGS, "-o", str(tmp_path)]) == 0
-    assert calls == []
+    assert calls == [] and (tmp_path / "sweep.csv").read_text().splitlines() == csv_lines
+    # an incompatible run is refused before any work
     capsys.readouterr()
     assert main(["sweep", QNET, *SWEEP_ARGS, "--seed", "1", "-o", str(tmp_path)]) == 2
     assert "incompatible run" in capsys.readouterr().err

@@ -8,8 +8,13 @@ that Ray reruns after its worker died (`max_retries`) still gives one record. No
 enters the numbers: with the same seeds and threads a cell gives the same numbers with and without Ray.
 
 `connected` joins or starts Ray for a block. A local Ray binds to 127.0.0.1 only and gets this
-machine's CPUs. Before joining an address, a gRPC probe of a few seconds checks that something
-answers there, so a dead or wrong address is one ClusterError at once (`ray.init` retries for minutes).
+machine's CPUs, whatever other Ray runs here (`ray.init(address="local")`). Before joining an address,
+a gRPC probe of a few seconds checks that something answers there, so a dead or wrong address is one
+ClusterError at once (`ray.init` retries for minutes). A head bound to this machine's loopback
+(127.0.0.1:PORT) is joined there, not at the machine's network address Ray would put in its place.
+Ray 2.60's `ray start --head` turns token authentication on when it finds a token: the driver does
+the same with the token Ray's own loader finds ($RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH,
+~/.ray/auth_token), and a head that refuses the driver is one line saying where the token goes.
 
 `ray` comes with the extra `[ray]`: pip install "dqn2snn-plugin[ray]".
 """
@@ -35,9 +40,13 @@ PROBE_SECONDS = 3.0  # how long an address may take to answer before it counts a
 KILL_ONCE_ENV = "DQN2SNN_RAY_KILL_ONCE"  # fault injection (tests): a file path; the first task to create it kills its worker
 
 
+def _is_loopback(address: str) -> bool:
+    return address.rpartition(":")[0] in ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
 def _import_ray(local: bool = False) -> ModuleType:
-    """`ray`, or a ClusterError naming the extra. A local Ray stays on loopback: Ray reads that choice
-    (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: one node, 127.0.0.1) when it is first imported."""
+    """`ray`, or a ClusterError naming the extra. A local Ray (or a head on loopback) stays on loopback:
+    Ray reads that choice (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: 127.0.0.1) when it is first imported."""
     if local:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
@@ -48,7 +57,8 @@ def _import_ray(local: bool = False) -> ModuleType:
 
 
 def probe(address: str, seconds: float = PROBE_SECONDS) -> None:
-    """ClusterError unless a gRPC server (a Ray head's GCS) answers at HOST:PORT within `seconds`."""
+    """ClusterError unless a gRPC server (a Ray head's GCS) answers at HOST:PORT within `seconds`, and
+    unless that head uses token authentication while no token is here (`_use_token_if_found`)."""
     import grpc
 
     host, _, port = address.rpartition(":")
@@ -62,6 +72,11 @@ def probe(address: str, seconds: float = PROBE_SECONDS) -> None:
                            "`ray start --head` and pass the address it prints") from None
     finally:
         channel.close()
+    _import_ray(local=_is_loopback(address))
+    if not _use_token_if_found() and _refuses_without_token(address, seconds):
+        raise ClusterError(f"--ray {address}: the Ray head there uses token authentication and no token is here: "
+                           "copy the head's token (`ray get-auth-token` on the head) into ~/.ray/auth_token or "
+                           "$RAY_AUTH_TOKEN")
 
 
 def _auto_address() -> str:
@@ -87,7 +102,7 @@ def connected(address: str = LOCAL) -> Iterator[str]:
     "auto" or HOST:PORT joins a running cluster and leaves it running. In a process already connected
     to Ray (`ray.init` done by the caller) that connection is used and kept, when it is the one named.
     """
-    ray = _import_ray(local=address == LOCAL)
+    ray = _import_ray(local=address == LOCAL or _is_loopback(address))
     if ray.is_initialized():
         current = ray.get_runtime_context().gcs_address
         if address not in (LOCAL, AUTO):
@@ -96,20 +111,45 @@ def connected(address: str = LOCAL) -> Iterator[str]:
                 raise ClusterError(f"--ray {address}: this process is already connected to the Ray at {current}")
         yield _describe(ray, current)
         return
-    if address == LOCAL:
-        ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, _node_ip_address="127.0.0.1",
-                 log_to_driver=False)
+    if address == LOCAL:  # "local": a new Ray, even where a cluster file of another run lies in Ray's temp folder
+        ray.init(address=LOCAL, num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=False)
     else:
         target = _auto_address() if address == AUTO else address
         probe(target)
         try:
             ray.init(address=target, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.AuthenticationError) as exc:
             raise ClusterError(f"--ray {address}: cannot join the Ray cluster ({str(exc).splitlines()[0]})") from None
     try:
         yield _describe(ray, ray.get_runtime_context().gcs_address)
     finally:
         ray.shutdown()
+
+
+def _use_token_if_found() -> bool:
+    """Token authentication on for this driver when RAY_AUTH_MODE is unset and Ray's own token loader
+    finds a token, as `ray start --head` decides for the head (Ray 2.60 does not do it for a driver
+    joining an address, which the head then refuses with InvalidAuthToken). Whether it is on."""
+    from ray._private.authentication import authentication_token_setup as auth
+
+    if os.environ.get(auth.AUTH_MODE_ENV_VAR) is None and \
+            auth.AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        auth._enable_token_auth()
+    return os.environ.get(auth.AUTH_MODE_ENV_VAR, "").lower() == "token"
+
+
+def _refuses_without_token(address: str, seconds: float = PROBE_SECONDS) -> bool:
+    """Whether the head's GCS answers a call without a token with UNAUTHENTICATED (ray.init would
+    retry it for a minute, logging each try)."""
+    import grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")(b"", timeout=seconds)
+        except grpc.RpcError as exc:
+            return exc.code() == grpc.StatusCode.UNAUTHENTICATED
+    return False
 
 
 def _describe(ray: ModuleType, address: str) -> str:

@@ -28,7 +28,7 @@ from dqn2snn_plugin.experiments.evaluation import (
 from dqn2snn_plugin.experiments.records import Conversion, CurvePoint, DemoResult, DemoRow
 from dqn2snn_plugin.experiments.report import DEMO_READOUT, demo_table
 from dqn2snn_plugin.experiments.settings import RunSettings
-from dqn2snn_plugin.io.results import write_json, write_text, writable_dir
+from dqn2snn_plugin.io.results import check_output_dir, write_folder, write_json, write_text
 from dqn2snn_plugin.normalization import SYNAPSES
 from dqn2snn_plugin.coding import check_T
 from dqn2snn_plugin.network import SpikingQNetwork
@@ -64,24 +64,32 @@ def _measure(checkpoint: DQNCheckpoint, row: Conversion, calibration: np.ndarray
                    played, snn.scales.as_dict())
 
 
+DEMO_FILES = ("result.json", "demo.md", "agreement_vs_latency.png")  # what `run_demo` writes, as one folder
+
+
 def run_demo(checkpoint: DQNCheckpoint, settings: RunSettings, out_dir: str | Path, *, bits: int = 8,
              rate_T: int | None = None, test_frames: int = 128) -> DemoResult:
-    """Measure both conversions; write `result.json`, `demo.md` and `agreement_vs_latency.png` into `out_dir`."""
+    """Measure both conversions; write `DEMO_FILES` into `out_dir` as a whole (`results.write_folder`),
+    which is checked before any work and made only at the end."""
     from dqn2snn_plugin.experiments.plots import plot_agreement_vs_latency
 
-    out = writable_dir(out_dir)
+    check_output_dir(out_dir)
     rows = conversions(bits, rate_T, sum(isinstance(layer, SYNAPSES) for layer in checkpoint.q_network))
     calibration, test, calibration_draw, test_draw = calibration_and_heldout_states(checkpoint, settings, test_frames)
     dqn_score, _ = play_dqn(checkpoint, settings)
     result = DemoResult(header(checkpoint, settings), dqn_score, test_frames,
                         [_measure(checkpoint, row, calibration, test, settings) for row in rows],
                         calibration_draw, test_draw)
-    write_json(out / "result.json", result.to_json())
-    write_text(out / "demo.md", demo_table(result) + "\n")
-    plot_agreement_vs_latency(out / "agreement_vs_latency.png", {
-        row.conversion.label: [(point.latency_steps, point.agreement) for point in row.heldout]
-        for row in result.conversions
-    }, title=f"{checkpoint.env_id}: agreement with the DQN on {test_frames} held-out states")
+
+    def write(folder: Path) -> None:
+        write_json(folder / "result.json", result.to_json())
+        write_text(folder / "demo.md", demo_table(result) + "\n")
+        plot_agreement_vs_latency(folder / "agreement_vs_latency.png", {
+            row.conversion.label: [(point.latency_steps, point.agreement) for point in row.heldout]
+            for row in result.conversions
+        }, title=f"{checkpoint.env_id}: agreement with the DQN on {test_frames} held-out states")
+
+    write_folder(out_dir, write, replaces=DEMO_FILES)
     return result
 
 

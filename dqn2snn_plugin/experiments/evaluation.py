@@ -13,6 +13,8 @@ Results are typed records (`records`); their tables are in `report`.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -73,6 +75,49 @@ def load_checked(source: str | Path, *, env_id: str | None = None, device: str =
         raise CalibrationError(f"{source}: the checkpoint does not name its game: {ENV_ID_HINT}")
     check_action_count(checkpoint.env_id, checkpoint.n_actions, protocol)
     return checkpoint
+
+
+def memory_bytes() -> int:
+    """The machine's physical memory: the most any run here could hold at once."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+# memory of one parallel game: an ale-py AtariVectorEnv sub-env with its 4x84x84 frame stack, 1.7 MiB
+# (resident memory of 33 envs less 1 env, divided by 32, measured on Breakout); gymnasium's tasks take less
+ENV_BYTES = 1_800_000
+
+
+def check_memory(checkpoint: DQNCheckpoint, settings: RunSettings, test_frames: int = 0) -> None:
+    """ConfigError, before any work, when a run cannot fit in this machine's memory: the parallel games
+    (`ENV_BYTES` each), the calibration frames held with every layer's activations (float32, for the
+    exact percentiles of `normalization.layer_scales`), the held-out frames as float32 observations."""
+    if settings.n_envs * ENV_BYTES > memory_bytes():
+        raise ConfigError(f"--n-envs {settings.n_envs:,} needs about {_bytes(settings.n_envs * ENV_BYTES)} of memory "
+                          f"(about {_bytes(ENV_BYTES)} per game), more than this machine's {_bytes(memory_bytes())}: "
+                          f"use at most {memory_bytes() // ENV_BYTES:,}")
+    with torch.no_grad():
+        x = torch.zeros((1, *checkpoint.observation_shape), device=next(checkpoint.q_network.parameters()).device)
+        elements = x.numel()
+        for layer in checkpoint.q_network:
+            x = layer(x)
+            elements += x.numel()
+    per_frame, per_test_frame = 4 * elements, 4 * math.prod(checkpoint.observation_shape)
+    need, have = settings.calibration_frames * per_frame + test_frames * per_test_frame, memory_bytes()
+    if need > have:
+        most = max(0, have - test_frames * per_test_frame) // per_frame
+        raise ConfigError(f"--calibration-frames {settings.calibration_frames:,}"
+                          + (f" and --test-frames {test_frames:,}" if test_frames else "")
+                          + f" need about {_bytes(need)} of memory ({_bytes(per_frame)} per calibration frame with "
+                          f"its activations), more than this machine's {_bytes(have)}: use at most "
+                          f"{most:,} calibration frames")
 
 
 # ---------------------------------------------------------------- playing and measuring
@@ -147,6 +192,7 @@ def calibration_draws(settings: RunSettings, test_frames: int = 0) -> tuple[Stat
 def calibration_states(checkpoint: DQNCheckpoint, settings: RunSettings) -> tuple[np.ndarray, StateDraw]:
     """The DQN's own epsilon-greedy states for calibration (`calibration_draws`; cached on disk), and how drawn."""
     draw, _ = calibration_draws(settings)
+    check_memory(checkpoint, settings)
     return collect_observations(checkpoint, draw.frames, epsilon=draw.epsilon, seed=draw.first_seed,
                                 n_envs=draw.n_envs, progress=True, protocol=settings.protocol), draw
 
@@ -155,6 +201,7 @@ def calibration_and_heldout_states(checkpoint: DQNCheckpoint, settings: RunSetti
                                    ) -> tuple[np.ndarray, np.ndarray, StateDraw, StateDraw]:
     """Calibration states and held-out test states (`calibration_draws`), and how each set was drawn."""
     draw, test_draw = calibration_draws(settings, test_frames)
+    check_memory(checkpoint, settings, test_frames)
     calibration, test = calibration_and_test_observations(
         checkpoint, draw.frames, test_frames, seed=draw.first_seed, epsilon=draw.epsilon, n_envs=draw.n_envs,
         progress=True, protocol=settings.protocol)

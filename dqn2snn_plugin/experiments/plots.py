@@ -1,7 +1,8 @@
 """PNG plots of sweep and demo results (matplotlib, headless Agg backend).
 
 The sweep rows are those of `report.sweep_rows` (columns `report.SWEEP_HEADERS`), so the
-plots are drawn from exactly what `sweep.csv` holds.
+plots are drawn from exactly what `sweep.csv` holds. Each PNG goes through the one atomic writer
+(`results.write_file`): a failed rerun (full disk, Ctrl-C) keeps the previous plot.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+from dqn2snn_plugin.io.results import write_file  # noqa: E402
 
 
 def _by_percentile(rows: Sequence[Sequence[object]], column: int) -> dict[str, tuple[list[int], list[float]]]:
@@ -32,9 +35,16 @@ def _save(fig: plt.Figure, ax: plt.Axes, path: Path, ylabel: str, title: str) ->
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    _write(fig, path)
+
+
+def _write(fig: plt.Figure, path: Path) -> None:
+    """`fig` as a PNG at `path`, written whole or not at all; the figure is closed either way."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        write_file(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def plot_sweep(directory: Path, rows: Sequence[Sequence[object]], *, dqn_score: float) -> None:
@@ -65,6 +75,4 @@ def plot_agreement_vs_latency(path: Path, lines: dict[str, Sequence[tuple[int, f
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _write(fig, path)

@@ -18,7 +18,8 @@ from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import ConfigError
 from dqn2snn_plugin.experiments.evaluation import (
-    calibration_and_heldout_states, calibration_draws, check_grid, header, heldout_agreement, play_dqn, play_snn,
+    calibration_and_heldout_states, calibration_draws, check_grid, check_memory, header, heldout_agreement, play_dqn,
+    play_snn,
 )
 from dqn2snn_plugin.experiments.records import Agreements, DqnBaseline, SweepCell
 from dqn2snn_plugin.experiments.report import SWEEP_HEADERS, sweep_rows
@@ -47,9 +48,16 @@ def sweep_config(checkpoint: DQNCheckpoint, settings: RunSettings, test_frames: 
 
 def logged_rows(log: CellLog) -> list[list[object]]:
     """One table row per finished (p, T) cell in the log, ordered by p then T: a rerun on part of the
-    grid keeps the other cells in the table. ResultsError when a record lacks what a row needs."""
+    grid keeps the other cells in the table; a cell logged twice (by two runs at once, before folders
+    were locked) is one row, its first record, as `CellRunner` reads it. ResultsError when a record
+    lacks what a row needs."""
     dqn = log.parse(DqnBaseline.from_json, log.find(DqnBaseline.kind))
-    return sweep_rows(dqn.score, [log.parse(SweepCell.from_json, r) for r in log.records if r["kind"] == KIND])
+    cells: dict[tuple[float, int], SweepCell] = {}
+    for record in log.records:
+        if record["kind"] == KIND:
+            cell = log.parse(SweepCell.from_json, record)
+            cells.setdefault((cell.percentile, cell.T), cell)
+    return sweep_rows(dqn.score, cells.values())
 
 
 def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[float | str], settings: RunSettings,
@@ -62,6 +70,7 @@ def sweep(checkpoint: DQNCheckpoint, Ts: Sequence[int], percentiles: Sequence[fl
     settings.check()
     if test_frames < 1:
         raise ConfigError(f"test-frames must be at least 1, got {test_frames}")
+    check_memory(checkpoint, settings, test_frames)  # before the DQN's games, not after
     log = CellLog(Path(out_dir), sweep_config(checkpoint, settings, test_frames))
     if log.find(DqnBaseline.kind) is not None:
         logged_rows(log)  # a damaged record is refused now, not after the new cells
