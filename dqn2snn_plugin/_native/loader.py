@@ -8,16 +8,18 @@ and how to call them:
   hand-written dispatch (`target_clones`) to keep AVX-512; a machine without a compiler could not even
   install the package. That is the route for published wheels (cibuildwheel, as ale-py), not for an
   editable checkout.
-- torch's `cpp_extension.load` compiles C++ against torch's headers with ninja: tens of seconds at
-  first use on CI's 2 cores, and a C++ toolchain and ninja where plain `cc` serves today.
-- numba would add llvmlite (~100 MB installed) and a rewrite of 430 lines of kernels that must stay
+- torch's `cpp_extension.load` compiles C++ against torch's headers with ninja: a C++ toolchain and
+  ninja where plain `cc` serves today, and torch's headers parsed at first use.
+- numba would add llvmlite (an LLVM build) and a rewrite of the 430 lines of C kernels that must stay
   bit-identical to the references.
-- cffi in ABI mode (chosen) keeps the build a single `cc` call (a few seconds, once per machine and
-  CPU; `python -m dqn2snn_plugin._native` does it ahead of time) and costs one small, widely used
-  dependency. The interface is described once, in `fused_scan.h`: the C file includes it, so the
-  compiler checks every definition against its prototype, and cffi reads the same prototypes
-  (`ffi.cdef`), so a call with the wrong number or type of arguments raises TypeError instead of
-  corrupting memory. `-march=native` stays: the library is built for the CPU it runs on.
+- cffi in ABI mode (chosen) keeps the build a single `cc` call, once per machine and CPU (3.8 to 7.7 s
+  measured here, on 2 shared cores; `python -m dqn2snn_plugin._native` builds ahead of
+  time and reports it), and costs one small, widely used dependency. The interface is described once,
+  in `fused_scan.h`: the C file includes it, so the compiler checks every definition against its
+  prototype, and cffi reads the same prototypes (`ffi.cdef`), so a call with the wrong number or type
+  of arguments raises TypeError instead of corrupting memory (tests/test_native_build.py). The
+  simulation is as fast as with ctypes (benchmarks/simulation_speed.py, run before and after this
+  change); `-march=native` stays: the library is built for the CPU it runs on.
 
 Safety. The library lives in `cache_dir()/native` (`$DQN2SNN_CACHE`, default `~/.cache/dqn2snn`),
 created with mode 0700; where that directory is not the user's own or others may write it, or a folder
@@ -26,8 +28,9 @@ built or loaded there (one warning; the Python loops run). Builds and loads take
 (`filelock`, as torch's cpp_extension and Brian2 do), so processes starting at once build once.
 A library is loaded only after this process checked it: a regular file owned by the user, not
 writable by group or others, whose SHA-256 equals the digest recorded beside it (`.json`) when it was
-built, and which defines every function of the header. One that fails any check (planted, truncated,
-an ELF without the functions) is never used: it is deleted and rebuilt once, with one RuntimeWarning.
+built. One that fails those checks (planted, truncated, replaced) is never loaded; one that loads but
+lacks a function of the header (another ELF) is unloaded; either is deleted and rebuilt once, with one
+RuntimeWarning, and a rebuild that fails again leaves the Python loops.
 The check and the load happen under the lock, in a directory only the user can write.
 
 OpenMP: with `-fopenmp` the library links libgomp by soname; once torch is loaded that is torch's own
