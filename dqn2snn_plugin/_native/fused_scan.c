@@ -1,6 +1,6 @@
 /* dqn2snn_plugin's compiled inference loops: the IF scan, binary coding's fire / integrate, event-driven
  * synapses, spike bookkeeping, a whole spiking layer in one call (rate_layer, binary_layer) and the
- * observation check. `build.py` compiles this file once per machine and CPU and loads it with cffi
+ * observation check. `loader.py` compiles this file once per machine and CPU and loads it with cffi
  * through the prototypes of `fused_scan.h`; `fused_scan.py` says what each function is for, and the
  * Python loops are the references.
  *
@@ -19,6 +19,9 @@
 #define BLOCK 4096    /* neurons per block: their membranes stay in L1/L2 over all steps */
 #define MAX_PLANES 32 /* input planes of one event-driven pass: a neuron's spikes are the bits of a uint32 */
 #define PARALLEL _Pragma("omp parallel for schedule(static) num_threads(threads)")
+/* a struct synapses (fused_scan.h) as send's arguments */
+#define SYNAPSES(s) (s)->cin, (s)->hin, (s)->win, (s)->weight, (s)->bias, (s)->cout, (s)->kh, (s)->kw, (s)->sh, \
+                    (s)->sw, (s)->ph, (s)->pw, (s)->hout, (s)->wout
 
 #ifdef __AVX512F__ /* 16 positions at a time, found with compress; MASK: which of src[p .. p + 16) are nonzero */
 #define COMPRESS(MASK)                                                                                \
@@ -187,14 +190,15 @@ static inline __attribute__((always_inline)) void NAME(add_taps)(real *restrict 
 /* The input is in [rows, cin, hin, win] with one plane (code NULL), or, with code [rows, cin, hin,  */
 /* win] (bit q: the neuron is nonzero in plane q), `planes` planes in [planes, rows, ...] (in NULL:  */
 /* every spike is 1). A neuron's spikes are added tap by tap, each tap's targets loaded once.         */
-/* syn: the layer, its weight wt [cin, kh, kw, cout] (one tap's targets contiguous); out [rows, cout, */
-/* hout, wout], summed channels-last in a per-thread accumulator. Returns 1 when out of memory.       */
+/* wt [cin, kh, kw, cout] (one tap's targets contiguous); out [rows, cout, hout, wout], summed        */
+/* channels-last in a per-thread accumulator. Returns 1 when out of memory. The layer comes as loose */
+/* arguments (SYNAPSES spreads a struct synapses), restrict parameters: read from the struct, the    */
+/* hot loops compiled slower.                                                                         */
 static int NAME(send)(const real *restrict in, const uint32_t *restrict code, int64_t planes,
-                      const double *restrict scales, int64_t rows, const struct NAME(synapses) *syn,
-                      real *restrict out, int64_t threads) {
-    const real *restrict wt = syn->weight, *restrict bias = syn->bias;
-    const int64_t cin = syn->cin, hin = syn->hin, win = syn->win, cout = syn->cout, kh = syn->kh, kw = syn->kw;
-    const int64_t sh = syn->sh, sw = syn->sw, ph = syn->ph, pw = syn->pw, hout = syn->hout, wout = syn->wout;
+                      const double *restrict scales, int64_t rows, int64_t cin, int64_t hin, int64_t win,
+                      const real *restrict wt, const real *restrict bias, int64_t cout, int64_t kh,
+                      int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t hout,
+                      int64_t wout, real *restrict out, int64_t threads) {
     const int64_t plane = hout * wout, hw = hin * win, kk = kh * kw;
     const int64_t reach = ((kh + sh - 1) / sh) * ((kw + sw - 1) / sw); /* most taps of one input position */
     const int64_t width = 1 + 2 * (reach < kk ? reach : kk);
@@ -319,7 +323,7 @@ int NAME(events)(const real *restrict in, int64_t planes, const double *restrict
             nonzero += __builtin_popcount(bits);
         }
     }
-    const int done = nonzero > max_events ? 2 : NAME(send)(in, code, planes, scales, rows, syn, out, threads);
+    const int done = nonzero > max_events ? 2 : NAME(send)(in, code, planes, scales, rows, SYNAPSES(syn), out, threads);
     free(code);
     return done;
 }
@@ -420,7 +424,7 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
             NAME(spread)(code + start, spikes + start, bits, start + BLOCK < n ? BLOCK : n - start, n);
     }
     if (!failed && !dense)
-        failed = NAME(send)(NULL, code, bits, scales, batch, syn, out, threads);
+        failed = NAME(send)(NULL, code, bits, scales, batch, SYNAPSES(syn), out, threads);
     free(code);
     return failed ? 1 : dense ? 2 : 0;
 }
