@@ -44,3 +44,7 @@ class ClusterError(Dqn2SnnError):
 class NirError(Dqn2SnnError):
     """An SNN cannot be written as a NIR graph (binary coding, Poisson input), or a NIR graph is not one
     that `from_nir` can rebuild (the message says why and what to use instead)."""
+
+
+class NativeCodeError(Dqn2SnnError):
+    """The compiled C loops are required (DQN2SNN_NATIVE=require) but cannot be built or loaded here."""

@@ -1,8 +1,6 @@
 """The compiled C loops against the Python loops they replace (bit-identical spikes and membranes), and
-the event-driven synapses and spike bookkeeping against dense layers and tensor operations."""
-
-import ctypes
-import warnings
+the event-driven synapses and spike bookkeeping against dense layers and tensor operations. How the
+library is built, verified and loaded: tests/test_native_build.py."""
 
 import pytest
 import torch
@@ -74,68 +72,6 @@ def test_unsupported_tensors_take_the_python_path():
         assert fused_scan.if_scan(learnt, torch.zeros(2), 1.0) is None
         spikes, _ = if_scan(learnt * 0.5, torch.zeros(2))  # still works, through autograd's path
     assert spikes[:, 0].tolist() == [0, 1, 0, 1]
-
-
-@needs_compiler
-def test_the_library_is_built_once_into_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path))
-    first = fused_scan.build(fused_scan.cache_dir())
-    assert first.parent == tmp_path and first.exists()
-    stamp = first.stat().st_mtime_ns
-    assert fused_scan.build(fused_scan.cache_dir()) == first and first.stat().st_mtime_ns == stamp
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary files left behind
-
-
-@needs_compiler
-def test_a_compiler_refusing_the_fast_flags_builds_the_plain_library(tmp_path, monkeypatch):
-    monkeypatch.setattr(fused_scan, "FAST", ["-fno-such-option-anywhere"])
-    plain = ctypes.CDLL(str(fused_scan.build(tmp_path)))
-    spikes = torch.empty(4)
-    plain.if_scan_f32.argtypes = fused_scan.SIGNATURES["if_scan"]
-    current, v = torch.tensor([0.5]), torch.zeros(1)
-    plain.if_scan_f32(current.data_ptr(), 0, v.data_ptr(), spikes.data_ptr(), 4, 1, 1.0, 1)
-    assert spikes.tolist() == [0, 1, 0, 1] and float(v) == 0.0
-
-
-@needs_compiler
-def test_the_cached_library_is_specific_to_the_cpu(tmp_path, monkeypatch):
-    """-march=native code may not run on another CPU (a home directory shared across a cluster)."""
-    here = fused_scan.build(tmp_path)
-    monkeypatch.setattr(fused_scan, "cpu_identity", lambda: "some other CPU")
-    assert fused_scan.build(tmp_path) != here
-
-
-def test_a_missing_c_source_warns_and_falls_back(tmp_path, monkeypatch):
-    monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path))
-    monkeypatch.setattr(fused_scan, "SOURCE_FILE", tmp_path / "gone.c")
-    fused_scan.source.cache_clear()
-    fused_scan.library.cache_clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="gone.c"):
-            assert fused_scan.library() is None
-    finally:
-        fused_scan.source.cache_clear()
-        fused_scan.library.cache_clear()
-
-
-def test_without_a_compiler_it_warns_once_and_falls_back(tmp_path, monkeypatch):
-    monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path))
-    monkeypatch.setattr(fused_scan, "compiler", lambda: None)
-    fused_scan.library.cache_clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="no C compiler"):
-            assert fused_scan.library() is None
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # a second call must not warn again
-            spikes, v = if_scan(torch.full((4, 1), 0.5), torch.zeros(1))
-        assert spikes.flatten().tolist() == [0, 1, 0, 1] and float(v) == 0.0
-        monkeypatch.setenv("DQN2SNN_FUSED_SCAN", "0")
-        fused_scan.library.cache_clear()
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # switched off on purpose: silent
-            assert fused_scan.library() is None
-    finally:
-        fused_scan.library.cache_clear()
 
 
 @needs_compiler

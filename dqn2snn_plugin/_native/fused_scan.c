@@ -1,10 +1,12 @@
 /* dqn2snn_plugin's compiled inference loops: the IF scan, binary coding's fire / integrate, event-driven
  * synapses, spike bookkeeping, a whole spiking layer in one call (rate_layer, binary_layer) and the
- * observation check. `fused_scan.py` compiles this file once per machine and CPU, loads
- * it with ctypes and says what each function is for; the Python loops there are the references.
+ * observation check. `loader.py` compiles this file once per machine and CPU and loads it with cffi
+ * through the prototypes of `fused_scan.h`; `fused_scan.py` says what each function is for, and the
+ * Python loops are the references.
  *
  * Every function is written once over the type `real` and compiled twice: the file includes itself,
- * first with real = float (the _f32 functions), then with real = double (_f64).
+ * first with real = float (the _f32 functions), then with real = double (_f64); each time it includes
+ * fused_scan.h first, so a definition that disagrees with its prototype does not compile.
  * No fused multiply-adds (-ffp-contract=off), so the neuron loops repeat the references' rounding.
  */
 #ifndef NAME
@@ -17,6 +19,9 @@
 #define BLOCK 4096    /* neurons per block: their membranes stay in L1/L2 over all steps */
 #define MAX_PLANES 32 /* input planes of one event-driven pass: a neuron's spikes are the bits of a uint32 */
 #define PARALLEL _Pragma("omp parallel for schedule(static) num_threads(threads)")
+/* a struct synapses (fused_scan.h) as send's arguments */
+#define SYNAPSES(s) (s)->cin, (s)->hin, (s)->win, (s)->weight, (s)->bias, (s)->cout, (s)->kh, (s)->kw, (s)->sh, \
+                    (s)->sw, (s)->ph, (s)->pw, (s)->hout, (s)->wout
 
 #ifdef __AVX512F__ /* 16 positions at a time, found with compress; MASK: which of src[p .. p + 16) are nonzero */
 #define COMPRESS(MASK)                                                                                \
@@ -71,6 +76,7 @@ NONZERO(nonzero_code, uint32_t, _mm512_test_epi32_mask(_mm512_loadu_si512((const
 #include __FILE__
 
 #else /* the functions, for one `real` */
+#include "fused_scan.h"
 
 /* IF over `steps`: h = v + I_t; s_t = [h >= th]; v = h - s_t * th. step_stride 0: constant I */
 void NAME(if_scan)(const real *restrict current, int64_t step_stride, real *restrict v,
@@ -185,7 +191,9 @@ static inline __attribute__((always_inline)) void NAME(add_taps)(real *restrict 
 /* win] (bit q: the neuron is nonzero in plane q), `planes` planes in [planes, rows, ...] (in NULL:  */
 /* every spike is 1). A neuron's spikes are added tap by tap, each tap's targets loaded once.         */
 /* wt [cin, kh, kw, cout] (one tap's targets contiguous); out [rows, cout, hout, wout], summed        */
-/* channels-last in a per-thread accumulator. Returns 1 when out of memory.                           */
+/* channels-last in a per-thread accumulator. Returns 1 when out of memory. The layer comes as loose */
+/* arguments (SYNAPSES spreads a struct synapses), restrict parameters: read from the struct, the    */
+/* hot loops compiled slower.                                                                         */
 static int NAME(send)(const real *restrict in, const uint32_t *restrict code, int64_t planes,
                       const double *restrict scales, int64_t rows, int64_t cin, int64_t hin, int64_t win,
                       const real *restrict wt, const real *restrict bias, int64_t cout, int64_t kh,
@@ -297,12 +305,9 @@ static int NAME(send)(const real *restrict in, const uint32_t *restrict code, in
 /* event-driven synapses on `planes` input planes in [planes, rows, cin, hin, win] (see send):    */
 /* out[r] = sum_q scale_q layer(in[q, r]). Returns 2 without work if more than max_events inputs  */
 /* are nonzero, 1 when out of memory, else 0.                                                      */
-int NAME(events)(const real *restrict in, int64_t planes, const double *restrict scales,
-                 int64_t rows, int64_t cin, int64_t hin, int64_t win, const real *restrict wt,
-                 const real *restrict bias, int64_t cout, int64_t kh, int64_t kw, int64_t sh,
-                 int64_t sw, int64_t ph, int64_t pw, int64_t hout, int64_t wout,
-                 real *restrict out, int64_t max_events, int64_t threads) {
-    const int64_t n = rows * cin * hin * win;
+int NAME(events)(const real *restrict in, int64_t planes, const double *restrict scales, int64_t rows,
+                 const struct NAME(synapses) *syn, real *restrict out, int64_t max_events, int64_t threads) {
+    const int64_t n = rows * syn->cin * syn->hin * syn->win;
     uint32_t *code = planes > 1 ? malloc(sizeof(uint32_t) * n) : NULL; /* which planes each neuron spikes in */
     if (planes > 1 && !code) return 1;
     int64_t nonzero = 0;
@@ -318,8 +323,7 @@ int NAME(events)(const real *restrict in, int64_t planes, const double *restrict
             nonzero += __builtin_popcount(bits);
         }
     }
-    const int done = nonzero > max_events ? 2 : NAME(send)(in, code, planes, scales, rows, cin, hin, win, wt, bias,
-                                                          cout, kh, kw, sh, sw, ph, pw, hout, wout, out, threads);
+    const int done = nonzero > max_events ? 2 : NAME(send)(in, code, planes, scales, rows, SYNAPSES(syn), out, threads);
     free(code);
     return done;
 }
@@ -370,39 +374,34 @@ int NAME(tally)(const real *restrict spikes, int64_t steps, int64_t batch, int64
 }
 /* One rate-coded layer in one call: the IF scan of `current` over `steps` (if_scan; n = batch *    */
 /* channels * positions neurons per step), the tally of its spikes [steps, batch, channels,         */
-/* positions], then, if wt is given, the event-driven pass of its steps * batch spike maps (events). */
-/* Returns events' code (2: no wt, or too dense: the caller runs the dense pass on `spikes`), or 1   */
+/* positions], then, if syn is given, the event-driven pass of its steps * batch spike maps (events). */
+/* Returns events' code (2: no syn, or too dense: the caller runs the dense pass on `spikes`), or 1   */
 /* when out of memory. The scan runs on loop_threads, the tally on tally_threads (the caller's rules */
 /* for neuron loops), the event-driven pass on threads.                                             */
 int NAME(rate_layer)(const real *restrict current, int64_t step_stride, real *restrict v,
                      real *restrict spikes, int64_t steps, double threshold, int64_t batch,
                      int64_t channels, int64_t positions, const real *restrict fan, real *restrict totals,
-                     real *restrict channel, real *restrict ops, int64_t cin, int64_t hin, int64_t win,
-                     const real *restrict wt, const real *restrict bias, int64_t cout, int64_t kh,
-                     int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t hout,
-                     int64_t wout, real *restrict out, int64_t max_events, int64_t loop_threads,
-                     int64_t tally_threads, int64_t threads) {
+                     real *restrict channel, real *restrict ops, const struct NAME(synapses) *syn,
+                     real *restrict out, int64_t max_events, int64_t loop_threads, int64_t tally_threads,
+                     int64_t threads) {
     const double one = 1.0; /* the scale of the single plane */
     NAME(if_scan)(current, step_stride, v, spikes, steps, batch * channels * positions, threshold, loop_threads);
     if (NAME(tally)(spikes, steps, batch, channels, positions, fan, totals, channel, ops, tally_threads)) return 1;
-    if (!wt) return 2;
-    return NAME(events)(spikes, 1, &one, steps * batch, cin, hin, win, wt, bias, cout, kh, kw, sh, sw, ph, pw,
-                        hout, wout, out, max_events, threads);
+    if (!syn) return 2;
+    return NAME(events)(spikes, 1, &one, steps * batch, syn, out, max_events, threads);
 }
 /* One binary-coded layer in one call: fire gate + offset as `bits`-bit codes (with the residual), */
-/* count their spikes (tally), then, if wt is given, send them to the next layer event by event as  */
+/* count their spikes (tally), then, if syn is given, send them to the next layer event by event as  */
 /* weighted planes (send). The spike planes [bits, batch, channels, positions] are written where    */
-/* `keep` asks, or where the caller runs the dense pass: then it returns 2 (no wt, or more than     */
+/* `keep` asks, or where the caller runs the dense pass: then it returns 2 (no syn, or more than     */
 /* max_events spikes). 1 when out of memory. fire and tally run on loop_threads (the caller's rule  */
 /* for neuron loops), the event-driven pass on threads.                                             */
 int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, int64_t batch,
                        int64_t channels, int64_t positions, real *restrict residual,
                        real *restrict spikes, int64_t keep, const real *restrict fan, real *restrict totals,
                        real *restrict channel, real *restrict ops, const double *restrict scales,
-                       int64_t cin, int64_t hin, int64_t win, const real *restrict wt,
-                       const real *restrict bias, int64_t cout, int64_t kh, int64_t kw, int64_t sh,
-                       int64_t sw, int64_t ph, int64_t pw, int64_t hout, int64_t wout,
-                       real *restrict out, int64_t max_events, int64_t loop_threads, int64_t threads) {
+                       const struct NAME(synapses) *syn, real *restrict out, int64_t max_events,
+                       int64_t loop_threads, int64_t threads) {
     const int64_t n = batch * channels * positions;
     uint32_t *code = malloc(sizeof(uint32_t) * n);
     real *count = malloc(sizeof(real) * n); /* spikes per neuron */
@@ -418,15 +417,14 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
     int failed = NAME(tally)(count, 1, batch, channels, positions, fan, totals, channel, ops,
                              batch < loop_threads ? batch : loop_threads);
     free(count);
-    const int dense = !wt || sent > max_events;
+    const int dense = !syn || sent > max_events;
     if (!failed && (keep || dense)) {
         _Pragma("omp parallel for schedule(static) num_threads(loop_threads)")
         for (int64_t start = 0; start < n; start += BLOCK)
             NAME(spread)(code + start, spikes + start, bits, start + BLOCK < n ? BLOCK : n - start, n);
     }
     if (!failed && !dense)
-        failed = NAME(send)(NULL, code, bits, scales, batch, cin, hin, win, wt, bias, cout, kh, kw, sh, sw, ph, pw,
-                            hout, wout, out, threads);
+        failed = NAME(send)(NULL, code, bits, scales, batch, SYNAPSES(syn), out, threads);
     free(code);
     return failed ? 1 : dense ? 2 : 0;
 }

@@ -18,156 +18,60 @@ pass into the next layer), the same arithmetic as those steps in turn; a binary 
 neuron's spikes as the bits of one code. `fractional` is the observation check (no fractions, NaN or
 infinities in image frames) in one pass.
 
-The C source (`fused_scan.c`, next to this file) is compiled once per machine with the system's C
-compiler (`$CC`, else `cc`, `gcc` or `clang`: about 0.5 s) into `$DQN2SNN_CACHE` (default
-`~/.cache/dqn2snn`, beside the calibration frames) and loaded with ctypes: no build step at install,
-no Python headers, no ninja. It is built for this CPU's vector units and with OpenMP, which then
-shares torch's own thread pool (`torch.set_num_threads` sets both); a compiler without either
-builds it plainly. Where building fails (no compiler, not
-Linux/macOS, a read-only cache) one RuntimeWarning says so and the Python loops and dense passes
-run instead, with the same spikes. `DQN2SNN_FUSED_SCAN=0` turns the compiled loops off without a
-warning, and `with fused_scan.switched_off():` does so for a block (to time or check against the
-Python loops). Only contiguous float32 / float64 CPU tensors outside autograd take the compiled path.
+The C source (`fused_scan.c`, next to this file) is compiled once per machine and CPU with the
+system's C compiler into `$DQN2SNN_CACHE/native` and called through cffi with the prototypes of
+`fused_scan.h`; `loader.py` says why that route, and how a cached library is verified before it is
+loaded. It is built for this CPU's vector units and with OpenMP, which then shares torch's own thread
+pool (`torch.set_num_threads` sets both). Where it cannot be built or loaded one RuntimeWarning says so
+and the Python loops and dense passes run instead, with the same spikes (`DQN2SNN_NATIVE=require`:
+an error instead). `DQN2SNN_FUSED_SCAN=0` turns the compiled loops off without a warning, and
+`with fused_scan.switched_off():` does so for a block (to time or check against the Python loops; a
+context variable, so it holds in this thread or task only). Only contiguous float32 / float64 CPU
+tensors outside autograd take the compiled path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
-import hashlib
 import math
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-import warnings
-from pathlib import Path
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any
 
 import torch
 from torch import nn
 
+from dqn2snn_plugin._native.loader import REAL as REAL_C
+from dqn2snn_plugin._native.loader import build, compiler, cpu_identity, interface, library, source
 from dqn2snn_plugin.io.cache import cache_dir
 
-SOURCE_FILE = Path(__file__).with_name("fused_scan.c")  # the C source, installed with the package
+__all__ = ["MAX_PLANES", "binary_layer", "build", "cache_dir", "compiler", "cpu_identity", "events", "fire",
+           "fractional", "if_scan", "integrate", "library", "rate_layer", "source", "switched_off", "tally",
+           "threads"]
 
-
-@functools.cache
-def source() -> str:
-    """The C source (read once)."""
-    return SOURCE_FILE.read_text()
-
-
-# no contraction into fused multiply-adds (exact IEEE order); no FP traps lets gcc vectorise the compares
-FLAGS = ["-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-trapping-math"]
-# this CPU's vector units (AVX-512 / AVX2 / NEON) and OpenMP threads, tried first and dropped where the
-# compiler refuses them. -march=native makes the library specific to this CPU: its cache key holds the
-# CPU's identity (a home directory shared by a cluster's nodes gets one library per kind of CPU).
-# Linked by soname, OpenMP is torch's own libgomp once torch is loaded: one thread pool, no contention
-FAST = ["-march=native", "-mprefer-vector-width=512", "-fopenmp"]
 SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
-_P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-SIGNATURES = {  # the argument types of the C functions in fused_scan.c, in order
-    "if_scan": [_P, _I, _P, _P, _I, _I, _D, _I],
-    "fire": [_P, _D, _P, _P, _I, _I, _I],
-    "integrate": [_P, _P, _I, _I, _I],
-    "events": [_P, _I, _P, _I, _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I],
-    "tally": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I],
-    "binary_layer": [_P, _D, _I, _I, _I, _I, _P, _P, _I, _P, _P, _P, _P, _P,
-                     _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I, _I],
-    "fractional": [_P, _I, _I],
-    "rate_layer": [_P, _I, _P, _P, _I, _D, _I, _I, _I, _P, _P, _P, _P,
-                   _I, _I, _I, _P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _I, _I, _I, _I],
-}
-# these return 0 (done), 1 (out of memory) or 2 (events: too dense, or no next layer: run the dense pass);
-# fractional returns 1 or 0
-STATUS = {"events", "tally", "binary_layer", "rate_layer", "fractional"}
+REAL = {torch.float32: "float *", torch.float64: "double *"}  # a tensor's data as the C functions take it
 _ONE = torch.ones(1, dtype=torch.float64)  # the plane scale of a plain (one-plane) event-driven pass
 MAX_PLANES = 32  # input planes of one event-driven pass (a neuron's spikes are the bits of a 32-bit code)
+GEOMETRY = ("cin", "hin", "win", "cout", "kh", "kw", "sh", "sw", "ph", "pw", "hout", "wout")  # see _geometry
 PARALLEL_MIN = 1 << 16  # neuron-steps below which a loop runs on one thread (waking others costs more)
-
-
-def compiler() -> str | None:
-    """The C compiler to use: $CC, else the first of cc, gcc, clang on PATH."""
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def cpu_identity() -> str:
-    """The CPU's model and instruction-set flags (what -march=native compiles for)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return "\n".join(sorted({line for line in lines if line.startswith(("model name", "flags", "Features"))}))
-    except OSError:
-        return f"{platform.machine()} {platform.processor()} {platform.platform()}"
-
-
-def build(directory: Path) -> Path:
-    """Compile `fused_scan.c` into `directory` (atomically: concurrent processes may race); its path."""
-    cc = compiler()
-    if cc is None:
-        raise OSError("no C compiler found (set $CC, or install gcc or clang)")
-    text = source()
-    key = hashlib.sha256("\0".join([text, cc, *FLAGS, *FAST, cpu_identity()]).encode()).hexdigest()[:16]
-    target = directory / f"fused_scan-{key}.so"
-    if target.exists():
-        return target
-    directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        c_file, built = Path(tmp) / "fused_scan.c", Path(tmp) / "fused_scan.so"
-        c_file.write_text(text)
-        for flags in (FLAGS + FAST, FLAGS):
-            done = subprocess.run([cc, *flags, str(c_file), "-o", str(built), "-lm"], capture_output=True, text=True)
-            if done.returncode == 0:
-                break
-        else:
-            raise OSError(f"{cc} failed: {done.stderr.strip()[-500:]}")  # the plain flags failed too
-        os.replace(built, target)
-    return target
-
-
-@functools.cache
-def library() -> ctypes.CDLL | None:
-    """The compiled loops, or None (warned once) where they cannot be built or loaded."""
-    if os.environ.get("DQN2SNN_FUSED_SCAN", "1") == "0":
-        return None
-    try:
-        if sys.platform not in ("linux", "darwin"):
-            raise OSError(f"fused scans are built on Linux and macOS only, not {sys.platform}")
-        lib = ctypes.CDLL(str(build(cache_dir())))
-        for name, argtypes in SIGNATURES.items():
-            for suffix in SUFFIX.values():
-                function = getattr(lib, f"{name}_{suffix}")
-                function.argtypes, function.restype = argtypes, ctypes.c_int if name in STATUS else None
-        return lib
-    except OSError as error:
-        warnings.warn(f"dqn2snn_plugin: compiled C loops unavailable ({error}); simulating with Python loops "
-                      "and dense synapses instead (same spikes, slower). DQN2SNN_FUSED_SCAN=0 silences this.",
-                      RuntimeWarning, stacklevel=2)
-        return None
-
-
-_switched_off = False
+_switched_off: ContextVar[bool] = ContextVar("dqn2snn_fused_scan_switched_off", default=False)
 
 
 @contextlib.contextmanager
-def switched_off():
+def switched_off() -> Iterator[None]:
     """Run the Python loops (the reference) inside this block, e.g. to compare speeds or results."""
-    global _switched_off
-    before, _switched_off = _switched_off, True
+    token = _switched_off.set(True)
     try:
         yield
     finally:
-        _switched_off = before
+        _switched_off.reset(token)
 
 
-def _usable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
+def _usable(*tensors: torch.Tensor) -> Any:
     """The library, if all `tensors` are CPU float32/float64 of one dtype and no gradient is wanted."""
-    if _switched_off:
+    if _switched_off.get():
         return None
     dtype, grad = tensors[0].dtype, torch.is_grad_enabled()
     if dtype not in SUFFIX:
@@ -176,6 +80,12 @@ def _usable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
         if not t.is_cpu or t.dtype != dtype or grad and t.requires_grad:
             return None
     return library()
+
+
+def _ptr(t: torch.Tensor | None) -> Any:
+    """`t`'s data as the C code's typed pointer (float * or double *; NULL for None)."""
+    ffi = interface()
+    return ffi.NULL if t is None else ffi.cast(REAL[t.dtype], t.data_ptr())
 
 
 def threads(work: int) -> int:
@@ -192,7 +102,7 @@ def if_scan(current: torch.Tensor, v: torch.Tensor, threshold: float) -> tuple[t
     current, step_stride = _scan_input(current, v)
     v = v.contiguous().clone()
     spikes = torch.empty((steps, *v.shape), dtype=v.dtype)
-    getattr(lib, f"if_scan_{SUFFIX[v.dtype]}")(current.data_ptr(), step_stride, v.data_ptr(), spikes.data_ptr(),
+    getattr(lib, f"if_scan_{SUFFIX[v.dtype]}")(_ptr(current), step_stride, _ptr(v), _ptr(spikes),
                                                  steps, v.numel(), float(threshold), threads(spikes.numel()))
     return spikes, v
 
@@ -212,7 +122,7 @@ def fire(v: torch.Tensor, bits: int, start: float = 0.0) -> tuple[torch.Tensor, 
         return None
     gate = v.contiguous()
     residual, spikes = torch.empty_like(gate), torch.empty((bits, *v.shape), dtype=v.dtype)
-    getattr(lib, f"fire_{SUFFIX[v.dtype]}")(gate.data_ptr(), float(start), residual.data_ptr(), spikes.data_ptr(),
+    getattr(lib, f"fire_{SUFFIX[v.dtype]}")(_ptr(gate), float(start), _ptr(residual), _ptr(spikes),
                                               bits, v.numel(), threads(spikes.numel()))
     return spikes, residual
 
@@ -224,7 +134,7 @@ def fractional(x: torch.Tensor) -> bool | None:
     if lib is None:
         return None
     x = x.contiguous()
-    return bool(getattr(lib, f"fractional_{SUFFIX[x.dtype]}")(x.data_ptr(), x.numel(), threads(x.numel())))
+    return bool(getattr(lib, f"fractional_{SUFFIX[x.dtype]}")(_ptr(x), x.numel(), threads(x.numel())))
 
 
 def integrate(current: torch.Tensor) -> torch.Tensor | None:
@@ -234,7 +144,7 @@ def integrate(current: torch.Tensor) -> torch.Tensor | None:
         return None
     current = current.contiguous()
     v = torch.empty(current.shape[1:], dtype=current.dtype)
-    getattr(lib, f"integrate_{SUFFIX[v.dtype]}")(current.data_ptr(), v.data_ptr(), current.shape[0], v.numel(),
+    getattr(lib, f"integrate_{SUFFIX[v.dtype]}")(_ptr(current), _ptr(v), current.shape[0], v.numel(),
                                                    threads(current.numel()))
     return v
 
@@ -261,8 +171,9 @@ def events(x: torch.Tensor, layer: nn.Conv2d | nn.Linear, weight_t: torch.Tensor
     synapses, out = _synapses(rows, row, x.dtype, layer, weight_t)
     if out is None:
         return None
+    plane_scales = _plane_scales(scales)  # held here: the C call reads it
     done = getattr(lib, f"events_{SUFFIX[x.dtype]}")(
-        x.data_ptr(), planes, _plane_scales(scales).data_ptr(), rows, *synapses, out.data_ptr(),
+        _ptr(x), planes, _ptr(plane_scales), rows, synapses, _ptr(out),
         int(max_fraction * x.numel()), torch.get_num_threads())  # each input costs its fan-out: worth the threads
     if done == 1:
         raise MemoryError(f"no memory for the event-driven pass of {layer}")
@@ -275,20 +186,29 @@ def _plane_scales(scales: torch.Tensor | None) -> torch.Tensor:
 
 
 def _synapses(rows: int, row: torch.Size, dtype: torch.dtype, layer: nn.Module | None,
-              weight_t: torch.Tensor | None) -> tuple[tuple, torch.Tensor | None]:
+              weight_t: torch.Tensor | None) -> tuple[Any, torch.Tensor | None]:
     """What the C code needs to send spikes through `layer` event by event, for `rows` inputs of shape
-    `row` (a Linear reads them flat) and `dtype`: (cin, hin, win, weight_t, bias, cout, kh, kw, sh, sw, ph,
-    pw, hout, wout), and the empty output [rows, ...]; zeros and None where `layer` cannot be read so
-    (then a dense pass)."""
+    `row` (a Linear reads them flat) and `dtype`: its `struct synapses` (fused_scan.h), and the empty output
+    [rows, ...]; NULL and None where `layer` cannot be read so (then a dense pass)."""
     geometry = None
     if (layer is not None and weight_t is not None and weight_t.dtype == dtype and _usable(weight_t) is not None
             and weight_t.is_contiguous() and (layer.bias is None or layer.bias.dtype == dtype and layer.bias.is_contiguous())):
         geometry = _geometry(layer, (math.prod(row),) if isinstance(layer, nn.Linear) else tuple(row))
     if geometry is None:
-        return (0, 0, 0, None, None) + (0,) * 9, None
-    (cin, hin, win, *rest), out_row = geometry
-    bias = None if layer.bias is None else layer.bias.data_ptr()  # the layer's own storage: alive through the call
-    return (cin, hin, win, weight_t.data_ptr(), bias, *rest), torch.empty((rows, *out_row), dtype=dtype)
+        return interface().NULL, None
+    sizes, out_row = geometry
+    bias = 0 if layer.bias is None else layer.bias.data_ptr()  # the layer's own storage: alive through the call
+    return _struct(SUFFIX[dtype], weight_t.data_ptr(), bias, sizes), torch.empty((rows, *out_row), dtype=dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _struct(suffix: str, weight: int, bias: int, sizes: tuple[int, ...]) -> Any:
+    """A `struct synapses` of these addresses (bias 0: none) and sizes: made once per layer and shape (its
+    content is its key, so a cached one always holds what a new one would; a fifth of a call's cost)."""
+    ffi = interface()
+    return ffi.new(f"struct synapses_{suffix} *", {"weight": ffi.cast(f"{REAL_C[suffix]} *", weight),
+                                                   "bias": ffi.cast(f"{REAL_C[suffix]} *", bias),
+                                                   **dict(zip(GEOMETRY, sizes))})
 
 
 def _counters_fit(neurons: torch.Size, fan: torch.Tensor, totals: torch.Tensor, channels: torch.Tensor,
@@ -336,10 +256,11 @@ def binary_layer(gate: torch.Tensor, bits: int, start: float, fan: torch.Tensor,
     batch, n_channels = gate.shape[:2]
     spikes, residual = torch.empty((bits, *gate.shape), dtype=gate.dtype), torch.empty_like(gate)
     synapses, out = _synapses(batch, gate.shape[1:], gate.dtype, layer, weight_t)
+    plane_scales = _plane_scales(scales)  # held here: the C call reads it
     done = getattr(lib, f"binary_layer_{SUFFIX[gate.dtype]}")(
-        gate.data_ptr(), float(start), bits, batch, n_channels, fan.numel() // n_channels, residual.data_ptr(),
-        spikes.data_ptr(), int(keep_spikes), fan.data_ptr(), totals.data_ptr(), channels.data_ptr(), ops.data_ptr(),
-        _plane_scales(scales).data_ptr(), *synapses, None if out is None else out.data_ptr(),
+        _ptr(gate), float(start), bits, batch, n_channels, fan.numel() // n_channels, _ptr(residual),
+        _ptr(spikes), int(keep_spikes), _ptr(fan), _ptr(totals), _ptr(channels), _ptr(ops),
+        _ptr(plane_scales), synapses, _ptr(out),
         int(max_fraction * spikes.numel()), threads(spikes.numel()), torch.get_num_threads())
     if done == 1:
         raise MemoryError("no memory for a binary-coded layer")
@@ -370,9 +291,9 @@ def rate_layer(current: torch.Tensor, v: torch.Tensor, threshold: float, fan: to
     synapses, out = _synapses(steps * batch, v.shape[1:], v.dtype, layer, weight_t)
     loop = threads(spikes.numel())
     done = getattr(lib, f"rate_layer_{SUFFIX[v.dtype]}")(
-        current.data_ptr(), step_stride, v.data_ptr(), spikes.data_ptr(), steps, float(threshold), batch, n_channels,
-        fan.numel() // n_channels, fan.data_ptr(), totals.data_ptr(), channels.data_ptr(), ops.data_ptr(), *synapses,
-        None if out is None else out.data_ptr(), int(max_fraction * spikes.numel()), loop, min(batch, loop),
+        _ptr(current), step_stride, _ptr(v), _ptr(spikes), steps, float(threshold), batch, n_channels,
+        fan.numel() // n_channels, _ptr(fan), _ptr(totals), _ptr(channels), _ptr(ops), synapses,
+        _ptr(out), int(max_fraction * spikes.numel()), loop, min(batch, loop),
         torch.get_num_threads())
     if done == 1:
         raise MemoryError("no memory for a rate-coded layer")
@@ -389,9 +310,9 @@ def tally(spikes: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channel
         return False
     steps, batch, n_channels = spikes.shape[:3]
     spikes, fan = spikes.contiguous(), fan.contiguous()
-    if getattr(lib, f"tally_{SUFFIX[spikes.dtype]}")(spikes.data_ptr(), steps, batch, n_channels,
-                                                     fan.numel() // n_channels, fan.data_ptr(), totals.data_ptr(),
-                                                     channels.data_ptr(), ops.data_ptr(),
+    if getattr(lib, f"tally_{SUFFIX[spikes.dtype]}")(_ptr(spikes), steps, batch, n_channels,
+                                                     fan.numel() // n_channels, _ptr(fan), _ptr(totals),
+                                                     _ptr(channels), _ptr(ops),
                                                      min(batch, threads(spikes.numel()))):
         raise MemoryError("no memory for the spike bookkeeping")
     return True
