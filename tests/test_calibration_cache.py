@@ -8,7 +8,7 @@ import pytest
 
 from dqn2snn_plugin import calibration
 from dqn2snn_plugin.checkpoint import load_dqn
-from _fixtures import ATARI_FIXTURES
+from conftest import ATARI_FIXTURES
 
 QNET = ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt"
 

@@ -13,7 +13,7 @@ from dqn2snn_plugin.envs.play import play
 from dqn2snn_plugin.errors import ConfigError, ObservationError
 from dqn2snn_plugin.metrics import AgreementRecorder
 
-from _fixtures import atari_checkpoint, tiny_checkpoint
+from conftest import atari_checkpoint, tiny_checkpoint
 
 SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
 
