@@ -55,10 +55,13 @@ class _Parser(argparse.ArgumentParser):
 
 _type = settings.argparse_type
 CHECKPOINT_HELP = "SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>"
-# default T values per command: (rate coding, binary coding; binary coding's T is bits per code)
-DEFAULT_T = {"evaluate": ([64], [8]), "convert": ([64], [8]), "sweep": ([8, 16, 32, 64, 128, 256, 500],
-             [2, 4, 6, 8, 10, 12, 16]), "tune": ([4, 8, 16, 32, 64, 128], [2, 4, 6, 8, 10, 12, 16]),
-             "benchmark": ([500], [8])}
+# default T values per command and coding (binary coding's T is bits per code). They are the codings'
+# own `default_T`, `sweep_Ts` and `search_Ts` (and the paper's T = 500 for a rate benchmark), written
+# out so that building the parser loads no torch; tests/test_cli.py holds the two equal.
+DEFAULT_T = {"evaluate": {"rate": [64], "binary": [8]}, "convert": {"rate": [64], "binary": [8]},
+             "sweep": {"rate": [8, 16, 32, 64, 128, 256, 500], "binary": [2, 4, 6, 8, 10, 12, 16]},
+             "tune": {"rate": [4, 8, 16, 32, 64, 128], "binary": [2, 4, 6, 8, 10, 12, 16]},
+             "benchmark": {"rate": [500], "binary": [8]}}
 
 
 def _add_checkpoint(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +70,7 @@ def _add_checkpoint(parser: argparse.ArgumentParser) -> None:
 
 def _add_T(parser: argparse.ArgumentParser, command: str, what: str, *, many: bool) -> None:
     """--T: one value or a comma-separated list, its defaults from DEFAULT_T."""
-    rate, binary = (",".join(map(str, Ts)) for Ts in DEFAULT_T[command])
+    rate, binary = (",".join(map(str, DEFAULT_T[command][coding])) for coding in ("rate", "binary"))
     parser.add_argument("--T", type=_type(settings.counts if many else settings.count), default=None,
                         help=f"{what} (default {rate}; with --coding binary: bits per code, default {binary})")
 
@@ -76,8 +79,7 @@ def _Ts(args: argparse.Namespace, coding: str) -> list[int]:
     """--T as a list, or the command's default for the coding."""
     if args.T is not None:
         return args.T if isinstance(args.T, list) else [args.T]
-    rate, binary = DEFAULT_T[args.command]
-    return binary if coding == "binary" else rate
+    return DEFAULT_T[args.command][coding]
 
 
 def _add_percentile(parser: argparse.ArgumentParser, *, many: bool, default: str | None = "99.9") -> None:
@@ -407,8 +409,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     out = write_folder(args.output, write, replaces=SNN_FILES)
     print(f"saved {out / 'snn.pt'} and {out / 'scales.json'}")
-    if snn.coding == "binary":
-        print("no snn.nir: binary spike coding has no NIR form (its IF neurons change threshold between steps)")
+    if not snn.coding.nir_exportable:
+        print(f"no snn.nir: {snn.coding.name} coding has no NIR form ({snn.coding.why_not_nir})")
     else:
         print(f"saved {out / 'snn.nir'} (NIR graph; run it elsewhere with dqn2snn_plugin.adapters.nir.load_nir)")
     return 0

@@ -25,7 +25,8 @@ def test_binary_cells_beyond_24_bits_are_skipped_and_an_empty_grid_refused():
     assert [s.label() for s in settings] == [
         "rate T=8 p=99.9", "rate T=8 p=99.99", "rate T=500 p=99.9", "rate T=500 p=99.99",
         "binary T=8 p=99.9", "binary T=8 p=99.99"]
-    assert skipped == ["binary coding at T=500 skipped: its T counts bits per layer, at most 24"]
+    assert skipped == ["binary coding at T=500 skipped: it simulates at most T = 24 (binary coding: steps per layer, "
+                       "bits per spike code)"]
     with pytest.raises(ConfigError, match="at most 24 bits, got T=500"):
         grid.grid_settings([500], ["99.9"], ["binary"])
     with pytest.raises(ConfigError, match="coding"):

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dqn2snn_plugin.binary_coding import check_bits
 from dqn2snn_plugin.calibration import TEST_SEED_OFFSET, calibration_and_test_observations, collect_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint, load_dqn
 from dqn2snn_plugin.conversion import convert
@@ -35,7 +34,7 @@ from dqn2snn_plugin.experiments.records import (
 from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult
 from dqn2snn_plugin.normalization import check_percentile
-from dqn2snn_plugin.coding import check_T
+from dqn2snn_plugin.coding import check_coding, check_T
 from dqn2snn_plugin.network import SpikingQNetwork
 
 # ---------------------------------------------------------------- checks done before any work
@@ -52,14 +51,13 @@ def resolve_device(device: str) -> str:
 
 def check_grid(Ts: Iterable[int], percentiles: Iterable[float | str],
                coding: str = "rate") -> tuple[list[int], list[float]]:
-    """Validated, de-duplicated, ordered T values and percentiles ("max" -> 100); with binary coding T
-    (bits) is at most `binary_coding.MAX_BITS`."""
+    """Validated, de-duplicated, ordered T values and percentiles ("max" -> 100); T within what the coding
+    can simulate (binary coding: at most `binary_coding.MAX_BITS` bits)."""
     Ts = sorted({check_T(T) for T in Ts})
     ps = sorted({check_percentile(p) for p in percentiles})
     if not Ts or not ps:
         raise ConfigError("need at least one T and one percentile")
-    if coding == "binary":
-        check_bits(Ts[-1])
+    check_coding(coding).check_T(Ts[-1])
     return Ts, ps
 
 

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from dqn2snn_plugin.binary_coding import MAX_BITS, check_bits
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import ConfigError, ResultsError
 from dqn2snn_plugin.experiments.evaluation import calibration_draws, check_grid, evaluate
@@ -69,7 +68,7 @@ def hub_id(game: str) -> str:
 def grid_settings(Ts: Iterable[int], percentiles: Iterable[float | str], codings: Iterable[str],
                   channel_wise: bool = False) -> tuple[list[Setting], list[str]]:
     """Every (coding, T, percentile) combination, validated and ordered, and a note per skipped one
-    (binary coding with more than MAX_BITS bits); ConfigError if none is left."""
+    (a T beyond what its coding simulates: binary coding's MAX_BITS bits); ConfigError if none is left."""
     Ts, ps = check_grid(Ts, percentiles)
     codings = list(dict.fromkeys(check_coding(c) for c in codings))
     if not codings:
@@ -77,12 +76,13 @@ def grid_settings(Ts: Iterable[int], percentiles: Iterable[float | str], codings
     settings, skipped = [], []
     for coding in codings:
         for T in Ts:
-            if coding == "binary" and T > MAX_BITS:
-                skipped.append(f"binary coding at T={T} skipped: its T counts bits per layer, at most {MAX_BITS}")
+            if T > coding.max_T:
+                skipped.append(f"{coding.name} coding at T={T} skipped: it simulates at most T = {coding.max_T}"
+                               f"{coding.T_note}")
                 continue
             settings += [Setting(coding, T, p, channel_wise) for p in ps]
     if not settings:
-        check_bits(Ts[-1])  # every cell was binary with too many bits: its own error says why
+        codings[0].check_T(Ts[-1])  # every cell had too many steps for its coding: the coding's own error says why
     return settings, skipped
 
 
