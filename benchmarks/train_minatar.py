@@ -21,8 +21,11 @@ Each game's checkpoint is saved as soon as it finishes, as OUT/dqn-MinAtar-<Game
 replay buffer, without Adam's moments and with the target network tied to the online one (torch.save
 writes a shared storage once), so the zip holds one copy of the weights and still loads with DQN.load.
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/train_minatar.py train --total-timesteps 500000
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/train_minatar.py evaluate --games Breakout
+The committed fixtures (seed 0; the shared CPU gave this job 320-690 steps/s, so three games got 250k):
+
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/train_minatar.py train --games Asterix Breakout --total-timesteps 500000
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/train_minatar.py train --games Freeway SpaceInvaders Seaquest --total-timesteps 250000
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/train_minatar.py evaluate
 
 Both write their records into OUT/train_log.json (per game: "training", "evaluation").
 """
