@@ -45,6 +45,10 @@ _LAZY = {
     "to_nir": "dqn2snn_plugin.io.nir_graph",
     "from_nir": "dqn2snn_plugin.io.nir_graph",
     "save_nir": "dqn2snn_plugin.io.nir_graph",
+    "save_snn": "dqn2snn_plugin.io.store",
+    "load_snn": "dqn2snn_plugin.io.store",
+    "play": "dqn2snn_plugin.envs.play",
+    "parse_protocol": "dqn2snn_plugin.envs.protocol",
 }
 
 __all__ = [
