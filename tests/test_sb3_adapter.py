@@ -377,3 +377,13 @@ def test_minatar_ids_are_none_when_minatar_is_not_installed(monkeypatch):
         monkeypatch.delitem(gymnasium.registry, env_id)
     monkeypatch.setitem(__import__("sys").modules, "minatar.gym", None)  # as if not installed
     assert registered_env_id("dqn-MinAtar-Breakout-v1") is None
+
+
+def test_an_undecodable_version_is_shown_as_escapes_not_replacement_characters(breakout_zip, tmp_path):
+    """`inspect` must show what the file holds: bytes that are not UTF-8 appear as \\xNN escapes."""
+    edited = tmp_path / "dqn-BreakoutNoFrameskip-v4.zip"
+    with zipfile.ZipFile(breakout_zip) as old, zipfile.ZipFile(edited, "w") as new:
+        for name in old.namelist():
+            new.writestr(name, b"2.9\xff\x00" if name == "_stable_baselines3_version" else old.read(name))
+    version = load_dqn(edited).sb3_version
+    assert version == "2.9\\xff\\x00" and "\ufffd" not in version

@@ -80,7 +80,7 @@ def read_zip(path: Path) -> SB3Parts:
                 raise CheckpointError(f"{where}: the zip has no policy.pth, so it is not an SB3 checkpoint")
             data = _read_json(read_entry(archive, "data", where), where) if "data" in names else {}
             version_file = "_stable_baselines3_version"
-            version = (read_entry(archive, version_file, where).decode("utf-8", "replace").strip()
+            version = (_version_text(read_entry(archive, version_file, where))
                        if version_file in names else None)
             state = load_state_dict(read_entry(archive, "policy.pth", where, TENSOR_LIMIT), f"{where} (policy.pth)")
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
@@ -348,6 +348,13 @@ def _shape(value: Any, where: str) -> tuple[int, ...] | None:
     if not isinstance(value, (list, tuple)) or not value:
         raise CheckpointError(f"{where}: its observation_space shape {value!r} is not a shape (positive whole numbers)")
     return tuple(_whole(d, "observation_space shape", where) for d in value)
+
+
+def _version_text(raw: bytes) -> str:
+    """The recorded SB3 version as printable text: bytes that are not UTF-8, or control characters, are
+    shown as escapes (`\\xff`), never as replacement characters that hide what the file holds."""
+    text = raw.decode("utf-8", "backslashreplace").strip()
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _algorithm_from_data(data: Mapping[str, Any]) -> str | None:
