@@ -103,3 +103,18 @@ def test_files_saved_before_the_network_engine_split_still_load_to_the_same_outp
     assert readouts.keys() == recorded[name].keys()
     for readout, values in readouts.items():
         assert torch.equal(values, recorded[name][readout]), readout
+
+
+def test_what_was_assumed_at_loading_and_the_scales_trim_survive_a_save(tmp_path):
+    """The reloaded SNN still says how raw observations were scaled, what was assumed, and how its scales
+    were taken (the share of states trimmed)."""
+    import dataclasses
+
+    checkpoint = dataclasses.replace(atari_checkpoint(), input_scaling="x 1/255 (test)", assumptions=("a ReLU",))
+    states = torch.randint(0, 256, (40, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    snn = convert(checkpoint, states, T=8)
+    assert snn.scales.state_trim == 2.0
+    save_snn(snn, checkpoint, tmp_path / "snn.pt")
+    again, reloaded = load_snn(tmp_path / "snn.pt")
+    assert (reloaded.input_scaling, reloaded.assumptions) == ("x 1/255 (test)", ("a ReLU",))
+    assert again.scales.state_trim == 2.0

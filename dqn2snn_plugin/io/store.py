@@ -60,10 +60,12 @@ def save_snn(snn: SpikingQNetwork, checkpoint: DQNCheckpoint, path: str | Path) 
         "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
         "checkpoint": {"n_actions": checkpoint.n_actions, "observation_shape": list(checkpoint.observation_shape),
                        "policy": checkpoint.policy, "algorithm": checkpoint.algorithm,
-                       "sb3_version": checkpoint.sb3_version, "env_id": checkpoint.env_id, "source": checkpoint.source},
+                       "sb3_version": checkpoint.sb3_version, "env_id": checkpoint.env_id, "source": checkpoint.source,
+                       "input_scaling": checkpoint.input_scaling, "assumptions": list(checkpoint.assumptions)},
         "scales": {"hidden": [s.detach().cpu() for s in snn.scales.hidden], "output": snn.scales.output,
                    "percentile": snn.scales.percentile, "rank": snn.scales.rank,
-                   "channel_wise": snn.scales.channel_wise, "n_states": snn.scales.n_states},
+                   "channel_wise": snn.scales.channel_wise, "n_states": snn.scales.n_states,
+                   "state_trim": snn.scales.state_trim},
         "options": {"backend": snn.backend.name, "initial_membrane": v0_name, "input_coding": snn.input_coding,
                     "input_max": snn.input_max, "readout": snn.readout, "T": snn.T, "coding": snn.coding.name},
         "bias_shifts": [shift.detach().cpu() for shift in snn.bias_shifts],
@@ -95,6 +97,9 @@ def load_snn(path: str | Path, *, device: str = "cpu") -> tuple[SpikingQNetwork,
         q_network=network.to(device).eval(), n_actions=info["n_actions"],
         observation_shape=tuple(info["observation_shape"]), policy=info["policy"], algorithm=info["algorithm"],
         sb3_version=info["sb3_version"], env_id=info["env_id"], source=info["source"],
+        # files saved before these were recorded: the defaults (`DQNCheckpoint`, `LayerScales`)
+        input_scaling=info.get("input_scaling", DQNCheckpoint.input_scaling),
+        assumptions=tuple(info.get("assumptions", ())),
     )
     scales = LayerScales(**{**payload["scales"], "hidden": tuple(s.to(device) for s in payload["scales"]["hidden"])})
     snn = convert(checkpoint, None, scales=scales, **payload["options"])
