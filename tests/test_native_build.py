@@ -227,7 +227,7 @@ def test_two_processes_building_at_once_both_succeed_and_compile_once(tmp_path):
 
 
 def test_without_a_compiler_it_warns_once_and_falls_back(tmp_path, monkeypatch):
-    from dqn2snn_plugin import spiking
+    from dqn2snn_plugin.engine.rate import if_scan
 
     monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path))
     monkeypatch.setattr(loader, "compiler", lambda: None)
@@ -238,7 +238,7 @@ def test_without_a_compiler_it_warns_once_and_falls_back(tmp_path, monkeypatch):
         assert len(caught) == 1
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a second call must not warn again
-            spikes, v = spiking.if_scan(torch.full((4, 1), 0.5), torch.zeros(1))
+            spikes, v = if_scan(torch.full((4, 1), 0.5), torch.zeros(1))
         assert spikes.flatten().tolist() == [0, 1, 0, 1] and float(v) == 0.0
         monkeypatch.setenv("DQN2SNN_FUSED_SCAN", "0")
         loader.library.cache_clear()
