@@ -31,6 +31,7 @@ from torch import nn
 
 from dqn2snn_plugin.engine.stats import SimulationStats, fan_out, weighted
 from dqn2snn_plugin.errors import ConfigError
+from dqn2snn_plugin.observations import observation_batch
 
 if TYPE_CHECKING:
     from dqn2snn_plugin.checkpoint import DQNCheckpoint
@@ -166,14 +167,15 @@ class CostReport:
 
 
 def verdict(snn: CostReport, dqn: CostReport) -> str:
-    """"SNN energy / DQN energy = r: cheaper|dearer" (the issue's comparison is against the int8 DQN)."""
+    """One line: the ratio SNN energy / DQN energy and whether the SNN is cheaper (compare with the int8 DQN)."""
     ratio = snn.energy_pj / dqn.energy_pj
     word = "cheaper" if ratio < 1 else "not cheaper"
     return f"{snn.network} / {dqn.network} energy = {ratio:.3g}: the SNN is {word}"
 
 
-def _name(index: int, stage: nn.Sequential) -> str:
-    return f"{type(weighted(stage)).__name__.lower()} {index + 1}"
+def _name(number: int, layer: nn.Module) -> str:
+    """A weighted layer's row label: "conv2d 1", "linear 4"."""
+    return f"{type(layer).__name__.lower()} {number}"
 
 
 def _macs(layer: nn.Module, out: torch.Tensor) -> int:
@@ -233,7 +235,7 @@ def _hidden_events(snn: SpikingQNetwork, stats: SimulationStats) -> list[float]:
     border effects) channel spikes x fan-out is exact; elsewhere it uses the channel's mean fan-out, and
     those layers are scaled together to the exact total (exact whenever only one layer is estimated).
     """
-    batch = stats.spikes[0].shape[0]
+    batch = stats.synaptic_ops.shape[0]
     exact, events = [], []
     for channel_spikes, fan in zip(stats.channel_spikes, snn.engine.counter.fan_outs):
         per_channel = fan.reshape(fan.shape[0], -1).float()
@@ -267,12 +269,13 @@ def snn_cost(snn: SpikingQNetwork, observations, T: int | None = None, *, stats:
     _check(precision)
     if weight_reads not in ("per_event", "per_decision"):
         raise ConfigError(f"weight_reads must be 'per_event' or 'per_decision', got {weight_reads!r}")
-    x = snn._prepare(observations)
+    weight = weighted(snn.synapses[0]).weight  # the network's dtype and device, as its simulation
+    x = observation_batch(observations, snn.observation_shape).to(device=weight.device, dtype=weight.dtype)
     if stats is None:
         snn.readouts(x, T)
         stats = snn.last_stats
-    if stats.spikes[0].shape[0] != x.shape[0]:
-        raise ConfigError(f"stats are for {stats.spikes[0].shape[0]} observations, got {x.shape[0]}")
+    if stats.synaptic_ops.shape[0] != x.shape[0]:
+        raise ConfigError(f"stats are for {stats.synaptic_ops.shape[0]} observations, got {x.shape[0]}")
     T = stats.T
     hidden_steps, output_steps = _neuron_steps(snn, T)
     w_bytes, m_bytes = _WEIGHT_BYTES[precision], _MEMBRANE_BYTES[precision]
@@ -284,7 +287,7 @@ def snn_cost(snn: SpikingQNetwork, observations, T: int | None = None, *, stats:
     for index, (stage, (_, out)) in enumerate(zip(stages, _shapes(stages, snn.observation_shape))):
         layer = weighted(stage)
         weights = layer.weight.numel()
-        cost = LayerCost(_name(index, stage), neurons=out[0].numel(), spikes=spikes[index],
+        cost = LayerCost(_name(index + 1, layer), neurons=out[0].numel(), spikes=spikes[index],
                          synaptic_events=events[index])
         if index == 0 and dense:
             cost.macs = _macs(layer, out)
@@ -312,7 +315,7 @@ def dqn_cost(checkpoint: DQNCheckpoint, precision: Precision = "int8", *, table:
             continue
         number += 1
         weights = module.weight.numel()
-        cost = LayerCost(f"{type(module).__name__.lower()} {number}", neurons=out[0].numel(), macs=_macs(module, out),
+        cost = LayerCost(_name(number, module), neurons=out[0].numel(), macs=_macs(module, out),
                          weight_bytes=weights * w_bytes, state_bytes=(inp[0].numel() + out[0].numel()) * a_bytes)
         array = max(inp[0].numel(), out[0].numel()) * a_bytes
         cost.compute_pj = cost.macs * table.mac(precision)
