@@ -289,9 +289,8 @@ def snn_cost(snn: SpikingQNetwork, observations, T: int | None = None, *, stats:
         weights = layer.weight.numel()
         cost = LayerCost(_name(index + 1, layer), neurons=out[0].numel(), spikes=spikes[index],
                          synaptic_events=events[index])
-        if index == 0 and dense:
-            cost.macs = _macs(layer, out)
-        dense_pass = index == 0 and dense  # reads every weight once, like the DQN
+        dense_pass = index == 0 and dense  # MACs that read every weight once, like the DQN
+        cost.macs = _macs(layer, out) if dense_pass else 0
         cost.weight_bytes = weights * w_bytes if dense_pass or weight_reads == "per_decision" else cost.synaptic_events * w_bytes
         cost.neuron_updates = cost.neurons * (output_steps if index == len(stages) - 1 else hidden_steps)
         cost.state_bytes = cost.neuron_updates * m_bytes * 2  # read and write the membrane at each update
