@@ -49,6 +49,8 @@ _LAZY = {
     "load_snn": "dqn2snn_plugin.io.store",
     "play": "dqn2snn_plugin.envs.play",
     "parse_protocol": "dqn2snn_plugin.envs.protocol",
+    "snn_cost": "dqn2snn_plugin.costs",
+    "dqn_cost": "dqn2snn_plugin.costs",
 }
 
 __all__ = [

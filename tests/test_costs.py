@@ -1,0 +1,147 @@
+"""The cost model on tiny networks whose spikes, events and MACs are counted by hand in each test."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+import dqn2snn_plugin as d2s
+from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.costs import HOROWITZ_45NM, EnergyTable, dqn_cost, snn_cost, verdict
+from dqn2snn_plugin.errors import ConfigError
+
+FP32_ADD, SRAM_8KB = 0.9, 10 / 8  # Horowitz 2014: pJ per fp32 add, pJ per byte of an 8 KB SRAM
+
+
+def _checkpoint(net: nn.Sequential, shape: tuple[int, ...]) -> DQNCheckpoint:
+    return DQNCheckpoint(net.eval(), net[-1].out_features, shape, "MlpPolicy", "DQN", None, None, "<test>")
+
+
+def _set(layer: nn.Module, weight) -> nn.Module:
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32).reshape(layer.weight.shape))
+        if layer.bias is not None:
+            layer.bias.zero_()
+    return layer
+
+
+@pytest.fixture
+def mlp() -> DQNCheckpoint:
+    """2 -> 3 -> 2: on x = [1, 0] the hidden activations are [1, 0.5, 0]."""
+    net = nn.Sequential(_set(nn.Linear(2, 3), [[1, 0], [0.5, 0], [0, 1]]), nn.ReLU(), _set(nn.Linear(3, 2), torch.ones(2, 3)))
+    return _checkpoint(net, (2,))
+
+
+@pytest.fixture
+def convnet() -> DQNCheckpoint:
+    """4x4 -> conv 2x2 -> 3x3 -> conv 2x2 -> 2x2 -> linear -> 1, all weights one."""
+    net = nn.Sequential(_set(nn.Conv2d(1, 1, 2), torch.ones(4)), nn.ReLU(), _set(nn.Conv2d(1, 1, 2), torch.ones(4)),
+                        nn.ReLU(), nn.Flatten(), _set(nn.Linear(4, 1), torch.ones(4)))
+    return _checkpoint(net, (1, 4, 4))
+
+
+def test_mlp_rate_counts_and_energy_by_hand(mlp):
+    x = torch.tensor([[1.0, 0.0]])
+    snn = d2s.convert(mlp, x, percentile="max")
+    report = snn_cost(snn, x, T=4)
+    first, second = report.layers
+    # binary input: one input spike, fan-out 3, no MACs; 3 neurons x 4 steps
+    assert (first.spikes, first.synaptic_events, first.macs, first.neuron_updates) == (1, 3, 0, 12)
+    # hidden rates 1, 0.5, 0 over 4 steps: 4 + 2 + 0 spikes, each to 2 outputs; 2 neurons x 4 steps
+    assert (second.spikes, second.synaptic_events, second.neuron_updates) == (6, 12, 8)
+    assert (first.weight_bytes, second.weight_bytes) == (3 * 4, 12 * 4)  # one fp32 weight per event
+    assert (first.state_bytes, second.state_bytes) == (12 * 8, 8 * 8)  # membrane read + write per update
+    compute = (3 + 12 + 12 + 8) * FP32_ADD
+    memory = (12 + 48 + 96 + 64) * SRAM_8KB
+    assert report.energy_pj == pytest.approx(compute + memory)
+
+
+def test_mlp_dense_first_layer_counts_macs(mlp):
+    x = torch.tensor([[1.0, 0.5]])
+    report = snn_cost(d2s.convert(mlp, x, percentile="max"), x, T=4)
+    assert (report.layers[0].macs, report.layers[0].synaptic_events) == (6, 0)
+    assert report.layers[0].weight_bytes == 6 * 4  # a dense pass reads each weight once
+    assert report.settings["first_stage"] == "dense"
+
+
+def test_mlp_binary_coding_updates_twice_per_hidden_layer(mlp):
+    x = torch.tensor([[1.0, 0.0]])
+    report = snn_cost(d2s.convert(mlp, x, percentile="max", coding="binary", T=4), x)
+    first, second = report.layers
+    assert (first.neuron_updates, second.neuron_updates) == (3 * 2 * 4, 2 * 4)  # integrate + fire; integrate
+    # 15 levels, round to nearest: 1 -> 1111 (4 spikes), 0.5 -> 7.5 + 0.5 = 8 -> 1000 (1 spike), 0 -> none
+    assert (second.spikes, second.synaptic_events) == (5, 10)
+
+
+def test_conv_events_follow_each_neurons_fan_out(convnet):
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 1, 1] = 1.0  # an inner pixel: in all four windows of the first conv
+    report = snn_cost(d2s.convert(convnet, x, percentile="max"), x, T=4)
+    first, second, third = report.layers
+    assert (first.spikes, first.synaptic_events) == (1, 4)
+    # hidden 1: ones at (0,0) (0,1) (1,0) (1,1), 4 spikes each; fan-outs into the 2x2 conv: 1, 2, 2, 4
+    assert (second.spikes, second.synaptic_events) == (16, 4 * (1 + 2 + 2 + 4))
+    # hidden 2: sums 4, 2, 2, 1 scaled by the max 4: rates 1, .5, .5, .25 -> 4 + 2 + 2 + 1 spikes, fan-out 1
+    assert (third.spikes, third.synaptic_events) == (9, 9)
+    assert [c.neurons for c in report.layers] == [9, 4, 1]
+
+
+def test_dqn_int8_by_hand(convnet):
+    report = dqn_cost(convnet, "int8")
+    assert [c.macs for c in report.layers] == [9 * 4, 4 * 4, 4]
+    assert [c.weight_bytes for c in report.layers] == [4, 4, 4]
+    assert [c.state_bytes for c in report.layers] == [16 + 9, 9 + 4, 4 + 1]  # int8 activations in and out
+    mac = 0.2 + 0.1  # int8 multiply + int32 add
+    assert report.energy_pj == pytest.approx((36 + 16 + 4) * mac + (12 + 25 + 13 + 5) * SRAM_8KB)
+    assert dqn_cost(convnet, "fp32").layers[0].compute_pj == pytest.approx(36 * (3.7 + 0.9))
+
+
+def test_a_swapped_table_reprices_proportionally(mlp):
+    x = torch.tensor([[1.0, 0.0]])
+    snn = d2s.convert(mlp, x, percentile="max")
+    base = snn_cost(snn, x, T=4)
+    assert snn_cost(snn, x, T=4, table=HOROWITZ_45NM.scaled(3)).energy_pj == pytest.approx(3 * base.energy_pj)
+    dearer_adds = snn_cost(snn, x, T=4, table=replace(HOROWITZ_45NM, fp32_add=2 * FP32_ADD))
+    assert dearer_adds.total.compute_pj == pytest.approx(2 * base.total.compute_pj)
+    assert dearer_adds.total.weight_pj == pytest.approx(base.total.weight_pj)
+
+
+def test_weights_read_once_per_decision(mlp):
+    x = torch.tensor([[1.0, 0.0]])
+    report = snn_cost(d2s.convert(mlp, x, percentile="max"), x, T=4, weight_reads="per_decision")
+    assert [c.weight_bytes for c in report.layers] == [6 * 4, 6 * 4]
+
+
+def test_int8_snn_reads_one_byte_weights_and_32_bit_membranes(mlp):
+    x = torch.tensor([[1.0, 0.0]])
+    report = snn_cost(d2s.convert(mlp, x, percentile="max"), x, T=4, precision="int8")
+    assert [c.weight_bytes for c in report.layers] == [3, 12]
+    assert report.total.compute_pj == pytest.approx((3 + 12 + 12 + 8) * 0.1)
+
+
+def test_sram_energy_grows_with_the_array():
+    table = EnergyTable()
+    assert [table.sram(n) for n in (8 << 10, 32 << 10, 1 << 20, 1 << 30)] == [1.25, 2.5, 12.5, 12.5]
+    assert set(EnergyTable.sources()) >= {"fp32_add", "fp32_mult", "int8_mult", "int32_add", "sram_8kb"}
+
+
+def test_report_json_markdown_and_verdict(mlp):
+    x = torch.tensor([[1.0, 0.0]])
+    snn_report = snn_cost(d2s.convert(mlp, x, percentile="max"), x, T=4)
+    rows = json.loads(snn_report.to_json())["layers"]
+    assert rows[-1]["name"] == "total" and rows[-1]["energy_pj"] == pytest.approx(snn_report.energy_pj)
+    assert snn_report.markdown().count("\n| ") == 4  # header, two layers, total
+    dqn = dqn_cost(mlp, "int8")
+    ratio = snn_report.energy_pj / dqn.energy_pj
+    assert verdict(snn_report, dqn).endswith(f"= {ratio:.3g}: the SNN is {'cheaper' if ratio < 1 else 'not cheaper'}")
+
+
+@pytest.mark.parametrize("kwargs", [{"precision": "fp16"}, {"weight_reads": "never"}])
+def test_bad_settings_are_named(mlp, kwargs):
+    x = torch.tensor([[1.0, 0.0]])
+    with pytest.raises(ConfigError, match=next(iter(kwargs))):
+        snn_cost(d2s.convert(mlp, x, percentile="max"), x, T=4, **kwargs)
