@@ -38,6 +38,7 @@ def test_action_count_check():
         check_action_count(BREAKOUT, 6)
 
 
+@pytest.mark.slow
 def test_observations_are_sb3_cnn_batches_and_seeded():
     def rollout(seed: int) -> np.ndarray:
         env = make_env(BREAKOUT, 3, seed=seed)
@@ -251,6 +252,7 @@ def test_play_counts_exactly_the_assigned_episodes():
     assert batch_sizes == [2] * 20 + [1] * 20
 
 
+@pytest.mark.slow
 def test_play_is_repeatable_and_seed_dependent():
     def run(seed: int) -> list[EpisodeResult]:
         return play(noop_policy, BREAKOUT, 4, n_envs=4, epsilon=0.5, seed=seed, max_steps=150)

@@ -23,6 +23,7 @@ def refuse_to_play(*args, **kwargs):
     raise AssertionError("played although the cache should have answered")
 
 
+@pytest.mark.slow
 def test_collects_the_states_the_dqn_acts_on_and_caches_them(tmp_path, monkeypatch):
     dqn = atari_checkpoint("BreakoutNoFrameskip-v4")
     frames = collect_observations(dqn, 20, n_envs=8, seed=5, cache_dir=tmp_path)
@@ -53,6 +54,7 @@ def test_cache_key_follows_the_weights_and_settings():
     assert key(dqn, seed=0) != key(dqn, seed=1)
 
 
+@pytest.mark.slow
 def test_cache_write_is_atomic(tmp_path, monkeypatch):
     dqn = atari_checkpoint("BreakoutNoFrameskip-v4")
 
@@ -69,6 +71,7 @@ def test_cache_write_is_atomic(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("*.npy"))) == 1
 
 
+@pytest.mark.slow
 def test_use_cache_false_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("DQN2SNN_CACHE", str(tmp_path))
     assert calibration.default_cache_dir() == tmp_path
@@ -76,6 +79,7 @@ def test_use_cache_false_writes_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_calibration_and_test_states_come_from_separate_episodes(tmp_path, monkeypatch):
     seeds = []
 
@@ -160,6 +164,7 @@ def test_bool_planes_are_read_as_0_1_but_refused_for_screen_frames():
         as_observation_array(np.zeros((2, 4, 84, 84), dtype=bool), (4, 84, 84))
 
 
+@pytest.mark.slow
 def test_a_protocol_is_checked_before_any_play_and_keys_the_cache(tmp_path, monkeypatch):
     dqn = atari_checkpoint("BreakoutNoFrameskip-v4")
     monkeypatch.setattr(calibration, "play", refuse_to_play)

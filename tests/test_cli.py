@@ -66,6 +66,7 @@ def test_missing_subcommand_is_a_usage_error(capsys):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.slow
 def test_console_script(fixtures_dir, tmp_path):
     script = Path(sys.executable).with_name("dqn2snn")
     cartpole = fixtures_dir / "sb3-zoo" / "classic" / "CartPole-v1.zip"
@@ -78,6 +79,7 @@ def test_console_script(fixtures_dir, tmp_path):
     assert failed.stderr.startswith("dqn2snn: error:") and "Traceback" not in failed.stderr
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_quietly_without_a_traceback(any_checkpoint):
     """`dqn2snn inspect X | true`: the reader is gone before the first write (python starts in seconds,
     `true` in milliseconds); no BrokenPipeError traceback, and SIGPIPE's status as a shell reports it."""
@@ -87,6 +89,7 @@ def test_a_closed_pipe_ends_quietly_without_a_traceback(any_checkpoint):
     assert out.returncode == 141
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["inspect", "{checkpoint}"], ["--help"], ["--version"]])
 def test_a_full_stdout_is_one_line_with_status_2(argv, breakout_zip):
     """`dqn2snn inspect X > /dev/full`: the output cannot be written; one line says so, no traceback."""

@@ -109,6 +109,7 @@ def test_evaluate_writes_json_and_prints_table(capsys, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_convert_saves_a_reloadable_snn(capsys, tmp_path, atari_observations):
     from dqn2snn_plugin.io.store import load_snn
 
@@ -131,6 +132,7 @@ def test_benchmark_writes_the_table(capsys, tmp_path):
     assert (tmp_path / "cells.jsonl").read_text().count("\n") == 1
 
 
+@pytest.mark.slow
 def test_tune_with_distillation_saves_the_chosen_snn(capsys, tmp_path, atari_observations):
     from dqn2snn_plugin.io.store import load_snn
 
@@ -163,9 +165,10 @@ def test_convert_with_binary_coding_saves_a_binary_snn(capsys, tmp_path, atari_o
     snn, _ = load_snn(tmp_path / "snn.pt")
     assert (snn.coding, snn.T, snn.initial_membrane, snn.scales.channel_wise) == ("binary", 8, 0.5, True)
     assert snn(atari_observations).shape == (6, 4)
-    assert not (tmp_path / "snn.nir").exists() and "no snn.nir: binary spike coding" in capsys.readouterr().out
+    assert not (tmp_path / "snn.nir").exists() and "no snn.nir: binary coding has no NIR form" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_tune_with_binary_coding_tries_percentiles_and_membranes_only(capsys, tmp_path):
     argv = ["tune", QNET, "--coding", "binary", "--T", "2,4", "--channel-wise", "--target-agreement", "1.0"]
     assert main([*argv, "--calibration-frames", "300", "-o", str(tmp_path)]) == 0
@@ -375,6 +378,7 @@ def test_a_results_folder_in_use_by_another_run_is_refused_naming_it(command, ca
     assert f"{tmp_path} is in use by another dqn2snn run (pid {holder.pid} on " in err
 
 
+@pytest.mark.slow
 def test_an_output_the_disk_cannot_hold_loses_nothing(tmp_path):
     """`convert` under a file-size limit (a full disk): one line naming the file, no half-written file,
     the earlier conversion's folder as it was; the calibration cache that did not fit is a warning."""

@@ -33,6 +33,7 @@ def states(tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("game", GAMES)
 def test_backends_agree_on_actions_and_spike_counts(states, game):
     """In float64 both backends give the same spikes in every layer; in float32 they differ only by
@@ -85,6 +86,7 @@ def test_spikingjelly_s_own_converted_graph_simulates_like_ours(states):
     torch.testing.assert_close(snn(test[:20], T=T, readout="membrane"), theirs, rtol=1e-7, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_the_losing_pong_agent_is_not_flipped(states):
     """All Q-values of our Pong fixture are negative: the output layer must keep its own units."""
     ckpt, calibration, test = states("Pong")
@@ -104,6 +106,7 @@ def test_convert_leaves_the_users_network_untouched(states):
         assert torch.equal(value, before[key])
 
 
+@pytest.mark.slow
 def test_channel_wise_and_half_threshold_options_convert(states):
     ckpt, calibration, test = states("Breakout")
     snn = convert(ckpt, calibration, channel_wise=True, initial_membrane="half", backend="spikingjelly")

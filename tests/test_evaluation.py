@@ -74,6 +74,7 @@ def reference_games(policy, checkpoint, snn, T, settings):
     return [e.score for e in episodes], [e.length for e in episodes], matches
 
 
+@pytest.mark.slow
 @pytest.mark.atari
 def test_evaluate_reports_the_games_each_player_played(tmp_path, atari_observations):
     """Breakout's fixture DQN at T = 4 (agreement well below 100%): evaluate's scores and both
@@ -129,6 +130,7 @@ def test_convert_then_reload_gives_identical_outputs(tmp_path, atari_observation
     assert (reloaded.T, reloaded.initial_membrane, dqn.env_id) == (16, 0.5, checkpoint.env_id)
 
 
+@pytest.mark.slow
 def test_calibration_states_come_from_episodes_apart_from_the_measured_games(monkeypatch, tmp_path):
     """With episodes >= n_envs the DQN's measured games used to start from the calibration episodes'
     seeds, so the calibration states were exactly their first states. Now the envs of the two never

@@ -49,6 +49,7 @@ def test_paper_split_names_the_missing_games_by_hub_id():
     assert grid.hub_id("Pong") == "hf://sb3/dqn-PongNoFrameskip-v4"
 
 
+@pytest.mark.slow
 def test_a_larger_grid_computes_only_its_new_cells(tmp_path):
     games = grid.unique_games([ev.load_checked(QNET)])
     computed = []
@@ -70,6 +71,7 @@ def test_a_larger_grid_computes_only_its_new_cells(tmp_path):
         grid.Grid(games, both, RunSettings(episodes=2, calibration_frames=300, max_steps=40, n_envs=1), tmp_path)
 
 
+@pytest.mark.slow
 def test_paper_runs_its_two_settings_and_lists_the_rest(capsys, tmp_path):
     argv = ["benchmark", "--paper", QNET, *TINY_ARGS, "--max-steps", "8", "-o", str(tmp_path)]  # T = 500 is slow
     assert main(argv) == 0

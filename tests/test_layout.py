@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +27,7 @@ def test_the_adapters_folder_at_the_top_is_the_package_s_own():
     assert top.resolve() == (ROOT / "dqn2snn_plugin" / "adapters").resolve()
 
 
+@pytest.mark.slow
 def test_importing_the_spikingjelly_adapter_leaves_the_environment_alone():
     code = ("import os; before = dict(os.environ); import dqn2snn_plugin.adapters.spikingjelly; "
             "print(sorted(set(os.environ.items()) ^ set(before.items())))")

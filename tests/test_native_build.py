@@ -206,6 +206,7 @@ def test_a_sticky_shared_folder_like_tmp_is_accepted(tmp_path):
     assert loader.private(shared / "native") == (shared / "native").resolve()
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_two_processes_building_at_once_both_succeed_and_compile_once(tmp_path):
     """The build holds a file lock: the second process waits and loads the first one's library."""
@@ -277,6 +278,7 @@ def test_a_missing_c_source_warns_and_falls_back(tmp_path, monkeypatch):
         loader.library.cache_clear()
 
 
+@pytest.mark.slow
 @needs_compiler
 def test_a_compiler_refusing_the_fast_flags_builds_the_plain_library(tmp_path, monkeypatch):
     monkeypatch.setattr(loader, "FAST", ["-fno-such-option-anywhere"])

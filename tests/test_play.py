@@ -31,6 +31,7 @@ def cartpole_with_my_wrapper(n: int) -> gym.vector.VectorEnv:
                         wrappers=[lambda env: gym.wrappers.TransformObservation(env, lambda o: o * 10, env.observation_space)])
 
 
+@pytest.mark.slow
 def test_play_and_collect_on_a_users_atari_env(tmp_path):
     dqn = atari_checkpoint("PongNoFrameskip-v4")
     results = play(dqn.act, None, 2, n_envs=2, max_steps=30, env_factory=deterministic_pong)

@@ -23,6 +23,8 @@ from dqn2snn_plugin.adapters.ray import KILL_ONCE_ENV
 from dqn2snn_plugin.cli import main
 from conftest import ATARI_FIXTURES
 
+pytestmark = pytest.mark.slow  # every test here starts a Ray cluster (seconds to a minute)
+
 QNET = str(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")
 ZIP = str(ATARI_FIXTURES / "dqn-BreakoutNoFrameskip-v4.zip")
 TINY_ARGS = ["--episodes", "1", "--max-steps", "40", "--n-envs", "1", "--calibration-frames", "300"]

@@ -106,6 +106,7 @@ def _limited(code: str, limit: int = 4096) -> subprocess.CompletedProcess:
                           timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_every_earlier_file_and_names_the_one_not_written(tmp_path):
     """JSON, a PNG (plots), a torch file (save_snn's writer) and a cell's line: each write that does not
     fit is one ResultsError naming its file, and the file written before stays whole."""

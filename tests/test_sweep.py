@@ -23,6 +23,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
 
 
+@pytest.mark.slow
 def test_sweep_resumes_after_a_crash_without_recomputing(tmp_path, monkeypatch, capsys):
     real_run_cell, calls = sw.run_cell, []
 

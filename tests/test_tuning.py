@@ -163,6 +163,7 @@ def test_tuning_input_is_checked(mlp_checkpoint):
         cheapest_T(mlp_checkpoint, np.zeros((30, 6), np.float32), 1.5)
 
 
+@pytest.mark.slow
 def test_bias_calibration_on_breakout_raises_agreement_at_small_T():
     """Measured: 53% -> 63% agreement at T = 8 with 1,000 fitting states (membranes start at 0), on the
     plain percentile scales (state_trim=0). On the default scales, which leave the 2% most extreme states
