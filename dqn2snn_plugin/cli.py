@@ -388,6 +388,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from dqn2snn_plugin.experiments.evaluation import calibration_states, check_grid
     from dqn2snn_plugin.experiments.records import weights_digest
     from dqn2snn_plugin.io.store import save_snn
+    from dqn2snn_plugin.normalization import scale_shares
 
     (T,), (p,) = check_grid(_Ts(args, args.coding), [args.percentile], args.coding)
     run_settings, checkpoint = _load_for(args)
@@ -398,7 +399,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     def write(folder: Path) -> None:
         save_snn(snn, checkpoint, folder / "snn.pt")
         write_json(folder / "scales.json", snn.scales.as_dict())
-        if snn.coding == "rate":
+        if snn.coding.nir_exportable:
             from dqn2snn_plugin.io.nir_graph import save_nir
 
             save_nir(snn, folder / "snn.nir", provenance={
@@ -413,6 +414,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         print(f"no snn.nir: {snn.coding.name} coding has no NIR form ({snn.coding.why_not_nir})")
     else:
         print(f"saved {out / 'snn.nir'} (NIR graph; run it elsewhere with dqn2snn_plugin.adapters.nir.load_nir)")
+    shares = scale_shares(checkpoint.q_network, checkpoint.prepare(states), snn.scales)
+    print(f"states above each spiking layer's scale (the states that set it; {snn.scales.state_trim:g}% of the most "
+          f"extreme left out): " + ", ".join(f"layer {i + 1} {share:.1%}" for i, share in enumerate(shares)))
     return 0
 
 

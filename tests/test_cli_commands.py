@@ -121,6 +121,8 @@ def test_convert_saves_a_reloadable_snn(capsys, tmp_path, atari_observations):
     graph = nir.read(tmp_path / "snn.nir")  # the same SNN as a NIR graph, with where it came from
     assert graph.metadata["provenance"]["env_id"] == "BreakoutNoFrameskip-v4"
     assert torch.equal(from_nir(graph)(atari_observations), snn(atari_observations))
+    shares = capsys.readouterr().out.split("states above each spiking layer's scale")[1]
+    assert "2% of the most extreme left out" in shares and shares.count("layer ") == 4
 
 
 def test_benchmark_writes_the_table(capsys, tmp_path):

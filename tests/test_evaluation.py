@@ -162,3 +162,34 @@ def test_calibration_states_come_from_episodes_apart_from_the_measured_games(mon
     visited = np.concatenate(visited)
     n = min(len(visited), len(calibration))
     assert not np.array_equal(calibration[:n], visited[:n])
+
+
+def test_evaluate_and_a_benchmark_cell_play_in_the_users_own_env():
+    """Every game of `evaluate` (calibration too) and of a benchmark cell runs in the user's vector env,
+    with their wrappers, and the result names the factory instead of a protocol."""
+    import gymnasium as gym
+    from torch import nn
+
+    from dqn2snn_plugin.experiments.grid import Setting, measure_cell
+
+    seen = []
+
+    def my_cartpole(n: int) -> gym.vector.VectorEnv:
+        seen.append(n)
+        scaled = gym.wrappers.TransformObservation  # the user's own wrapper: observations x 10
+        return gym.make_vec("CartPole-v1", num_envs=n, vectorization_mode="sync",
+                            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+                            wrappers=[lambda env: scaled(env, lambda o: o * 10, env.observation_space)])
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    dqn = DQNCheckpoint(q_network=net, n_actions=2, observation_shape=(4,), policy="MlpPolicy", algorithm="DQN",
+                        sb3_version=None, env_id="CartPole-v1", source="<test>")
+    settings = RunSettings(episodes=2, calibration_frames=50, max_steps=30, n_envs=2)
+    result = ev.evaluate(dqn, T=8, percentile=99.9, settings=settings, env_factory=my_cartpole)
+    assert seen == [2, 2, 2]  # calibration, the DQN's games, the SNN's games
+    assert result.header.protocol == {"env_factory": "test_evaluate_and_a_benchmark_cell_play_in_the_users_own_env."
+                                                      "<locals>.my_cartpole"}
+    assert result.dqn_score.scores and all(length <= 30 for length in result.dqn_score.lengths)
+    cell = measure_cell(dqn, Setting("rate", 8, 99.9, False), settings, env_factory=my_cartpole)
+    assert len(seen) == 6 and cell.evaluation.header.protocol == result.header.protocol

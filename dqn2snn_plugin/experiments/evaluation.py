@@ -24,7 +24,7 @@ import torch
 from dqn2snn_plugin.calibration import TEST_SEED_OFFSET, calibration_and_test_observations, collect_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint, load_dqn
 from dqn2snn_plugin.conversion import convert
-from dqn2snn_plugin.envs.play import check_action_count, play, resolve_protocol
+from dqn2snn_plugin.envs.play import EnvFactory, check_action_count, play, resolve_protocol
 from dqn2snn_plugin.envs.protocol import Protocol
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.experiments.records import (
@@ -153,23 +153,32 @@ class _SnnPlayer:
         return self.readouts(obs)[self.readout].argmax(dim=1)
 
 
+def _env(checkpoint: DQNCheckpoint, settings: RunSettings, env_factory: EnvFactory | None) -> dict:
+    """How `play` and `collect_observations` make the games: the user's own vector env (`env_factory`),
+    or the checkpoint's game under the settings' protocol."""
+    if env_factory is not None:
+        return {"env_factory": env_factory}
+    return {"protocol": settings.protocol, "observation_shape": checkpoint.observation_shape}
+
+
 def play_dqn(checkpoint: DQNCheckpoint, settings: RunSettings, snn: SpikingQNetwork | None = None,
-             T: int | None = None) -> tuple[ScoreSummary, Agreements | None]:
+             T: int | None = None, env_factory: EnvFactory | None = None) -> tuple[ScoreSummary, Agreements | None]:
     """DQN games: score summary, and agreement on the DQN-visited states when an SNN is given."""
     recorder = None if snn is None else AgreementRecorder(checkpoint, snn, T, readouts=AGREEMENT_READOUTS)
     episodes = play(checkpoint.act, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs,
                     epsilon=settings.epsilon, seed=settings.seed, max_steps=settings.max_steps, on_step=recorder,
-                    progress=True, protocol=settings.protocol, observation_shape=checkpoint.observation_shape)
+                    progress=True, **_env(checkpoint, settings, env_factory))
     return ScoreSummary.of(episodes), None if recorder is None else agreements_of(recorder.results())
 
 
-def play_snn(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, T: int, settings: RunSettings) -> SnnPlay:
+def play_snn(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, T: int, settings: RunSettings,
+             env_factory: EnvFactory | None = None) -> SnnPlay:
     """SNN games: score summary, agreement on SNN-visited states (the paper's conversion rate), cost."""
     player = _SnnPlayer(snn, T, settings.readout)
     recorder = AgreementRecorder(checkpoint, player, T, readouts=AGREEMENT_READOUTS)
     episodes = play(player, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs, epsilon=settings.epsilon,
                     seed=settings.seed, max_steps=settings.max_steps, on_step=recorder, progress=True,
-                    protocol=settings.protocol, observation_shape=checkpoint.observation_shape)
+                    **_env(checkpoint, settings, env_factory))
     return SnnPlay(ScoreSummary.of(episodes), agreements_of(recorder.results()), player.spikes / player.decisions,
                    player.synaptic_ops / player.decisions)
 
@@ -187,12 +196,13 @@ def calibration_draws(settings: RunSettings, test_frames: int = 0) -> tuple[Stat
     return draws[0], draws[1]
 
 
-def calibration_states(checkpoint: DQNCheckpoint, settings: RunSettings) -> tuple[np.ndarray, StateDraw]:
+def calibration_states(checkpoint: DQNCheckpoint, settings: RunSettings,
+                       env_factory: EnvFactory | None = None) -> tuple[np.ndarray, StateDraw]:
     """The DQN's own epsilon-greedy states for calibration (`calibration_draws`; cached on disk), and how drawn."""
     draw, _ = calibration_draws(settings)
     check_memory(checkpoint, settings)
     return collect_observations(checkpoint, draw.frames, epsilon=draw.epsilon, seed=draw.first_seed,
-                                n_envs=draw.n_envs, progress=True, protocol=settings.protocol), draw
+                                n_envs=draw.n_envs, progress=True, **_calibration_env(settings, env_factory)), draw
 
 
 def calibration_and_heldout_states(checkpoint: DQNCheckpoint, settings: RunSettings, test_frames: int
@@ -206,31 +216,41 @@ def calibration_and_heldout_states(checkpoint: DQNCheckpoint, settings: RunSetti
     return calibration, test, draw, test_draw
 
 
-def header(checkpoint: DQNCheckpoint, settings: RunSettings) -> Header:
+def _calibration_env(settings: RunSettings, env_factory: EnvFactory | None) -> dict:
+    """`_env` for `collect_observations`, which reads the layout from the checkpoint itself."""
+    return {"env_factory": env_factory} if env_factory is not None else {"protocol": settings.protocol}
+
+
+def header(checkpoint: DQNCheckpoint, settings: RunSettings, env_factory: EnvFactory | None = None) -> Header:
     """Which network (file and weights digest), which game played how (the protocol resolved for
-    its family: a default protocol is recorded too), which settings."""
-    protocol = resolve_protocol(checkpoint.env_id, settings.protocol)
-    return Header(checkpoint.source, weights_digest(checkpoint), checkpoint.env_id, settings.as_config(),
-                  None if protocol is None else protocol.to_json())
+    its family: a default protocol is recorded too; or the user's env factory, by name), which settings."""
+    if env_factory is not None:
+        played = {"env_factory": getattr(env_factory, "__qualname__", type(env_factory).__name__)}
+    else:
+        protocol = resolve_protocol(checkpoint.env_id, settings.protocol)
+        played = None if protocol is None else protocol.to_json()
+    return Header(checkpoint.source, weights_digest(checkpoint), checkpoint.env_id, settings.as_config(), played)
 
 
 def evaluate(checkpoint: DQNCheckpoint, *, T: int, percentile: float | str, settings: RunSettings,
-             snn: SpikingQNetwork | None = None) -> Evaluation:
+             snn: SpikingQNetwork | None = None, env_factory: EnvFactory | None = None) -> Evaluation:
     """One setting, the paper's way: DQN and SNN games, agreement on both state sets, spikes per decision.
 
     The SNN is converted from `settings.calibration_frames` calibration states (episodes separate from
     the games, `calibration_draws`) unless given; a given SNN's calibration is the caller's, recorded as None.
+    `env_factory(n)` plays every game (calibration too) in the user's own vector env instead of the
+    checkpoint's game under `settings.protocol` (see `envs.play.play`); the result records its name.
     """
     T, p = check_T(T), check_percentile(percentile)
     settings.check()
     draw = None
     if snn is None:
-        states, draw = calibration_states(checkpoint, settings)
+        states, draw = calibration_states(checkpoint, settings, env_factory)
         snn = convert(checkpoint, states, percentile=p, backend=settings.backend, readout=settings.readout, T=T,
                       coding=settings.coding, channel_wise=settings.channel_wise)
-    dqn_score, dqn_visited = play_dqn(checkpoint, settings, snn, T)
-    return Evaluation(header(checkpoint, settings), T, p, dqn_score, play_snn(checkpoint, snn, T, settings),
-                      dqn_visited, snn.scales.as_dict(), draw)
+    dqn_score, dqn_visited = play_dqn(checkpoint, settings, snn, T, env_factory)
+    return Evaluation(header(checkpoint, settings, env_factory), T, p, dqn_score,
+                      play_snn(checkpoint, snn, T, settings, env_factory), dqn_visited, snn.scales.as_dict(), draw)
 
 
 def heldout_agreement(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, states: np.ndarray, Ts: list[int],

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.envs.play import EnvFactory
 from dqn2snn_plugin.errors import ConfigError, ResultsError
 from dqn2snn_plugin.experiments.evaluation import calibration_draws, check_grid, evaluate
 from dqn2snn_plugin.experiments.records import BenchmarkCell, weights_digest
@@ -144,11 +145,14 @@ def shared_config(settings: RunSettings) -> dict:
             "calibration_states": calibration.to_json()}
 
 
-def measure_cell(checkpoint: DQNCheckpoint, setting: Setting, settings: RunSettings) -> BenchmarkCell:
-    """The cell's record: `evaluate` at the setting, plus the host it ran on and its wall time."""
+def measure_cell(checkpoint: DQNCheckpoint, setting: Setting, settings: RunSettings,
+                 env_factory: EnvFactory | None = None) -> BenchmarkCell:
+    """The cell's record: `evaluate` at the setting (in the user's own vector env if `env_factory` is
+    given), plus the host it ran on and its wall time."""
     start = time.perf_counter()
     result = evaluate(checkpoint, T=setting.T, percentile=setting.percentile,
-                      settings=replace(settings, coding=setting.coding, channel_wise=setting.channel_wise))
+                      settings=replace(settings, coding=setting.coding, channel_wise=setting.channel_wise),
+                      env_factory=env_factory)
     return BenchmarkCell(setting.coding, setting.channel_wise, result, socket.gethostname(), None,
                          time.perf_counter() - start)
 
