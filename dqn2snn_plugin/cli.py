@@ -295,7 +295,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
     from dqn2snn_plugin.experiments import grid
     from dqn2snn_plugin.experiments.evaluation import load_checked, resolve_device
-    from dqn2snn_plugin.experiments.report import benchmark_table
+    from dqn2snn_plugin.experiments.report import benchmark_table, scores_table
 
     if args.episodes is None:
         args.episodes = settings.PAPER_EPISODES if args.paper else settings.RunSettings.episodes
@@ -333,7 +333,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             print(cluster)
         rows = table.run(runner or grid.run_here)
     print(benchmark_table(rows))
-    print(f"results in {args.output}/ (benchmark.md, benchmark.csv, cells.jsonl)")
+    print(scores_table(table.records()))
+    print(f"results in {args.output}/ (benchmark.md/.csv, scores.md/.csv/.json, cells.jsonl)")
     return 0
 
 
