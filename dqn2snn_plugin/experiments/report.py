@@ -163,3 +163,21 @@ def demo_table(result: DemoResult) -> str:
         rows.append([row.conversion.label, pct(heldout), pct(row.snn.agreement_snn_visited[DEMO_READOUT].rate),
                      score(row.snn.score), f"{row.snn.synaptic_ops_per_decision:,.0f}", row.latency_steps])
     return markdown_table(DEMO_HEADERS, rows)
+
+
+DEMO_SCORE_HEADERS = ["", "score (mean ± 95% CI)", "SNN − DQN (95% CI)", "same score", "agreement while playing",
+                      "synaptic ops per decision", "latency (time steps)"]
+
+
+def demo_scores_table(result: DemoResult) -> str:
+    """The demo's score comparison: the DQN, then each conversion with the 95% interval of its
+    difference from the DQN (`confidence`), for games long and many enough to tell scores apart."""
+    dqn = result.dqn_score.scores
+    rows = [["DQN (the network converted)", mean_ci(result.dqn_score), "", "", "", "", ""]]
+    for row in result.conversions:
+        snn = row.snn.score.scores
+        rows.append([row.conversion.label, mean_ci(row.snn.score), interval(difference_interval(snn, dqn)),
+                     "yes" if indistinguishable(snn, dqn) else "no",
+                     pct(row.snn.agreement_snn_visited[DEMO_READOUT].rate),
+                     f"{row.snn.synaptic_ops_per_decision:,.0f}", row.latency_steps])
+    return markdown_table(DEMO_SCORE_HEADERS, rows) + f"\n{METHOD}; {SAME_SCORE}"
