@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dqn2snn_plugin.experiments.confidence import Interval
@@ -70,3 +72,24 @@ def test_a_single_game_has_no_interval():
     assert row[2:6] == ["3.00 ± n/a (n=1)", "2.00 ± n/a (n=1)", "n/a", "no"]
     assert (mean_ci(ScoreSummary.from_json(SCORE)), interval(Interval(1.0, 0.5, 1.5, 3))) == (
         "2.50 ± 6.35 (n=2)", "[0.50, 1.50]")
+
+
+def test_a_benchmark_folder_holds_the_score_comparison(tmp_path):
+    from dqn2snn_plugin.experiments import grid
+    from dqn2snn_plugin.experiments.evaluation import load_checked
+    from dqn2snn_plugin.experiments.settings import RunSettings
+    from conftest import ATARI_FIXTURES
+
+    games = grid.unique_games([load_checked(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")])
+    cell = _cell_with_scores([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.0, 0.0, 4.0]).to_json()
+
+    def logged(cells, settings):  # the cell as measured earlier, no game played
+        yield {**cell, "checkpoint_sha": games[0].digest}
+
+    table = grid.Grid(games, [grid.Setting("rate", 4, 99.9)], RunSettings(episodes=5), tmp_path)
+    table.run(logged)
+    assert (tmp_path / "scores.md").read_text().splitlines()[2] == "| " + " | ".join(
+        map(str, score_row(BenchmarkCell.from_json(cell)))) + " |"
+    assert (tmp_path / "scores.csv").read_text().splitlines()[0].startswith("game,setting,DQN score (mean ± 95% CI)")
+    written = json.loads((tmp_path / "scores.json").read_text())
+    assert written["method"].startswith("Student t") and written["cells"][0]["snn_minus_dqn"]["estimate"] == -2.0
