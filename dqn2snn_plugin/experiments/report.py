@@ -123,14 +123,18 @@ def setting_label(coding: str, T: int, percentile: float, channel_wise: bool) ->
     return f"{coding} T={T} p={p_label(percentile)}" + " per channel" * channel_wise
 
 
+def compared(snn: ScoreSummary, dqn: ScoreSummary) -> list[str]:
+    """The SNN's score against the DQN's: its mean with 95% interval, the difference's interval, same score."""
+    return [mean_ci(snn), interval(difference_interval(snn.scores, dqn.scores)),
+            "yes" if indistinguishable(snn.scores, dqn.scores) else "no"]
+
+
 def score_row(cell: BenchmarkCell) -> list[object]:
     """One row of the score comparison (columns SCORE_HEADERS)."""
     ev, readout = cell.evaluation, AGREEMENT_READOUTS[0]
-    dqn, snn = ev.dqn_score.scores, ev.snn.score.scores
     return [ev.header.env_id.removesuffix("NoFrameskip-v4"),
             setting_label(cell.coding, ev.T, ev.percentile, cell.channel_wise), mean_ci(ev.dqn_score),
-            mean_ci(ev.snn.score), interval(difference_interval(snn, dqn)),
-            "yes" if indistinguishable(snn, dqn) else "no", pct(ev.snn.agreement_snn_visited[readout].rate),
+            *compared(ev.snn.score, ev.dqn_score), pct(ev.snn.agreement_snn_visited[readout].rate),
             pct(ev.agreement_dqn_visited[readout].rate), f"{ev.snn.synaptic_ops_per_decision:,.0f}"]
 
 
@@ -172,12 +176,9 @@ DEMO_SCORE_HEADERS = ["", "score (mean ± 95% CI)", "SNN − DQN (95% CI)", "sam
 def demo_scores_table(result: DemoResult) -> str:
     """The demo's score comparison: the DQN, then each conversion with the 95% interval of its
     difference from the DQN (`confidence`), for games long and many enough to tell scores apart."""
-    dqn = result.dqn_score.scores
     rows = [["DQN (the network converted)", mean_ci(result.dqn_score), "", "", "", "", ""]]
     for row in result.conversions:
-        snn = row.snn.score.scores
-        rows.append([row.conversion.label, mean_ci(row.snn.score), interval(difference_interval(snn, dqn)),
-                     "yes" if indistinguishable(snn, dqn) else "no",
+        rows.append([row.conversion.label, *compared(row.snn.score, result.dqn_score),
                      pct(row.snn.agreement_snn_visited[DEMO_READOUT].rate),
                      f"{row.snn.synaptic_ops_per_decision:,.0f}", row.latency_steps])
     return markdown_table(DEMO_SCORE_HEADERS, rows) + f"\n{METHOD}; {SAME_SCORE}"
