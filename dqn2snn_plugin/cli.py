@@ -318,7 +318,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
     from dqn2snn_plugin.experiments import grid
     from dqn2snn_plugin.experiments.evaluation import check_memory, load_checked, resolve_device
-    from dqn2snn_plugin.experiments.report import benchmark_table
+    from dqn2snn_plugin.experiments.report import benchmark_table, scores_table
 
     if args.episodes is None:
         args.episodes = settings.PAPER_EPISODES if args.paper else settings.RunSettings.episodes
@@ -359,7 +359,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             print(cluster)
         rows = table.run(runner or grid.run_here)
     print(benchmark_table(rows))
-    print(f"results in {args.output}/ (benchmark.md, benchmark.csv, cells.jsonl)")
+    print(scores_table(table.records()))
+    print(f"results in {args.output}/ (benchmark.md/.csv, scores.md/.csv/.json, cells.jsonl)")
     return 0
 
 
@@ -473,12 +474,15 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _register_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="the paper's conversion vs our binary coding on the shipped Breakout DQN, in one table and plot",
+        "demo", help="the paper's conversion vs our binary coding on the shipped Breakout DQN and a competent "
+        "MinAtar DQN, in tables and plots",
         description="Convert the shipped Breakout fixture DQN (or --checkpoint) twice, with the paper's method "
         "(rate coding, N+V readout, p = 99.9) and with our training-free binary coding (T-bit codes, p = 99.99, "
         "per-channel scales); measure held-out agreement, agreement and score while playing short games, "
         "synaptic operations and latency; print one table and write result.json, demo.md and "
-        "agreement_vs_latency.png to the output directory.",
+        "agreement_vs_latency.png to the output directory. Then the same for the competent MinAtar Breakout DQN "
+        "shipped with the package, with whole games enough for a score comparison with 95% confidence "
+        "intervals (written to OUTPUT/minatar-breakout).",
     )
     parser.add_argument("--checkpoint", default=None, help="checkpoint to use instead of the shipped Breakout fixture")
     parser.add_argument("--bits", type=_type(settings.count), default=8,
@@ -486,6 +490,8 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rate-T", type=_type(settings.count), default=None,
                         help="time steps per decision of the paper's row (default: the binary row's latency, "
                         "bits x weighted layers: 40 for the Nature CNN)")
+    parser.add_argument("--minatar-games", type=_type(settings.whole_number), default=30,
+                        help="whole games per player on the shipped MinAtar Breakout DQN (default 30; 0 skips it)")
     _add_test_frames(parser, 128, "the agreement curve")
     # each row fixes its coding, scales and readout (N + V): only the games and the calibration are options
     settings.add_options(parser, omit=("coding", "channel_wise", "readout"),
@@ -496,14 +502,17 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from dqn2snn_plugin.experiments.demo import conversions, find_demo_checkpoint, run_demo
-    from dqn2snn_plugin.experiments.report import demo_table
+    from dqn2snn_plugin.experiments.demo import conversions, find_demo_checkpoint, run_demo, run_minatar_demo
+    from dqn2snn_plugin.experiments.evaluation import resolve_device
+    from dqn2snn_plugin.experiments.report import demo_scores_table, demo_table
 
     conversions(args.bits, args.rate_T, 1)  # refuses --bits above binary_coding.MAX_BITS and T beyond MAX_T
+    if args.minatar_games < 0:
+        raise ConfigError(f"--minatar-games must be at least 0 (0 skips the MinAtar part), got {args.minatar_games}")
     source = args.checkpoint or find_demo_checkpoint()
     run_settings, checkpoint = _load_for(args, source)
-    print(f"checkpoint: {source}" + ("" if args.checkpoint else " (shipped with the package: the Breakout fixture "
-          "DQN of ../shared/fixtures/atari-dqn, SB3 QNetwork weights after about 234k agent steps)"))
+    print(f"checkpoint: {source}" + ("" if args.checkpoint else " (shipped with the package: a Breakout DQN, SB3 "
+          "QNetwork weights after about 234k agent steps)"))
     result = run_demo(checkpoint, run_settings, args.output, bits=args.bits, rate_T=args.rate_T,
                       test_frames=args.test_frames)
     print(f"{checkpoint.env_id}: {run_settings.episodes} games of at most {run_settings.max_steps} steps per player "
@@ -511,6 +520,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(demo_table(result))
     out = Path(args.output)
     print(f"written: {out / 'result.json'}, {out / 'demo.md'}, {out / 'agreement_vs_latency.png'}")
+    if args.minatar_games:
+        result = run_minatar_demo(run_settings, out / "minatar-breakout", games=args.minatar_games, bits=args.bits,
+                                  rate_T=args.rate_T, test_frames=args.test_frames, device=resolve_device(args.device))
+        print(f"\n{result.header.env_id} (shipped with the package: a competent DQN, benchmarks/train_minatar.py): "
+              f"{args.minatar_games} whole games per player (epsilon = {run_settings.epsilon}); its observations are "
+              "0/1 planes, so the SNN's input is already spikes")
+        print(demo_scores_table(result))
+        print(f"written: {out / 'minatar-breakout'}/ (result.json, demo.md, scores.md, agreement_vs_latency.png)")
     return 0
 
 

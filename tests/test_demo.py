@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dqn2snn_plugin.checkpoint import load_dqn
+from dqn2snn_plugin.cli import main
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.experiments import demo
 from dqn2snn_plugin.experiments.evaluation import calibration_draws
@@ -14,6 +17,7 @@ from conftest import atari_checkpoint
 
 def test_shipped_checkpoint_is_found():
     assert demo.find_demo_checkpoint().name == "BreakoutNoFrameskip-v4.qnet.pt"
+    assert demo.find_minatar_checkpoint().name == "dqn-MinAtar-Breakout-v1.zip"
 
 
 def test_latency_is_T_for_rate_and_T_per_weighted_layer_for_binary(atari_observations):
@@ -50,6 +54,27 @@ def test_demo_end_to_end_on_cartpole(fixtures_dir, tmp_path):
         assert 0.0 <= row.snn.agreement_snn_visited["spikes+membrane"].rate <= 1.0
     assert set(written["conversions"][0]) == {"label", "coding", "T", "percentile", "channel_wise", "curve_T",
                                               "latency_steps", "heldout", "snn", "scales"}  # the keys users have
+    scores = (tmp_path / "out" / "scores.md").read_text().splitlines()
+    assert scores[2].startswith("| DQN (the network converted) | ") and "(n=2)" in scores[2]
+    assert scores[3].count("|") == scores[4].count("|") == 8 and scores[5].startswith("Student t, 95%")
     text = (tmp_path / "out" / "demo.md").read_text()
     assert "paper's method: rate coding" in text and "ours, training-free: binary coding, 6-bit codes" in text
     assert text.count("\n") == 5  # header, rule, DQN, two conversions
+
+
+@pytest.mark.slow
+def test_the_minatar_part_plays_whole_games_of_the_shipped_agent(tmp_path):
+    settings = RunSettings(episodes=2, calibration_frames=200, max_steps=30, n_envs=4, env_id="ignored-v0")
+    result = demo.run_minatar_demo(settings, tmp_path / "minatar", games=4, bits=4, test_frames=32)
+    assert result.header.env_id == "MinAtar/Breakout-v1" and result.header.settings["max_steps"] == 10_000
+    assert len(result.dqn_score.scores) == 4 and result.dqn_score.truncated == 0  # whole games, not the Atari cap
+    paper, ours = result.conversions
+    assert (paper.conversion.T, ours.conversion.T, ours.latency_steps) == (12, 4, 12)  # 3 weighted layers
+    assert all(len(row.snn.score.scores) == 4 for row in result.conversions)
+    assert {"result.json", "demo.md", "scores.md", "agreement_vs_latency.png"} <= {
+        p.name for p in (tmp_path / "minatar").iterdir()}
+
+
+def test_negative_minatar_games_are_refused(capsys):
+    assert main(["demo", "--minatar-games", "-1"]) == 2
+    assert "--minatar-games must be at least 0" in capsys.readouterr().err

@@ -49,6 +49,16 @@ def test_the_network_gets_bool_planes_in_its_checkpoints_layout(layout, tmp_path
     assert agreement(dqn, snn, frames, T=32).rate > 0.5
 
 
+def test_ten_planes_are_read_channel_first():
+    # Seaquest's (10, 10, 10) is both layouts' shape: the SB3 CNN convention (the shipped agent's) wins
+    assert minatar.channels_first("MinAtar/Seaquest-v1", (10, 10, 10))
+    assert not minatar.channels_first("MinAtar/Seaquest-v1", None)
+    env = minatar.make_env("MinAtar/Seaquest-v1", 1, seed=0, observation_shape=(10, 10, 10))
+    native = minatar.make_env("MinAtar/Seaquest-v1", 1, seed=0)
+    first, own = env.reset(seed=0)[0][0], native.reset(seed=0)[0][0]
+    assert own.any() and not np.array_equal(first, own) and np.array_equal(first, own.transpose(2, 0, 1))
+
+
 def test_play_scores_whole_minatar_episodes_under_its_protocol():
     policy = minatar_checkpoint("hwc").act
     results = play(policy, BREAKOUT, 4, n_envs=2, seed=1, max_steps=500)

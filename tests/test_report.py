@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
+from dqn2snn_plugin.experiments.confidence import Interval
 from dqn2snn_plugin.experiments.records import BenchmarkCell, ScoreSummary, SweepCell
 from dqn2snn_plugin.experiments.report import (
-    BENCHMARK_HEADERS, SWEEP_HEADERS, benchmark_row, benchmark_table, p_label, pct, score, sweep_rows,
+    BENCHMARK_HEADERS, SCORE_HEADERS, SWEEP_HEADERS, benchmark_row, benchmark_table, interval, mean_ci, p_label, pct,
+    score, score_record, score_row, scores_table, sweep_rows,
 )
 from test_records import OLD_BENCHMARK_CELL, OLD_SWEEP_CELL, SCORE
 
@@ -32,3 +38,58 @@ def test_sweep_rows_are_ordered_by_percentile_then_T():
     assert len(rows[0]) == len(SWEEP_HEADERS)
 
 
+
+
+def _cell_with_scores(dqn: list[float], snn: list[float]) -> BenchmarkCell:
+    def summary(scores):
+        return {**SCORE, "scores": scores, "lengths": [100] * len(scores)}
+
+    line = {**OLD_BENCHMARK_CELL, "dqn": {"score": summary(dqn)}, "snn": {**OLD_BENCHMARK_CELL["snn"],
+                                                                            "score": summary(snn)}}
+    return BenchmarkCell.from_json(line)
+
+
+def test_the_score_comparison_has_95_percent_intervals_by_hand():
+    # DQN 1..5: mean 3, se sqrt(0.5), t(0.975, 4) = 2.776 -> ± 1.96; SNN 0,0,0,4: mean 1, se 1,
+    # t(0.975, 3) = 3.18 -> ± 3.18; SNN - DQN = -2 ± 2.4802 * sqrt(1.5) (Welch, df 5.68) = [-5.04, 1.04]
+    cell = _cell_with_scores([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.0, 0.0, 4.0])
+    row = score_row(cell)
+    assert len(row) == len(SCORE_HEADERS)
+    assert row == ["Breakout", "rate T=4 p=99.9", "3.00 ± 1.96 (n=5)", "1.00 ± 3.18 (n=4)", "[-5.04, 1.04]", "yes",
+                   "90.0%", "90.0%", "98,765"]
+    record = score_record(cell)
+    assert record["episodes"] == [5, 4] and record["same_score"] is True
+    assert record["snn_minus_dqn"]["estimate"] == -2.0 and record["snn_minus_dqn"]["df"] == pytest.approx(5.684, 1e-3)
+    assert (record["dqn"]["low"], record["dqn"]["high"]) == pytest.approx((3 - 1.9632, 3 + 1.9632), abs=1e-3)
+    # variance 0.25 * 100/99 each side: se = sqrt(2 * 0.2525 / 100) = 0.0711, df 198, t = 1.972 -> ± 0.140
+    far = score_row(_cell_with_scores([10.0, 11.0] * 50, [5.0, 6.0] * 50))
+    assert far[4:6] == ["[-5.14, -4.86]", "no"]
+    assert scores_table([cell]).splitlines()[-1].startswith("Student t, 95%")
+
+
+def test_a_single_game_has_no_interval():
+    row = score_row(_cell_with_scores([3.0], [2.0]))
+    assert row[2:6] == ["3.00 ± n/a (n=1)", "2.00 ± n/a (n=1)", "n/a", "no"]
+    assert (mean_ci(ScoreSummary.from_json(SCORE)), interval(Interval(1.0, 0.5, 1.5, 3))) == (
+        "2.50 ± 6.35 (n=2)", "[0.50, 1.50]")
+
+
+def test_a_benchmark_folder_holds_the_score_comparison(tmp_path):
+    from dqn2snn_plugin.experiments import grid
+    from dqn2snn_plugin.experiments.evaluation import load_checked
+    from dqn2snn_plugin.experiments.settings import RunSettings
+    from conftest import ATARI_FIXTURES
+
+    games = grid.unique_games([load_checked(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")])
+    cell = _cell_with_scores([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 0.0, 0.0, 4.0]).to_json()
+
+    def logged(cells, settings):  # the cell as measured earlier, no game played
+        yield {**cell, "checkpoint_sha": games[0].digest}
+
+    table = grid.Grid(games, [grid.Setting("rate", 4, 99.9)], RunSettings(episodes=5), tmp_path)
+    table.run(logged)
+    assert (tmp_path / "scores.md").read_text().splitlines()[2] == "| " + " | ".join(
+        map(str, score_row(BenchmarkCell.from_json(cell)))) + " |"
+    assert (tmp_path / "scores.csv").read_text().splitlines()[0].startswith("game,setting,DQN score (mean ± 95% CI)")
+    written = json.loads((tmp_path / "scores.json").read_text())
+    assert written["method"].startswith("Student t") and written["cells"][0]["snn_minus_dqn"]["estimate"] == -2.0

@@ -65,12 +65,16 @@ def action_count(env_id: str) -> int:
 
 def channels_first(env_id: str, observation_shape: tuple[int, ...] | None) -> bool:
     """Whether a network expecting `observation_shape` reads the game's planes as (C, 10, 10) rather
-    than MinAtar's own (10, 10, C); None means MinAtar's own. ObservationError for any other shape."""
+    than MinAtar's own (10, 10, C); None means MinAtar's own. A game with 10 planes (Seaquest) has one
+    shape for both layouts: it is read channel-first, the layout of SB3 CNNs and of the shipped agents
+    (benchmarks/train_minatar.py). ObservationError for any other shape."""
     native = _native_space(env_id)[0]
-    if observation_shape is None or tuple(observation_shape) == native:
+    if observation_shape is None:
         return False
     if tuple(observation_shape) == (native[2], native[0], native[1]):
-        return True
+        return True  # also where C = 10 gives both layouts one shape (Seaquest): SB3's channel-first wins
+    if tuple(observation_shape) == native:
+        return False
     raise ObservationError(
         f"the network expects observations of shape {tuple(observation_shape)} but {env_id} gives {native} "
         f"(height, width, channels), or {(native[2], native[0], native[1])} channel-first"

@@ -9,6 +9,12 @@ synaptic operations per decision, and latency, the time steps from observation t
   latency is T per weighted layer (T to integrate the observation, then T per spiking layer):
   5 T for the Nature CNN's 3 convolutions and 2 linear layers. `latency_steps` counts the layers.
 By default the paper's row runs at the binary row's latency, so the two compare at equal delay.
+
+The shipped Breakout fixture DQN is too weak for its score to say anything (it scores about 1 in
+short games), so the demo also converts a competent MinAtar agent shipped with the package
+(`run_minatar_demo`: MinAtar Breakout, trained by benchmarks/train_minatar.py) and plays enough
+whole games per player (30 by default) for a score comparison with 95% confidence intervals
+(`report.demo_scores_table`). MinAtar observations are 0/1 planes: the SNN's input is already spikes.
 """
 
 from __future__ import annotations
@@ -23,10 +29,10 @@ from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.errors import ResultsError
 from dqn2snn_plugin.experiments.evaluation import (
-    calibration_and_heldout_states, header, heldout_agreement, play_dqn, play_snn,
+    calibration_and_heldout_states, header, heldout_agreement, load_checked, play_dqn, play_snn,
 )
 from dqn2snn_plugin.experiments.records import Conversion, CurvePoint, DemoResult, DemoRow
-from dqn2snn_plugin.experiments.report import DEMO_READOUT, demo_table
+from dqn2snn_plugin.experiments.report import DEMO_READOUT, demo_scores_table, demo_table
 from dqn2snn_plugin.experiments.settings import RunSettings
 from dqn2snn_plugin.io.results import check_output_dir, write_folder, write_json, write_text
 from dqn2snn_plugin.normalization import SYNAPSES
@@ -64,12 +70,13 @@ def _measure(checkpoint: DQNCheckpoint, row: Conversion, calibration: np.ndarray
                    played, snn.scales.as_dict())
 
 
-DEMO_FILES = ("result.json", "demo.md", "agreement_vs_latency.png")  # what `run_demo` writes, as one folder
+DEMO_FILES = ("result.json", "demo.md", "scores.md", "agreement_vs_latency.png")  # what `run_demo` writes, as one folder
 
 
 def run_demo(checkpoint: DQNCheckpoint, settings: RunSettings, out_dir: str | Path, *, bits: int = 8,
              rate_T: int | None = None, test_frames: int = 128) -> DemoResult:
-    """Measure both conversions; write `DEMO_FILES` into `out_dir` as a whole (`results.write_folder`),
+    """Measure both conversions; write `DEMO_FILES` (the tables, with the score comparison and its 95%
+    intervals in `scores.md`, the JSON and the plot) into `out_dir` as a whole (`results.write_folder`),
     which is checked before any work and made only at the end."""
     from dqn2snn_plugin.experiments.plots import plot_agreement_vs_latency
 
@@ -84,6 +91,7 @@ def run_demo(checkpoint: DQNCheckpoint, settings: RunSettings, out_dir: str | Pa
     def write(folder: Path) -> None:
         write_json(folder / "result.json", result.to_json())
         write_text(folder / "demo.md", demo_table(result) + "\n")
+        write_text(folder / "scores.md", demo_scores_table(result) + "\n")
         plot_agreement_vs_latency(folder / "agreement_vs_latency.png", {
             row.conversion.label: [(point.latency_steps, point.agreement) for point in row.heldout]
             for row in result.conversions
@@ -100,3 +108,26 @@ def find_demo_checkpoint() -> Path:
     if not path.is_file():
         raise ResultsError(f"the shipped demo checkpoint {path} is missing (broken install?): pass --checkpoint")
     return path
+
+
+MINATAR_GAME = "Breakout"  # the shipped MinAtar agent the demo converts: short games, a wide score spread
+MINATAR_MAX_STEPS = 10_000  # no MinAtar Breakout game comes near it (train_log.json: mean length 54)
+
+
+def find_minatar_checkpoint(game: str = MINATAR_GAME) -> Path:
+    """A competent MinAtar DQN shipped inside the package (data/minatar, benchmarks/train_minatar.py)."""
+    path = Path(__file__).resolve().parent.parent / "data" / "minatar" / f"dqn-MinAtar-{game}-v1.zip"
+    if not path.is_file():
+        raise ResultsError(f"the shipped MinAtar checkpoint {path} is missing (broken install?)")
+    return path
+
+
+def run_minatar_demo(settings: RunSettings, out_dir: str | Path, *, games: int = 30, bits: int = 8,
+                     rate_T: int | None = None, test_frames: int = 128, device: str = "cpu") -> DemoResult:
+    """`run_demo` on the shipped MinAtar agent with `games` whole games per player, its own game and
+    protocol (those of `settings` are the Atari part's); the seed, backend, n_envs and calibration
+    frames are `settings`'."""
+    checkpoint = load_checked(find_minatar_checkpoint(), device=device)
+    minatar = dataclasses.replace(settings, episodes=games, max_steps=MINATAR_MAX_STEPS, env_id=None, protocol=None,
+                                  input_scale=None)
+    return run_demo(checkpoint, minatar, out_dir, bits=bits, rate_T=rate_T, test_frames=test_frames)

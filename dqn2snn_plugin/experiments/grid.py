@@ -25,12 +25,15 @@ from pathlib import Path
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.envs.play import EnvFactory
 from dqn2snn_plugin.errors import ConfigError, ResultsError
+from dqn2snn_plugin.experiments.confidence import METHOD
 from dqn2snn_plugin.experiments.evaluation import calibration_draws, check_grid, evaluate
 from dqn2snn_plugin.experiments.records import BenchmarkCell, weights_digest
-from dqn2snn_plugin.experiments.report import BENCHMARK_HEADERS, benchmark_row, p_label
+from dqn2snn_plugin.experiments.report import (
+    BENCHMARK_HEADERS, SCORE_HEADERS, benchmark_row, score_record, score_row, setting_label,
+)
 from dqn2snn_plugin.experiments.runner import CellRunner
 from dqn2snn_plugin.experiments.settings import RunSettings
-from dqn2snn_plugin.io.results import CellLog, write_table
+from dqn2snn_plugin.io.results import CellLog, write_json, write_table
 from dqn2snn_plugin.coding import check_coding
 
 BENCHMARK_FORMAT = "dqn2snn-benchmark-v1"
@@ -50,7 +53,7 @@ class Setting:
         return asdict(self)
 
     def label(self) -> str:
-        return f"{self.coding} T={self.T} p={p_label(self.percentile)}" + " per channel" * self.channel_wise
+        return setting_label(self.coding, self.T, self.percentile, self.channel_wise)
 
 
 # The paper's setting (Tan et al. 2021) and our best training-free one (docs/results.md, binary coding).
@@ -197,11 +200,20 @@ class Grid:
         """The cells the log does not hold yet."""
         return self.runner.missing()
 
+    def records(self) -> list[BenchmarkCell]:
+        """The logged records of the grid's cells, in grid order (after `run`, every cell's).
+        ResultsError, naming the file, for a record that lacks what a row needs (edited or damaged)."""
+        return [self.log.parse(BenchmarkCell.from_json, record) for record in map(self.runner.record, self.cells)
+                if record is not None]
+
     def run(self, runner: Runner = run_here) -> list[list[object]]:
         """Compute the missing cells with `runner`, appending each record the moment it arrives;
-        write DIR/benchmark.csv and .md; return the table rows (grid order). ResultsError, naming the
-        file, for a logged record that lacks what a row needs (edited or damaged)."""
-        records = self.runner.run(lambda todo: runner(todo, self.run_settings))
-        rows = [benchmark_row(self.log.parse(BenchmarkCell.from_json, record)) for record in records]
+        write DIR/benchmark.csv and .md, and the score comparison with 95% intervals as
+        DIR/scores.csv, .md and .json (`report.SCORE_HEADERS`); return the benchmark table's rows (grid order)."""
+        self.runner.run(lambda todo: runner(todo, self.run_settings))
+        cells = self.records()
+        rows = [benchmark_row(cell) for cell in cells]
         write_table(self.log.directory, "benchmark", BENCHMARK_HEADERS, rows)
+        write_table(self.log.directory, "scores", SCORE_HEADERS, [score_row(cell) for cell in cells])
+        write_json(self.log.directory / "scores.json", {"method": METHOD, "cells": [score_record(c) for c in cells]})
         return rows

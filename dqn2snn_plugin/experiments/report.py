@@ -1,13 +1,17 @@
 """The printed and written tables of `evaluate`, `sweep`, `benchmark` and `demo`, from typed records.
 
 One place for how numbers are shown: `pct` (a rate as a percentage, "n/a" when absent), `score`
-(mean ± std) and `p_label` (99.9, or "max" for 100). The plots are in `plots`, drawn from the same rows.
+(mean ± std), `mean_ci` and `interval` (95% intervals, `confidence`) and `p_label` (99.9, or "max"
+for 100). The plots are in `plots`, drawn from the same rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from dqn2snn_plugin.experiments.confidence import (
+    METHOD, Interval, difference_interval, indistinguishable, mean_interval,
+)
 from dqn2snn_plugin.experiments.records import (
     AGREEMENT_READOUTS, BenchmarkCell, DemoResult, Evaluation, ScoreSummary, SweepCell,
 )
@@ -27,6 +31,22 @@ def pct(x: float | None) -> str:
 def score(summary: ScoreSummary) -> str:
     """mean ± std of the raw game scores."""
     return f"{summary.mean:.1f} ± {summary.std:.1f}"
+
+
+def _number(x: float) -> str:
+    return f"{x:.2f}" if abs(x) < 100 else f"{x:,.0f}"
+
+
+def mean_ci(summary: ScoreSummary) -> str:
+    """The mean score ± the half-width of its 95% interval, and the number of games: "4.41 ± 0.61 (n=100)"."""
+    ci = mean_interval(summary.scores)
+    spread = "n/a" if ci.low is None else _number((ci.high - ci.low) / 2)
+    return f"{_number(ci.estimate)} ± {spread} (n={len(summary.scores)})"
+
+
+def interval(ci: Interval) -> str:
+    """An interval as [low, high] (n/a with fewer than two scores a side)."""
+    return "n/a" if ci.low is None else f"[{_number(ci.low)}, {_number(ci.high)}]"
 
 
 # ---------------------------------------------------------------- evaluate
@@ -91,6 +111,47 @@ def benchmark_table(rows: Sequence[Sequence[object]]) -> str:
     return markdown_table(BENCHMARK_HEADERS, rows)
 
 
+# The benchmark's score comparison, DIR/scores.{md,csv,json}: does the SNN keep the DQN's score?
+SCORE_HEADERS = ["game", "setting", "DQN score (mean ± 95% CI)", "SNN score (mean ± 95% CI)",
+                 "SNN − DQN (95% CI)", "same score", "agreement SNN-visited (N+V)", "agreement DQN-visited (N+V)",
+                 "synaptic ops per decision"]
+SAME_SCORE = "same score: the difference's 95% interval contains 0, or the mean difference is within 5% of the DQN's"
+
+
+def setting_label(coding: str, T: int, percentile: float, channel_wise: bool) -> str:
+    """A benchmark setting in words: "binary T=8 p=99.99 per channel"."""
+    return f"{coding} T={T} p={p_label(percentile)}" + " per channel" * channel_wise
+
+
+def compared(snn: ScoreSummary, dqn: ScoreSummary) -> list[str]:
+    """The SNN's score against the DQN's: its mean with 95% interval, the difference's interval, same score."""
+    return [mean_ci(snn), interval(difference_interval(snn.scores, dqn.scores)),
+            "yes" if indistinguishable(snn.scores, dqn.scores) else "no"]
+
+
+def score_row(cell: BenchmarkCell) -> list[object]:
+    """One row of the score comparison (columns SCORE_HEADERS)."""
+    ev, readout = cell.evaluation, AGREEMENT_READOUTS[0]
+    return [ev.header.env_id.removesuffix("NoFrameskip-v4"),
+            setting_label(cell.coding, ev.T, ev.percentile, cell.channel_wise), mean_ci(ev.dqn_score),
+            *compared(ev.snn.score, ev.dqn_score), pct(ev.snn.agreement_snn_visited[readout].rate),
+            pct(ev.agreement_dqn_visited[readout].rate), f"{ev.snn.synaptic_ops_per_decision:,.0f}"]
+
+
+def score_record(cell: BenchmarkCell) -> dict:
+    """The score comparison of one cell as JSON: both means and their difference with 95% intervals."""
+    ev = cell.evaluation
+    dqn, snn = ev.dqn_score.scores, ev.snn.score.scores
+    return {"game": ev.header.env_id, "checkpoint_sha": ev.header.checkpoint_sha, "coding": cell.coding, "T": ev.T,
+            "percentile": ev.percentile, "channel_wise": cell.channel_wise, "episodes": [len(dqn), len(snn)],
+            "dqn": mean_interval(dqn).to_json(), "snn": mean_interval(snn).to_json(),
+            "snn_minus_dqn": difference_interval(snn, dqn).to_json(), "same_score": indistinguishable(snn, dqn)}
+
+
+def scores_table(cells: Iterable[BenchmarkCell]) -> str:
+    return markdown_table(SCORE_HEADERS, [score_row(cell) for cell in cells]) + f"\n{METHOD}; {SAME_SCORE}"
+
+
 # ---------------------------------------------------------------- demo
 
 DEMO_READOUT = "spikes+membrane"  # the paper's N + V readout, the one both demo rows are measured on
@@ -106,3 +167,18 @@ def demo_table(result: DemoResult) -> str:
         rows.append([row.conversion.label, pct(heldout), pct(row.snn.agreement_snn_visited[DEMO_READOUT].rate),
                      score(row.snn.score), f"{row.snn.synaptic_ops_per_decision:,.0f}", row.latency_steps])
     return markdown_table(DEMO_HEADERS, rows)
+
+
+DEMO_SCORE_HEADERS = ["", "score (mean ± 95% CI)", "SNN − DQN (95% CI)", "same score", "agreement while playing",
+                      "synaptic ops per decision", "latency (time steps)"]
+
+
+def demo_scores_table(result: DemoResult) -> str:
+    """The demo's score comparison: the DQN, then each conversion with the 95% interval of its
+    difference from the DQN (`confidence`), for games long and many enough to tell scores apart."""
+    rows = [["DQN (the network converted)", mean_ci(result.dqn_score), "", "", "", "", ""]]
+    for row in result.conversions:
+        rows.append([row.conversion.label, *compared(row.snn.score, result.dqn_score),
+                     pct(row.snn.agreement_snn_visited[DEMO_READOUT].rate),
+                     f"{row.snn.synaptic_ops_per_decision:,.0f}", row.latency_steps])
+    return markdown_table(DEMO_SCORE_HEADERS, rows) + f"\n{METHOD}; {SAME_SCORE}"
