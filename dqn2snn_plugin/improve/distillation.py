@@ -159,6 +159,7 @@ def spiking_forward(student: nn.Sequential, x: torch.Tensor, T: int) -> torch.Te
     output is the integrated output current / T: the "spikes+membrane" readout of `convert`.
     """
     a, spikes = x, None  # a: rate-valued activations (with grad); spikes: [T, B, ...] of the last layer
+    previous: ClipFloorShift | None = None  # the activation that made `spikes` (set once spikes exist)
     stage: list[nn.Module] = []
     for layer in student:
         if not isinstance(layer, ClipFloorShift):
