@@ -11,36 +11,33 @@ on held-out states of the agent's own play (`paper` protocol, other episodes).
 stacks may be: each first-layer filter loses its mean over the 4 frames, so a stack of 4 equal
 frames (a copy-filled start) is silent while a zero-filled start is a burst of apparent motion.
 
-    OMP_NUM_THREADS=1 python benchmarks/calibration_outliers.py --games Pong Breakout PongMotion
+    OMP_NUM_THREADS=1 python benchmarks/calibration_outliers.py --games Pong,Breakout,PongMotion --fixtures DIR
 """
 
 from __future__ import annotations
 
 import argparse
 
+import _common  # benchmarks/ is on sys.path when this script runs
 import torch
 
 from dqn2snn_plugin.calibration import TEST_SEED_OFFSET, collect_observations
-from dqn2snn_plugin.checkpoint import load_dqn
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.metrics import agreement
 from dqn2snn_plugin.normalization import DEFAULT_STATE_TRIM, layer_scales, scale_shares
 
-FIXTURES = "../shared/fixtures/atari-dqn"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--games", nargs="+", default=["Pong", "Breakout"])
+    _common.add_game_options(parser, games="Pong,Breakout,PongMotion", threads=1)
     parser.add_argument("--calibration", type=int, default=2000)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--T", type=int, default=64)
     parser.add_argument("--percentile", type=float, default=99.9)
-    args = parser.parse_args()
+    args = _common.parse(parser)
     print("| game | calibration play | state_trim | hidden scales | share of states above each scale | agreement |")
     print("|---|---|---|---|---|---|")
-    for game in args.games:
-        ckpt = load_dqn(f"{FIXTURES}/{game.removesuffix('Motion')}NoFrameskip-v4.qnet.pt")
+    for game in _common.games(args):
+        ckpt = _common.load_game(game.removesuffix("Motion"), args)
         if game.endswith("Motion"):
             with torch.no_grad():
                 first = ckpt.q_network[0].weight  # [32, 4 frames, 8, 8]
@@ -58,5 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
     main()

@@ -4,7 +4,7 @@ and spike bookkeeping, one call each.
 In Python every time step of a neuron layer costs a few tensor dispatches (add, compare, subtract)
 of some microseconds each; with one observation per decision (an agent acting) that overhead, not
 the arithmetic, sets the speed. The neuron loops do the same floating-point operations in the same
-order as the Python references (`spiking.if_scan`, `binary_coding.fire` / `integrate`; no fused
+order as the Python references (`engine.rate.if_scan`, `binary_coding.fire` / `integrate`; no fused
 multiply-add, no fast-math), so spikes and membranes are bit-identical (tests check it), and the
 neurons are walked in cache-sized blocks with time inside.
 
@@ -94,7 +94,7 @@ def threads(work: int) -> int:
 
 
 def if_scan(current: torch.Tensor, v: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """`spiking.if_scan` in one call: spikes [T, ...] and final membrane, or None where not usable."""
+    """`engine.rate.if_scan` in one call: spikes [T, ...] and final membrane, or None where not usable."""
     lib = _usable(current, v)
     if lib is None or current.ndim < 1 or current.shape[1:] != v.shape:
         return None

@@ -2,7 +2,8 @@
 
 Each framework's own NIR importer builds the network; as installed, none of them runs our IF neurons
 (threshold 1, reset by subtraction, at most one spike per step, spike when v >= 1) exactly, so
-`load_nir` applies these corrections, measured in ../shared/notes/nir-interop.md:
+`load_nir` applies these corrections (tests/test_nir.py: test_each_framework_spikes_exactly_as_ours, and
+test_spikingjelly_as_imported_resets_to_zero_and_differs for the import without them):
 - SpikingJelly 2.0 `import_from_nir`: needs `dt=1.0` (its default 1e-4 rejects r = 1) and imports IF
   as reset to zero: every imported `IFNode` gets `v_reset = None` (soft reset). Imported in multi-step
   mode (`step_mode="m"`): one call takes all T steps, [T, B, ...].
