@@ -11,7 +11,7 @@ from torch import nn
 
 import dqn2snn_plugin as d2s
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
-from dqn2snn_plugin.costs import HOROWITZ_45NM, EnergyTable, dqn_cost, snn_cost, verdict
+from dqn2snn_plugin.costs import HOROWITZ_45NM, CostReport, EnergyTable, dqn_cost, snn_cost, verdict
 from dqn2snn_plugin.errors import ConfigError
 
 FP32_ADD, SRAM_8KB = 0.9, 10 / 8  # Horowitz 2014: pJ per fp32 add, pJ per byte of an 8 KB SRAM
@@ -132,8 +132,9 @@ def test_sram_energy_grows_with_the_array():
 def test_report_json_markdown_and_verdict(mlp):
     x = torch.tensor([[1.0, 0.0]])
     snn_report = snn_cost(d2s.convert(mlp, x, percentile="max"), x, T=4)
-    rows = json.loads(snn_report.to_json())["layers"]
-    assert rows[-1]["name"] == "total" and rows[-1]["energy_pj"] == pytest.approx(snn_report.energy_pj)
+    written = json.loads(json.dumps(snn_report.to_json()))
+    assert written["total"]["name"] == "total" and written["total"]["energy_pj"] == pytest.approx(snn_report.energy_pj)
+    assert CostReport.from_json(written).to_json() == written
     assert snn_report.markdown().count("\n| ") == 4  # header, two layers, total
     dqn = dqn_cost(mlp, "int8")
     ratio = snn_report.energy_pj / dqn.energy_pj
