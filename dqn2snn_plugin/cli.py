@@ -378,7 +378,7 @@ def _register_convert(subparsers: argparse._SubParsersAction) -> None:
     _add_checkpoint(parser)
     _add_T(parser, "convert", "default time steps per decision of the saved SNN", many=False)
     _add_percentile(parser, many=False)
-    settings.add_options(parser, omit=("episodes", "max_steps"))
+    settings.add_options(parser, omit=("episodes", "max_steps", *settings.COST_FIELDS))
     _add_game_options(parser)
     _add_output(parser, "output directory (created)")
     parser.set_defaults(handler=_cmd_convert)
@@ -436,7 +436,7 @@ def _register_tune(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--distill", action="store_true",
                         help="also try a copy distilled for each T (dqn2snn_plugin.improve.distillation; "
                         "minutes per T on a CPU, seconds on a GPU)")
-    settings.add_options(parser, omit=("episodes", "max_steps", "readout"))
+    settings.add_options(parser, omit=("episodes", "max_steps", "readout", *settings.COST_FIELDS))
     _add_game_options(parser)
     _add_output(parser, "output directory (created)")
     parser.set_defaults(handler=_cmd_tune)
