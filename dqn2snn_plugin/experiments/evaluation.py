@@ -126,8 +126,8 @@ class _SnnPlayer:
     """The SNN as both a policy and the recorder's SNN, simulated once per step instead of twice.
 
     `play` calls the policy and then the recorder on the same observations; the second call reuses
-    the first simulation. Also totals spikes and synaptic operations per decision, and the cost counts
-    of every decision (`meter`).
+    the first simulation. Also totals spikes and synaptic operations per simulated batch, and the cost
+    counts of every decision (`meter`).
     """
 
     def __init__(self, snn: SpikingQNetwork, T: int, readout: str) -> None:
@@ -149,12 +149,13 @@ class _SnnPlayer:
             self.decisions += len(obs)
             self.spikes += float(sum(s.float().sum() for s in stats.spikes))
             self.synaptic_ops += float(stats.synaptic_ops.float().sum())
-            self.meter.add(stats, obs)
             self._obs = obs.copy()
         return self._values
 
     def __call__(self, obs: np.ndarray) -> torch.Tensor:
-        return self.readouts(obs)[self.readout].argmax(dim=1)
+        actions = self.readouts(obs)[self.readout].argmax(dim=1)
+        self.meter.add(self.snn.last_stats, obs)  # every decision, one whose observations repeat the last's too
+        return actions
 
 
 def _env(checkpoint: DQNCheckpoint, settings: RunSettings, env_factory: EnvFactory | None) -> dict:
