@@ -25,11 +25,11 @@ def test_a_benchmark_row_shows_the_cell():
     row = benchmark_row(BenchmarkCell.from_json(OLD_BENCHMARK_CELL))
     assert len(row) == len(BENCHMARK_HEADERS)
     assert row == ["Breakout", "rate", 4, "99.9", "per layer", "2.5 ± 0.5", "2.5 ± 0.5", "90.0%", "90.0%", "70.0%",
-                   "70.0%", "1,234", "98,765", "n/a", "n/a", "n/a", "12"]  # written before costs were recorded
+                   "70.0%", "1,234", "98,765", "n/a", "n/a", "n/a", "n/a", "12"]  # written before costs were recorded
     assert benchmark_table([row]).splitlines()[2] == "| " + " | ".join(map(str, row)) + " |"
     priced = benchmark_row(BenchmarkCell.from_json({**OLD_BENCHMARK_CELL, "snn": {**OLD_BENCHMARK_CELL["snn"],
                                                                                    "cost": COST}}))
-    assert priced[-4:] == ["2.5", "2", "no", "12"]  # 2.5 µJ, twice the int8 DQN's 1.25 µJ
+    assert priced[-5:] == ["2.5", "2", "no", "int8 1.25, fp32 5", "12"]  # 2.5 µJ, twice the int8 DQN's 1.25 µJ
 
 
 def test_sweep_rows_are_ordered_by_percentile_then_T():
@@ -38,7 +38,7 @@ def test_sweep_rows_are_ordered_by_percentile_then_T():
     rows = sweep_rows(ScoreSummary.from_json(SCORE), cells)
     assert [row[:2] for row in rows] == [["99.9", 2], ["99.9", 8], ["max", 2]]
     assert rows[0] == ["99.9", 2, "2.50", "2.50", "0.50", "0.9000", "0.7000", "0.9000", "0.7000", "1234", "n/a", "n/a",
-                       "n/a"]
+                       "n/a", "n/a"]
     assert len(rows[0]) == len(SWEEP_HEADERS)
 
 

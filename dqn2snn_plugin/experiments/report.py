@@ -55,6 +55,7 @@ def interval(ci: Interval) -> str:
 # ---------------------------------------------------------------- energy per decision (costs, docs/costs.md)
 
 ENERGY_HEADERS = ["energy per decision (µJ)", "÷ int8 DQN", "cheaper than int8 DQN"]
+DQN_ENERGY_HEADER = "DQN energy per decision (µJ)"  # in tables with one row per SNN (sweep, benchmark)
 
 
 def microjoules(pj: float) -> str:
@@ -121,7 +122,8 @@ def format_evaluation(result: Evaluation) -> str:
 
 SWEEP_HEADERS = ["percentile", "T", "DQN score", "SNN score", "SNN std",
                  "agreement SNN-visited (N+V)", "agreement SNN-visited (spikes)",
-                 "agreement held-out (N+V)", "agreement held-out (spikes)", "spikes per decision", *ENERGY_HEADERS]
+                 "agreement held-out (N+V)", "agreement held-out (spikes)", "spikes per decision", *ENERGY_HEADERS,
+                 DQN_ENERGY_HEADER]
 
 
 def sweep_rows(dqn: ScoreSummary, cells: Iterable[SweepCell]) -> list[list[object]]:
@@ -130,7 +132,7 @@ def sweep_rows(dqn: ScoreSummary, cells: Iterable[SweepCell]) -> list[list[objec
              f"{cell.snn.score.std:.2f}",
              *(f"{cell.snn.agreement_snn_visited[r].rate:.4f}" for r in AGREEMENT_READOUTS),
              *(f"{cell.agreement_heldout[r].rate:.4f}" for r in AGREEMENT_READOUTS),
-             f"{cell.snn.spikes_per_decision:.0f}", *energy_cells(cell.snn.cost)]
+             f"{cell.snn.spikes_per_decision:.0f}", *energy_cells(cell.snn.cost), dqn_energy(cell.snn.cost)]
             for cell in sorted(cells, key=lambda c: (c.percentile, c.T))]
 
 
@@ -138,7 +140,8 @@ def sweep_rows(dqn: ScoreSummary, cells: Iterable[SweepCell]) -> list[list[objec
 
 BENCHMARK_HEADERS = ["game", "coding", "T", "p", "scales", "DQN score", "SNN score", "agreement SNN-visited (N+V)",
                      "agreement DQN-visited (N+V)", "agreement SNN-visited (spikes)", "agreement DQN-visited (spikes)",
-                     "spikes per decision", "synaptic ops per decision", *ENERGY_HEADERS, "cell wall (s)"]
+                     "spikes per decision", "synaptic ops per decision", *ENERGY_HEADERS, DQN_ENERGY_HEADER,
+                     "cell wall (s)"]
 
 
 def benchmark_row(cell: BenchmarkCell) -> list[object]:
@@ -150,7 +153,7 @@ def benchmark_row(cell: BenchmarkCell) -> list[object]:
     return [ev.header.env_id.removesuffix("NoFrameskip-v4"), cell.coding, ev.T, p_label(ev.percentile),
             "per channel" if cell.channel_wise else "per layer", score(ev.dqn_score), score(ev.snn.score), *rates,
             f"{ev.snn.spikes_per_decision:,.0f}", f"{ev.snn.synaptic_ops_per_decision:,.0f}",
-            *energy_cells(ev.snn.cost), f"{cell.wall_s:.0f}"]
+            *energy_cells(ev.snn.cost), dqn_energy(ev.snn.cost), f"{cell.wall_s:.0f}"]
 
 
 def benchmark_table(rows: Sequence[Sequence[object]]) -> str:
