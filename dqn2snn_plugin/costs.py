@@ -106,6 +106,7 @@ class CostMeter:
             layer = weighted(stage)
             self._layers.append((_name(index + 1, layer), out[0].numel(), layer.weight.numel(), _macs(layer, out)))
         self._input_fan = fan_out(stages[0], snn.observation_shape).flatten().double()
+        self._observation_size = self._input_fan.numel()
         # each spiking layer's fan-out per neuron as [channel, position], and whether a channel's neurons share one
         fans = [fan.detach().double().cpu().reshape(fan.shape[0], -1) for fan in snn.engine.counter.fan_outs]
         self._channel_fan = [fan.mean(1) for fan in fans]
@@ -219,6 +220,10 @@ class CostMeter:
                                + cost.neuron_updates * table.add(precision))
             cost.weight_pj = cost.weight_bytes * table.sram(weights * w_bytes)
             cost.state_pj = cost.state_bytes / 2 * table.sram(neurons * state) * (1 + table.write_per_read)
+            if dense_share:  # a dense pass reads the observation once, as the DQN's first layer does
+                observation = self._observation_size * a_bytes
+                cost.state_bytes += dense_share * observation
+                cost.state_pj += dense_share * observation * table.sram(observation)
             layers.append(cost)
         Ts = sorted(self._Ts)
         T = Ts[0] if len(Ts) == 1 else Ts

@@ -69,6 +69,7 @@ def test_mlp_dense_first_layer_counts_macs(mlp):
     report = snn_cost(d2s.convert(mlp, x, percentile="max"), x, T=4)
     assert (report.layers[0].macs, report.layers[0].synaptic_events) == (6, 0)
     assert report.layers[0].weight_bytes == 6 * 4  # a dense pass reads each weight once
+    assert report.layers[0].state_bytes == 3 * 4 * 8 + 2 * 4  # membranes; the observation read once, as the DQN does
     assert report.settings["first_stage"] == "dense"
 
 

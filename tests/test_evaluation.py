@@ -206,8 +206,8 @@ def test_evaluate_prices_every_decision_of_the_snns_games_by_hand(atari_observat
     fp32_mac, fp32_add, sram_8kb, sram_1mb = 3.7 + 0.9, 0.9, 10 / 8, 100 / 8
     pixels = 4 * 84 * 84
     # linear 1: the frame is analog, one dense pass of pixels x 3 MACs reading its fp32 weights (> 32 KB) once;
-    # 3 neurons x 5 steps, each reading and writing a 4-byte membrane
-    layer1 = pixels * 3 * fp32_mac + 15 * fp32_add + pixels * 3 * 4 * sram_1mb + 15 * 8 * sram_8kb
+    # 3 neurons x 5 steps, each reading and writing a 4-byte membrane; the frame read once (4 bytes a pixel, > 32 KB)
+    layer1 = pixels * 3 * fp32_mac + 15 * fp32_add + pixels * 3 * 4 * sram_1mb + 15 * 8 * sram_8kb + pixels * 4 * sram_1mb
     # linear 2: 15 spikes x 2 synapses; 2 neurons x 5 steps. linear 3: 10 spikes x 4 synapses; 4 neurons x 5 steps
     layer2 = (30 + 10) * fp32_add + 30 * 4 * sram_8kb + 10 * 8 * sram_8kb
     layer3 = (40 + 20) * fp32_add + 40 * 4 * sram_8kb + 20 * 8 * sram_8kb
