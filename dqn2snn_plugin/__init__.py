@@ -51,6 +51,7 @@ _LAZY = {
     "parse_protocol": "dqn2snn_plugin.envs.protocol",
     "snn_cost": "dqn2snn_plugin.costs",
     "dqn_cost": "dqn2snn_plugin.costs",
+    "EnergyTable": "dqn2snn_plugin.energy",
 }
 
 __all__ = [

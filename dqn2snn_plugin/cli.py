@@ -171,8 +171,9 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="score and agreement of the DQN and its SNN at one (T, percentile)",
         description="Convert CKPT at one percentile, play whole games with the DQN and with the SNN "
         "(epsilon = 0.05), and report scores (mean ± std), agreement of greedy actions on the states each "
-        "one visits (spikes and spikes+membrane readouts) and spikes per decision. The calibration states come "
-        "from episodes separate from the measured games.",
+        "one visits (spikes and spikes+membrane readouts), spikes per decision, and the SNN's energy per decision "
+        "per layer over the states it visits, against the int8 and fp32 DQN's (docs/costs.md). The calibration "
+        "states come from episodes separate from the measured games.",
     )
     _add_checkpoint(parser)
     _add_T(parser, "evaluate", "time steps per decision", many=False)
@@ -240,7 +241,8 @@ def _register_benchmark(subparsers: argparse._SubParsersAction) -> None:
         "(dqn2snn_plugin.experiments.grid). Each game is read from its checkpoint's file name "
         "(<Game>NoFrameskip-v4.zip). Checkpoints holding the same weights are one game. Each finished cell is "
         "appended to DIR/cells.jsonl at once, so a rerun computes only the missing cells; DIR/config.json pins "
-        "what all cells share. Writes the table as DIR/benchmark.md and DIR/benchmark.csv. With --ray the cells "
+        "what all cells share. Writes the table (with each SNN's energy per decision against the int8 DQN's) as "
+        "DIR/benchmark.md and DIR/benchmark.csv. With --ray the cells "
         "run as Ray tasks (docs/ray.md).",
     )
     parser.add_argument("checkpoints", nargs="*", help="checkpoints, directories of checkpoints or hf:// ids")
@@ -378,7 +380,7 @@ def _register_convert(subparsers: argparse._SubParsersAction) -> None:
     _add_checkpoint(parser)
     _add_T(parser, "convert", "default time steps per decision of the saved SNN", many=False)
     _add_percentile(parser, many=False)
-    settings.add_options(parser, omit=("episodes", "max_steps"))
+    settings.add_options(parser, omit=("episodes", "max_steps", *settings.COST_FIELDS))
     _add_game_options(parser)
     _add_output(parser, "output directory (created)")
     parser.set_defaults(handler=_cmd_convert)
@@ -436,7 +438,7 @@ def _register_tune(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--distill", action="store_true",
                         help="also try a copy distilled for each T (dqn2snn_plugin.improve.distillation; "
                         "minutes per T on a CPU, seconds on a GPU)")
-    settings.add_options(parser, omit=("episodes", "max_steps", "readout"))
+    settings.add_options(parser, omit=("episodes", "max_steps", "readout", *settings.COST_FIELDS))
     _add_game_options(parser)
     _add_output(parser, "output directory (created)")
     parser.set_defaults(handler=_cmd_tune)
@@ -479,7 +481,7 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
         description="Convert the shipped Breakout fixture DQN (or --checkpoint) twice, with the paper's method "
         "(rate coding, N+V readout, p = 99.9) and with our training-free binary coding (T-bit codes, p = 99.99, "
         "per-channel scales); measure held-out agreement, agreement and score while playing short games, "
-        "synaptic operations and latency; print one table and write result.json, demo.md and "
+        "synaptic operations, energy per decision next to the int8 and fp32 DQN's, and latency; print one table and write result.json, demo.md and "
         "agreement_vs_latency.png to the output directory. Then the same for the competent MinAtar Breakout DQN "
         "shipped with the package, with whole games enough for a score comparison with 95% confidence "
         "intervals (written to OUTPUT/minatar-breakout).",

@@ -67,6 +67,7 @@ class Coding(str, metaclass=ABCMeta):
     snn_training: ClassVar[bool]  # whether `distill` has a phase through the simulated SNN (else the copy is exact)
     schedule: ClassVar[Schedule]  # the engine schedule that simulates it
     T_note: ClassVar[str] = ""  # what T counts, where it is not time steps per decision (for tables)
+    graded_events: ClassVar[bool] = False  # whether an event carries a multi-bit value (costs: a MAC, not an add)
 
     def __new__(cls) -> Coding:
         return super().__new__(cls, cls.name)

@@ -5,30 +5,36 @@ The field no longer accepts "synaptic ops x 0.9 pJ vs MACs x 4.6 pJ" on its own:
 time step and the memory traffic of weights and membranes, and compare against an int8 ANN. So do
 these counts (formulas and assumptions: docs/costs.md):
 
-- SNN (`snn_cost`), per synaptic stage and the neuron layer it feeds:
+- SNN (`CostMeter`, `snn_cost`), per synaptic stage and the neuron layer it feeds:
   - synaptic events: accumulates, one per spike per synapse (the engine's own count, `last_stats`); the
     first stage takes the observation: dense MACs once per decision for an analog input (the engine
     computes that current once), events where the input is binary (MinAtar's planes are spikes already)
-    or Poisson;
-  - neuron updates: neurons x the steps they are simulated, one add each plus a membrane read and write;
+    or Poisson; a coding whose events carry a graded payload (`Coding.graded_events`: delta coding)
+    prices each event as a multiply-accumulate and takes its input events from the simulation;
+  - neuron updates: neurons x the steps they are simulated (or the simulation's own count where it
+    gives one), one add each plus a membrane read and write;
   - weight bytes read: one weight per synaptic event (`weight_reads="per_event"`, event-driven hardware
     fetches the weights of each spike's targets) or every weight once per decision ("per_decision");
 - DQN (`dqn_cost`): MACs per layer, each weight read once, each input activation read once and each
   output written once (ideal reuse: a lower bound for the DQN, so the verdict does not flatter the SNN).
 
-Energy = sum of counts x the constants of an `EnergyTable` (default `HOROWITZ_45NM`); pass another
-table to re-price the same counts.
+`CostMeter` adds up the counts of many simulated batches (every decision of the SNN's games, in
+`evaluate`) and prices their mean; `snn_cost` is the meter on one batch. Energy = sum of counts x the
+constants of an `EnergyTable` (`dqn2snn_plugin.energy`, default `HOROWITZ_45NM`); pass another table
+to re-price the same counts. `compare_with_dqn` sets an SNN's report against the DQN's in int8 and fp32.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from dqn2snn_plugin.energy import (
+    HOROWITZ_45NM, CostComparison, CostReport, EnergyTable, LayerCost, Precision, WeightReads, check_precision,
+    check_weight_reads, verdict,
+)
 from dqn2snn_plugin.engine.stats import SimulationStats, fan_out, weighted
 from dqn2snn_plugin.errors import ConfigError
 from dqn2snn_plugin.observations import observation_batch
@@ -37,140 +43,14 @@ if TYPE_CHECKING:
     from dqn2snn_plugin.checkpoint import DQNCheckpoint
     from dqn2snn_plugin.network import SpikingQNetwork
 
-Precision = Literal["fp32", "int8"]
-WeightReads = Literal["per_event", "per_decision"]
-
-_HOROWITZ = "Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, 45 nm"
-
-
-def _constant(value: float, unit: str, source: str) -> float:
-    return field(default=value, metadata={"unit": unit, "source": source})
-
-
-@dataclass(frozen=True)
-class EnergyTable:
-    """The energy of each primitive operation and memory access; `HOROWITZ_45NM` is the default.
-
-    Each field's metadata holds its unit and source (`EnergyTable.sources()`). A swapped table (another
-    process node, measured numbers) re-prices the same counts: `snn_cost(..., table=my_table)`.
-    """
-
-    name: str = "Horowitz 2014, 45 nm"
-    fp32_mult: float = _constant(3.7, "pJ", _HOROWITZ + ": 32-bit float multiply")
-    fp32_add: float = _constant(0.9, "pJ", _HOROWITZ + ": 32-bit float add")
-    int8_mult: float = _constant(0.2, "pJ", _HOROWITZ + ": 8-bit integer multiply")
-    int32_add: float = _constant(0.1, "pJ", _HOROWITZ + ": 32-bit integer add (int8 products accumulate in 32 bits)")
-    sram_8kb: float = _constant(10 / 8, "pJ/byte", _HOROWITZ + ": 64-bit read of an 8 KB SRAM, 10 pJ / 8 bytes")
-    sram_32kb: float = _constant(20 / 8, "pJ/byte", _HOROWITZ + ": 64-bit read of a 32 KB SRAM, 20 pJ / 8 bytes")
-    sram_1mb: float = _constant(100 / 8, "pJ/byte", _HOROWITZ + ": 64-bit read of a 1 MB SRAM, 100 pJ / 8 bytes; "
-                                "also used beyond 1 MB (optimistic: Horowitz gives 1.3-2.6 nJ per 64 bits of DRAM)")
-    write_per_read: float = _constant(1.0, "ratio", "assumption: an SRAM write costs a read (Horowitz gives reads)")
-
-    @classmethod
-    def sources(cls) -> dict[str, str]:
-        """{constant: "unit; source"} for every priced field."""
-        return {f.name: f"{f.metadata['unit']}; {f.metadata['source']}" for f in fields(cls) if f.metadata}
-
-    def mac(self, precision: Precision) -> float:
-        """One multiply-accumulate: fp32 multiply + fp32 add (4.6 pJ), or int8 multiply + int32 add (0.3 pJ)."""
-        return self.fp32_mult + self.fp32_add if _check(precision) == "fp32" else self.int8_mult + self.int32_add
-
-    def add(self, precision: Precision) -> float:
-        """One accumulate (a synaptic event, a membrane update): an fp32 add, or an int32 add for int8 weights."""
-        return self.fp32_add if _check(precision) == "fp32" else self.int32_add
-
-    def sram(self, array_bytes: int) -> float:
-        """pJ per byte read from the smallest SRAM of Horowitz's three (8 KB, 32 KB, 1 MB) that holds `array_bytes`."""
-        for size, energy in ((8 << 10, self.sram_8kb), (32 << 10, self.sram_32kb)):
-            if array_bytes <= size:
-                return energy
-        return self.sram_1mb
-
-    def scaled(self, factor: float) -> EnergyTable:
-        """Every constant times `factor` (e.g. a process node's rough scaling); the ratio stays."""
-        priced = {f.name: getattr(self, f.name) * factor for f in fields(self) if f.metadata and f.name != "write_per_read"}
-        return replace(self, name=f"{self.name} x {factor:g}", **priced)
-
-
-HOROWITZ_45NM = EnergyTable()
+__all__ = ["HOROWITZ_45NM", "CostComparison", "CostMeter", "CostReport", "EnergyTable", "LayerCost", "compare_with_dqn",
+           "dqn_cost", "snn_cost", "verdict"]
 
 # bytes of a weight and of a neuron's state (membrane or activation) at each precision: int8 weights and
 # activations; an int8 SNN's membranes accumulate int8 weights, so they are 32-bit like any accumulator
 _WEIGHT_BYTES = {"fp32": 4, "int8": 1}
 _ACTIVATION_BYTES = {"fp32": 4, "int8": 1}
 _MEMBRANE_BYTES = {"fp32": 4, "int8": 4}
-
-
-def _check(precision: str) -> str:
-    if precision not in _WEIGHT_BYTES:
-        raise ConfigError(f"precision must be 'fp32' or 'int8', got {precision!r}")
-    return precision
-
-
-@dataclass
-class LayerCost:
-    """One synaptic stage and the neurons it feeds, per decision (means over the observations).
-
-    `state_bytes`: membrane (SNN) or activation (DQN) bytes read and written; energies in pJ.
-    """
-
-    name: str
-    neurons: int
-    macs: float = 0.0
-    synaptic_events: float = 0.0
-    neuron_updates: float = 0.0
-    spikes: float = 0.0
-    weight_bytes: float = 0.0
-    state_bytes: float = 0.0
-    compute_pj: float = 0.0
-    weight_pj: float = 0.0
-    state_pj: float = 0.0
-
-    @property
-    def energy_pj(self) -> float:
-        return self.compute_pj + self.weight_pj + self.state_pj
-
-
-_SUMMED = ("neurons", "macs", "synaptic_events", "neuron_updates", "spikes", "weight_bytes", "state_bytes",
-           "compute_pj", "weight_pj", "state_pj")
-
-
-@dataclass
-class CostReport:
-    """Per-layer and total cost of one decision of one network; `settings` says what was assumed."""
-
-    network: str
-    layers: list[LayerCost]
-    settings: dict[str, object]
-
-    @property
-    def total(self) -> LayerCost:
-        return LayerCost("total", **{k: sum(getattr(layer, k) for layer in self.layers) for k in _SUMMED})
-
-    @property
-    def energy_pj(self) -> float:
-        return self.total.energy_pj
-
-    def to_json(self) -> str:
-        rows = [{**asdict(layer), "energy_pj": layer.energy_pj} for layer in [*self.layers, self.total]]
-        return json.dumps({"network": self.network, "settings": self.settings, "layers": rows}, indent=1)
-
-    def markdown(self) -> str:
-        """A table: one row per layer and the total; counts per decision, energies in nJ."""
-        head = ("| layer | neurons | MACs | synaptic events | neuron updates | spikes in | weight bytes | state bytes "
-                "| compute nJ | weights nJ | state nJ | energy nJ |\n" + "|---" * 12 + "|")
-        rows = [f"| {c.name} | {c.neurons:,} | {c.macs:,.0f} | {c.synaptic_events:,.0f} | {c.neuron_updates:,.0f} | "
-                f"{c.spikes:,.0f} | {c.weight_bytes:,.0f} | {c.state_bytes:,.0f} | {c.compute_pj / 1e3:,.2f} | "
-                f"{c.weight_pj / 1e3:,.2f} | {c.state_pj / 1e3:,.2f} | {c.energy_pj / 1e3:,.2f} |"
-                for c in [*self.layers, self.total]]
-        return "\n".join([f"**{self.network}**", "", head, *rows])
-
-
-def verdict(snn: CostReport, dqn: CostReport) -> str:
-    """One line: the ratio SNN energy / DQN energy and whether the SNN is cheaper (compare with the int8 DQN)."""
-    ratio = snn.energy_pj / dqn.energy_pj
-    word = "cheaper" if ratio < 1 else "not cheaper"
-    return f"{snn.network} / {dqn.network} energy = {ratio:.3g}: the SNN is {word}"
 
 
 def _name(number: int, layer: nn.Module) -> str:
@@ -209,103 +89,185 @@ def _neuron_steps(snn: SpikingQNetwork, T: int) -> tuple[int, int]:
     return (2 * T if sequential else T), T
 
 
-def _input_events(snn: SpikingQNetwork, x: torch.Tensor, T: int) -> tuple[float, float, bool]:
-    """(input spikes, synaptic events, dense) of the first stage per decision.
+class CostMeter:
+    """The per-layer counts of an SNN's decisions, added one simulated batch at a time (`add`), priced
+    as their mean per decision (`report`).
 
-    An analog observation is one dense pass (the engine computes that current once per decision) unless
-    every value is 0 or 1: then it is a spike map already (MinAtar's planes), and each nonzero input adds
-    its weights once. Poisson input: the expected spikes of T steps, each adding its weights.
+    `evaluate` adds every decision the SNN takes in its games (`experiments.evaluation`), so its energy
+    per decision is over the states the SNN visited; `snn_cost` adds one batch. The counts are sums, so
+    pricing them once equals pricing each decision and averaging.
     """
-    fan = fan_out(snn.synapses[0], snn.observation_shape).to(x)
-    if snn.input_coding == "poisson":
-        spikes = (x / snn.input_max).clamp(0, 1) * T
-    elif bool(((x == 0) | (x == 1)).all()):
-        spikes = (x != 0).to(x)
-    else:
-        return 0.0, 0.0, True
-    batch = x.shape[0]
-    return float(spikes.sum()) / batch, float((spikes * fan).sum()) / batch, False
+
+    def __init__(self, snn: SpikingQNetwork) -> None:
+        self.snn = snn
+        stages = list(snn.synapses)
+        self._layers = []  # (row label, neurons, weights, MACs of a dense pass) per weighted layer
+        for index, (stage, (_, out)) in enumerate(zip(stages, _shapes(stages, snn.observation_shape))):
+            layer = weighted(stage)
+            self._layers.append((_name(index + 1, layer), out[0].numel(), layer.weight.numel(), _macs(layer, out)))
+        self._input_fan = fan_out(stages[0], snn.observation_shape).flatten().double()
+        self._observation_size = self._input_fan.numel()
+        # each spiking layer's fan-out per neuron as [channel, position], and whether a channel's neurons share one
+        fans = [fan.detach().double().cpu().reshape(fan.shape[0], -1) for fan in snn.engine.counter.fan_outs]
+        self._channel_fan = [fan.mean(1) for fan in fans]
+        self._layer_fan = [float(fan.mean()) for fan in fans]
+        self._uniform_channels = [bool((fan == fan[:, :1]).all()) for fan in fans]
+        self._uniform_layer = [bool((fan == fan.flatten()[0]).all()) for fan in fans]
+        self.decisions = 0
+        self._Ts: set[int] = set()
+        self._dense = 0  # decisions whose first stage is a dense pass
+        self._input_spikes = self._input_events = self._synaptic_ops = 0.0
+        self._spikes = [0.0] * len(fans)
+        self._channels: list[torch.Tensor] | None = [torch.zeros(len(f), dtype=torch.float64) for f in fans]
+        self._updates = [0.0] * len(self._layers)
+        self._counted_updates = False  # whether the simulation gave its own neuron updates
+
+    def add(self, stats: SimulationStats, observations) -> None:
+        """Add one simulated batch: `stats` (the network's `last_stats`) of `observations` (what it was given)."""
+        x = observation_batch(observations, self.snn.observation_shape).cpu()
+        batch = stats.synaptic_ops.shape[0]
+        if x.shape[0] != batch:
+            raise ConfigError(f"stats are for {batch} observations, got {x.shape[0]}")
+        self.decisions += batch
+        self._Ts.add(stats.T)
+        if stats.input_events is not None:  # the simulation counts its own input events (delta coding)
+            self._input_spikes += _sum(stats.input_events)
+            self._input_events += _sum(stats.input_synaptic_ops)
+        else:
+            spikes, events, dense = self._input(x, stats.T)
+            self._input_spikes, self._input_events, self._dense = (
+                self._input_spikes + spikes, self._input_events + events, self._dense + dense)
+        for layer, spikes in enumerate(stats.spikes):
+            self._spikes[layer] += _sum(spikes)
+        if self._channels is not None and len(stats.channel_spikes) == len(self._channels):
+            for layer, channels in enumerate(stats.channel_spikes):
+                self._channels[layer] += channels.detach().double().cpu()
+        else:
+            self._channels = None  # a batch without them: each layer's total spikes x its mean fan-out
+        self._synaptic_ops += _sum(stats.synaptic_ops)
+        if stats.neuron_updates is not None:
+            self._counted_updates = True
+            for layer, updates in enumerate(stats.neuron_updates):
+                self._updates[layer] += _sum(updates)
+        else:
+            hidden, output = _neuron_steps(self.snn, stats.T)
+            for layer, (_, neurons, _, _) in enumerate(self._layers):
+                self._updates[layer] += neurons * (output if layer == len(self._layers) - 1 else hidden) * batch
+
+    def _input(self, x: torch.Tensor, T: int) -> tuple[float, float, int]:
+        """(input spikes, synaptic events, dense decisions) of the first stage, summed over the batch.
+
+        An analog observation is one dense pass (the engine computes that current once per decision) unless
+        every value is 0 or 1: then it is a spike map already (MinAtar's planes), and each nonzero input adds
+        its weights once. Poisson input: the expected spikes of T steps, each adding its weights.
+        """
+        flat = x.flatten(1).double()
+        if self.snn.input_coding == "poisson":
+            spikes, dense = (flat / self.snn.input_max).clamp(0, 1) * T, 0
+        else:
+            binary = ((flat == 0) | (flat == 1)).all(1)
+            spikes, dense = (flat != 0).double() * binary[:, None], int((~binary).sum())
+        return float(spikes.sum()), float((spikes @ self._input_fan).sum()), dense
+
+    def _hidden_events(self) -> list[float]:
+        """Synaptic events per decision leaving each spiking layer, summing to the engine's exact total.
+
+        The engine counts spikes x fan-out per neuron but keeps only the sum over layers and spikes per
+        channel. Where a channel's neurons share one fan-out (fully connected layers, a convolution without
+        border effects) channel spikes x fan-out is exact; elsewhere it uses the channel's mean fan-out, and
+        those layers are scaled together to the exact total (exact whenever only one layer is estimated).
+        Without spikes per channel, each layer's spikes x its mean fan-out, exact where all share one.
+        """
+        if self._channels is not None:
+            events = [float(c @ fan) for c, fan in zip(self._channels, self._channel_fan)]
+            exact = self._uniform_channels
+        else:
+            events = [s * fan for s, fan in zip(self._spikes, self._layer_fan)]
+            exact = self._uniform_layer
+        estimated = sum(e for e, sure in zip(events, exact) if not sure)
+        rest = self._synaptic_ops - sum(e for e, sure in zip(events, exact) if sure)
+        scale = rest / estimated if estimated else 1.0
+        return [(e if sure else e * scale) / self.decisions for e, sure in zip(events, exact)]
+
+    def report(self, precision: Precision = "fp32", weight_reads: WeightReads = "per_event",
+               table: EnergyTable = HOROWITZ_45NM) -> CostReport:
+        """The mean cost of one decision of the decisions added, priced at `precision` ("fp32": what the
+        engine simulates; "int8": int8 weights, 32-bit membranes, a price only) with `weight_reads`
+        ("per_event" or "per_decision") under `table`."""
+        check_precision(precision)
+        check_weight_reads(weight_reads)
+        if not self.decisions:
+            raise ConfigError("no decision was added to the cost meter: nothing to price")
+        n, snn = self.decisions, self.snn
+        w_bytes, m_bytes, a_bytes = _WEIGHT_BYTES[precision], _MEMBRANE_BYTES[precision], _ACTIVATION_BYTES[precision]
+        graded = snn.coding.graded_events
+        event_price = table.mac(precision) if graded else table.add(precision)
+        # bytes of one neuron's state: its membrane, and for graded events the last level it sent
+        state = m_bytes + (a_bytes if graded else 0)
+        dense = self._dense / n
+        spikes = [self._input_spikes / n, *(s / n for s in self._spikes)]
+        events = [self._input_events / n, *self._hidden_events()]
+        layers = []
+        for index, (name, neurons, weights, macs) in enumerate(self._layers):
+            cost = LayerCost(name, neurons, spikes=spikes[index], synaptic_events=events[index],
+                             neuron_updates=self._updates[index] / n)
+            dense_share = dense if index == 0 else 0.0  # a dense pass reads every weight once, like the DQN
+            cost.macs = macs * dense_share
+            cost.weight_bytes = (weights * w_bytes if weight_reads == "per_decision"
+                                 else (cost.synaptic_events + weights * dense_share) * w_bytes)
+            cost.state_bytes = cost.neuron_updates * state * 2  # read and write the state at each update
+            cost.compute_pj = (cost.macs * table.mac(precision) + cost.synaptic_events * event_price
+                               + cost.neuron_updates * table.add(precision))
+            cost.weight_pj = cost.weight_bytes * table.sram(weights * w_bytes)
+            cost.state_pj = cost.state_bytes / 2 * table.sram(neurons * state) * (1 + table.write_per_read)
+            if dense_share:  # a dense pass reads the observation once, as the DQN's first layer does
+                observation = self._observation_size * a_bytes
+                cost.state_bytes += dense_share * observation
+                cost.state_pj += dense_share * observation * table.sram(observation)
+            layers.append(cost)
+        Ts = sorted(self._Ts)
+        T = Ts[0] if len(Ts) == 1 else Ts
+        if self._counted_updates:
+            updates: object = "counted by the simulation"
+        else:
+            hidden, output = _neuron_steps(snn, Ts[-1])
+            updates = {"hidden": hidden, "output": output}
+        first = "dense" if dense == 1 else "events" if dense == 0 else f"dense on {dense:.1%} of decisions"
+        settings = {"coding": str(snn.coding), "T": T, "input_coding": snn.input_coding, "first_stage": first,
+                    "precision": precision, "weight_reads": weight_reads, "synaptic_event": "mac" if graded else "add",
+                    "table": table.name, "decisions": n, "neuron_steps": updates}
+        return CostReport(f"SNN {snn.coding} T={T} ({precision})", layers, settings)
 
 
-def _hidden_events(snn: SpikingQNetwork, stats: SimulationStats) -> list[float]:
-    """Synaptic events per decision leaving each spiking layer, summing to the engine's exact total.
-
-    The engine counts spikes x fan-out per neuron but keeps only the sum over layers and spikes per
-    channel. Where a channel's neurons share one fan-out (fully connected layers, a convolution without
-    border effects) channel spikes x fan-out is exact; elsewhere it uses the channel's mean fan-out, and
-    those layers are scaled together to the exact total (exact whenever only one layer is estimated).
-    """
-    batch = stats.synaptic_ops.shape[0]
-    exact, events = [], []
-    for channel_spikes, fan in zip(stats.channel_spikes, snn.engine.counter.fan_outs):
-        per_channel = fan.reshape(fan.shape[0], -1).float()
-        exact.append(bool((per_channel == per_channel[:, :1]).all()))
-        events.append(float((channel_spikes.float().cpu() * per_channel.mean(1).cpu()).sum()) / batch)
-    estimated = sum(e for e, sure in zip(events, exact) if not sure)
-    rest = float(stats.synaptic_ops.float().mean()) - sum(e for e, sure in zip(events, exact) if sure)
-    scale = rest / estimated if estimated else 1.0
-    return [e if sure else e * scale for e, sure in zip(events, exact)]
-
-
-def _priced(cost: LayerCost, weights: int, w_bytes: int, m_bytes: int, precision: Precision,
-            table: EnergyTable) -> LayerCost:
-    """Fill in `cost`'s energies from its counts."""
-    cost.compute_pj = cost.macs * table.mac(precision) + (cost.synaptic_events + cost.neuron_updates) * table.add(precision)
-    cost.weight_pj = cost.weight_bytes * table.sram(weights * w_bytes)
-    cost.state_pj = cost.state_bytes / 2 * table.sram(cost.neurons * m_bytes) * (1 + table.write_per_read)
-    return cost
+def _sum(values: torch.Tensor) -> float:
+    return float(values.detach().double().sum())
 
 
 def snn_cost(snn: SpikingQNetwork, observations, T: int | None = None, *, stats: SimulationStats | None = None,
              precision: Precision = "fp32", weight_reads: WeightReads = "per_event",
              table: EnergyTable = HOROWITZ_45NM) -> CostReport:
-    """The cost of one decision of `snn` on `observations`, averaged over them.
+    """The cost of one decision of `snn` on `observations`, averaged over them (a `CostMeter` of one batch).
 
     Simulates `observations` at T (default: the network's) unless `stats` (the `last_stats` of that very
     simulation) is given. `precision`: "fp32" (what the engine simulates) or "int8" (int8 weights, 32-bit
     membranes: the price of a quantised deployment, whose decisions this does not simulate).
     `weight_reads`: "per_event" (each synaptic event reads its weight) or "per_decision" (each weight once).
     """
-    _check(precision)
-    if weight_reads not in ("per_event", "per_decision"):
-        raise ConfigError(f"weight_reads must be 'per_event' or 'per_decision', got {weight_reads!r}")
-    weight = weighted(snn.synapses[0]).weight  # the network's dtype and device, as its simulation
-    x = observation_batch(observations, snn.observation_shape).to(device=weight.device, dtype=weight.dtype)
+    check_precision(precision)
+    check_weight_reads(weight_reads)
     if stats is None:
-        snn.readouts(x, T)
+        snn.readouts(observations, T)
         stats = snn.last_stats
-    if stats.synaptic_ops.shape[0] != x.shape[0]:
-        raise ConfigError(f"stats are for {stats.synaptic_ops.shape[0]} observations, got {x.shape[0]}")
-    T = stats.T
-    hidden_steps, output_steps = _neuron_steps(snn, T)
-    w_bytes, m_bytes = _WEIGHT_BYTES[precision], _MEMBRANE_BYTES[precision]
-    stages = list(snn.synapses)
-    input_spikes, input_events, dense = _input_events(snn, x, T)
-    spikes = [input_spikes, *(float(s.float().mean()) for s in stats.spikes)]
-    events = [input_events, *_hidden_events(snn, stats)]
-    layers = []
-    for index, (stage, (_, out)) in enumerate(zip(stages, _shapes(stages, snn.observation_shape))):
-        layer = weighted(stage)
-        weights = layer.weight.numel()
-        cost = LayerCost(_name(index + 1, layer), neurons=out[0].numel(), spikes=spikes[index],
-                         synaptic_events=events[index])
-        dense_pass = index == 0 and dense  # MACs that read every weight once, like the DQN
-        cost.macs = _macs(layer, out) if dense_pass else 0
-        cost.weight_bytes = weights * w_bytes if dense_pass or weight_reads == "per_decision" else cost.synaptic_events * w_bytes
-        cost.neuron_updates = cost.neurons * (output_steps if index == len(stages) - 1 else hidden_steps)
-        cost.state_bytes = cost.neuron_updates * m_bytes * 2  # read and write the membrane at each update
-        layers.append(_priced(cost, weights, w_bytes, m_bytes, precision, table))
-    settings = {"coding": str(snn.coding), "T": T, "input_coding": snn.input_coding, "first_stage": "dense" if dense else "events",
-                "precision": precision, "weight_reads": weight_reads, "table": table.name, "observations": int(x.shape[0]),
-                "neuron_steps": {"hidden": hidden_steps, "output": output_steps}}
-    return CostReport(f"SNN {snn.coding} T={T} ({precision})", layers, settings)
+    meter = CostMeter(snn)
+    meter.add(stats, observations)
+    return meter.report(precision, weight_reads, table)
 
 
 def dqn_cost(checkpoint: DQNCheckpoint, precision: Precision = "int8", *, table: EnergyTable = HOROWITZ_45NM) -> CostReport:
     """The cost of one decision of the DQN itself at `precision` (int8: int8 weights and activations,
     32-bit accumulators): per weighted layer its MACs, each weight read once, its input activations
     read once and its outputs written once (the ReLU and the bias add are not priced)."""
-    _check(precision)
+    check_precision(precision)
     w_bytes, a_bytes = _WEIGHT_BYTES[precision], _ACTIVATION_BYTES[precision]
     modules = list(checkpoint.q_network)
     layers, number = [], 0
@@ -322,3 +284,9 @@ def dqn_cost(checkpoint: DQNCheckpoint, precision: Precision = "int8", *, table:
         cost.state_pj = (inp[0].numel() + out[0].numel() * table.write_per_read) * a_bytes * table.sram(array)
         layers.append(cost)
     return CostReport(f"DQN ({precision})", layers, {"precision": precision, "table": table.name})
+
+
+def compare_with_dqn(snn: CostReport, checkpoint: DQNCheckpoint, table: EnergyTable = HOROWITZ_45NM) -> CostComparison:
+    """`snn`'s cost against the DQN `checkpoint` in int8 and in fp32, under `table` (the one `snn` was priced with)."""
+    return CostComparison(snn, dqn_cost(checkpoint, "int8", table=table), dqn_cost(checkpoint, "fp32", table=table),
+                          table)

@@ -11,7 +11,11 @@ from torch import nn
 
 import dqn2snn_plugin as d2s
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
-from dqn2snn_plugin.costs import HOROWITZ_45NM, EnergyTable, dqn_cost, snn_cost, verdict
+from dqn2snn_plugin.coding import RateCoding
+from dqn2snn_plugin.costs import (
+    HOROWITZ_45NM, CostMeter, CostReport, EnergyTable, compare_with_dqn, dqn_cost, snn_cost, verdict,
+)
+from dqn2snn_plugin.engine.stats import SimulationStats
 from dqn2snn_plugin.errors import ConfigError
 
 FP32_ADD, SRAM_8KB = 0.9, 10 / 8  # Horowitz 2014: pJ per fp32 add, pJ per byte of an 8 KB SRAM
@@ -65,6 +69,7 @@ def test_mlp_dense_first_layer_counts_macs(mlp):
     report = snn_cost(d2s.convert(mlp, x, percentile="max"), x, T=4)
     assert (report.layers[0].macs, report.layers[0].synaptic_events) == (6, 0)
     assert report.layers[0].weight_bytes == 6 * 4  # a dense pass reads each weight once
+    assert report.layers[0].state_bytes == 3 * 4 * 8 + 2 * 4  # membranes; the observation read once, as the DQN does
     assert report.settings["first_stage"] == "dense"
 
 
@@ -132,8 +137,9 @@ def test_sram_energy_grows_with_the_array():
 def test_report_json_markdown_and_verdict(mlp):
     x = torch.tensor([[1.0, 0.0]])
     snn_report = snn_cost(d2s.convert(mlp, x, percentile="max"), x, T=4)
-    rows = json.loads(snn_report.to_json())["layers"]
-    assert rows[-1]["name"] == "total" and rows[-1]["energy_pj"] == pytest.approx(snn_report.energy_pj)
+    written = json.loads(json.dumps(snn_report.to_json()))
+    assert written["total"]["name"] == "total" and written["total"]["energy_pj"] == pytest.approx(snn_report.energy_pj)
+    assert CostReport.from_json(written).to_json() == written
     assert snn_report.markdown().count("\n| ") == 4  # header, two layers, total
     dqn = dqn_cost(mlp, "int8")
     ratio = snn_report.energy_pj / dqn.energy_pj
@@ -145,3 +151,78 @@ def test_bad_settings_are_named(mlp, kwargs):
     x = torch.tensor([[1.0, 0.0]])
     with pytest.raises(ConfigError, match=next(iter(kwargs))):
         snn_cost(d2s.convert(mlp, x, percentile="max"), x, T=4, **kwargs)
+
+
+def test_a_meter_prices_the_mean_of_the_batches_it_was_given(mlp):
+    binary, analog = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.5]])
+    snn = d2s.convert(mlp, binary, percentile="max", T=4)  # hidden scale 1: rates = activations
+    meter = CostMeter(snn)
+    for x in (binary, analog):
+        snn.readouts(x)
+        meter.add(snn.last_stats, x)
+    first, second = meter.report().layers
+    # binary: 1 input spike to 3 synapses; analog: one dense pass of 2 x 3 MACs reading the 6 weights once
+    assert (first.spikes, first.synaptic_events, first.macs) == (0.5, 1.5, 3)
+    assert first.weight_bytes == (1.5 + 6 / 2) * 4
+    # hidden [1, .5, 0] -> 4 + 2 + 0 spikes; [1, .5, .5] -> 4 + 2 + 2; each to 2 outputs
+    assert (second.spikes, second.synaptic_events) == ((6 + 8) / 2, (12 + 16) / 2)
+    assert (first.neuron_updates, second.neuron_updates) == (3 * 4, 2 * 4)
+    assert meter.report().settings["first_stage"] == "dense on 50.0% of decisions"
+    assert meter.report().settings["decisions"] == 2
+
+
+class GradedRate(RateCoding):
+    """A rate coding whose events carry a multi-bit payload, as delta coding's do."""
+
+    name = "graded-test"
+    graded_events = True
+
+
+def _graded_stats() -> SimulationStats:
+    """What a graded coding's simulation reports for one decision of the 2 -> 3 -> 2 network: 1 changed
+    input (3 synapses), 2 graded events from the hidden layer (2 synapses each), 3 and 2 neurons updated."""
+    return SimulationStats(1, spikes=[torch.tensor([2.0])], neurons=[3], synaptic_ops=torch.tensor([4.0]),
+                           input_events=torch.tensor([1.0]), input_synaptic_ops=torch.tensor([3.0]),
+                           neuron_updates=[torch.tensor([3.0]), torch.tensor([2.0])])
+
+
+def test_graded_events_are_priced_as_macs_with_the_neurons_last_level(mlp):
+    x = torch.tensor([[1.0, 0.5]])  # analog, but the simulation's own input events are taken
+    snn = d2s.convert(mlp, x, percentile="max")
+    snn.coding = GradedRate()
+    report = snn_cost(snn, x, stats=_graded_stats())
+    first, second = report.layers
+    assert (first.macs, first.spikes, first.synaptic_events, first.neuron_updates) == (0, 1, 3, 3)
+    assert (second.spikes, second.synaptic_events, second.neuron_updates) == (2, 4, 2)
+    # fp32: a MAC (4.6 pJ) per event, an add per update; a membrane and a last level (4 + 4 bytes) read and written
+    assert first.state_bytes == 3 * 2 * 8 and second.state_bytes == 2 * 2 * 8
+    assert report.energy_pj == pytest.approx((3 + 4) * 4.6 + (3 + 2) * 0.9 + (3 + 4) * 4 * SRAM_8KB
+                                             + (48 + 32) * SRAM_8KB)
+    int8 = snn_cost(snn, x, stats=_graded_stats(), precision="int8")
+    # int8: 0.3 pJ per MAC, 0.1 per update, 1-byte weights, 32-bit membrane + 8-bit level
+    assert int8.energy_pj == pytest.approx((3 + 4) * 0.3 + (3 + 2) * 0.1 + (3 + 4) * SRAM_8KB + (3 + 2) * 2 * 5 * SRAM_8KB)
+    assert int8.settings["synaptic_event"] == "mac" and int8.settings["neuron_steps"] == "counted by the simulation"
+
+
+def test_without_spikes_per_channel_a_layer_takes_its_mean_fan_out(mlp):
+    x = torch.tensor([[1.0, 0.0]])
+    snn = d2s.convert(mlp, x, percentile="max")
+    stats = replace(_graded_stats(), channel_spikes=[])  # fully connected: every hidden neuron reaches 2 outputs
+    assert snn_cost(snn, x, stats=stats).layers[1].synaptic_events == 4
+
+
+def test_a_comparison_with_the_dqn_holds_both_precisions_and_the_table(mlp):
+    x = torch.tensor([[1.0, 0.0]])
+    report = snn_cost(d2s.convert(mlp, x, percentile="max"), x, T=4)
+    table = HOROWITZ_45NM.scaled(2)
+    comparison = compare_with_dqn(report, mlp, table)
+    # the DQN: 6 + 6 MACs, 12 weights, activations 2 + 3 in, 3 + 2 out; all in 8 KB arrays (x 2: the table)
+    assert comparison.dqn_int8.energy_pj == pytest.approx(2 * (12 * 0.3 + (12 + 10) * SRAM_8KB))
+    assert comparison.dqn_fp32.energy_pj == pytest.approx(2 * (12 * 4.6 + (12 + 10) * 4 * SRAM_8KB))
+    assert comparison.ratio_int8 == pytest.approx(report.energy_pj / comparison.dqn_int8.energy_pj)
+    assert comparison.table.name == "Horowitz 2014, 45 nm x 2" and comparison.cheaper == (comparison.ratio_int8 < 1)
+
+
+def test_an_empty_meter_is_refused(mlp):
+    with pytest.raises(ConfigError, match="no decision"):
+        CostMeter(d2s.convert(mlp, torch.tensor([[1.0, 0.0]]), percentile="max")).report()

@@ -56,10 +56,22 @@ def test_demo_end_to_end_on_cartpole(fixtures_dir, tmp_path):
                                               "latency_steps", "heldout", "snn", "scales"}  # the keys users have
     scores = (tmp_path / "out" / "scores.md").read_text().splitlines()
     assert scores[2].startswith("| DQN (the network converted) | ") and "(n=2)" in scores[2]
-    assert scores[3].count("|") == scores[4].count("|") == 8 and scores[5].startswith("Student t, 95%")
+    assert scores[3].count("|") == scores[4].count("|") == 11 and scores[5].startswith("Student t, 95%")
     text = (tmp_path / "out" / "demo.md").read_text()
     assert "paper's method: rate coding" in text and "ours, training-free: binary coding, 6-bit codes" in text
-    assert text.count("\n") == 5  # header, rule, DQN, two conversions
+    assert text.count("\n") == 6  # header, rule, DQN, two conversions, what the energies assume
+    # each SNN's energy per decision next to the int8 and fp32 DQN's, as the record holds them
+    lines = text.splitlines()
+    energy = [c.strip() for c in lines[0].split("|")].index("energy per decision (µJ)")
+    dqn = written["conversions"][0]["snn"]["cost"]
+    assert [c.strip() for c in lines[2].split("|")][energy] == (
+        f"int8 {dqn['dqn_int8_energy_uj']:.3g}, fp32 {dqn['dqn_fp32_energy_uj']:.3g}")
+    for line, conversion in zip(lines[3:5], written["conversions"]):
+        cells = [c.strip() for c in line.split("|")]
+        cost = conversion["snn"]["cost"]
+        assert float(cells[energy]) == pytest.approx(cost["snn_energy_uj"], rel=5e-3)
+        assert cells[energy + 2] == ("yes" if cost["snn_energy_uj"] < cost["dqn_int8_energy_uj"] else "no")
+    assert "Horowitz 2014, 45 nm" in lines[5]
 
 
 @pytest.mark.slow

@@ -193,3 +193,41 @@ def test_evaluate_and_a_benchmark_cell_play_in_the_users_own_env():
     assert result.dqn_score.scores and all(length <= 30 for length in result.dqn_score.lengths)
     cell = measure_cell(dqn, Setting("rate", 8, 99.9, False), settings, env_factory=my_cartpole)
     assert len(seen) == 6 and cell.evaluation.header.protocol == result.header.protocol
+
+
+@pytest.mark.atari
+def test_evaluate_prices_every_decision_of_the_snns_games_by_hand(atari_observations):
+    """The constant DQN at T = 5: every hidden neuron fires at each step whatever the frame, so every
+    decision costs the same, counted here by hand (fp32, weights read per event, Horowitz 45 nm)."""
+    checkpoint = constant_breakout_dqn()
+    snn = convert(checkpoint, atari_observations, percentile="max", T=5)
+    settings = RunSettings(episodes=2, max_steps=100, n_envs=2)
+    result = ev.evaluate(checkpoint, T=5, percentile="max", settings=settings, snn=snn)
+    fp32_mac, fp32_add, sram_8kb, sram_1mb = 3.7 + 0.9, 0.9, 10 / 8, 100 / 8
+    pixels = 4 * 84 * 84
+    # linear 1: the frame is analog, one dense pass of pixels x 3 MACs reading its fp32 weights (> 32 KB) once;
+    # 3 neurons x 5 steps, each reading and writing a 4-byte membrane; the frame read once (4 bytes a pixel, > 32 KB)
+    layer1 = pixels * 3 * fp32_mac + 15 * fp32_add + pixels * 3 * 4 * sram_1mb + 15 * 8 * sram_8kb + pixels * 4 * sram_1mb
+    # linear 2: 15 spikes x 2 synapses; 2 neurons x 5 steps. linear 3: 10 spikes x 4 synapses; 4 neurons x 5 steps
+    layer2 = (30 + 10) * fp32_add + 30 * 4 * sram_8kb + 10 * 8 * sram_8kb
+    layer3 = (40 + 20) * fp32_add + 40 * 4 * sram_8kb + 20 * 8 * sram_8kb
+    cost = result.snn.cost
+    assert cost.snn.energy_pj == pytest.approx(layer1 + layer2 + layer3)
+    # every state the SNN visited was priced, and none other
+    assert cost.snn.settings["decisions"] == result.snn.agreement_snn_visited["spikes"].n_states
+    # the int8 DQN: pixels x 3 + 6 + 8 MACs, 1-byte weights (pixels x 3 in 1 MB, 6 and 8 in 8 KB), activations
+    # in and out (the frame's array, 28 KB, in 32 KB)
+    dqn = ((pixels * 3 + 6 + 8) * 0.3 + pixels * 3 * sram_1mb + (6 + 8) * sram_8kb + (pixels + 3) * 20 / 8
+           + (3 + 2 + 2 + 4) * sram_8kb)
+    assert cost.dqn_int8.energy_pj == pytest.approx(dqn) and not cost.cheaper
+    # the printed table shows the record's numbers
+    printed = format_evaluation(result).splitlines()
+    head = [c.strip() for c in printed[1].split("|")]
+    snn_row = [c.strip() for c in printed[4].split("|")]
+    energy = head.index("energy per decision (µJ)")
+    assert float(snn_row[energy]) == pytest.approx((layer1 + layer2 + layer3) / 1e6, abs=0.005)
+    assert float(snn_row[energy + 1]) == pytest.approx((layer1 + layer2 + layer3) / dqn, rel=5e-3)
+    assert snn_row[energy + 2] == "no"
+    written = json.loads(json.dumps(result.to_json()))
+    assert written["snn"]["cost"]["snn_energy_uj"] == pytest.approx((layer1 + layer2 + layer3) / 1e6)
+    assert Evaluation.from_json(written) == result

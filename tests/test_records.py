@@ -7,8 +7,9 @@ import copy
 
 import pytest
 
+from dqn2snn_plugin.energy import HOROWITZ_45NM
 from dqn2snn_plugin.experiments.records import (
-    BenchmarkCell, DqnBaseline, Evaluation, StateDraw, SweepCell, weights_digest,
+    BenchmarkCell, DqnBaseline, Evaluation, SnnPlay, StateDraw, SweepCell, weights_digest,
 )
 from dqn2snn_plugin.experiments.settings import RunSettings
 from conftest import atari_checkpoint
@@ -18,6 +19,22 @@ AGREEMENT = {"spikes+membrane": {"rate": 0.9, "rate_above_gap": 0.95, "spearman"
              "spikes": {"rate": 0.7, "rate_above_gap": None, "spearman": None, "n_states": 251}}
 SNN = {"score": SCORE, "agreement_snn_visited": AGREEMENT, "spikes_per_decision": 1234.5,
        "synaptic_ops_per_decision": 98765.0}
+
+
+def _layer(name: str, compute_pj: float, weight_pj: float = 0.0, state_pj: float = 0.0) -> dict:
+    return {"name": name, "neurons": 1, "macs": 0.0, "synaptic_events": 0.0, "neuron_updates": 0.0, "spikes": 0.0,
+            "weight_bytes": 0.0, "state_bytes": 0.0, "compute_pj": compute_pj, "weight_pj": weight_pj,
+            "state_pj": state_pj}
+
+
+# a cost record as written by hand: SNN 1.5 + 0.5 + 0.5 = 2.5 µJ, int8 DQN 1.25 µJ, fp32 DQN 5 µJ
+COST = {"snn": {"network": "SNN rate T=4 (fp32)", "layers": [_layer("linear 1", 1.5e6, 0.5e6, 0.5e6)],
+                "settings": {"precision": "fp32", "weight_reads": "per_event", "decisions": 1234}},
+        "dqn_int8": {"network": "DQN (int8)", "layers": [_layer("linear 1", 1.0e6, 0.25e6)], "settings": {}},
+        "dqn_fp32": {"network": "DQN (fp32)", "layers": [_layer("linear 1", 4.0e6, 1.0e6)], "settings": {}},
+        "table": {"name": "Horowitz 2014, 45 nm",
+                  "constants": {"fp32_mult": 3.7, "fp32_add": 0.9, "int8_mult": 0.2, "int32_add": 0.1, "sram_8kb": 1.25,
+                                "sram_32kb": 2.5, "sram_1mb": 12.5, "write_per_read": 1.0}}}
 # a cells.jsonl line of `sweep` and one of `benchmark` as the code before these records wrote them
 OLD_SWEEP_CELL = {"kind": "cell", "percentile": 99.9, "T": 8, **SNN, "agreement_heldout": AGREEMENT}
 OLD_BENCHMARK_CELL = {
@@ -65,3 +82,25 @@ def test_a_damaged_record_names_the_key(path, value, error):
 def test_weights_digest_keeps_the_values_earlier_folders_recorded():
     # the value `evaluation.checkpoint_digest` gave at commit 0ed19b0, as folders made then hold it
     assert weights_digest(atari_checkpoint()) == "9a764d162614ebc560ccbbeb"
+
+
+def test_a_cost_record_carries_energies_ratios_verdict_and_the_tables_constants_with_sources():
+    written = SnnPlay.from_json({**SNN, "cost": COST}).to_json()
+    cost = written["cost"]
+    assert (cost["snn_energy_uj"], cost["dqn_int8_energy_uj"], cost["dqn_fp32_energy_uj"]) == pytest.approx((2.5, 1.25, 5))
+    assert (cost["snn_over_dqn_int8"], cost["snn_over_dqn_fp32"], cost["cheaper_than_dqn_int8"]) == (2.0, 0.5, False)
+    assert cost["verdict"] == "SNN rate T=4 (fp32) / DQN (int8) energy = 2: the SNN is not cheaper"
+    assert cost["snn"]["total"]["energy_pj"] == pytest.approx(2.5e6) and cost["snn"]["layers"][0]["name"] == "linear 1"
+    assert cost["table"]["constants"]["fp32_add"] == 0.9 and cost["table"]["constants"]["sram_1mb"] == 12.5
+    assert set(cost["table"]["sources"]) == set(COST["table"]["constants"])
+    assert "Horowitz" in cost["table"]["sources"]["int8_mult"] and "ISSCC 2014" in cost["table"]["sources"]["int8_mult"]
+    assert SnnPlay.from_json(written).to_json() == written and SnnPlay.from_json(written).cost.table == HOROWITZ_45NM
+    # records without costs (written before) read back without one and keep their form
+    assert SnnPlay.from_json(SNN).cost is None and "cost" not in SnnPlay.from_json(SNN).to_json()
+    cell = {**OLD_BENCHMARK_CELL, "snn": {**SNN, "cost": COST}}
+    assert BenchmarkCell.from_json(cell).evaluation.snn.cost.ratio_int8 == 2.0
+
+
+def test_a_damaged_cost_record_names_the_key():
+    with pytest.raises(KeyError, match="dqn_int8"):
+        SnnPlay.from_json({**SNN, "cost": {k: v for k, v in COST.items() if k != "dqn_int8"}})

@@ -9,10 +9,10 @@ import pytest
 from dqn2snn_plugin.experiments.confidence import Interval
 from dqn2snn_plugin.experiments.records import BenchmarkCell, ScoreSummary, SweepCell
 from dqn2snn_plugin.experiments.report import (
-    BENCHMARK_HEADERS, SCORE_HEADERS, SWEEP_HEADERS, benchmark_row, benchmark_table, interval, mean_ci, p_label, pct,
-    score, score_record, score_row, scores_table, sweep_rows,
+    BENCHMARK_HEADERS, SCORE_HEADERS, SWEEP_HEADERS, benchmark_row, benchmark_table, format_evaluation, interval,
+    mean_ci, microjoules, p_label, pct, score, score_record, score_row, scores_table, sweep_rows,
 )
-from test_records import OLD_BENCHMARK_CELL, OLD_SWEEP_CELL, SCORE
+from test_records import COST, OLD_BENCHMARK_CELL, OLD_SWEEP_CELL, SCORE
 
 
 def test_numbers_are_shown_one_way():
@@ -25,8 +25,11 @@ def test_a_benchmark_row_shows_the_cell():
     row = benchmark_row(BenchmarkCell.from_json(OLD_BENCHMARK_CELL))
     assert len(row) == len(BENCHMARK_HEADERS)
     assert row == ["Breakout", "rate", 4, "99.9", "per layer", "2.5 ± 0.5", "2.5 ± 0.5", "90.0%", "90.0%", "70.0%",
-                   "70.0%", "1,234", "98,765", "12"]
+                   "70.0%", "1,234", "98,765", "n/a", "n/a", "n/a", "n/a", "12"]  # written before costs were recorded
     assert benchmark_table([row]).splitlines()[2] == "| " + " | ".join(map(str, row)) + " |"
+    priced = benchmark_row(BenchmarkCell.from_json({**OLD_BENCHMARK_CELL, "snn": {**OLD_BENCHMARK_CELL["snn"],
+                                                                                   "cost": COST}}))
+    assert priced[-5:] == ["2.5", "2", "no", "int8 1.25, fp32 5", "12"]  # 2.5 µJ, twice the int8 DQN's 1.25 µJ
 
 
 def test_sweep_rows_are_ordered_by_percentile_then_T():
@@ -34,7 +37,8 @@ def test_sweep_rows_are_ordered_by_percentile_then_T():
              ((100.0, 2), (99.9, 8), (99.9, 2))]
     rows = sweep_rows(ScoreSummary.from_json(SCORE), cells)
     assert [row[:2] for row in rows] == [["99.9", 2], ["99.9", 8], ["max", 2]]
-    assert rows[0] == ["99.9", 2, "2.50", "2.50", "0.50", "0.9000", "0.7000", "0.9000", "0.7000", "1234"]
+    assert rows[0] == ["99.9", 2, "2.50", "2.50", "0.50", "0.9000", "0.7000", "0.9000", "0.7000", "1234", "n/a", "n/a",
+                       "n/a", "n/a"]
     assert len(rows[0]) == len(SWEEP_HEADERS)
 
 
@@ -93,3 +97,21 @@ def test_a_benchmark_folder_holds_the_score_comparison(tmp_path):
     assert (tmp_path / "scores.csv").read_text().splitlines()[0].startswith("game,setting,DQN score (mean ± 95% CI)")
     written = json.loads((tmp_path / "scores.json").read_text())
     assert written["method"].startswith("Student t") and written["cells"][0]["snn_minus_dqn"]["estimate"] == -2.0
+
+
+def test_energy_is_shown_in_microjoules_with_three_digits():
+    assert [microjoules(pj) for pj in (1.6857e9, 129.9e6, 23.64e6, 1.694e6, 12_345.0)] == [
+        "1,686", "130", "23.6", "1.69", "0.0123"]
+
+
+def test_the_evaluate_printout_shows_the_records_energy_and_the_dqns():
+    cell = BenchmarkCell.from_json({**OLD_BENCHMARK_CELL, "snn": {**OLD_BENCHMARK_CELL["snn"], "cost": COST}})
+    printed = format_evaluation(cell.evaluation)
+    lines = printed.splitlines()
+    head = [c.strip() for c in lines[1].split("|")]
+    dqn, snn = ([c.strip() for c in line.split("|")] for line in lines[3:5])
+    energy = head.index("energy per decision (µJ)")
+    assert (dqn[energy], snn[energy], snn[energy + 1], snn[energy + 2]) == ("int8 1.25, fp32 5", "2.5", "2", "no")
+    assert "SNN ÷ int8 DQN = 2, SNN ÷ fp32 DQN = 0.5: the SNN is not cheaper than the int8 DQN" in printed
+    assert "**SNN rate T=4 (fp32)**" in printed  # the per-layer table
+    assert "Horowitz 2014, 45 nm" in printed and "weights read per event, mean over 1,234 decisions" in printed

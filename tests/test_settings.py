@@ -153,3 +153,24 @@ def test_the_parser_is_built_and_help_shown_without_loading_torch():
     assert done.returncode == 0, done.stderr
     assert "--calibration-frames" in " ".join(build_parser()._subparsers._group_actions[0].choices["sweep"]
                                                .format_help().split())
+
+
+def test_the_cost_options_are_declared_once_and_taken_by_the_commands_that_price_decisions():
+    from dqn2snn_plugin.energy import HOROWITZ_45NM
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for command in ("evaluate", "sweep", "benchmark", "demo"):
+        text = " ".join(commands[command].format_help().split())
+        assert "--cost-precision" in text and "--cost-weight-reads" in text, command
+    for command in ("convert", "tune", "inspect"):
+        assert "--cost-precision" not in commands[command].format_help(), command
+    args = _parser().parse_args(["--cost-precision", "int8", "--cost-weight-reads", "per_decision"])
+    priced = from_args(args)
+    assert (priced.cost_precision, priced.cost_weight_reads) == ("int8", "per_decision")
+    assert priced.as_config()["cost_precision"] == "int8"
+    assert "cost_precision" not in RunSettings().as_config()  # at its default: folders written before resume
+    swapped = RunSettings(energy_table=HOROWITZ_45NM.scaled(2)).as_config()["energy_table"]
+    assert swapped["name"] == "Horowitz 2014, 45 nm x 2" and swapped["constants"]["fp32_add"] == 1.8
+    for bad in ({"cost_precision": "fp16"}, {"cost_weight_reads": "never"}, {"energy_table": "cheap"}):
+        with pytest.raises(ConfigError, match=next(iter(bad)).removeprefix("cost_")):
+            RunSettings(**bad).check()

@@ -20,6 +20,10 @@ class SimulationStats:
     neurons: list[int] = field(default_factory=list)  # per layer: number of neurons
     synaptic_ops: torch.Tensor | None = None  # [B] spikes times fan-out, summed over layers
     channel_spikes: list[torch.Tensor] = field(default_factory=list)  # per layer: [C] totals over B, space, T
+    # counted by codings that send graded events across decisions (delta coding), None for the others:
+    input_events: torch.Tensor | None = None  # [B] changed observation values this decision
+    input_synaptic_ops: torch.Tensor | None = None  # [B] their events x fan-out into the first stage
+    neuron_updates: list[torch.Tensor] | None = None  # per weighted layer, output included: [B] neurons updated
 
     def channel_rates(self, positions: list[int]) -> list[torch.Tensor]:
         """Mean spikes per neuron per step of each channel ([C] per layer); `positions` = neurons per channel."""

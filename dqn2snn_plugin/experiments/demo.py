@@ -3,7 +3,8 @@
 Both SNNs are converted from the same calibration states (the DQN's own play, in episodes separate
 from the measured games) and measured the same way: agreement with the DQN's greedy action on
 held-out DQN-visited states and on the states the SNN visits while playing, the game score,
-synaptic operations per decision, and latency, the time steps from observation to action:
+synaptic operations and energy per decision (over the states it visits, next to the int8 and fp32
+DQN's: `costs`, docs/costs.md), and latency, the time steps from observation to action:
 - rate coding (the paper): every layer runs at once for T steps, so the latency is T;
 - binary coding: each layer needs its whole T-bit input code before it can send its own, so the
   latency is T per weighted layer (T to integrate the observation, then T per spiking layer):

@@ -24,6 +24,7 @@ import torch
 from dqn2snn_plugin.calibration import TEST_SEED_OFFSET, calibration_and_test_observations, collect_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint, load_dqn
 from dqn2snn_plugin.conversion import convert
+from dqn2snn_plugin.costs import CostMeter, compare_with_dqn
 from dqn2snn_plugin.envs.play import EnvFactory, check_action_count, play, resolve_protocol
 from dqn2snn_plugin.envs.protocol import Protocol
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
@@ -125,7 +126,8 @@ class _SnnPlayer:
     """The SNN as both a policy and the recorder's SNN, simulated once per step instead of twice.
 
     `play` calls the policy and then the recorder on the same observations; the second call reuses
-    the first simulation. Also totals spikes and synaptic operations per decision.
+    the first simulation. Also totals spikes and synaptic operations per simulated batch, and the cost
+    counts of every decision (`meter`).
     """
 
     def __init__(self, snn: SpikingQNetwork, T: int, readout: str) -> None:
@@ -133,6 +135,7 @@ class _SnnPlayer:
         self._obs: np.ndarray | None = None
         self._values: dict[str, torch.Tensor] = {}
         self.decisions, self.spikes, self.synaptic_ops = 0, 0.0, 0.0
+        self.meter = CostMeter(snn)
 
     def readouts(self, obs: np.ndarray | torch.Tensor, T: int | None = None) -> dict[str, torch.Tensor]:
         obs = obs.cpu().numpy() if isinstance(obs, torch.Tensor) else np.asarray(obs)
@@ -150,7 +153,9 @@ class _SnnPlayer:
         return self._values
 
     def __call__(self, obs: np.ndarray) -> torch.Tensor:
-        return self.readouts(obs)[self.readout].argmax(dim=1)
+        actions = self.readouts(obs)[self.readout].argmax(dim=1)
+        self.meter.add(self.snn.last_stats, obs)  # every decision, one whose observations repeat the last's too
+        return actions
 
 
 def _env(checkpoint: DQNCheckpoint, settings: RunSettings, env_factory: EnvFactory | None) -> dict:
@@ -173,14 +178,19 @@ def play_dqn(checkpoint: DQNCheckpoint, settings: RunSettings, snn: SpikingQNetw
 
 def play_snn(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, T: int, settings: RunSettings,
              env_factory: EnvFactory | None = None) -> SnnPlay:
-    """SNN games: score summary, agreement on SNN-visited states (the paper's conversion rate), cost."""
+    """SNN games: score summary, agreement on SNN-visited states (the paper's conversion rate), cost: spikes
+    and synaptic operations per decision, and the energy per decision over the states it visited, priced as
+    the settings say (`cost_precision`, `cost_weight_reads`, `energy_table`) against the int8 and fp32 DQN."""
     player = _SnnPlayer(snn, T, settings.readout)
     recorder = AgreementRecorder(checkpoint, player, T, readouts=AGREEMENT_READOUTS)
     episodes = play(player, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs, epsilon=settings.epsilon,
                     seed=settings.seed, max_steps=settings.max_steps, on_step=recorder, progress=True,
                     **_env(checkpoint, settings, env_factory))
+    table = settings.energy_table
+    cost = compare_with_dqn(player.meter.report(settings.cost_precision, settings.cost_weight_reads, table),
+                            checkpoint, table)
     return SnnPlay(ScoreSummary.of(episodes), agreements_of(recorder.results()), player.spikes / player.decisions,
-                   player.synaptic_ops / player.decisions)
+                   player.synaptic_ops / player.decisions, cost)
 
 
 def calibration_draws(settings: RunSettings, test_frames: int = 0) -> tuple[StateDraw, StateDraw]:
@@ -234,7 +244,8 @@ def header(checkpoint: DQNCheckpoint, settings: RunSettings, env_factory: EnvFac
 
 def evaluate(checkpoint: DQNCheckpoint, *, T: int, percentile: float | str, settings: RunSettings,
              snn: SpikingQNetwork | None = None, env_factory: EnvFactory | None = None) -> Evaluation:
-    """One setting, the paper's way: DQN and SNN games, agreement on both state sets, spikes per decision.
+    """One setting, the paper's way: DQN and SNN games, agreement on both state sets, spikes per decision,
+    and the energy per decision of the SNN against the int8 and fp32 DQN (`result.snn.cost`).
 
     The SNN is converted from `settings.calibration_frames` calibration states (episodes separate from
     the games, `calibration_draws`) unless given; a given SNN's calibration is the caller's, recorded as None.

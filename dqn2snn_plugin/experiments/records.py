@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dqn2snn_plugin.energy import CostComparison
+
 if TYPE_CHECKING:  # records stay a light module: reading results loads no game or network code
     from dqn2snn_plugin.checkpoint import DQNCheckpoint
     from dqn2snn_plugin.envs.atari import EpisodeResult
@@ -139,23 +141,33 @@ class StateDraw:
 
 @dataclass(frozen=True)
 class SnnPlay:
-    """The SNN's games: score, agreement on the states it visits (the paper's conversion rate), cost."""
+    """The SNN's games: score, agreement on the states it visits (the paper's conversion rate), cost.
+
+    `cost`: the energy per decision over the states it visited, per layer, against the int8 and fp32 DQN,
+    with the table's constants and sources (`energy.CostComparison`, key "cost"; None in records written
+    before costs were recorded, which keep their form)."""
 
     score: ScoreSummary
     agreement_snn_visited: Agreements
     spikes_per_decision: float
     synaptic_ops_per_decision: float
+    cost: CostComparison | None = None
 
     def to_json(self) -> dict:
-        return {"score": self.score.to_json(), "agreement_snn_visited": agreements_to_json(self.agreement_snn_visited),
-                "spikes_per_decision": self.spikes_per_decision,
-                "synaptic_ops_per_decision": self.synaptic_ops_per_decision}
+        record = {"score": self.score.to_json(), "agreement_snn_visited": agreements_to_json(self.agreement_snn_visited),
+                  "spikes_per_decision": self.spikes_per_decision,
+                  "synaptic_ops_per_decision": self.synaptic_ops_per_decision}
+        if self.cost is not None:
+            record["cost"] = self.cost.to_json()
+        return record
 
     @classmethod
     def from_json(cls, data: Mapping) -> SnnPlay:
+        cost = data.get("cost") if isinstance(data, Mapping) else None
         return cls(ScoreSummary.from_json(_take(data, "score", Mapping)),
                    agreements_from_json(_take(data, "agreement_snn_visited", Mapping)),
-                   _take(data, "spikes_per_decision", *_NUMBER), _take(data, "synaptic_ops_per_decision", *_NUMBER))
+                   _take(data, "spikes_per_decision", *_NUMBER), _take(data, "synaptic_ops_per_decision", *_NUMBER),
+                   None if cost is None else CostComparison.from_json(_take(data, "cost", Mapping)))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from dqn2snn_plugin.energy import HOROWITZ_45NM, PRECISIONS, WEIGHT_READS, EnergyTable, check_precision, check_weight_reads
 from dqn2snn_plugin.errors import ConfigError, Dqn2SnnError
 
 # The paper's protocol (Tan, Patel & Kozma 2021): whole games with this exploration, each cut at
@@ -210,6 +211,19 @@ class RunSettings:
         "(dqn2snn_plugin.checkpoint.parse_input_scale; default: what the checkpoint records, else x 1)",
         parse=input_scale, omit_default=True))
 
+    # what a decision is priced at (dqn2snn_plugin.costs, docs/costs.md); not a simulation setting
+    cost_precision: str = field(default="fp32", metadata=option(
+        "precision the SNN's energy per decision is priced at: fp32 (what is simulated) or int8 (int8 weights, "
+        "32-bit membranes: a price only, the decisions are simulated in fp32); the DQN is priced in both",
+        choices=PRECISIONS, omit_default=True))
+    cost_weight_reads: str = field(default="per_event", metadata=option(
+        "how the SNN's weights are read in its energy per decision: per_event (each synaptic event reads its "
+        "weight, as event-driven hardware does) or per_decision (each weight once, all held close: the optimistic "
+        "bound)", choices=WEIGHT_READS, omit_default=True))
+    energy_table: EnergyTable = field(default=HOROWITZ_45NM, metadata=option(
+        "the energy of each operation and memory access (dqn2snn_plugin.energy.EnergyTable; Python API only)",
+        flag=False, omit_default=True, to_json=EnergyTable.to_json))
+
     def __post_init__(self) -> None:
         """A protocol given as text (the Python API's `protocol="paper,noop_max=0"`) becomes the object."""
         if isinstance(self.protocol, str):
@@ -228,6 +242,10 @@ class RunSettings:
         from dqn2snn_plugin.network import check_readout
 
         check_seed(self.seed)
+        check_precision(self.cost_precision)
+        check_weight_reads(self.cost_weight_reads)
+        if not isinstance(self.energy_table, EnergyTable):
+            raise ConfigError(f"energy_table must be an EnergyTable, got {type(self.energy_table).__name__}")
         check_readout(self.readout)
         check_coding(self.coding)
         return self
@@ -282,6 +300,9 @@ def add_options(parser: argparse.ArgumentParser, *, omit: Collection[str] = (),
         if meta["parse"] is not None:
             kwargs["type"] = argparse_type(meta["parse"])
         parser.add_argument(name, default=default, help=help, **kwargs)
+
+
+COST_FIELDS = ("cost_precision", "cost_weight_reads", "energy_table")  # for commands that price no decision
 
 
 def fields_except(*names: str, cls: type[RunSettings] = RunSettings) -> tuple[str, ...]:
