@@ -88,7 +88,8 @@ def activation_shapes(network: nn.Sequential, observation_shape: tuple[int, ...]
     """The shape (without the batch) after each layer of `network` for one observation, worked out on
     the meta device (no memory, no arithmetic); `error` when the layers do not fit each other or the
     observation, or when one observation would put more than `MAX_ACTIVATIONS` values through them."""
-    x = torch.empty(1, *observation_shape, device="meta")
+    dtype = next((t.dtype for t in network.state_dict().values() if t.is_floating_point()), torch.float32)
+    x = torch.empty(1, *observation_shape, device="meta", dtype=dtype)
     shapes, total = [], x.numel()
     for index, layer in enumerate(network):
         state = {name: tensor.to("meta") for name, tensor in layer.state_dict().items()}

@@ -109,6 +109,17 @@ def check_output_file(path: str | Path, flag: str = "--output") -> Path:
     return path
 
 
+def check_save_path(path: str | Path, what: str, example: str) -> Path:
+    """Refuse, before anything is computed, a path a `save_*` call cannot write `what` to: a folder, or a
+    file in a folder that does not exist (the caller's typo is not made into folders)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ResultsError(f"{path} is a folder: save the {what} to a file path such as {path / example}")
+    if not path.parent.is_dir():
+        raise ResultsError(f"cannot save {path}: the folder {path.parent} does not exist (create it first)")
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -19,10 +19,10 @@ from torch import nn
 from dqn2snn_plugin.adapters.archive import load_weights_only
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.conversion import INITIAL_MEMBRANES, convert
-from dqn2snn_plugin.errors import CheckpointError, ConfigError, ResultsError, UnsupportedLayerError
+from dqn2snn_plugin.errors import CheckpointError, ConfigError, UnsupportedLayerError
 from dqn2snn_plugin.io.checks import check_device, check_scales, check_shapes, check_tensor, spiking_channels
 from dqn2snn_plugin.normalization import LayerScales, check_network
-from dqn2snn_plugin.io.results import write_file
+from dqn2snn_plugin.io.results import check_save_path, write_file
 from dqn2snn_plugin.network import SpikingQNetwork
 
 FORMAT = "dqn2snn-snn-v1"
@@ -60,11 +60,7 @@ def save_snn(snn: SpikingQNetwork, checkpoint: DQNCheckpoint, path: str | Path) 
                     "input_max": snn.input_max, "readout": snn.readout, "T": snn.T, "coding": snn.coding.name},
         "bias_shifts": [shift.detach().cpu() for shift in snn.bias_shifts],
     }
-    path = Path(path)
-    if path.is_dir():
-        raise ResultsError(f"{path} is a folder: save the SNN to a file path such as {path / 'snn.pt'}")
-    if not path.parent.is_dir():
-        raise ResultsError(f"cannot save {path}: the folder {path.parent} does not exist (create it first)")
+    path = check_save_path(path, "SNN", "snn.pt")
     write_file(path, lambda tmp: torch.save(payload, tmp))  # atomic: never a half-written file
 
 
