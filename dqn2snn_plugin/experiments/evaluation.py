@@ -24,7 +24,7 @@ import torch
 from dqn2snn_plugin.calibration import TEST_SEED_OFFSET, calibration_and_test_observations, collect_observations
 from dqn2snn_plugin.checkpoint import DQNCheckpoint, load_dqn
 from dqn2snn_plugin.conversion import convert
-from dqn2snn_plugin.envs.play import EnvFactory, check_action_count, play, resolve_protocol
+from dqn2snn_plugin.envs.play import EnvFactory, check_action_count, check_observation_shape, play, resolve_protocol
 from dqn2snn_plugin.envs.protocol import Protocol
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.experiments.records import (
@@ -67,11 +67,12 @@ ENV_ID_HINT = "pass --env-id (e.g. BreakoutNoFrameskip-v4, MinAtar/Breakout-v1, 
 def load_checked(source: str | Path, *, env_id: str | None = None, device: str = "cpu",
                  input_scale: float | None = None, protocol: Protocol | str | None = None) -> DQNCheckpoint:
     """`load_dqn` plus the game checks: a known env id, playable under `protocol`, whose action count
-    matches the network; `input_scale` is `load_dqn`'s."""
+    and observation shape match the network's; `input_scale` is `load_dqn`'s."""
     checkpoint = load_dqn(source, env_id=env_id, device=device, input_scale=input_scale)
     if checkpoint.env_id is None:
         raise CalibrationError(f"{source}: the checkpoint does not name its game: {ENV_ID_HINT}")
     check_action_count(checkpoint.env_id, checkpoint.n_actions, protocol)
+    check_observation_shape(checkpoint.env_id, checkpoint.observation_shape, protocol)
     return checkpoint
 
 
