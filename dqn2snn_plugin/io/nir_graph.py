@@ -130,7 +130,13 @@ def checked_graph(graph_or_path: nir.NIRGraph | str | Path) -> GraphParts:
     action count; our IF neurons; T, readout, v_init and scales in range. NirError naming the field."""
     graph = read_graph(graph_or_path)
     where = str(graph_or_path) if not isinstance(graph_or_path, nir.NIRGraph) else "the NIR graph"
-    chain = chain_of(graph)
+    try:
+        chain = chain_of(graph)
+        for name in chain:
+            if isinstance(graph.nodes[name], nir.IF):
+                check_if(name, graph.nodes[name])
+    except NirError as exc:
+        raise NirError(f"{where}: {exc}") from None
     metadata = plain(graph.metadata)
     if not isinstance(metadata, dict):
         raise NirError(f"{where}: its metadata is not a mapping")
@@ -140,7 +146,6 @@ def checked_graph(graph_or_path: nir.NIRGraph | str | Path) -> GraphParts:
     for name in chain[1:-1]:
         node = graph.nodes[name]
         if isinstance(node, nir.IF):
-            check_if(name, node)
             neurons[name] = _shape(node, "input")
             if neurons[name] != x_shape:
                 raise NirError(f"{where}: IF node {name!r} has shape {neurons[name]} but its input has {x_shape}")
@@ -294,16 +299,18 @@ def _torch_layer(name: str, node: nir.NIRNode, where: str) -> nn.Module:
         start, end = _integers(node, name, where, "start_dim", "end_dim", low=-4, high=3)
         return nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
     if not isinstance(node, (nir.Conv2d, nir.Affine)):
-        raise NirError(f"node {name!r} is a nir.{type(node).__name__}: from_nir rebuilds Conv2d, Affine, Flatten, IF")
+        raise NirError(f"{where}: node {name!r} is a nir.{type(node).__name__}: from_nir and load_nir rebuild Conv2d, "
+                       "Affine, Flatten, IF")
     conv = isinstance(node, nir.Conv2d)
     weight = check_tensor(node.weight, f"node {name!r} weight", where, NirError, ndim=4 if conv else 2)
     bias = check_tensor(node.bias, f"node {name!r} bias", where, NirError, ndim=1)
     if len(bias) != len(weight) or bias.dtype != weight.dtype:
-        raise NirError(f"{where}: node {name!r} has {len(bias)} {bias.dtype} biases for {len(weight)} {weight.dtype} "
-                       "outputs")
+        kinds = [str(t.dtype).removeprefix("torch.") for t in (bias, weight)]
+        raise NirError(f"{where}: node {name!r} has {len(bias)} {kinds[0]} biases for {len(weight)} {kinds[1]} outputs")
     if conv:
         if isinstance(node.padding, str) or _integers(node, name, where, "groups", low=1, high=1) != [1]:
-            raise NirError(f"Conv2d node {name!r}: grouped or 'same'/'valid' padded convolutions are not supported")
+            raise NirError(f"{where}: Conv2d node {name!r}: grouped or 'same'/'valid' padded convolutions are not "
+                           "supported")
         stride = _integers(node, name, where, "stride", low=1, high=weight.shape[2] * weight.shape[3] + 64)
         padding = _integers(node, name, where, "padding", low=0, high=max(weight.shape[2:]) - 1)
         dilation = _integers(node, name, where, "dilation", low=1, high=64)
