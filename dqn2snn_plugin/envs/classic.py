@@ -12,6 +12,7 @@ CartPole, Acrobot and MountainCar come with gymnasium; LunarLander needs Box2D
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import gymnasium as gym
@@ -39,8 +40,10 @@ def make_env(env_id: str, n_envs: int, seed: int | None = None) -> gym.vector.Sy
     EnvIdError when gymnasium does not know the id or the env needs a package that is not installed
     (the message says which, e.g. Box2D for LunarLander)."""
     try:
-        env = gym.make_vec(gymnasium_id(env_id), num_envs=n_envs, vectorization_mode="sync",
-                           vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
+        with warnings.catch_warnings(record=True) as said:  # shown only if the env is made: an error is one line
+            warnings.simplefilter("always")
+            env = gym.make_vec(gymnasium_id(env_id), num_envs=n_envs, vectorization_mode="sync",
+                               vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
     except gym.error.DependencyNotInstalled as exc:
         raise EnvIdError(f"{env_id} cannot be played here: {exc}") from None
     except ImportError as exc:  # an entry point needing what gymnasium leaves out: MuJoCo v2/v3 ids
@@ -49,6 +52,8 @@ def make_env(env_id: str, n_envs: int, seed: int | None = None) -> gym.vector.Sy
         raise EnvIdError(f"{env_id} cannot be played here: {missing}") from None
     except gym.error.Error as exc:
         raise EnvIdError(f"gymnasium cannot make {env_id!r}: {exc}") from None
+    for warning in said:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if not isinstance(env.single_action_space, gym.spaces.Discrete):
         env.close()
         raise EnvIdError(f"{env_id} has {env.single_action_space} actions: a DQN needs a discrete action space")
