@@ -14,7 +14,6 @@ Results are typed records (`records`); their tables are in `report`.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from dqn2snn_plugin.experiments.records import (
     weights_digest,
 )
 from dqn2snn_plugin.experiments.settings import RunSettings
+from dqn2snn_plugin.io.checks import memory_bytes
 from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult
 from dqn2snn_plugin.normalization import check_percentile
 from dqn2snn_plugin.coding import check_coding, check_T
@@ -74,11 +74,6 @@ def load_checked(source: str | Path, *, env_id: str | None = None, device: str =
     check_action_count(checkpoint.env_id, checkpoint.n_actions, protocol)
     check_observation_shape(checkpoint.env_id, checkpoint.observation_shape, protocol)
     return checkpoint
-
-
-def memory_bytes() -> int:
-    """The machine's physical memory: the most any run here could hold at once."""
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _bytes(n: float) -> str:
