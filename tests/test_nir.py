@@ -304,6 +304,7 @@ MALFORMED = [
      "node 'extra' is a nir.NIRGraph"),
     (_node("output", nir.Output(np.array([5]))), "the network has 4 outputs but the action space has 5 actions"),
     (_node("input", nir.Input(np.array([7]))), r"observation shape \(7,\)"),
+    (_node("output", nir.Output(np.array([2, 2]))), r"the Output node has shape \(2, 2\)"),
     (_node("if0", nir.IF(r=np.ones(40), v_threshold=np.ones(40), v_reset=np.zeros(40))),
      r"IF node 'if0' has shape \(40,\) but its input has \(48,\)"),
 ]

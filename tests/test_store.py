@@ -191,3 +191,13 @@ def test_loading_onto_a_missing_gpu_is_refused(mlp_checkpoint, tmp_path, monkeyp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="no CUDA GPU is available"):
         load_snn(tmp_path / "snn.pt", device="cuda")
+
+
+@pytest.mark.parametrize("backend", ["spikingjelly", "snntorch"])
+def test_bad_hidden_scales_are_refused_on_every_backend(mlp_checkpoint, tmp_path, backend):
+    """Issue 24.14: a zero scale once loaded silently on the snnTorch backend (its neurons never read it)."""
+    snn = convert(mlp_checkpoint, torch.randn(100, 6), T=12, backend=backend)
+    save_snn(snn, mlp_checkpoint, tmp_path / "snn.pt")
+    path = _edited(tmp_path / "snn.pt", tmp_path, _set("scales", "hidden", 1, torch.tensor(0.0)))
+    with pytest.raises(CheckpointError, match=r"scales.hidden\[1\] holds a scale <= 0"):
+        load_snn(path)

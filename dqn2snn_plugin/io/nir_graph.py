@@ -165,8 +165,10 @@ def checked_graph(graph_or_path: nir.NIRGraph | str | Path) -> GraphParts:
     dtypes = {layer.weight.dtype for stage in stages for layer in stage if isinstance(layer, SYNAPSES)}
     if len(dtypes) > 1:
         raise NirError(f"{where}: its weights mix {sorted(map(str, dtypes))}: expected one dtype")
-    check_shapes(nn.Sequential(*[m for stage in stages for m in stage]), observation_shape,
-                 _shape(graph.nodes[chain[-1]], "output")[0], where, NirError)
+    actions = _shape(graph.nodes[chain[-1]], "output")
+    if len(actions) != 1:
+        raise NirError(f"{where}: the Output node has shape {actions}: expected one value per action")
+    check_shapes(nn.Sequential(*[m for stage in stages for m in stage]), observation_shape, actions[0], where, NirError)
     if "v_init" in metadata:
         v_inits.append(metadata["v_init"])
     runs = [check_run_options(where, NirError, T=metadata.get("T", 64), readout=metadata.get("our_readout",
