@@ -85,24 +85,13 @@ def load_snn(path: str | Path, *, device: str = "cpu") -> tuple[SpikingQNetwork,
         raise CheckpointError(f"{path}: not a saved dqn2snn SNN (format {FORMAT} expected)")
     where = str(path)
     network = _network(payload, where)
-    info = _field(payload, "checkpoint", dict, where)
-    n_actions = check_shapes(network, info.get("observation_shape"), _field(info, "n_actions", int, where, "checkpoint."),
-                             where, CheckpointError)
+    checkpoint = _checkpoint(payload, network.to(device).eval(), where)
     scales = _scales(payload, network, where)
     options = _options(payload, where)
-    shifts = _bias_shifts(payload, [*spiking_channels(network), n_actions], where)
-    checkpoint = DQNCheckpoint(
-        q_network=network.to(device).eval(), n_actions=n_actions,
-        observation_shape=tuple(info["observation_shape"]), policy=_text(info, "policy", where),
-        algorithm=_text(info, "algorithm", where), sb3_version=_text(info, "sb3_version", where, optional=True),
-        env_id=_text(info, "env_id", where, optional=True), source=_text(info, "source", where),
-        # files saved before these were recorded: the defaults (`DQNCheckpoint`, `LayerScales`)
-        input_scaling=_text(info, "input_scaling", where, default=DQNCheckpoint.input_scaling),
-        assumptions=tuple(_field(info, "assumptions", list, where, "checkpoint.", default=[])),
-    )
+    shifts = _bias_shifts(payload, [*spiking_channels(network), checkpoint.n_actions], where)
     try:
-        snn = convert(checkpoint, None, scales=dataclasses.replace(scales, hidden=tuple(s.to(device) for s in scales.hidden)),
-                      **options)
+        on_device = dataclasses.replace(scales, hidden=tuple(scale.to(device) for scale in scales.hidden))
+        snn = convert(checkpoint, None, scales=on_device, **options)
     except ConfigError as exc:
         raise CheckpointError(f"{where}: its saved options cannot be used: {exc}") from None
     for stage, shift in enumerate(shifts):
@@ -122,21 +111,35 @@ def _field(record: dict, key: str, kind: type | tuple[type, ...], where: str, pr
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         kinds = kind if isinstance(kind, tuple) else (kind,)
         raise CheckpointError(f"{where}: field {prefix}{key} is {'missing' if key not in record else repr(value)[:60]}: "
-                              f"expected a {' or '.join(k.__name__ for k in kinds)}")
+                              f"expected {' or '.join(k.__name__ for k in kinds)}")
     return value
 
 
-def _text(info: dict, key: str, where: str, *, optional: bool = False, default: str | None = None) -> str | None:
-    kinds = (str, type(None)) if optional else str
-    return _field(info, key, kinds, where, "checkpoint.", **({} if default is None else {"default": default}))
+# the checkpoint's text fields and their types; files saved before input_scaling was recorded get the default
+TEXT_FIELDS = {"policy": str, "algorithm": str, "sb3_version": (str, type(None)), "env_id": (str, type(None)),
+               "source": str, "input_scaling": str}
+
+
+def _checkpoint(payload: dict, network: nn.Sequential, where: str) -> DQNCheckpoint:
+    """The network's `DQNCheckpoint`, once its action count and observation shape fit the network."""
+    info = _field(payload, "checkpoint", dict, where)
+    n_actions = check_shapes(network, info.get("observation_shape"), _field(info, "n_actions", int, where, "checkpoint."),
+                             where, CheckpointError)
+    texts = {key: _field(info, key, kind, where, "checkpoint.",
+                         default=DQNCheckpoint.input_scaling if key == "input_scaling" else _MISSING)
+             for key, kind in TEXT_FIELDS.items()}
+    assumptions = _field(info, "assumptions", list, where, "checkpoint.", default=[])
+    if not all(isinstance(note, str) for note in assumptions):
+        raise CheckpointError(f"{where}: field checkpoint.assumptions holds something other than text")
+    return DQNCheckpoint(q_network=network, n_actions=n_actions, observation_shape=tuple(info["observation_shape"]),
+                         assumptions=tuple(assumptions), **texts)
 
 
 def _network(payload: dict, where: str) -> nn.Sequential:
     """The saved layers, each built from its weights' shapes once the spec agrees with them; every
     weight a finite float, no weight left over."""
     specs, state = _field(payload, "layers", list, where), _field(payload, "state_dict", dict, where)
-    layers = [_layer(_field({"spec": spec}, "spec", dict, where, f"layers[{index}]."), index, state, where)
-              for index, spec in enumerate(specs)]
+    layers = [_layer(spec, index, state, where) for index, spec in enumerate(specs)]
     network = nn.Sequential(*layers)
     extra = sorted(set(state) - set(network.state_dict()))
     if extra:
@@ -149,7 +152,10 @@ def _network(payload: dict, where: str) -> nn.Sequential:
     return network
 
 
-def _layer(spec: dict, index: int, state: dict, where: str) -> nn.Module:
+def _layer(spec: object, index: int, state: dict, where: str) -> nn.Module:
+    """One layer, built from its weights' shapes (Conv2d, Linear) once `spec` agrees with them."""
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{where}: layers[{index}] is {repr(spec)[:60]}: expected a layer spec")
     kind = spec.get("type")
     if kind == "ReLU":
         return nn.ReLU()
