@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
-from dqn2snn_plugin.envs.play import EnvFactory, check_action_count, play, resolve_protocol
+from dqn2snn_plugin.envs.play import EnvFactory, check_action_count, check_observation_shape, play, resolve_protocol
 from dqn2snn_plugin.envs.protocol import PRESETS, Protocol
 from dqn2snn_plugin.errors import CalibrationError, ConfigError, ObservationError, ResultsError
 from dqn2snn_plugin.io.cache import cache_dir as default_cache_dir
@@ -129,6 +129,7 @@ def collect_observations(
         )
     protocol = resolve_protocol(checkpoint.env_id, protocol)
     check_action_count(checkpoint.env_id, checkpoint.n_actions, protocol)
+    check_observation_shape(checkpoint.env_id, checkpoint.observation_shape, protocol)
     settings = {"env_id": checkpoint.env_id, "n_frames": n_frames, "seed": seed, "epsilon": epsilon, "n_envs": n_envs}
     if protocol not in (None, PRESETS["paper"]):
         settings["protocol"] = protocol.to_json()  # the paper's protocol keeps the keys of earlier caches

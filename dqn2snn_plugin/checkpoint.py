@@ -27,6 +27,7 @@ from dqn2snn_plugin.adapters.archive import TENSOR_LIMIT, read_entry
 from dqn2snn_plugin.adapters.layer_folds import scale_
 from dqn2snn_plugin.adapters.sb3_network import infer_observation_shape
 from dqn2snn_plugin.errors import CheckpointError, ConfigError, UnsupportedLayerError
+from dqn2snn_plugin.io.checks import check_device, check_parameters, check_shapes
 from dqn2snn_plugin.observations import observation_batch
 
 CONVERTIBLE_LAYERS = (nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten)
@@ -97,12 +98,15 @@ def load_dqn(
     """
     if input_scale is not None and not (math.isfinite(input_scale) and input_scale > 0):
         raise ConfigError(f"input_scale must be a positive finite number, got {input_scale}")
+    device = check_device(device)
     parts = _read(source, network, env_id, observation_shape, n_quantiles)
     q_network, scaling = _apply_input_scale(parts, input_scale)
     shape = parts.observation_shape or infer_observation_shape(q_network, parts.source)
     n_actions = _validate(q_network, shape, parts.n_actions, parts.source)
+    q_network = q_network.to(device=device, dtype=torch.float32).eval()
+    check_parameters(q_network, parts.source, CheckpointError)  # NaN, or beyond float32's range
     return DQNCheckpoint(
-        q_network=q_network.to(device=device, dtype=torch.float32).eval(),
+        q_network=q_network,
         n_actions=n_actions,
         observation_shape=shape,
         policy=parts.policy or "MlpPolicy",
@@ -272,24 +276,14 @@ def _ratio(scale: float) -> str:
 
 
 def _validate(net: nn.Sequential, shape: tuple[int, ...], n_actions: int | None, source: str) -> int:
-    """Check that `net` holds only convertible layers and maps `[1, *shape]` to `[1, n_actions]`; return n_actions."""
+    """Check that `net` holds only convertible layers and maps `[1, *shape]` to `[1, n_actions]` (worked
+    out without running it, `io.checks.check_shapes`); return n_actions."""
     for index, layer in enumerate(net):
         if not isinstance(layer, CONVERTIBLE_LAYERS):
             raise UnsupportedLayerError(
                 f"{source}: layer {index} is a {type(layer).__name__}, which cannot be converted"
             )
-    try:
-        with torch.no_grad():
-            out = net(torch.zeros(1, *shape))
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{source}: the layer shapes do not match each other or the observation shape {shape}: {exc}"
-        ) from None
-    if n_actions is not None and out.shape[1] != n_actions:
-        raise CheckpointError(
-            f"{source}: the network has {out.shape[1]} outputs but the action space has {n_actions} actions"
-        )
-    return int(out.shape[1])
+    return check_shapes(net, shape, n_actions, source, CheckpointError)
 
 
 def _dims(shape: tuple[int, ...] | torch.Size) -> str:

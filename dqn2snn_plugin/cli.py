@@ -151,7 +151,7 @@ def _register_inspect(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from dqn2snn_plugin.checkpoint import describe, load_dqn
-    from dqn2snn_plugin.envs.play import action_count, check_action_count
+    from dqn2snn_plugin.envs.play import action_count, check_action_count, check_observation_shape
     from dqn2snn_plugin.errors import EnvIdError
 
     checkpoint = load_dqn(args.checkpoint, env_id=args.env_id, input_scale=args.input_scale)
@@ -162,6 +162,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             pass  # an id no env library registers (a custom env): nothing to compare with, only shown
         else:
             check_action_count(args.env_id, checkpoint.n_actions, args.protocol)
+            check_observation_shape(args.env_id, checkpoint.observation_shape, args.protocol)
     print(describe(checkpoint))
     return 0
 

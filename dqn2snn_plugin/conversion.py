@@ -18,6 +18,7 @@ from torch import nn
 
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
 from dqn2snn_plugin.errors import ConfigError, UnsupportedLayerError
+from dqn2snn_plugin.io.checks import check_scales, spiking_channels
 from dqn2snn_plugin.observations import as_observation_array
 from dqn2snn_plugin.normalization import SYNAPSES, LayerScales, Rank, check_network, layer_scales
 from dqn2snn_plugin.coding import Coding, check_coding
@@ -171,9 +172,7 @@ def convert(
         network = getattr(checkpoint_or_module, "q_network", checkpoint_or_module)
         check_network(network)
         shape = tuple(getattr(checkpoint_or_module, "observation_shape", ()) or _input_shape_of(network))
-        n_relu = sum(isinstance(layer, nn.ReLU) for layer in network)
-        if len(scales.hidden) != n_relu:
-            raise ConfigError(f"the scales are for {len(scales.hidden)} spiking layers, the network has {n_relu}")
+        check_scales(scales, spiking_channels(network), "convert(scales=...)", ConfigError)
     v0 = INITIAL_MEMBRANES[initial_membrane]
     neurons = _build_neurons(neuron_backend, network, scales, v0, coding, T)
     if input_coding == "poisson" and input_max is None and len(shape) == 3:

@@ -208,6 +208,8 @@ class SpikingQNetwork(nn.Module):
         longer run are the T-step run.
         """
         Ts = sorted({self.coding.check_T(T) for T in Ts})
+        if not Ts:
+            raise ConfigError("readouts_at needs at least one T (time steps to read the outputs after)")
         x = self._prepare(obs)
         self.coding.check_carry(self.carry_state)
         state = self._state if self.carry_state and self._state is not None else None

@@ -17,7 +17,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from dqn2snn_plugin import DQNCheckpoint, load_dqn
-from dqn2snn_plugin.errors import CheckpointError, UnsupportedLayerError
+from dqn2snn_plugin.errors import CheckpointError, ConfigError, UnsupportedLayerError
 
 from conftest import MarkerPayload
 
@@ -358,3 +358,21 @@ def test_loading_onto_a_gpu_gives_the_cpu_q_values(cartpole):
     assert all(p.device.type == "cuda" for p in gpu.q_network.parameters())
     obs = torch.randn(8, 4)
     torch.testing.assert_close(gpu.q_values(obs).cpu(), cpu.q_values(obs), rtol=1e-5, atol=1e-6)
+
+
+def test_a_gpu_asked_for_without_one_is_refused_before_reading(cartpole, monkeypatch):
+    _, path = cartpole
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device 'cuda' was asked for but no CUDA GPU is available: use device='cpu'"):
+        load_dqn(path, device="cuda")
+    with pytest.raises(ConfigError, match="device must be 'cpu' or 'cuda', got 'gpu0'"):
+        load_dqn(path, device="gpu0")
+
+
+@pytest.mark.parametrize("bad, dtype", [(float("nan"), torch.float32), (1e300, torch.float64)], ids=["nan", "overflow"])
+def test_modules_whose_weights_are_not_finite_float32_are_refused(bad, dtype):
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).to(dtype)
+    with torch.no_grad():
+        net[2].weight[1, 3] = bad  # 1e300 is finite in float64 and infinite once made float32
+    with pytest.raises(CheckpointError, match=r"^<in-memory Sequential>: 2\.weight holds NaN or infinite values$"):
+        load_dqn(net)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import numpy as np
 import pytest
 
 from dqn2snn_plugin.envs import classic
 from dqn2snn_plugin.envs.atari import check_action_count, play
+from dqn2snn_plugin.envs.play import check_observation_shape
 from dqn2snn_plugin.calibration import collect_observations
 from dqn2snn_plugin.checkpoint import load_dqn
 from dqn2snn_plugin.conversion import convert
@@ -85,3 +87,54 @@ def test_cli_convert_saves_a_cartpole_snn_and_its_nir_graph(fixtures_dir, tmp_pa
     snn, dqn = load_snn(tmp_path / "o" / "snn.pt")
     states = np.array([[0.1, -0.5, 0.02, -0.3], [-0.1, 0.4, -0.05, 0.6]], dtype=np.float32)
     assert snn.act(states, T=256).tolist() == dqn.act(states).tolist()
+
+
+@pytest.mark.parametrize("env_id, module, needs", [
+    ("HalfCheetah-v3", "mujoco_py", "gymnasium-robotics"),  # MuJoCo v2/v3 ids need mujoco-py
+    ("GymV26Environment-v0", "shimmy", "shimmy"),
+    ("phys2d/CartPole-v1", "jax", "the package 'jax', which is not installed"),
+    ("tabular/Blackjack-v0", "jax", "the package 'jax', which is not installed"),
+])
+def test_ids_needing_packages_not_installed_name_the_package(env_id, module, needs):
+    """Issue 24.7: an ImportError from the id's entry point is an EnvIdError naming what is missing."""
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed here")
+    with warnings.catch_warnings(record=True) as said, \
+            pytest.raises(EnvIdError, match=rf"^{env_id} cannot be played here: .*{needs}"):
+        warnings.simplefilter("always")
+        classic.action_count(env_id)
+    assert [str(w.message) for w in said] == []  # gymnasium's "out of date" is not a second line
+
+
+@pytest.mark.parametrize("env_id, shape, message", [
+    ("Blackjack-v1", (4,), r"Blackjack-v1 gives Tuple\(Discrete\(32\), Discrete\(11\), Discrete\(2\)\) observations, "
+                           "not arrays of numbers"),
+    ("FrozenLake-v1", (16,), r"FrozenLake-v1 gives Discrete\(16\) observations"),
+    ("Acrobot-v1", (4,), r"reads observations of shape \(4,\) but Acrobot-v1 gives \(6,\)"),
+    ("CartPole-v1", (4, 84, 84), r"reads observations of shape \(4, 84, 84\) but CartPole-v1 gives \(4,\)"),
+    ("BreakoutNoFrameskip-v4", (4,), r"reads observations of shape \(4,\) but BreakoutNoFrameskip-v4 gives "
+                                     r"\(4, 84, 84\)"),
+])
+def test_observation_shapes_that_do_not_fit_the_env_are_refused(env_id, shape, message):
+    check_observation_shape("CartPole-v1", (4,))
+    check_observation_shape("BreakoutNoFrameskip-v4", (4, 84, 84))
+    with pytest.raises(EnvIdError, match=message):
+        check_observation_shape(env_id, shape)
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--episodes", "1"], ["inspect"]])
+def test_a_cartpole_dqn_on_blackjack_is_refused_in_one_line_before_any_work(fixtures_dir, tmp_path, capsys, command,
+                                                                            monkeypatch):
+    """Issue 24.7: Blackjack has CartPole's 2 actions, so only the observations tell; refused before calibration."""
+    from dqn2snn_plugin import calibration
+    from dqn2snn_plugin.cli import main
+
+    monkeypatch.setattr(calibration, "_play_frames", lambda *a, **k: pytest.fail("calibration started"))
+    zoo = str(fixtures_dir / "sb3-zoo" / "classic" / "CartPole-v1.zip")
+    out = ["-o", str(tmp_path / "out.json")] if command[0] == "evaluate" else []
+    assert main([command[0], zoo, "--env-id", "Blackjack-v1", *command[1:], *out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dqn2snn: error: Blackjack-v1 gives Tuple(") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(EnvIdError, match="Blackjack-v1 gives Tuple"):
+        collect_observations(load_dqn(zoo, env_id="Blackjack-v1"), 10, cache_dir=tmp_path)

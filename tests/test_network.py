@@ -417,3 +417,9 @@ def test_as_sequential_traces_with_nirtorch(mlp_checkpoint):
     assert [type(graph.nodes[name]).__name__ for name in order] == ["Input", "Affine", "IF", "Affine", "IF", "Affine",
                                                                     "Output"]
     np.testing.assert_array_equal(graph.nodes["_2"].weight, snn.synapses[1][0].weight.detach().numpy())
+
+
+def test_readouts_at_no_T_is_refused(mlp_checkpoint):
+    snn = convert(mlp_checkpoint, torch.randn(50, 6), T=8)
+    with pytest.raises(ConfigError, match="readouts_at needs at least one T"):
+        snn.readouts_at(torch.randn(2, 6), [])

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from dqn2snn_plugin import NirError, convert, from_nir, save_nir, to_nir
 from dqn2snn_plugin.adapters.nir import load_nir, run_nir
-from dqn2snn_plugin.errors import ResultsError
+from dqn2snn_plugin.errors import ConfigError, ResultsError
 from dqn2snn_plugin.io.quantisation import quantise
 from conftest import atari_checkpoint
 
@@ -233,3 +233,136 @@ def test_a_failed_write_leaves_no_file(exported, tmp_path, monkeypatch):
     with pytest.raises(ResultsError, match="disk full"):  # results.write_file names the file
         save_nir(snn, tmp_path / "snn.nir")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- malformed graphs (issue 24, items 11, 13, 14)
+
+def mlp_graph() -> nir.NIRGraph:
+    """The NIR graph of a small rate-coded MLP SNN: input, affine0, if0, affine1, if1, affine2, output."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 48), torch.nn.ReLU(), torch.nn.Linear(48, 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 4))
+    return to_nir(convert(net, torch.randn(100, 6), T=12, channel_wise=True))
+
+
+def _node(name, value):
+    return lambda g: g.nodes.__setitem__(name, value(g.nodes[name]) if callable(value) else value)
+
+
+def _field(name, field, value):
+    return lambda g: setattr(g.nodes[name], field, value(getattr(g.nodes[name], field)))
+
+
+def _meta(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def edit(g):
+        target = g.metadata
+        for key in keys[:-1]:
+            target = target[key]
+        if value is None:
+            del target[keys[-1]]
+        else:
+            target[keys[-1]] = value
+    return edit
+
+
+def _inserted(node):
+    """`node` put between if0 and affine1."""
+    def edit(g):
+        g.nodes["extra"] = node
+        g.edges[:] = [e for e in g.edges if e != ("if0", "affine1")] + [("if0", "extra"), ("extra", "affine1")]
+    return edit
+
+
+NAN = float("nan")
+MALFORMED = [
+    (_field("affine0", "bias", lambda b: b[:5]), "node 'affine0' has 5 float32 biases for 48 float32 outputs"),
+    (_node("affine0", nir.Conv2d(None, np.ones((48, 6, 3), np.float32), 1, 0, 1, 1, np.zeros(48, np.float32))),
+     r"node 'affine0' weight has shape \(48, 6, 3\): expected 4 dimensions"),
+    (_field("affine0", "weight", lambda w: w.astype(np.int64)), "node 'affine0' weight holds int64 values"),
+    (_field("affine0", "weight", lambda w: w.astype(np.float16)), "node 'affine0' weight holds float16 values"),
+    (_field("affine1", "weight", lambda w: np.full_like(w, NAN)), "node 'affine1' weight holds NaN or infinite"),
+    (_field("affine2", "bias", lambda b: b.astype(np.float64)), "has 4 float64 biases for 4 float32 outputs"),
+    (_meta("T", "abc"), "T .* must be a positive integer, got 'abc'"),
+    (_meta("T", 0), "must be a positive integer, got 0"),
+    (_meta("T", 10**9), "T = 1000000000 time steps per decision is beyond any use"),
+    (_meta("our_readout", "bogus"), "readout 'bogus' is not one of"),
+    (_meta("v_init", NAN), r"v_init nan must be a number in \[0, 1\)"),
+    (lambda g: g.nodes["if1"].metadata.__setitem__("v_init", 0.5), "start from different membranes"),
+    (_meta("scales", "hidden", "0", None), "metadata scales lack or hold a bad '0'"),
+    (_meta("scales", "hidden", "1", "abc"), "metadata scales lack or hold a bad"),
+    (_meta("scales", "output", None), "metadata scales lack or hold a bad 'output'"),
+    (_meta("scales", "output", 0.0), "scales.output is 0.0"),
+    (_meta("scales", "hidden", "0", [NAN] * 48), r"scales.hidden\[0\] holds NaN or infinite values"),
+    (_meta("scales", "hidden", "1", [1.0] * 5), r"scales.hidden\[1\] has shape \(5,\)"),
+    (_inserted(nir.Threshold(np.ones(48))), "node 'extra' is a nir.Threshold"),
+    (_inserted(nir.Scale(np.ones(48))), "node 'extra' is a nir.Scale"),
+    (_inserted(nir.LIF(tau=np.ones(48), r=np.ones(48), v_leak=np.zeros(48), v_threshold=np.ones(48))),
+     "node 'extra' is a nir.LIF"),
+    (_inserted(nir.NIRGraph.from_list(nir.Affine(np.eye(48, dtype=np.float32), np.zeros(48, np.float32)))),
+     "node 'extra' is a nir.NIRGraph"),
+    (_node("output", nir.Output(np.array([5]))), "the network has 4 outputs but the action space has 5 actions"),
+    (_node("input", nir.Input(np.array([7]))), r"observation shape \(7,\)"),
+    (_node("output", nir.Output(np.array([2, 2]))), r"the Output node has shape \(2, 2\)"),
+    (_node("if0", nir.IF(r=np.ones(40), v_threshold=np.ones(40), v_reset=np.zeros(40))),
+     r"IF node 'if0' has shape \(40,\) but its input has \(48,\)"),
+]
+
+
+@pytest.mark.parametrize("edit, message", MALFORMED, ids=[m[:40] for _, m in MALFORMED])
+@pytest.mark.parametrize("entry", ["from_nir", "load_nir"])
+def test_malformed_graphs_are_refused_the_same_way_by_every_entry(entry, edit, message):
+    graph = mlp_graph()
+    edit(graph)
+    with pytest.raises(NirError, match=rf"^the NIR graph: .*{message}"):
+        from_nir(graph) if entry == "from_nir" else load_nir(graph, "snntorch")
+
+
+def test_a_malformed_file_is_named(tmp_path):
+    graph = mlp_graph()
+    graph.metadata["T"] = 0
+    nir.write(tmp_path / "bad.nir", graph)
+    with pytest.raises(NirError, match=rf"^{tmp_path / 'bad.nir'}: T .* got 0"):
+        load_nir(tmp_path / "bad.nir")
+
+
+@pytest.mark.parametrize("T", [0, -1, 2.7, 200_000])
+def test_run_nir_refuses_a_T_it_cannot_run(T):
+    module = load_nir(mlp_graph(), "snntorch")
+    with pytest.raises(ConfigError, match="T .* must be a positive integer|beyond any use"):
+        run_nir(module, np.zeros((2, 6), np.float32), T=T)
+
+
+def test_run_nir_refuses_what_does_not_fit_in_memory_plain_modules_and_integer_dtypes(monkeypatch):
+    from dqn2snn_plugin.io import checks
+
+    module = load_nir(mlp_graph(), "spikingjelly")
+    obs = np.zeros((100, 6), np.float32)
+    run_nir(module, obs, T=10)  # 10 steps x 100 observations x (6 + 2 x 80) values x 4 bytes = 664,000 bytes
+    monkeypatch.setattr(checks, "memory_bytes", lambda: 664_000)
+    run_nir(module, obs, T=10)
+    with pytest.raises(ConfigError, match=r"run_nir of 100 observations at T = 11 .* needs about 0\.0 GiB"):
+        run_nir(module, obs, T=11)
+    with pytest.raises(ConfigError, match="run_nir runs a module made by load_nir, not a Linear"):
+        run_nir(torch.nn.Linear(6, 4), obs)
+    with pytest.raises(ConfigError, match="dtype must be torch.float32 or torch.float64, got torch.int32"):
+        load_nir(mlp_graph(), dtype=torch.int32)
+
+
+def test_save_nir_refuses_a_missing_folder_a_folder_and_values_hdf5_cannot_hold(tmp_path):
+    torch.manual_seed(0)
+    snn = from_nir(mlp_graph())
+    with pytest.raises(ResultsError, match="the folder .*missing does not exist"):
+        save_nir(snn, tmp_path / "missing" / "snn.nir")
+    with pytest.raises(ResultsError, match="is a folder: save the NIR graph to a file path such as"):
+        save_nir(snn, tmp_path)
+    for provenance, field in (({"x": object()}, r"provenance\['x'\] is a object"),
+                              ({"x": {"y": [1, "a"]}}, r"provenance\['x'\]\['y'\] is a list"),
+                              ({"x": torch.ones(2)}, r"provenance\['x'\] is a Tensor"),
+                              ({1: "a"}, "provenance has a key that is not a string")):
+        with pytest.raises(ConfigError, match=field):
+            save_nir(snn, tmp_path / "snn.nir", provenance=provenance)
+    assert list(tmp_path.iterdir()) == []
+    save_nir(snn, tmp_path / "snn.nir", provenance={"x": {"y": None, "z": [1, 2.5]}, "w": None})
+    assert nir.read(tmp_path / "snn.nir").metadata["provenance"]["x"]["z"].tolist() == [1, 2.5]

@@ -97,6 +97,20 @@ def test_an_incompatible_run_names_the_differing_setting_only(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["settings"]["episodes"] == 10
 
 
+def test_a_folder_of_a_run_with_many_other_settings_is_named_in_one_sentence(tmp_path):
+    """Issue 24.21: past three differing settings, one sentence says what the folder holds and the first three."""
+    stored = {"format": "dqn2snn-sweep-v1", **{f"s{i}": i for i in range(10)}}
+    CellLog(tmp_path, stored)
+    with pytest.raises(ResultsError) as info:
+        CellLog(tmp_path, {"format": "dqn2snn-sweep-v1", **{f"s{i}": -i for i in range(10)}})
+    assert str(info.value) == (f"{tmp_path} holds a sweep (format dqn2snn-sweep-v1), an incompatible run with 9 other "
+                               "settings (first s1: 1 there, -1 now; s2: 2 there, -2 now; s3: 3 there, -3 now): use "
+                               "another output directory, or delete that one to start over")
+    with pytest.raises(ResultsError) as info:  # three or fewer: each one
+        CellLog(tmp_path, {**stored, "s1": 0, "s2": 0, "s3": 0})
+    assert "(s1: 1 there, 0 now; s2: 2 there, 0 now; s3: 3 there, 0 now)" in str(info.value)
+
+
 def _limited(code: str, limit: int = 4096) -> subprocess.CompletedProcess:
     """Run `code` in a fresh Python whose files may not grow beyond `limit` bytes (RLIMIT_FSIZE, with
     SIGXFSZ ignored as the CLI does): a full disk, for every writer."""

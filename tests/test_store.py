@@ -118,3 +118,89 @@ def test_what_was_assumed_at_loading_and_the_scales_trim_survive_a_save(tmp_path
     again, reloaded = load_snn(tmp_path / "snn.pt")
     assert (reloaded.input_scaling, reloaded.assumptions) == ("x 1/255 (test)", ("a ReLU",))
     assert again.scales.state_trim == 2.0
+
+
+def _edited(snn_file, tmp_path, edit) -> "Path":
+    """A copy of the saved SNN `snn_file` with `edit(payload)` applied, as a user or a bad disk might."""
+    payload = torch.load(snn_file, weights_only=True)
+    edit(payload)
+    path = tmp_path / "edited.pt"
+    torch.save(payload, path)
+    return path
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def edit(payload):
+        target = payload
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value(target[keys[-1]]) if callable(value) else value
+    return edit
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set("scales", "hidden", 0, torch.tensor(NAN)), r"scales.hidden\[0\] holds NaN or infinite values"),
+    (_set("scales", "hidden", 1, torch.tensor(float("inf"))), r"scales.hidden\[1\] holds NaN or infinite values"),
+    (_set("scales", "hidden", 0, torch.tensor(0.0)), r"scales.hidden\[0\] holds a scale <= 0"),
+    (_set("scales", "hidden", 0, torch.tensor(-1.0)), r"scales.hidden\[0\] holds a scale <= 0"),
+    (_set("scales", "hidden", 0, torch.ones(5)), r"scales.hidden\[0\] has shape \(5,\): expected one value or one per "
+                                                 r"channel \(48\)"),
+    (_set("scales", "hidden", lambda h: h[:1]), "the scales are for 1 spiking layers, the network has 2"),
+    (_set("scales", "output", NAN), "scales.output is nan"),
+    (_set("scales", "output", 0.0), "scales.output is 0.0"),
+    (_set("scales", "bogus", 1), "scales hold unknown fields bogus"),
+    (_set("checkpoint", "n_actions", 5), "the network has 4 outputs but the action space has 5 actions"),
+    (_set("checkpoint", "n_actions", "4"), "field checkpoint.n_actions is '4': expected int"),
+    (_set("checkpoint", "observation_shape", [7]), r"observation shape \(7,\)"),
+    (_set("checkpoint", "policy", None), "field checkpoint.policy is None: expected str"),
+    (_set("checkpoint", "assumptions", [1]), "field checkpoint.assumptions holds something other than text"),
+    (_set("layers", 1, "ReLU"), r"layers\[1\] is 'ReLU': expected a layer spec"),
+    (_set("checkpoint", "observation_shape", [6, 100000, 100000]), "holds more than"),
+    (_set("checkpoint", "observation_shape", "abc"), "observation shape 'abc' is not one to three positive integers"),
+    (_set("state_dict", "0.weight", lambda w: w.fill_(NAN)), r"state_dict\['0.weight'\] holds NaN or infinite values"),
+    (_set("state_dict", "2.bias", lambda b: b.long()), r"state_dict\['2.bias'\] holds int64 values"),
+    (_set("state_dict", "9.weight", torch.ones(2)), r"the state dict holds weights no layer takes \(9.weight\)"),
+    (lambda p: p["state_dict"].pop("2.weight"), r"layers\[2\] \(Linear\) has no 2.weight in the state dict"),
+    (lambda p: p["state_dict"].pop("2.bias"), r"layers\[2\] says bias=True, the state dict lacks 2.bias"),
+    (_set("layers", 0, "in", 2_000_000), r"layers\[0\].in is 2000000 but its weights give 6"),
+    (_set("layers", 0, "out", 10**12), r"layers\[0\].out is 1000000000000 but its weights give 48"),
+    (_set("layers", 0, "type", "LSTM"), r"layers\[0\] is of unknown type 'LSTM'"),
+    (_set("layers", lambda layers: layers[:-1]), "the state dict holds weights no layer takes"),
+    (_set("options", "foo", 1), r"unknown option\(s\) foo"),
+    (_set("options", "readout", "bogus"), "its saved options cannot be used: unknown readout 'bogus'"),
+    (_set("options", "T", 0), "its saved options cannot be used: T .* must be a positive integer, got 0"),
+    (_set("options", "input_max", float("inf")), "option input_max is inf"),
+    (_set("bias_shifts", 0, torch.zeros(3)), r"bias_shifts\[0\] has 3 values for 48 outputs"),
+    (_set("bias_shifts", 2, torch.full((4,), NAN)), r"bias_shifts\[2\] holds NaN or infinite values"),
+], ids=lambda value: None if callable(value) else value[:40])
+def test_edited_files_are_refused_naming_the_file_and_field(mlp_checkpoint, tmp_path, edit, message):
+    """Issues 24.12 and 24.14: every edit is one CheckpointError naming the file, before anything is built
+    (a spec of 10**12 outputs, read as it stood, would ask for terabytes)."""
+    snn = convert(mlp_checkpoint, torch.randn(100, 6), T=12)
+    save_snn(snn, mlp_checkpoint, tmp_path / "snn.pt")
+    path = _edited(tmp_path / "snn.pt", tmp_path, edit)
+    with pytest.raises(CheckpointError, match=rf"^{path}: .*{message}"):
+        load_snn(path)
+
+
+def test_loading_onto_a_missing_gpu_is_refused(mlp_checkpoint, tmp_path, monkeypatch):
+    snn = convert(mlp_checkpoint, torch.randn(100, 6), T=12)
+    save_snn(snn, mlp_checkpoint, tmp_path / "snn.pt")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA GPU is available"):
+        load_snn(tmp_path / "snn.pt", device="cuda")
+
+
+@pytest.mark.parametrize("backend", ["spikingjelly", "snntorch"])
+def test_bad_hidden_scales_are_refused_on_every_backend(mlp_checkpoint, tmp_path, backend):
+    """Issue 24.14: a zero scale once loaded silently on the snnTorch backend (its neurons never read it)."""
+    snn = convert(mlp_checkpoint, torch.randn(100, 6), T=12, backend=backend)
+    save_snn(snn, mlp_checkpoint, tmp_path / "snn.pt")
+    path = _edited(tmp_path / "snn.pt", tmp_path, _set("scales", "hidden", 1, torch.tensor(0.0)))
+    with pytest.raises(CheckpointError, match=r"scales.hidden\[1\] holds a scale <= 0"):
+        load_snn(path)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from dqn2snn_plugin.coding import check_T
 from dqn2snn_plugin.errors import ConfigError, NirError
-from dqn2snn_plugin.io.nir_graph import chain_of, check_if, plain, read_graph
+from dqn2snn_plugin.io.checks import FLOAT_DTYPES, check_allocation
+from dqn2snn_plugin.io.nir_graph import checked_graph
 from dqn2snn_plugin.observations import observation_batch
 
 FRAMEWORKS: tuple[str, ...] = ("spikingjelly", "snntorch", "sinabs")
@@ -68,21 +71,13 @@ def load_nir(path: str | Path | nir.NIRGraph, framework: str = "spikingjelly", *
     """
     if framework not in FRAMEWORKS:
         raise ConfigError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
-    graph = read_graph(path)
-    chain = chain_of(graph)
-    neurons = {}
-    for name in chain:
-        if isinstance(graph.nodes[name], nir.IF):
-            check_if(name, graph.nodes[name])
-            neurons[name] = tuple(int(d) for d in graph.nodes[name].input_type["input"])
-    metadata = plain(graph.metadata)
-    v_init = float(metadata.get("v_init", 0.0))
-    T = int(metadata.get("T", 64))
+    if dtype not in FLOAT_DTYPES:
+        raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    parts = checked_graph(path)  # the checks from_nir applies, before any importer sees the graph
     importer = {"spikingjelly": _spikingjelly, "snntorch": _snntorch, "sinabs": _sinabs}[framework]
-    module = importer(graph, neurons, T, dtype)
-    _copy_weights(module, graph, dtype)
-    module.nir_import = NirImport(framework, T, v_init, neurons,
-                                  tuple(int(d) for d in graph.nodes[chain[0]].input_type["input"]), dtype)
+    module = importer(parts.graph, parts.neurons, parts.T, dtype)
+    _copy_weights(module, parts.graph, dtype)
+    module.nir_import = NirImport(framework, parts.T, parts.v_init, parts.neurons, parts.observation_shape, dtype)
     return module.eval()
 
 
@@ -91,9 +86,15 @@ def run_nir(module: nn.Module, obs, T: int | None = None) -> tuple[torch.Tensor,
     """Simulate T steps (default: the graph's T) from fresh membranes at `v_init`, the observation
     injected at every step. Returns the output summed over T [B, n_actions] (argmax: the action) and
     each IF layer's spike counts per neuron {node name: [B, ...]}."""
-    info: NirImport = module.nir_import
-    T = info.T if T is None else int(T)
+    info = getattr(module, "nir_import", None)
+    if not isinstance(info, NirImport):
+        raise ConfigError(f"run_nir runs a module made by load_nir, not a {type(module).__name__}")
+    T = check_T(info.T if T is None else T)
     x = observation_batch(obs, info.observation_shape).to(info.dtype)
+    at_once = 1 if info.framework == "snntorch" else T  # snnTorch is stepped; the others take all T steps in one call
+    values = x[0].numel() + 2 * sum(math.prod(shape) for shape in info.neurons.values())  # input, currents, spikes
+    check_allocation(at_once * len(x) * values * x.element_size(),
+                     f"run_nir of {len(x)} observations at T = {T} ({info.framework}: {at_once} steps at once)", ConfigError)
     counts: dict[str, torch.Tensor] = {}
     hooks = [_submodule(module, name).register_forward_hook(_counter(name, counts)) for name in info.neurons]
     try:

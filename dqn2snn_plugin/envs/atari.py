@@ -39,6 +39,7 @@ _FIRE, _NOOP, _SB3_SECOND_FIRE_ACTION = 1, 0, 2  # action indices FireResetEnv a
 # ale-py counts its own episode limit in emulator frames, starts included; ours is in agent steps and
 # enforced in `play`, so the emulator's limit only has to lie safely beyond it.
 _START_STEPS_MARGIN = 1000
+OBSERVATION_SHAPE = (4, 84, 84)  # every protocol's: a 4-frame stack of 84x84 gray frames
 
 
 @lru_cache(maxsize=None)
@@ -178,10 +179,10 @@ def make_env(
         repeat_action_probability=protocol.sticky_actions,
         full_action_space=protocol.action_set == "full",
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-        img_height=84,
-        img_width=84,
+        img_height=OBSERVATION_SHAPE[1],
+        img_width=OBSERVATION_SHAPE[2],
         grayscale=True,
-        stack_num=4,
+        stack_num=OBSERVATION_SHAPE[0],
         frameskip=protocol.frame_skip,
         maxpool=protocol.max_pool,
         noop_max=protocol.noop_max,

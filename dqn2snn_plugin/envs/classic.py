@@ -12,6 +12,7 @@ CartPole, Acrobot and MountainCar come with gymnasium; LunarLander needs Box2D
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import gymnasium as gym
@@ -39,12 +40,20 @@ def make_env(env_id: str, n_envs: int, seed: int | None = None) -> gym.vector.Sy
     EnvIdError when gymnasium does not know the id or the env needs a package that is not installed
     (the message says which, e.g. Box2D for LunarLander)."""
     try:
-        env = gym.make_vec(gymnasium_id(env_id), num_envs=n_envs, vectorization_mode="sync",
-                           vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
+        with warnings.catch_warnings(record=True) as said:  # shown only if the env is made: an error is one line
+            warnings.simplefilter("always")
+            env = gym.make_vec(gymnasium_id(env_id), num_envs=n_envs, vectorization_mode="sync",
+                               vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
     except gym.error.DependencyNotInstalled as exc:
         raise EnvIdError(f"{env_id} cannot be played here: {exc}") from None
+    except ImportError as exc:  # an entry point needing what gymnasium leaves out: MuJoCo v2/v3 ids
+        # (mujoco-py), GymV26Environment-v0 (shimmy), phys2d/* and tabular/* (jax)
+        missing = f"it needs the package {exc.name!r}, which is not installed" if exc.name else str(exc)
+        raise EnvIdError(f"{env_id} cannot be played here: {missing}") from None
     except gym.error.Error as exc:
         raise EnvIdError(f"gymnasium cannot make {env_id!r}: {exc}") from None
+    for warning in said:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if not isinstance(env.single_action_space, gym.spaces.Discrete):
         env.close()
         raise EnvIdError(f"{env_id} has {env.single_action_space} actions: a DQN needs a discrete action space")
@@ -54,10 +63,29 @@ def make_env(env_id: str, n_envs: int, seed: int | None = None) -> gym.vector.Sy
 
 
 @lru_cache(maxsize=None)
-def action_count(env_id: str) -> int:
-    """Number of discrete actions of `env_id` (EnvIdError as in `make_env`)."""
+def spaces(env_id: str) -> tuple[gym.Space, int]:
+    """The observation space of one env of `env_id` and its number of discrete actions (EnvIdError as
+    in `make_env`); one env is made, once per id (cheap for these tasks)."""
     env = make_env(env_id, 1)
     try:
-        return int(env.single_action_space.n)
+        return env.single_observation_space, int(env.single_action_space.n)
     finally:
         env.close()
+
+
+def action_count(env_id: str) -> int:
+    """Number of discrete actions of `env_id` (EnvIdError as in `make_env`)."""
+    return spaces(env_id)[1]
+
+
+def check_observation_shape(env_id: str, observation_shape: tuple[int, ...]) -> None:
+    """EnvIdError unless `env_id` gives arrays (a Box space) of `observation_shape`: what `play` hands the
+    network as it is (a Tuple or Discrete observation, Blackjack's or FrozenLake's, is no array)."""
+    space = spaces(env_id)[0]
+    if not isinstance(space, gym.spaces.Box):
+        raise EnvIdError(f"{env_id} gives {space} observations, not arrays of numbers: a DQN network here reads "
+                         "arrays (a Box space); it was trained on another task, or through a wrapper (pass "
+                         "env_factory with that wrapper)")
+    if tuple(space.shape) != tuple(observation_shape):
+        raise EnvIdError(f"the checkpoint reads observations of shape {tuple(observation_shape)} but {env_id} gives "
+                         f"{tuple(space.shape)}: it was trained on another task")

@@ -81,6 +81,24 @@ def check_action_count(env_id: str, n_actions: int, protocol: Protocol | str | N
         )
 
 
+def check_observation_shape(env_id: str, observation_shape: tuple[int, ...],
+                            protocol: Protocol | str | None = None) -> None:
+    """Raise EnvIdError (MinAtar: ObservationError) when a network reading observations of
+    `observation_shape` cannot play `env_id`: Atari gives `atari.OBSERVATION_SHAPE` under every
+    protocol, MinAtar its planes in either layout (`minatar.channels_first`), a gymnasium task the
+    shape of its Box space (`classic.check_observation_shape`). Called beside `check_action_count`,
+    before any calibration or play."""
+    kind = family(env_id)
+    resolve_protocol(env_id, protocol)
+    if kind == "atari" and tuple(observation_shape) != atari.OBSERVATION_SHAPE:
+        raise EnvIdError(f"the checkpoint reads observations of shape {tuple(observation_shape)} but {env_id} gives "
+                         f"{atari.OBSERVATION_SHAPE} (4 stacked 84x84 frames): it was trained on another game")
+    if kind == "minatar":
+        minatar.channels_first(env_id, observation_shape)
+    elif kind == "classic":
+        classic.check_observation_shape(env_id, observation_shape)
+
+
 def make_vector_env(
     env_id: str, n_envs: int, *, protocol: Protocol | str | None = None, max_steps: int | None = None,
     observation_shape: tuple[int, ...] | None = None,

@@ -14,7 +14,6 @@ Results are typed records (`records`); their tables are in `report`.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from dqn2snn_plugin.calibration import TEST_SEED_OFFSET, calibration_and_test_ob
 from dqn2snn_plugin.checkpoint import DQNCheckpoint, load_dqn
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.costs import CostMeter, compare_with_dqn
-from dqn2snn_plugin.envs.play import EnvFactory, check_action_count, play, resolve_protocol
+from dqn2snn_plugin.envs.play import EnvFactory, check_action_count, check_observation_shape, play, resolve_protocol
 from dqn2snn_plugin.envs.protocol import Protocol
 from dqn2snn_plugin.errors import CalibrationError, ConfigError
 from dqn2snn_plugin.experiments.records import (
@@ -33,6 +32,7 @@ from dqn2snn_plugin.experiments.records import (
     weights_digest,
 )
 from dqn2snn_plugin.experiments.settings import RunSettings
+from dqn2snn_plugin.io.checks import memory_bytes
 from dqn2snn_plugin.metrics import AgreementRecorder, AgreementResult
 from dqn2snn_plugin.normalization import check_percentile
 from dqn2snn_plugin.coding import check_coding, check_T
@@ -68,17 +68,13 @@ ENV_ID_HINT = "pass --env-id (e.g. BreakoutNoFrameskip-v4, MinAtar/Breakout-v1, 
 def load_checked(source: str | Path, *, env_id: str | None = None, device: str = "cpu",
                  input_scale: float | None = None, protocol: Protocol | str | None = None) -> DQNCheckpoint:
     """`load_dqn` plus the game checks: a known env id, playable under `protocol`, whose action count
-    matches the network; `input_scale` is `load_dqn`'s."""
+    and observation shape match the network's; `input_scale` is `load_dqn`'s."""
     checkpoint = load_dqn(source, env_id=env_id, device=device, input_scale=input_scale)
     if checkpoint.env_id is None:
         raise CalibrationError(f"{source}: the checkpoint does not name its game: {ENV_ID_HINT}")
     check_action_count(checkpoint.env_id, checkpoint.n_actions, protocol)
+    check_observation_shape(checkpoint.env_id, checkpoint.observation_shape, protocol)
     return checkpoint
-
-
-def memory_bytes() -> int:
-    """The machine's physical memory: the most any run here could hold at once."""
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _bytes(n: float) -> str:

@@ -21,6 +21,7 @@ spike trains) have no NIR form: `to_nir` refuses them with `NirError`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import nir
@@ -30,10 +31,13 @@ from torch import nn
 
 from dqn2snn_plugin import __version__
 from dqn2snn_plugin.conversion import make_backend
-from dqn2snn_plugin.errors import NirError
-from dqn2snn_plugin.normalization import LayerScales
+from dqn2snn_plugin.errors import ConfigError, NirError
+from dqn2snn_plugin.io.checks import (
+    activation_shapes, check_observation_shape, check_run_options, check_scales, check_shapes, check_tensor,
+)
+from dqn2snn_plugin.normalization import SYNAPSES, LayerScales
 from dqn2snn_plugin.io.quantisation import quantise
-from dqn2snn_plugin.io.results import write_file
+from dqn2snn_plugin.io.results import check_save_path, write_file
 from dqn2snn_plugin.network import SpikingQNetwork
 
 FORMAT = "dqn2snn-nir-v1"
@@ -54,6 +58,8 @@ def to_nir(snn: SpikingQNetwork, *, weight_bits: int | None = None, per_channel:
             numbers, lists or dicts of them (HDF5 has no None: None values are left out).
     """
     _check_exportable(snn)
+    if provenance is not None and not isinstance(provenance, dict):
+        raise ConfigError(f"provenance must be a dict of facts, got a {type(provenance).__name__}")
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(np.array(snn.observation_shape))}
     chain = ["input"]
     weight = next(snn.synapses[0].parameters())  # MLP policies start with a Flatten
@@ -78,13 +84,15 @@ def to_nir(snn: SpikingQNetwork, *, weight_bits: int | None = None, per_channel:
         "v_init": snn.initial_membrane, "weight_bits": weight_bits or 0,
         "weight_grid": "float" if weight_bits is None else ("per channel" if per_channel else "per layer"),
         "scales": _scales_metadata(snn.scales),
-        "provenance": {k: v for k, v in (provenance or {}).items() if v is not None},
+        "provenance": _plain_provenance(provenance or {}, "provenance"),
     }
     return nir.NIRGraph(nodes, list(zip(chain[:-1], chain[1:])), metadata=metadata)
 
 
 def save_nir(snn: SpikingQNetwork, path: str | Path, **options) -> nir.NIRGraph:
-    """Write `to_nir(snn, **options)` to `path` atomically (whole or not at all); return the graph."""
+    """Write `to_nir(snn, **options)` to `path` atomically (whole or not at all); return the graph.
+    ResultsError, before the graph is made, for a folder or a file in a folder that does not exist."""
+    path = check_save_path(path, "NIR graph", "snn.nir")
     graph = to_nir(snn, **options)
     write_file(path, lambda tmp: nir.write(tmp, graph))
     return graph
@@ -100,36 +108,103 @@ def read_graph(graph_or_path: nir.NIRGraph | str | Path) -> nir.NIRGraph:
         raise NirError(f"{graph_or_path}: not a readable NIR file ({type(exc).__name__}: {exc})") from None
 
 
+@dataclass(frozen=True)
+class GraphParts:
+    """A graph written by `to_nir`, checked (`checked_graph`): what `from_nir` and `load_nir` build from."""
+
+    graph: nir.NIRGraph
+    stages: list[nn.Sequential]  # the torch layers between IF nodes, built from the graph's weights
+    neurons: dict[str, tuple[int, ...]]  # IF node name -> its shape (no batch)
+    observation_shape: tuple[int, ...]
+    scales: LayerScales
+    T: int
+    readout: str
+    v_init: float
+
+
+def checked_graph(graph_or_path: nir.NIRGraph | str | Path) -> GraphParts:
+    """Read and check a graph before anything is built from it, with the same checks for every way in
+    (`io.checks`): one chain of Conv2d / Affine / Flatten / IF nodes, each stage between IF nodes one
+    Conv2d or Affine; finite float32 / float64 weights (one dtype), biases of the right length, shapes
+    that fit each other (worked out without memory), the Input's observation shape and the Output's
+    action count; our IF neurons; T, readout, v_init and scales in range. NirError naming the field."""
+    graph = read_graph(graph_or_path)
+    where = str(graph_or_path) if not isinstance(graph_or_path, nir.NIRGraph) else "the NIR graph"
+    try:
+        chain = chain_of(graph)
+        for name in chain:
+            if isinstance(graph.nodes[name], nir.IF):
+                check_if(name, graph.nodes[name])
+    except NirError as exc:
+        raise NirError(f"{where}: {exc}") from None
+    metadata = plain(graph.metadata)
+    if not isinstance(metadata, dict):
+        raise NirError(f"{where}: its metadata is not a mapping")
+    observation_shape = check_observation_shape(_shape(graph.nodes[chain[0]], "input"), where, NirError)
+    stages, layers, neurons, v_inits = [], [], {}, []
+    x_shape = observation_shape
+    for name in chain[1:-1]:
+        node = graph.nodes[name]
+        if isinstance(node, nir.IF):
+            neurons[name] = _shape(node, "input")
+            if neurons[name] != x_shape:
+                raise NirError(f"{where}: IF node {name!r} has shape {neurons[name]} but its input has {x_shape}")
+            v_inits.append(plain(node.metadata).get("v_init", 0.0) if isinstance(node.metadata, dict) else 0.0)
+            stages.append(layers)
+            layers = []
+        else:
+            layer = _torch_layer(name, node, where)
+            x_shape = activation_shapes(nn.Sequential(*[m for stage in stages for m in stage], *layers, layer),
+                                        observation_shape, where, NirError)[-1]
+            layers.append(layer)
+    stages.append(layers)
+    for index, stage in enumerate(stages):
+        if sum(isinstance(layer, SYNAPSES) for layer in stage) != 1:
+            raise NirError(f"{where}: stage {index} (between IF nodes) holds {[type(m).__name__ for m in stage]}: "
+                           "expected exactly one Conv2d or Affine")
+    dtypes = {layer.weight.dtype for stage in stages for layer in stage if isinstance(layer, SYNAPSES)}
+    if len(dtypes) > 1:
+        raise NirError(f"{where}: its weights mix {sorted(map(str, dtypes))}: expected one dtype")
+    actions = _shape(graph.nodes[chain[-1]], "output")
+    if len(actions) != 1:
+        raise NirError(f"{where}: the Output node has shape {actions}: expected one value per action")
+    check_shapes(nn.Sequential(*[m for stage in stages for m in stage]), observation_shape, actions[0], where, NirError)
+    if "v_init" in metadata:
+        v_inits.append(metadata["v_init"])
+    runs = [check_run_options(where, NirError, T=metadata.get("T", 64), readout=metadata.get("our_readout",
+                              "spikes+membrane"), v_init=v) for v in v_inits or [0.0]]
+    if len({v for _, _, v in runs}) > 1:
+        raise NirError(f"{where}: the IF layers start from different membranes {sorted({v for _, _, v in runs})}: "
+                       "not a dqn2snn graph")
+    T, readout, v_init = runs[0]
+    channels = [next(m for m in stage if isinstance(m, SYNAPSES)).weight.shape[0] for stage in stages[:-1]]
+    scales = check_scales(_scales_of(metadata.get("scales"), len(channels), where), channels, where, NirError)
+    return GraphParts(graph, [nn.Sequential(*stage) for stage in stages], neurons, observation_shape, scales, T,
+                      readout, v_init)
+
+
 def from_nir(graph_or_path: nir.NIRGraph | str | Path, *, backend: str = "spikingjelly") -> SpikingQNetwork:
     """Our `SpikingQNetwork` from a graph written by `to_nir` (or its file); it simulates exactly the same.
 
     The graph's weights are used as they are (already folded); its scales, T and readout come back from
-    the metadata. `backend` picks the neurons, as in `convert`.
+    the metadata. `backend` picks the neurons, as in `convert`. The graph is checked first (`checked_graph`).
     """
-    graph = read_graph(graph_or_path)
-    chain = chain_of(graph)
-    metadata = plain(graph.metadata)
-    stages, layers, v_init = [], [], set()
-    for name in chain[1:-1]:
-        node = graph.nodes[name]
-        if isinstance(node, nir.IF):
-            check_if(name, node)
-            v_init.add(float(plain(node.metadata).get("v_init", 0.0)))
-            stages.append(nn.Sequential(*layers))
-            layers = []
-        else:
-            layers.append(_torch_layer(name, node))
-    stages.append(nn.Sequential(*layers))
-    if len(v_init) > 1:
-        raise NirError(f"the IF layers start from different membranes {sorted(v_init)}: not a dqn2snn graph")
-    v0 = v_init.pop() if v_init else 0.0
     neuron_backend = make_backend(backend)
-    observation_shape = tuple(int(d) for d in graph.nodes[chain[0]].input_type["input"])
+    parts = checked_graph(graph_or_path)
+    v0 = parts.v_init
     return SpikingQNetwork(
-        stages, [neuron_backend.make_neuron(v0) for _ in stages[1:]], neuron_backend.make_neuron(v0), neuron_backend,
-        _scales_of(metadata.get("scales"), len(stages) - 1), observation_shape, initial_membrane=v0,
-        readout=metadata.get("our_readout", "spikes+membrane"), T=int(metadata.get("T", 64)),
+        parts.stages, [neuron_backend.make_neuron(v0) for _ in parts.stages[1:]], neuron_backend.make_neuron(v0),
+        neuron_backend, parts.scales, parts.observation_shape, initial_membrane=v0, readout=parts.readout, T=parts.T,
     )
+
+
+def _shape(node: nir.NIRNode, port: str) -> tuple[int, ...]:
+    """The shape of a node's input or output port (NirError if it is not a list of integers)."""
+    types = node.input_type if port == "input" else node.output_type
+    try:
+        return tuple(int(d) for d in np.ravel(types[port]))
+    except (KeyError, TypeError, ValueError):
+        raise NirError(f"the {type(node).__name__} node has no {port} shape of integers") from None
 
 
 def chain_of(graph: nir.NIRGraph) -> list[str]:
@@ -164,6 +239,22 @@ def plain(value):
     if isinstance(value, (np.ndarray, np.generic)):
         return value.tolist()
     return value
+
+
+def _plain_provenance(value: object, field: str) -> object:
+    """`value` if HDF5 can store it: a string, a number, a list of numbers or of strings, a dict (string
+    keys) of such; None values in dicts are left out (HDF5 has no None). ConfigError naming the field."""
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise ConfigError(f"{field} has a key that is not a string: {sorted(map(repr, value))[:3]}")
+        return {key: _plain_provenance(item, f"{field}[{key!r}]") for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)) and (all(isinstance(item, str) for item in value) or all(
+            isinstance(item, (int, float)) for item in value)):
+        return list(value)
+    if isinstance(value, (str, int, float)):
+        return value
+    raise ConfigError(f"{field} is a {type(value).__name__}: NIR metadata holds strings, numbers, lists of numbers "
+                      "or of strings, and dicts of them")
 
 
 def _check_exportable(snn: SpikingQNetwork) -> None:
@@ -203,26 +294,47 @@ def _if_node(shape: tuple[int, ...], v_init: float, dtype: torch.dtype) -> nir.I
     })
 
 
-def _torch_layer(name: str, node: nir.NIRNode) -> nn.Module:
-    """The torch layer of one Conv2d / Affine / Flatten node (in the dtype of its weights)."""
+def _torch_layer(name: str, node: nir.NIRNode, where: str) -> nn.Module:
+    """The torch layer of one Conv2d / Affine / Flatten node (in the dtype of its weights), built once
+    its weights, bias and settings are checked."""
     if isinstance(node, nir.Flatten):
-        start, end = int(node.start_dim), int(node.end_dim)
+        start, end = _integers(node, name, where, "start_dim", "end_dim", low=-4, high=3)
         return nn.Flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
-    if isinstance(node, nir.Conv2d):
-        weight = torch.from_numpy(np.array(node.weight))
-        if int(node.groups) != 1 or isinstance(node.padding, str):
-            raise NirError(f"Conv2d node {name!r}: grouped or 'same'/'valid' padded convolutions are not supported")
-        layer = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), tuple(np.ravel(node.stride)),
-                          tuple(np.ravel(node.padding)), tuple(np.ravel(node.dilation)), dtype=weight.dtype)
-    elif isinstance(node, nir.Affine):
-        weight = torch.from_numpy(np.array(node.weight))
-        layer = nn.Linear(weight.shape[1], weight.shape[0], dtype=weight.dtype)
+    if not isinstance(node, (nir.Conv2d, nir.Affine)):
+        raise NirError(f"{where}: node {name!r} is a nir.{type(node).__name__}: from_nir and load_nir rebuild Conv2d, "
+                       "Affine, Flatten, IF")
+    conv = isinstance(node, nir.Conv2d)
+    weight = check_tensor(node.weight, f"node {name!r} weight", where, NirError, ndim=4 if conv else 2)
+    bias = check_tensor(node.bias, f"node {name!r} bias", where, NirError, ndim=1)
+    if len(bias) != len(weight) or bias.dtype != weight.dtype:
+        kinds = [str(t.dtype).removeprefix("torch.") for t in (bias, weight)]
+        raise NirError(f"{where}: node {name!r} has {len(bias)} {kinds[0]} biases for {len(weight)} {kinds[1]} outputs")
+    if conv:
+        if isinstance(node.padding, str) or _integers(node, name, where, "groups", low=1, high=1) != [1]:
+            raise NirError(f"{where}: Conv2d node {name!r}: grouped or 'same'/'valid' padded convolutions are not "
+                           "supported")
+        stride = _integers(node, name, where, "stride", low=1, high=weight.shape[2] * weight.shape[3] + 64)
+        padding = _integers(node, name, where, "padding", low=0, high=max(weight.shape[2:]) - 1)
+        dilation = _integers(node, name, where, "dilation", low=1, high=64)
+        layer = nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), tuple(stride), tuple(padding),
+                          tuple(dilation), dtype=weight.dtype)
     else:
-        raise NirError(f"node {name!r} is a nir.{type(node).__name__}: from_nir rebuilds Conv2d, Affine, Flatten, IF")
+        layer = nn.Linear(weight.shape[1], weight.shape[0], dtype=weight.dtype)
     with torch.no_grad():
         layer.weight.copy_(weight)
-        layer.bias.copy_(torch.from_numpy(np.array(node.bias)))
+        layer.bias.copy_(bias)
     return layer.eval()
+
+
+def _integers(node: nir.NIRNode, name: str, where: str, *fields: str, low: int, high: int) -> list[int]:
+    """The integers of `fields` of `node` (a number or a pair each), every one in [low, high]."""
+    values = []
+    for field in fields:
+        raw = np.ravel(np.asarray(getattr(node, field)))
+        if raw.dtype.kind not in "iu" or not 1 <= raw.size <= 2 or not all(low <= v <= high for v in raw.tolist()):
+            raise NirError(f"{where}: node {name!r} has {field} {raw.tolist()}: expected integers from {low} to {high}")
+        values += raw.tolist()
+    return values
 
 
 def _scales_metadata(scales: LayerScales) -> dict:
@@ -231,15 +343,20 @@ def _scales_metadata(scales: LayerScales) -> dict:
             "channel_wise": scales.channel_wise, "n_states": scales.n_states}
 
 
-def _scales_of(stored: dict | None, n_hidden: int) -> LayerScales:
-    """The scales recorded by `to_nir` (provenance and the spike-count readout's output scale); ones if absent."""
+def _scales_of(stored: object, n_hidden: int, where: str) -> LayerScales:
+    """The scales recorded by `to_nir` (provenance and the spike-count readout's output scale); ones if
+    absent; NirError naming the field when one is missing or not a number (`io.checks.check_scales` checks
+    their values)."""
     if not stored:
         return LayerScales(tuple(torch.tensor(1.0) for _ in range(n_hidden)), 1.0, "unknown", "nonzero", False, 0)
-    hidden = tuple(torch.tensor(stored["hidden"][str(i)], dtype=torch.float32) for i in range(n_hidden))
-    percentile = stored["percentile"]
+    try:
+        hidden = tuple(torch.tensor(stored["hidden"][str(i)], dtype=torch.float64) for i in range(n_hidden))
+        output, n_states = stored["output"], stored["n_states"]
+        percentile, rank, channel_wise = stored["percentile"], stored["rank"], stored["channel_wise"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise NirError(f"{where}: metadata scales lack or hold a bad {exc}: expected those written by to_nir") from None
     try:
         percentile = float(percentile)
-    except ValueError:
+    except (TypeError, ValueError):
         pass  # "max" or "distilled T=..."
-    return LayerScales(hidden, float(stored["output"]), percentile, stored["rank"], bool(stored["channel_wise"]),
-                       int(stored["n_states"]))
+    return LayerScales(tuple(h.float() for h in hidden), output, percentile, rank, channel_wise, n_states)

@@ -109,6 +109,17 @@ def check_output_file(path: str | Path, flag: str = "--output") -> Path:
     return path
 
 
+def check_save_path(path: str | Path, what: str, example: str) -> Path:
+    """Refuse, before anything is computed, a path a `save_*` call cannot write `what` to: a folder, or a
+    file in a folder that does not exist (the caller's typo is not made into folders)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ResultsError(f"{path} is a folder: save the {what} to a file path such as {path / example}")
+    if not path.parent.is_dir():
+        raise ResultsError(f"cannot save {path}: the folder {path.parent} does not exist (create it first)")
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -303,10 +314,8 @@ class CellLog:
                                    "start over")
             differ = _differences(stored, config)
             if differ:
-                raise ResultsError(
-                    f"{self.directory} holds results of an incompatible run ({'; '.join(differ)}): "
-                    "use another output directory, or delete that one to start over"
-                )
+                raise ResultsError(f"{self.directory} holds {_incompatible(stored, config, differ)}: use another "
+                                   "output directory, or delete that one to start over")
         elif self.cells_path.exists():
             raise ResultsError(f"{self.cells_path} exists without config.json: cannot tell which run made it")
         else:
@@ -387,6 +396,18 @@ def _run_kind(config: dict, other: dict) -> str:
         return f"results of format {name!r}" if name else "results of no known format"
     same_kind = kind == str(other.get("format") or "").removeprefix("dqn2snn-").rpartition("-v")[0]
     return f"a {kind} (format {name})" if same_kind else f"a {kind}"
+
+
+FEW_DIFFERENCES = 3  # more differing settings than this: the folder is another run, said in one sentence
+
+
+def _incompatible(stored: dict, config: dict, differ: list[str]) -> str:
+    """What a folder of the same kind of run but other settings holds: each differing setting when there
+    are few, else how many differ and the first few."""
+    if len(differ) <= FEW_DIFFERENCES:
+        return f"results of an incompatible run ({'; '.join(differ)})"
+    return (f"{_run_kind(stored, config)}, an incompatible run with {len(differ)} other settings "
+            f"(first {'; '.join(differ[:FEW_DIFFERENCES])})")
 
 
 def _differences(stored: dict, config: dict, prefix: str = "") -> list[str]:
