@@ -175,3 +175,18 @@ def test_evaluate_plays_with_a_residual_carry_and_records_it():
     result = evaluate(dqn, T=8, percentile=99.9, settings=settings)
     assert result.header.settings["residual_carry"] == "0.5,0.5"
     assert result.snn.agreement_snn_visited["spikes+membrane"].n_states == sum(result.snn.score.lengths)
+
+
+def test_the_command_line_refuses_a_bad_residual_carry_in_one_line_before_any_work(capsys, tmp_path):
+    from dqn2snn_plugin.cli import main
+
+    missing = str(tmp_path / "no-such-checkpoint.zip")  # never read: the refusal comes first
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", missing, "--residual-carry", "nan"])
+    assert exit_info.value.code == 2 and "residual carry scale must be a number in [0, 1]" in capsys.readouterr().err
+    assert main(["evaluate", missing, "--coding", "binary", "--residual-carry", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err == "dqn2snn: error: --residual-carry needs rate coding: binary coding starts every decision afresh\n"
+    with pytest.raises(SystemExit):  # sweep's held-out states are not consecutive: no such flag there
+        main(["sweep", missing, "--residual-carry", "0.5", "-o", str(tmp_path / "out")])
+    assert "unrecognized arguments: --residual-carry" in capsys.readouterr().err
