@@ -216,7 +216,6 @@ class RunSettings:
         "how raw observations are scaled where the checkpoint does not record it, e.g. 1/255 "
         "(dqn2snn_plugin.checkpoint.parse_input_scale; default: what the checkpoint records, else x 1)",
         parse=input_scale, omit_default=True))
-
     residual_carry: Any = field(default=None, metadata=option(
         "carry each neuron's residual membrane to the next decision of the same game (CRPI, Xu et al. ICML 2026): "
         "SCALE[,CLIP], the next start = half threshold + clip(SCALE x residual, -CLIP, CLIP), SCALE in [0, 1], "
