@@ -215,7 +215,7 @@ def _register_sweep(subparsers: argparse._SubParsersAction) -> None:
     _add_T(parser, "sweep", "comma-separated time steps per decision", many=True)
     _add_percentile(parser, many=True, default="99,99.9,99.99,max")
     _add_test_frames(parser, 1000, "the agreement-vs-T curve")
-    settings.add_options(parser)
+    settings.add_options(parser, omit=("residual_carry",))  # held-out states are not consecutive
     _add_game_options(parser)
     _add_output(parser, "results directory (created; reused to resume)")
     parser.set_defaults(handler=_cmd_sweep)
@@ -398,7 +398,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     run_settings, checkpoint = _load_for(args)
     states, draw = calibration_states(checkpoint, run_settings)
     snn = convert(checkpoint, states, percentile=p, channel_wise=run_settings.channel_wise,
-                  backend=run_settings.backend, readout=run_settings.readout, T=T, coding=run_settings.coding)
+                  backend=run_settings.backend, readout=run_settings.readout, T=T, coding=run_settings.coding,
+                  residual_carry=run_settings.residual_carry)
 
     def write(folder: Path) -> None:
         save_snn(snn, checkpoint, folder / "snn.pt")
@@ -439,7 +440,7 @@ def _register_tune(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--distill", action="store_true",
                         help="also try a copy distilled for each T (dqn2snn_plugin.improve.distillation; "
                         "minutes per T on a CPU, seconds on a GPU)")
-    settings.add_options(parser, omit=("episodes", "max_steps", "readout", *settings.COST_FIELDS))
+    settings.add_options(parser, omit=("episodes", "max_steps", "readout", "residual_carry", *settings.COST_FIELDS))
     _add_game_options(parser)
     _add_output(parser, "output directory (created)")
     parser.set_defaults(handler=_cmd_tune)
@@ -497,7 +498,7 @@ def _register_demo(subparsers: argparse._SubParsersAction) -> None:
                         help="whole games per player on the shipped MinAtar Breakout DQN (default 30; 0 skips it)")
     _add_test_frames(parser, 128, "the agreement curve")
     # each row fixes its coding, scales and readout (N + V): only the games and the calibration are options
-    settings.add_options(parser, omit=("coding", "channel_wise", "readout"),
+    settings.add_options(parser, omit=("coding", "channel_wise", "readout", "residual_carry"),
                          defaults={"episodes": 2, "max_steps": 300, "calibration_frames": 1000})
     _add_game_options(parser)
     _add_output(parser, "output directory (default ./dqn2snn-demo)", required=False, default="dqn2snn-demo")

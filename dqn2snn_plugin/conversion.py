@@ -22,7 +22,7 @@ from dqn2snn_plugin.io.checks import check_scales, spiking_channels
 from dqn2snn_plugin.observations import as_observation_array
 from dqn2snn_plugin.normalization import SYNAPSES, LayerScales, Rank, check_network, layer_scales
 from dqn2snn_plugin.coding import Coding, check_coding
-from dqn2snn_plugin.network import InputCoding, Readout, SpikingQNetwork, check_readout
+from dqn2snn_plugin.network import InputCoding, Readout, ResidualCarry, SpikingQNetwork, check_readout
 
 Backend = Literal["spikingjelly", "snntorch"]
 BACKENDS: tuple[str, ...] = ("spikingjelly", "snntorch")
@@ -128,6 +128,7 @@ def convert(
     T: int | None = None,
     scales: LayerScales | None = None,
     coding: Coding | str = "rate",
+    residual_carry: ResidualCarry | str | None = None,
 ) -> SpikingQNetwork:
     """Convert a DQN into a spiking Q-network.
 
@@ -142,7 +143,8 @@ def convert(
             with its Converter and our recipe) or "snntorch" (`snn.Leaky` with beta = 1, or our
             `BinaryFewSpikes` with binary coding).
         initial_membrane: "zero" (the paper) or "half" (threshold / 2, removes the rate's floor bias);
-            default: "zero" with rate coding, "half" (round to the nearest level) with binary coding.
+            default: "zero" with rate coding, "half" (round to the nearest level) with binary coding or a
+            residual carry.
         input_coding: "analog" (observation injected at every step, the paper) or "poisson".
         input_max: with Poisson coding, the input value that spikes at every step (255 for images).
         readout: default readout of `snn(obs)`: "spikes", "spikes+membrane" (paper) or "membrane".
@@ -153,12 +155,17 @@ def convert(
             most significant bit first: at most T spikes for 2**T levels, T steps per layer; see
             `dqn2snn_plugin.binary_coding`), or a `Coding` (`dqn2snn_plugin.coding`). Binary coding measured
             best with percentile=99.99.
+        residual_carry: CRPI (`network.ResidualCarry`, or its text "SCALE[,CLIP]"): the SNN keeps state
+            between calls (`carry_state`) and starts each decision from the previous one's clipped, scaled
+            residual membrane on top of `initial_membrane`; rate coding only. None: every call starts afresh.
     """
     coding = check_coding(coding)
     T = coding.check_T(coding.default_T if T is None else T)
     check_readout(readout)
+    if isinstance(residual_carry, str):
+        residual_carry = ResidualCarry.parse(residual_carry)
     if initial_membrane is None:
-        initial_membrane = coding.initial_membrane
+        initial_membrane = "half" if residual_carry is not None else coding.initial_membrane
     if initial_membrane not in INITIAL_MEMBRANES:
         raise ConfigError(f"initial_membrane must be 'zero' or 'half', got {initial_membrane!r}")
     neuron_backend = make_backend(backend)
@@ -180,7 +187,7 @@ def convert(
     return SpikingQNetwork(
         fold_scales(network, scales), neurons, neuron_backend.make_neuron(v0), neuron_backend, scales, shape,
         initial_membrane=v0, input_coding=input_coding, input_max=input_max, readout=readout, T=T, coding=coding,
-        source_network=network,
+        source_network=network, residual_carry=residual_carry,
     )
 
 

@@ -10,11 +10,19 @@ public calls only.
 Readouts, all in Q-value units so they compare with the DQN (ties: lowest action index, as
 `torch.argmax` everywhere in this package): "spikes", "spikes+membrane" (the paper's robust rate) and
 "membrane"; see `engine.rate`.
+
+Between decisions a rate-coded network may keep its membranes (`carry_state`): as they are ("raw
+carry"), or through `ResidualCarry`, the cross-step residual potential initialisation (CRPI) of Xu et
+al., "Error Amplification Limits ANN-to-SNN Conversion in Continuous Control" (ICML 2026,
+arXiv:2601.21778; official code github.com/xuzijie32/ANN2SNN-CRPI, `MuJoCo/convert.py`).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
+from dataclasses import dataclass
 from typing import Iterator, Literal, Protocol
 
 import torch
@@ -65,13 +73,74 @@ def check_readout(readout: str) -> str:
     return readout
 
 
+@dataclass(frozen=True)
+class ResidualCarry:
+    """CRPI: each neuron starts decision t + 1 from the charge it kept back in decision t, scaled and clipped.
+
+    For every IF neuron (hidden and output layers), in threshold units, after a decision that started at
+    membrane v_s, ended at v_e and sent N spikes:
+
+        residual = max(v_e - v_s, -N)      # = max(sum of its input, 0) - N: what it received and did not send
+        next start = initial_membrane + clip(scale * residual, -clip, +clip)
+
+    as the official code's `SpikingNeuron.reset` computes it (`init = clamp(mem - init, min=-thre * fire)`,
+    then `clamp(init * rate, -thre / 2, thre / 2)`, on top of a half-threshold start). The lower bound
+    -N stops a neuron whose input summed below zero from carrying a debt it never ran up in spikes. A fresh
+    decision (the first of an episode, a row reset) starts at `initial_membrane`, so CRPI is this with
+    initial_membrane = 0.5 ("half", `convert`'s default with a residual carry) and clip = 0.5.
+
+    Args:
+        scale: the paper's alpha, in [0, 1]; its code tries 0, 0.1, ..., 1 per task and keeps the best
+            (no single value is recommended). 0 is a fresh start at every decision.
+        clip: the largest shift of the start, in threshold units, in (0, 1]; 0.5 in the paper.
+    """
+
+    scale: float
+    clip: float = 0.5
+
+    def __post_init__(self) -> None:
+        """ConfigError, in one line, for a scale outside [0, 1] or a clip outside (0, 1] (nan, inf, text)."""
+        for name, zero_allowed in (("scale", True), ("clip", False)):
+            value = getattr(self, name)
+            number = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+            if not number or not (0.0 <= value <= 1.0) or (value == 0.0 and not zero_allowed):
+                interval = "[0, 1]" if zero_allowed else "(0, 1]"
+                raise ConfigError(f"residual carry {name} must be a number in {interval} (threshold units), got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+    @classmethod
+    def parse(cls, text: str) -> ResidualCarry:
+        """`"0.5"` (scale, clip 0.5) or `"0.5,0.25"` (scale, clip): the command line's and saved files' form."""
+        parts = [part.strip() for part in str(text).split(",")]
+        if not 1 <= len(parts) <= 2 or not all(parts):
+            raise ConfigError(f"residual carry must be SCALE or SCALE,CLIP (e.g. 0.5 or 0.5,0.5), got {text!r}")
+        try:
+            numbers = [float(part) for part in parts]
+        except ValueError:
+            raise ConfigError(f"residual carry must be SCALE or SCALE,CLIP numbers (e.g. 0.5,0.5), got {text!r}") from None
+        return cls(*numbers)
+
+    def __str__(self) -> str:
+        return f"{self.scale!r},{self.clip!r}"  # shortest text that reads back to the same floats
+
+    def next_start(self, initial_membrane: float, start: torch.Tensor, end: torch.Tensor,
+                   integrated: torch.Tensor) -> torch.Tensor:
+        """The next decision's start from this one's `start` and `end` membranes and its summed input
+        `integrated` (all per neuron, threshold units): end - start + max(-integrated, 0) is
+        max(end - start, -N), since end = start + integrated - N with no leak."""
+        residual = end - start + (-integrated).clamp(min=0)
+        return (residual * self.scale).clamp(-self.clip, self.clip) + initial_membrane
+
+
 class SpikingQNetwork(nn.Module):
     """A converted DQN. `snn(obs, T)` -> readout values [B, n_actions]; `snn.act(obs, T)` -> actions.
 
     `obs` is what the DQN takes: raw observations, numpy or torch, uint8 or float, one or a batch.
     By default every call starts from fresh membranes (state reset before each decision);
     `carry_state=True` keeps the membranes between calls, for consecutive frames of one episode
-    (call `reset_state()` at episode boundaries), where the coding allows it.
+    (call `reset_state()` at episode boundaries), where the coding allows it: the final membranes as
+    they are, or with `residual_carry` set the start `ResidualCarry` makes of them (set at
+    construction, `residual_carry` turns `carry_state` on).
 
     Args:
         synapses: the folded synaptic stages, one before each spiking layer and one after the last.
@@ -85,6 +154,7 @@ class SpikingQNetwork(nn.Module):
         coding: a `Coding` or its name ("rate", "binary").
         source_network: the unfolded Q-network it was converted from (what `io.store.save_snn` saves).
         options: the engine's speed and memory knobs (`SimulationOptions`; results do not depend on them).
+        residual_carry: how carried membranes start the next decision (`ResidualCarry`, CRPI), or None.
     """
 
     def __init__(
@@ -104,6 +174,7 @@ class SpikingQNetwork(nn.Module):
         coding: Coding | str = "rate",
         source_network: nn.Sequential | None = None,
         options: SimulationOptions | None = None,
+        residual_carry: ResidualCarry | None = None,
     ) -> None:
         super().__init__()
         if len(synapses) != len(neurons) + 1:
@@ -128,7 +199,11 @@ class SpikingQNetwork(nn.Module):
         # the (unfolded) Q-network this SNN was converted from, held outside the module tree so that
         # snn.to() / snn.double() never touch the user's network; `store.save_snn` saves it
         self._source: tuple[nn.Sequential, ...] = () if source_network is None else (source_network,)
-        self.carry_state = False
+        self.residual_carry = residual_carry
+        self.carry_state = residual_carry is not None
+        if residual_carry is not None and not self.coding.carries_state:
+            raise ConfigError(f"{self.coding.name} coding starts every decision afresh: a residual carry needs "
+                              "rate coding")
         # per-layer bias corrections added after folding (see dqn2snn_plugin.improve.tuning); saved with the SNN
         self.bias_shifts: list[torch.Tensor] = [torch.zeros(_outputs(weighted(s))) for s in synapses]
         self.generator = torch.Generator().manual_seed(0)
@@ -205,7 +280,7 @@ class SpikingQNetwork(nn.Module):
         coding runs each T on its own, see `engine.binary`). `last_stats` describes the longest one.
 
         Exact, not an approximation: with state reset before the decision, the first T steps of a
-        longer run are the T-step run.
+        longer run are the T-step run. With `carry_state` the next decision starts from the max(Ts)-step one.
         """
         Ts = sorted({self.coding.check_T(T) for T in Ts})
         if not Ts:

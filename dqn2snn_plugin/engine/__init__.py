@@ -39,7 +39,8 @@ class Schedule(Protocol):
 
     def simulate(self, engine: Engine, net: SpikingQNetwork, x: torch.Tensor, Ts: list[int], block: int,
                  state: list[torch.Tensor] | None) -> tuple[Readouts, list[torch.Tensor], Counts]:
-        """One batch chunk `x` from membranes `state` (None: fresh): readouts per T, final membranes, counts."""
+        """One batch chunk `x` from membranes `state` (None: fresh): readouts per T, the membranes the next
+        decision starts from (the final ones; rate coding with a residual carry: its start), counts."""
 
 
 class Engine:
@@ -59,8 +60,9 @@ class Engine:
     def run(self, net: SpikingQNetwork, x: torch.Tensor, Ts: list[int], state: list[torch.Tensor] | None,
             keep_state: bool = False) -> tuple[Readouts, list[torch.Tensor] | None, SimulationStats]:
         """Simulate `net` on prepared observations `x` for each T in `Ts` (sorted) with its coding's schedule,
-        in batch chunks, from membranes `state` (None: fresh): readouts per T, the final membranes (with
-        `keep_state`, else None: joining the chunks' costs memory), statistics of the longest run."""
+        in batch chunks, from membranes `state` (None: fresh): readouts per T, the membranes the next decision
+        starts from (`Schedule.simulate`; with `keep_state`, else None: joining the chunks' costs memory),
+        statistics of the longest run."""
         schedule = net.coding.schedule
         block = schedule.steps_held(Ts, x.shape[0], self.options, x.device)
         chunk = max(1, self.options.max_elements // (block * self.counter.neurons_per_sample))

@@ -10,6 +10,10 @@ Readouts, all in Q-value units so they compare with the DQN:
 - "spikes": output spike count N * lambda_out / T (output neurons fire on Q / lambda_out).
 - "spikes+membrane": (N + V_T - V_0) * lambda_out / T, the paper's "robust firing rate".
 - "membrane": a non-spiking integrating output, the mean output current (sum_t I_t / T).
+
+The state a decision hands on is its final membranes, or, with the network's `residual_carry`
+(`network.ResidualCarry`, CRPI), the next decision's start computed from them, from this decision's
+start and from every neuron's summed input (kept only then: one sum over T per layer).
 """
 
 from __future__ import annotations
@@ -70,7 +74,9 @@ class RateSchedule:
         if state is None:
             shapes = [f.shape for f in engine.counter.fan_outs] + [(net.n_actions,)]
             state = [torch.full((batch, *shape), net.initial_membrane, dtype=x.dtype, device=x.device) for shape in shapes]
-        state = list(state)
+        state, starts = list(state), list(state)  # the scans return new membranes: `starts` stay as they were
+        carry = net.residual_carry if net.carry_state else None
+        inputs: list[torch.Tensor | float] = [0.0] * len(net.neurons)  # summed input per hidden neuron (carry only)
         first = net.synapses[0](x) if net.input_coding == "analog" else None  # constant: computed once
         counts = engine.counter.new(batch, x)
         out_v0, integrated, count = state[-1].clone(), 0.0, 0.0
@@ -79,6 +85,8 @@ class RateSchedule:
             steps = end - done
             current = first.expand(steps, *first.shape) if first is not None else poisson_current(net, x, steps)
             for index, (neuron, synapse) in enumerate(zip(net.neurons, net.hidden_to_next)):
+                if carry is not None:
+                    inputs[index] = inputs[index] + current.sum(0)
                 state[index], current = self.layer(engine, net, index, neuron, synapse, current, state[index], counts)
             # `current` is now the output layer's input in Q units, [steps, B, n_actions]
             out_spikes, state[-1] = net.backend.run(net.output_neuron, current / net.scales.output, state[-1])
@@ -90,6 +98,9 @@ class RateSchedule:
                     "spikes+membrane": (count + state[-1] - out_v0) * net.scales.output / end,
                     "membrane": integrated / end,
                 }
+        if carry is not None:
+            inputs.append(integrated / net.scales.output)
+            state = [carry.next_start(net.initial_membrane, *membranes) for membranes in zip(starts, state, inputs)]
         return results, state, counts
 
     @staticmethod

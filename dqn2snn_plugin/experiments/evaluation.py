@@ -165,7 +165,9 @@ def _env(checkpoint: DQNCheckpoint, settings: RunSettings, env_factory: EnvFacto
 def play_dqn(checkpoint: DQNCheckpoint, settings: RunSettings, snn: SpikingQNetwork | None = None,
              T: int | None = None, env_factory: EnvFactory | None = None) -> tuple[ScoreSummary, Agreements | None]:
     """DQN games: score summary, and agreement on the DQN-visited states when an SNN is given."""
-    recorder = None if snn is None else AgreementRecorder(checkpoint, snn, T, readouts=AGREEMENT_READOUTS)
+    # through `_SnnPlayer`, which resets a carrying SNN's state when `play` drops envs
+    recorder = None if snn is None else AgreementRecorder(checkpoint, _SnnPlayer(snn, T, settings.readout), T,
+                                                          readouts=AGREEMENT_READOUTS)
     episodes = play(checkpoint.act, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs,
                     epsilon=settings.epsilon, seed=settings.seed, max_steps=settings.max_steps, on_step=recorder,
                     progress=True, **_env(checkpoint, settings, env_factory))
@@ -254,8 +256,10 @@ def evaluate(checkpoint: DQNCheckpoint, *, T: int, percentile: float | str, sett
     if snn is None:
         states, draw = calibration_states(checkpoint, settings, env_factory)
         snn = convert(checkpoint, states, percentile=p, backend=settings.backend, readout=settings.readout, T=T,
-                      coding=settings.coding, channel_wise=settings.channel_wise)
+                      coding=settings.coding, channel_wise=settings.channel_wise,
+                      residual_carry=settings.residual_carry)
     dqn_score, dqn_visited = play_dqn(checkpoint, settings, snn, T, env_factory)
+    snn.reset_state()  # a carrying SNN followed the DQN's games: its own start afresh
     return Evaluation(header(checkpoint, settings, env_factory), T, p, dqn_score,
                       play_snn(checkpoint, snn, T, settings, env_factory), dqn_visited, snn.scales.as_dict(), draw)
 

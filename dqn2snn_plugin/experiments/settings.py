@@ -137,16 +137,23 @@ def protocol_text(text: str) -> object:
     return parse_protocol(text)
 
 
-def protocol_json(protocol: object) -> str | None:
-    """A protocol as result files record it: its text form, which `protocol_text` reads back."""
-    return None if protocol is None else str(protocol)
-
-
 def input_scale(text: str) -> float:
     """A positive input scale such as `1/255` or `0.5` (`checkpoint.parse_input_scale`)."""
     from dqn2snn_plugin.checkpoint import parse_input_scale
 
     return parse_input_scale(text)
+
+
+def residual_carry_text(text: str) -> object:
+    """A residual carry (CRPI) from its text `SCALE[,CLIP]` (`network.ResidualCarry.parse`)."""
+    from dqn2snn_plugin.network import ResidualCarry
+
+    return ResidualCarry.parse(text)
+
+
+def as_text(value: object) -> str | None:
+    """An option object as result files record it: its text form, which its parser reads back."""
+    return None if value is None else str(value)
 
 
 def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -205,11 +212,17 @@ class RunSettings:
         "how the game is played: a preset (Atari: paper, sb3, cleanrl, ale-v5; MinAtar: minatar) and "
         "field=value overrides, e.g. paper,max_pool=false,noop_max=0,fire_reset=false,stack_fill=copy "
         "(dqn2snn_plugin.envs.protocol; default: paper for Atari, minatar for MinAtar)", parse=protocol_text,
-        to_json=protocol_json))
+        to_json=as_text))
     input_scale: float | None = field(default=None, metadata=option(
         "how raw observations are scaled where the checkpoint does not record it, e.g. 1/255 "
         "(dqn2snn_plugin.checkpoint.parse_input_scale; default: what the checkpoint records, else x 1)",
         parse=input_scale, omit_default=True))
+    residual_carry: Any = field(default=None, metadata=option(
+        "carry each neuron's residual membrane to the next decision of the same game (CRPI, Xu et al. ICML 2026): "
+        "SCALE[,CLIP], the next start = half threshold + clip(SCALE x residual, -CLIP, CLIP), SCALE in [0, 1], "
+        "CLIP in (0, 1] (CRPI's: 0.5; its SCALE is searched over 0..1 per task); rate coding only "
+        "(dqn2snn_plugin.network.ResidualCarry; default: every decision starts afresh, the paper's)",
+        parse=residual_carry_text, to_json=as_text, omit_default=True))
 
     # what a decision is priced at (dqn2snn_plugin.costs, docs/costs.md); not a simulation setting
     cost_precision: str = field(default="fp32", metadata=option(
@@ -225,9 +238,12 @@ class RunSettings:
         flag=False, omit_default=True, to_json=EnergyTable.to_json))
 
     def __post_init__(self) -> None:
-        """A protocol given as text (the Python API's `protocol="paper,noop_max=0"`) becomes the object."""
+        """A protocol or residual carry given as text (the Python API's `protocol="paper,noop_max=0"`,
+        `residual_carry="0.5"`) becomes the object."""
         if isinstance(self.protocol, str):
             object.__setattr__(self, "protocol", protocol_text(self.protocol))
+        if isinstance(self.residual_carry, str):
+            object.__setattr__(self, "residual_carry", residual_carry_text(self.residual_carry))
 
     def check(self) -> RunSettings:
         """Raise ConfigError for any out-of-range value; return self."""
@@ -247,6 +263,8 @@ class RunSettings:
         if not isinstance(self.energy_table, EnergyTable):
             raise ConfigError(f"energy_table must be an EnergyTable, got {type(self.energy_table).__name__}")
         check_readout(self.readout)
+        if self.residual_carry is not None and not check_coding(self.coding).carries_state:
+            raise ConfigError(f"--residual-carry needs rate coding: {self.coding} coding starts every decision afresh")
         check_coding(self.coding)
         return self
 

@@ -2,7 +2,7 @@
 
 The file (`torch.save` of plain dicts, lists and tensors, so `torch.load(weights_only=True)` reads it
 and no code can hide in it) holds the DQN's layers and weights, the layer scales and the conversion
-options, and the bias corrections of a tuned SNN. `load_snn` refolds the scales into the weights through `convert(..., scales=...)`, which is
+options (a residual carry as its text "SCALE,CLIP"), and the bias corrections of a tuned SNN. `load_snn` refolds the scales into the weights through `convert(..., scales=...)`, which is
 deterministic, so the reloaded SNN gives the same outputs as the saved one.
 """
 
@@ -57,7 +57,8 @@ def save_snn(snn: SpikingQNetwork, checkpoint: DQNCheckpoint, path: str | Path) 
                    "channel_wise": snn.scales.channel_wise, "n_states": snn.scales.n_states,
                    "state_trim": snn.scales.state_trim},
         "options": {"backend": snn.backend.name, "initial_membrane": v0_name, "input_coding": snn.input_coding,
-                    "input_max": snn.input_max, "readout": snn.readout, "T": snn.T, "coding": snn.coding.name},
+                    "input_max": snn.input_max, "readout": snn.readout, "T": snn.T, "coding": snn.coding.name,
+                    "residual_carry": None if snn.residual_carry is None else str(snn.residual_carry)},
         "bias_shifts": [shift.detach().cpu() for shift in snn.bias_shifts],
     }
     path = check_save_path(path, "SNN", "snn.pt")
