@@ -21,7 +21,7 @@ import torch
 from dqn2snn_plugin._native import fused_scan
 from dqn2snn_plugin.engine import native
 from dqn2snn_plugin.engine.events import SimulationOptions
-from dqn2snn_plugin.engine.stats import Counts
+from dqn2snn_plugin.engine.stats import Counts, weighted
 
 if TYPE_CHECKING:
     from dqn2snn_plugin.engine import Engine
@@ -67,10 +67,7 @@ class RateSchedule:
                  state: list[torch.Tensor] | None):
         """One batch chunk, `block` time steps at a time: (readouts per T, final membranes, counts)."""
         batch = x.shape[0]
-        if state is None:
-            shapes = [f.shape for f in engine.counter.fan_outs] + [(net.n_actions,)]
-            state = [torch.full((batch, *shape), net.initial_membrane, dtype=x.dtype, device=x.device) for shape in shapes]
-        state = list(state)
+        state = list(self.fresh_state(net, batch) if state is None else state)
         first = net.synapses[0](x) if net.input_coding == "analog" else None  # constant: computed once
         counts = engine.counter.new(batch, x)
         out_v0, integrated, count = state[-1].clone(), 0.0, 0.0
@@ -91,6 +88,14 @@ class RateSchedule:
                     "membrane": integrated / end,
                 }
         return results, state, counts
+
+    @staticmethod
+    def fresh_state(net: SpikingQNetwork, batch: int) -> list[torch.Tensor]:
+        """`batch` rows of membranes at the initial membrane, in the network's dtype and device."""
+        weight = weighted(net.synapses[0]).weight
+        shapes = [f.shape for f in net.engine.counter.fan_outs] + [(net.n_actions,)]
+        return [torch.full((batch, *shape), net.initial_membrane, dtype=weight.dtype, device=weight.device)
+                for shape in shapes]
 
     @staticmethod
     def layer(engine: Engine, net: SpikingQNetwork, index: int, neuron, synapse, current: torch.Tensor,
