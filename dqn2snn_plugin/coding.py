@@ -63,6 +63,9 @@ class Coding(str, metaclass=ABCMeta):
     initial_membrane: ClassVar[str]  # `convert`'s default: "zero" or "half" (a key of conversion.INITIAL_MEMBRANES)
     input_codings: ClassVar[tuple[str, ...]]  # the input codings it can take
     carries_state: ClassVar[bool]  # whether membranes may be kept between decisions (carry_state=True)
+    # whether carried state leaves every decision as it would be afresh (it only saves work): then the players of
+    # `experiments.evaluation` carry it per env whatever the network's carry_state
+    carries_exactly: ClassVar[bool] = False
     nir_exportable: ClassVar[bool]  # whether NIR's IF nodes express its neurons (`io.nir_graph.to_nir`)
     why_not_nir: ClassVar[str] = ""  # where they do not: why (for the error)
     bias_calibration: ClassVar[bool]  # whether rate matching (`improve.tuning.calibrate_biases`) applies
@@ -221,6 +224,7 @@ class DeltaCoding(BinaryCoding):
 
     name = "delta"
     carries_state = True  # the point: state carried per env, reset where its episode resets
+    carries_exactly = True  # each decision equals the quantised network's on that observation alone
     why_not_nir = ("its neurons keep their level between observations and send signed multi-bit changes, "
                    "which NIR's IF nodes cannot express")
     schedule = delta.SCHEDULE

@@ -126,28 +126,50 @@ class _SnnPlayer:
 
     `play` calls the policy and then the recorder on the same observations; the second call reuses
     the first simulation. Also totals spikes and synaptic operations per decision.
+
+    A `StatefulPolicy` (`envs.play`): where the network carries state (its carry_state, or a coding whose
+    carried state only saves work: delta coding) each env keeps its own rows, reset where its episode
+    starts (`SpikingQNetwork.readouts(rows=...)`, `reset_state(rows)`). The recorder of the DQN's own games
+    (`play_dqn`) runs the network itself, without carry_state: each DQN-visited state from fresh state,
+    which for delta coding is the same decision (exact) at the cost of a first decision.
     """
 
     def __init__(self, snn: SpikingQNetwork, T: int, readout: str) -> None:
         self.snn, self.T, self.readout = snn, T, readout
+        self.carry = snn.carry_state or snn.coding.carries_exactly
         self._obs: np.ndarray | None = None
         self._values: dict[str, torch.Tensor] = {}
         self.decisions, self.spikes, self.synaptic_ops = 0, 0.0, 0.0
 
-    def readouts(self, obs: np.ndarray | torch.Tensor, T: int | None = None) -> dict[str, torch.Tensor]:
+    def readouts(self, obs: np.ndarray | torch.Tensor, T: int | None = None, *, envs: np.ndarray | None = None,
+                 episode_start: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         obs = obs.cpu().numpy() if isinstance(obs, torch.Tensor) else np.asarray(obs)
         if T not in (None, self.T):
             raise ConfigError(f"this player simulates T={self.T}, asked for T={T}")
         if self._obs is None or self._obs.shape != obs.shape or not np.array_equal(self._obs, obs):
-            if self.snn.carry_state and self._obs is not None and len(self._obs) != len(obs):
-                self.snn.reset_state()  # `play` dropped envs that finished their games: rows no longer match
-            self._values = self.snn.readouts(obs, T=self.T)
+            self._values = self._simulate(obs, envs, episode_start)
             stats = self.snn.last_stats
             self.decisions += len(obs)
             self.spikes += float(sum(s.float().sum() for s in stats.spikes))
             self.synaptic_ops += float(stats.synaptic_ops.float().sum())
             self._obs = obs.copy()
         return self._values
+
+    def _simulate(self, obs: np.ndarray, envs: np.ndarray | None, episode_start: np.ndarray | None
+                  ) -> dict[str, torch.Tensor]:
+        """One decision per observation: continuing each env's rows where the state is carried."""
+        if not (self.carry and envs is not None):
+            return self.snn.readouts(obs, T=self.T)
+        carried, self.snn.carry_state = self.snn.carry_state, True
+        try:
+            if episode_start is not None and episode_start.any():
+                self.snn.reset_state(envs[episode_start])
+            return self.snn.readouts(obs, T=self.T, rows=envs)
+        finally:
+            self.snn.carry_state = carried
+
+    def act_envs(self, obs: np.ndarray, envs: np.ndarray, episode_start: np.ndarray) -> torch.Tensor:
+        return self.readouts(obs, envs=envs, episode_start=episode_start)[self.readout].argmax(dim=1)
 
     def __call__(self, obs: np.ndarray) -> torch.Tensor:
         return self.readouts(obs)[self.readout].argmax(dim=1)
@@ -176,9 +198,12 @@ def play_snn(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, T: int, settings: 
     """SNN games: score summary, agreement on SNN-visited states (the paper's conversion rate), cost."""
     player = _SnnPlayer(snn, T, settings.readout)
     recorder = AgreementRecorder(checkpoint, player, T, readouts=AGREEMENT_READOUTS)
-    episodes = play(player, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs, epsilon=settings.epsilon,
-                    seed=settings.seed, max_steps=settings.max_steps, on_step=recorder, progress=True,
-                    **_env(checkpoint, settings, env_factory))
+    try:
+        episodes = play(player, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs, epsilon=settings.epsilon,
+                        seed=settings.seed, max_steps=settings.max_steps, on_step=recorder, progress=True,
+                        **_env(checkpoint, settings, env_factory))
+    finally:
+        snn.reset_state()  # the games' per-env state is theirs: a later call starts fresh
     return SnnPlay(ScoreSummary.of(episodes), agreements_of(recorder.results()), player.spikes / player.decisions,
                    player.synaptic_ops / player.decisions)
 
