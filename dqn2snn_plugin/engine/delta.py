@@ -136,17 +136,39 @@ class DeltaNetwork:
                 return out
         return self.stages[index](change)
 
-    def touched(self, index: int, changed: torch.Tensor) -> torch.Tensor:
-        """[B] neurons of stage `index`'s output that receive at least one of the events `changed` [B, ...]:
-        a convolution's output positions whose window holds an event (every channel there), a dense layer's
-        every neuron where any input changed."""
+    def account(self, index: int, change: torch.Tensor, fan: torch.Tensor, counts: Counts, into: int | None,
+                v: torch.Tensor | None = None, level: torch.Tensor | None = None) -> None:
+        """Requantise and count one layer's changes, in place (`fused_scan.delta_layer` in one C call where
+        usable, else these tensor operations, with the same results): with `v`, `level` becomes v's levels and
+        `change` the new levels less the old; then `into` (a spiking layer's number; None: the observation)
+        gains the events, their fan-outs `fan` and bits, and stage `index` the neurons its events reach."""
+        changes = counts.changes
+        totals, ops = (counts.totals[into], counts.synaptic_ops) if into is not None else (
+            changes.input_events, changes.input_synaptic_ops)
+        channels, bits = (counts.channels[into], changes.binary_spikes[into]) if into is not None else (None, None)
+        touched = changes.neuron_updates[index]
         layer = self.layers[index] or weighted(self.stages[index])
-        if isinstance(layer, nn.Conv2d):
+        if fused_scan.delta_layer(v, self.start, self.levels, level, change, fan, totals, channels, ops, bits,
+                                  layer, touched):
+            return
+        if v is not None:
+            q = self.quantised(v)
+            change.copy_(q - level)
+            level.copy_(q)
+        changed = change != 0
+        totals += changed.flatten(1).sum(1)
+        ops += (changed * fan).flatten(1).sum(1)
+        if channels is not None:
+            channels += changed.sum(0).flatten(1).sum(1) if changed.ndim > 2 else changed.sum(0)
+            ones = np.bitwise_count(change.abs().to(torch.int64).cpu().numpy()).reshape(change.shape[0], -1).sum(1)
+            bits += torch.from_numpy(ones).to(bits)
+        if isinstance(layer, nn.Conv2d):  # the output positions whose window holds an event, every channel there
             anywhere = changed.any(1, keepdim=True).to(torch.float64)
             window = torch.ones((1, 1, *layer.kernel_size), dtype=torch.float64, device=changed.device)
             hit = F.conv2d(anywhere, window, stride=layer.stride, padding=layer.padding) > 0
-            return hit.flatten(1).sum(1).to(torch.float64) * layer.out_channels
-        return changed.flatten(1).any(1).to(torch.float64) * layer.out_features
+            touched += hit.flatten(1).sum(1) * layer.out_channels
+        else:  # a dense layer: every neuron, where any input changed
+            touched += changed.flatten(1).any(1) * layer.out_features
 
 
 def _exact_input(x: torch.Tensor) -> bool:
@@ -155,12 +177,6 @@ def _exact_input(x: torch.Tensor) -> bool:
     if fractional is None:
         fractional = bool((x != x.round()).any())
     return not fractional and bool(x.abs().max() <= X_MAX) if x.numel() else True
-
-
-def _bit_spikes(change: torch.Tensor) -> torch.Tensor:
-    """[B] ones in the binary form of |change| per row: the spikes the changes take as signed binary spikes."""
-    ones = np.bitwise_count(change.abs().to(torch.int64).cpu().numpy()).reshape(change.shape[0], -1).sum(1)
-    return torch.from_numpy(ones).to(device=change.device, dtype=torch.float64)
 
 
 class DeltaSchedule:
@@ -176,8 +192,9 @@ class DeltaSchedule:
 
     def prepared(self, net: SpikingQNetwork, T: int) -> DeltaNetwork:
         """`net`'s DeltaNetwork at T, made again when a weight or bias changed (in place, or moved)."""
+        layers = [weighted(stage) for stage in net.synapses]
         key = (T, net.initial_membrane, tuple((p.data_ptr(), p._version, p.dtype, p.device)
-                                              for p in net.synapses.parameters()))
+                                              for layer in layers for p in (layer.weight, layer.bias) if p is not None))
         per_T = self._prepared.setdefault(net, {})
         if T not in per_T or per_T[T][0] != key:
             per_T[T] = (key, DeltaNetwork(net, T))
@@ -209,40 +226,34 @@ class DeltaSchedule:
         options, batch = engine.options, x.shape[0]
         x = x.to(torch.float64, copy=True)  # kept as the next decision's previous observation
         previous, membranes, levels = state[0], state[1::2], state[2::2]
-        change = x - previous
-        changed = change != 0
+        layers = len(levels)
+
+        rows = list(torch.zeros((4 * layers + 4, batch), dtype=torch.float64, device=x.device))  # one allocation
+        channels = list(torch.zeros(sum(f.shape[0] for f in engine.counter.fan_outs), dtype=torch.float64,
+                                    device=x.device).split([f.shape[0] for f in engine.counter.fan_outs]))
+        counts = Counts(rows[:layers], rows[layers], channels, ChangeCounts(
+            rows[layers + 1], rows[layers + 2], rows[layers + 3 : 2 * layers + 4], rows[2 * layers + 4 :]))
         if _exact_input(x):
-            v = membranes[0] + delta.sent(0, change, options)
-            input_events = changed.flatten(1).sum(1).to(torch.float64)
-            input_ops = (changed * delta.input_fan).flatten(1).sum(1)
-            updates = [delta.touched(0, changed)]
+            change = x - previous
+            delta.account(0, change, delta.input_fan, counts, None)
+            moved = bool(counts.changes.input_events.any())
+            v = membranes[0] + delta.sent(0, change, options) if moved else membranes[0].contiguous()
         else:  # not exact as changes: the first stage afresh from the observation, every value an event
             v = delta.stages[0](x) + delta.biases[0]
-            input_events = torch.full((batch,), float(x[0].numel()), dtype=torch.float64, device=x.device)
-            input_ops = torch.full_like(input_events, float(delta.input_fan.sum()))
-            updates = [torch.full_like(input_events, float(v[0].numel()))]
-        totals, channels, bit_spikes, new_state = [], [], [], [x]
-        ops = torch.zeros(batch, dtype=torch.float64, device=x.device)
+            counts.changes.input_events.fill_(float(x[0].numel()))
+            counts.changes.input_synaptic_ops.fill_(float(delta.input_fan.sum()))
+            counts.changes.neuron_updates[0].fill_(float(v[0].numel()))
+        new_state = [x]
         for index, (membrane, level) in enumerate(zip(membranes[1:], levels), start=1):
-            q = delta.quantised(v)
-            change = q - level
-            changed = change != 0
-            events = changed.flatten(1).sum(1).to(torch.float64)
-            totals.append(events)
-            per_neuron = changed.sum(0, dtype=torch.float64)
-            channels.append(per_neuron.flatten(1).sum(1) if per_neuron.ndim > 1 else per_neuron)
-            bit_spikes.append(_bit_spikes(change))
-            if bool(events.any()):
-                ops += (changed * engine.counter.fan(index - 1, change)).flatten(1).sum(1)
+            level, change = level.clone(memory_format=torch.contiguous_format), torch.empty_like(v)
+            delta.account(index, change, engine.counter.fan(index - 1, change), counts, index - 1, v, level)
+            if bool(counts.totals[index - 1].any()):
                 following = membrane + delta.sent(index, change, options)
-                updates.append(delta.touched(index, changed))
             else:  # nothing changed: the next layer is left as it is
-                following = membrane
-                updates.append(torch.zeros_like(events))
-            new_state += [v, q]
+                following = membrane.contiguous()
+            new_state += [v, level]
             v = following
         new_state.append(v)
-        counts = Counts(totals, ops, channels, ChangeCounts(input_events, input_ops, updates, bit_spikes))
         return v / delta.levels, new_state, counts
 
 
