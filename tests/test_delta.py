@@ -3,6 +3,7 @@ plain code (every layer's levels and membranes, exactly), against binary coding'
 consecutive game states of the shipped Breakout DQN with per-env state and resets; the statistics against
 counts made here from the observations and the reference levels."""
 
+import contextlib
 import math
 from importlib.resources import files
 
@@ -13,10 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqn2snn_plugin import collect_observations, convert, load_dqn
+from dqn2snn_plugin._native import fused_scan
 from dqn2snn_plugin.coding import BINARY, DELTA, check_coding
 from dqn2snn_plugin.engine import delta
 from dqn2snn_plugin.engine.stats import weighted
-from dqn2snn_plugin.errors import ConfigError
+from dqn2snn_plugin.errors import ConfigError, NirError
+from dqn2snn_plugin.experiments.evaluation import _SnnPlayer
+from dqn2snn_plugin.io.nir_graph import to_nir
+from dqn2snn_plugin.io.store import load_snn, save_snn
 
 T = 8
 L = 2**T - 1
@@ -180,3 +185,44 @@ def test_observations_of_fractions_refresh_the_first_stage_densely(mlp_checkpoin
     assert snn.last_stats.input_events.tolist() == [6.0]  # every value is sent: fractions are not changes
     membranes, levels = reference(snn, obs.numpy())
     torch.testing.assert_close(carried, (membranes[-1] / L).float(), rtol=0, atol=1e-6)
+
+
+def test_the_compiled_bookkeeping_equals_the_tensor_operations(breakout):
+    checkpoint, states = breakout
+    snn = delta_snn(checkpoint, states[:50])
+    snn.carry_state = True
+    runs = []
+    for switch in (contextlib.nullcontext, fused_scan.switched_off):
+        snn.reset_state()
+        with switch():
+            runs.append([])
+            for obs in states[30:60]:
+                q = snn(obs[None])
+                s = snn.last_stats
+                runs[-1].append([q, *snn._state, s.input_events, s.input_synaptic_ops, s.synaptic_ops, *s.spikes,
+                                 *s.binary_spikes, *s.neuron_updates, *s.channel_spikes])
+    for compiled, tensors in zip(*runs):
+        assert all(torch.equal(a, b) for a, b in zip(compiled, tensors))
+
+
+def test_a_delta_snn_is_saved_and_loaded_but_has_no_nir_form(breakout, tmp_path):
+    checkpoint, states = breakout
+    snn = delta_snn(checkpoint, states[:50])
+    save_snn(snn, checkpoint, tmp_path / "snn")
+    loaded, _ = load_snn(tmp_path / "snn")
+    assert loaded.coding is DELTA and loaded.T == T and torch.equal(loaded(states[:5]), snn(states[:5]))
+    with pytest.raises(NirError, match="delta spike coding cannot be written as NIR: its neurons keep their level"):
+        to_nir(snn)
+
+
+def test_the_games_player_carries_each_envs_state_and_resets_it_where_its_episode_starts(breakout):
+    checkpoint, states = breakout
+    snn = delta_snn(checkpoint, states[:50])
+    player = _SnnPlayer(snn, T, "spikes+membrane")
+    first, second = states[[10, 200]], states[[11, 201]]
+    player.act_envs(first, np.array([0, 1]), np.array([True, True]))
+    assert snn.last_stats.input_events.tolist() == np.count_nonzero(first.reshape(2, -1), axis=1).tolist()
+    player.act_envs(second, np.array([0, 1]), np.array([False, True]))  # env 1's episode starts again
+    assert snn.last_stats.input_events.tolist() == [np.count_nonzero(second[0] != first[0]), np.count_nonzero(second[1])]
+    player.readouts(second)  # the recorder's call on the same states: no second simulation
+    assert player.decisions == 4 and not snn.carry_state  # the network's own setting is left as it was

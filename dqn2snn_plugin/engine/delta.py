@@ -173,10 +173,13 @@ class DeltaNetwork:
 
 def _exact_input(x: torch.Tensor) -> bool:
     """Whether observations `x` are whole numbers of magnitude at most X_MAX (the exact first stage)."""
+    if not x.numel():
+        return True
     fractional = fused_scan.fractional(x)
     if fractional is None:
         fractional = bool((x != x.round()).any())
-    return not fractional and bool(x.abs().max() <= X_MAX) if x.numel() else True
+    low, high = torch.aminmax(x)
+    return not fractional and -X_MAX <= float(low) and float(high) <= X_MAX
 
 
 class DeltaSchedule:
@@ -223,7 +226,7 @@ class DeltaSchedule:
     @staticmethod
     def decide(engine: Engine, delta: DeltaNetwork, x: torch.Tensor, state: list[torch.Tensor]):
         """One decision on observations `x` from `state`: (Q-values [B, n_actions] in float64, new state, counts)."""
-        options, batch = engine.options, x.shape[0]
+        options, batch, exact = engine.options, x.shape[0], _exact_input(x)
         x = x.to(torch.float64, copy=True)  # kept as the next decision's previous observation
         previous, membranes, levels = state[0], state[1::2], state[2::2]
         layers = len(levels)
@@ -233,7 +236,7 @@ class DeltaSchedule:
                                     device=x.device).split([f.shape[0] for f in engine.counter.fan_outs]))
         counts = Counts(rows[:layers], rows[layers], channels, ChangeCounts(
             rows[layers + 1], rows[layers + 2], rows[layers + 3 : 2 * layers + 4], rows[2 * layers + 4 :]))
-        if _exact_input(x):
+        if exact:
             change = x - previous
             delta.account(0, change, delta.input_fan, counts, None)
             moved = bool(counts.changes.input_events.any())
