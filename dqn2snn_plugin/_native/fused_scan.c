@@ -428,5 +428,73 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
     free(code);
     return failed ? 1 : dense ? 2 : 0;
 }
+/* Delta coding's bookkeeping of one layer of batch x channels x positions neurons (engine/delta.py).  */
+/* With v: each neuron's level becomes clip(floor(v + start), 0, levels) and change its new level less */
+/* the old one; without v (the observation), change is given. Per row b: totals[b] gains its nonzero   */
+/* changes (graded events), ops[b] their fan-outs fan[c, p], bits[b] (if given) the ones of |change|   */
+/* (binary spikes), touched[b] the neurons of the stage `next` an event reaches (a convolution: the    */
+/* output positions whose window holds one, every channel; a fully connected stage: all, if any        */
+/* changed); channel[c] (if given) gains its events. Whole numbers, counted as integers: exact.        */
+/* Returns 1 when out of memory.                                                                       */
+int NAME(delta_layer)(const real *restrict v, double start, double levels, real *restrict level,
+                      real *restrict change, int64_t batch, int64_t channels, int64_t positions,
+                      const real *restrict fan, real *restrict totals, real *restrict channel,
+                      real *restrict ops, real *restrict bits, const struct NAME(synapses) *next,
+                      real *restrict touched) {
+    const int64_t n = channels * positions, plane = next->hout * next->wout;
+    const int spatial = next->hin * next->win > 1; /* a convolution over [channels, hin, win] */
+    unsigned char *moved = spatial ? malloc(positions) : NULL, *hit = spatial ? malloc(plane) : NULL;
+    if (spatial && (!moved || !hit)) { free(moved); free(hit); return 1; }
+    for (int64_t b = 0; b < batch; b++) {
+        real *d = change + b * n;
+        int64_t events = 0, synaptic = 0, ones = 0;
+        if (spatial) for (int64_t p = 0; p < positions; p++) moved[p] = 0;
+        for (int64_t c = 0; c < channels; c++) {
+            int64_t in_channel = 0;
+            for (int64_t p = 0; p < positions; p++) {
+                const int64_t i = c * positions + p;
+                if (v) {
+                    real q = (real)floor(v[b * n + i] + (real)start);
+                    q = q < (real)0 ? (real)0 : q > (real)levels ? (real)levels : q;
+                    d[i] = q - level[b * n + i];
+                    level[b * n + i] = q;
+                }
+                if (d[i] == (real)0) continue;
+                in_channel++;
+                synaptic += (int64_t)fan[i];
+                ones += __builtin_popcountll((unsigned long long)llabs((long long)d[i]));
+                if (spatial) moved[p] = 1;
+            }
+            if (channel) channel[c] += (real)in_channel;
+            events += in_channel;
+        }
+        totals[b] += (real)events;
+        ops[b] += (real)synaptic;
+        if (bits) bits[b] += (real)ones;
+        int64_t reached = events ? plane : 0;
+        if (spatial && events) {
+            for (int64_t o = 0; o < plane; o++) hit[o] = 0;
+            for (int64_t p = 0; p < positions; p++) {
+                if (!moved[p]) continue;
+                const int64_t y = p / next->win, x = p % next->win;
+                for (int64_t ky = 0; ky < next->kh; ky++) {
+                    const int64_t oy = y + next->ph - ky;
+                    if (oy < 0 || oy % next->sh || oy / next->sh >= next->hout) continue;
+                    for (int64_t kx = 0; kx < next->kw; kx++) {
+                        const int64_t ox = x + next->pw - kx;
+                        if (ox < 0 || ox % next->sw || ox / next->sw >= next->wout) continue;
+                        hit[oy / next->sh * next->wout + ox / next->sw] = 1;
+                    }
+                }
+            }
+            reached = 0;
+            for (int64_t o = 0; o < plane; o++) reached += hit[o];
+        }
+        touched[b] += (real)(reached * next->cout);
+    }
+    free(moved);
+    free(hit);
+    return 0;
+}
 
 #endif

@@ -15,7 +15,8 @@ dense pass, so its currents differ from one by rounding only (tests bound it; sp
 in float64). `tally` counts spikes per layer, channel and synapse in one pass. `rate_layer` and
 `binary_layer` run a whole spiking layer in one call (its neurons, its counts, and the event-driven
 pass into the next layer), the same arithmetic as those steps in turn; a binary layer keeps each
-neuron's spikes as the bits of one code. `fractional` is the observation check (no fractions, NaN or
+neuron's spikes as the bits of one code. `delta_layer` is delta coding's requantisation and bookkeeping
+of one layer (its changes, their fan-outs and bits, the neurons they reach) in one pass. `fractional` is the observation check (no fractions, NaN or
 infinities in image frames) in one pass.
 
 The C source (`fused_scan.c`, next to this file) is compiled once per machine and CPU with the
@@ -46,7 +47,7 @@ from dqn2snn_plugin._native.loader import REAL as REAL_C
 from dqn2snn_plugin._native.loader import build, compiler, cpu_identity, interface, library, source
 from dqn2snn_plugin.io.cache import cache_dir
 
-__all__ = ["MAX_PLANES", "binary_layer", "build", "cache_dir", "compiler", "cpu_identity", "events", "fire",
+__all__ = ["MAX_PLANES", "binary_layer", "build", "cache_dir", "compiler", "cpu_identity", "delta_layer", "events", "fire",
            "fractional", "if_scan", "integrate", "library", "rate_layer", "source", "switched_off", "tally",
            "threads"]
 
@@ -315,4 +316,29 @@ def tally(spikes: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channel
                                                      _ptr(channels), _ptr(ops),
                                                      min(batch, threads(spikes.numel()))):
         raise MemoryError("no memory for the spike bookkeeping")
+    return True
+
+
+def delta_layer(v: torch.Tensor | None, start: float, levels: float, level: torch.Tensor | None,
+                change: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channels: torch.Tensor | None,
+                ops: torch.Tensor, bits: torch.Tensor | None, following: nn.Module, touched: torch.Tensor) -> bool:
+    """Delta coding's bookkeeping of one layer [B, C, ...] in one call, in place (`engine.delta`): with `v`,
+    `level` becomes clip(floor(v + start), 0, levels) and `change` the new level less the old; without,
+    `change` (the observation's) is given. totals / ops / bits / touched [B] and channels [C] gain the
+    changes, their fan-outs, the ones of |change| and the neurons of `following` (the next stage's
+    Conv2d / Linear) they reach. False where not usable (then the caller uses tensor operations)."""
+    lib = _usable(change, fan, totals, ops, touched, *(t for t in (v, level, channels, bits) if t is not None))
+    row = tuple(change.shape[1:])
+    tensors = [t for t in (v, level, change, fan, totals, channels, ops, bits, touched) if t is not None]
+    if lib is None or len(row) < 1 or not all(t.is_contiguous() for t in tensors) or fan.shape != row:
+        return False
+    geometry = _geometry(following, (math.prod(row),) if isinstance(following, nn.Linear) else row)
+    if geometry is None:
+        return False
+    suffix = SUFFIX[change.dtype]
+    if getattr(lib, f"delta_layer_{suffix}")(
+            _ptr(v), float(start), float(levels), _ptr(level), _ptr(change), change.shape[0], row[0],
+            math.prod(row[1:]), _ptr(fan), _ptr(totals), _ptr(channels), _ptr(ops), _ptr(bits),
+            _struct(suffix, 0, 0, geometry[0]), _ptr(touched)):
+        raise MemoryError("no memory for a delta-coded layer's bookkeeping")
     return True
