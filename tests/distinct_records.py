@@ -40,6 +40,12 @@ DRAW = StateDraw(300, 1000, 2, 0.05, True)
 EVALUATION = Evaluation(HEADER, 16, 99.9, DQN_SCORE, SNN_PLAY, DQN_VISITED, {"percentile": 99.9}, DRAW)
 BENCHMARK_CELL = BenchmarkCell("rate", True, EVALUATION, "here", None, 42.0)
 SWEEP_CELL = SweepCell(99.9, 16, SNN_PLAY, HELDOUT)
+# BENCHMARK_CELL's row of benchmark.md / .csv, by hand
+BENCHMARK_ROW = {"game": "Breakout", "coding": "rate", "T": "16", "p": "99.9", "scales": "per channel",
+                 "DQN score": "12.0 ± 2.0", "SNN score": "5.0 ± 3.0",
+                 "agreement SNN-visited (N+V)": "81.1%", "agreement DQN-visited (N+V)": "43.3%",
+                 "agreement SNN-visited (spikes)": "62.2%", "agreement DQN-visited (spikes)": "25.4%",
+                 "spikes per decision": "1,111", "synaptic ops per decision": "77,777", "cell wall (s)": "42"}
 
 
 def demo_result() -> DemoResult:

@@ -236,24 +236,29 @@ def test_a_failed_write_leaves_no_file(exported, tmp_path, monkeypatch):
 
 
 def _threshold_graph(v_init: float) -> nir.NIRGraph:
-    """Input -> identity -> IF -> identity -> Output, two neurons: inputs that reach v = 1 exactly."""
+    """Input -> identity -> IF -> identity -> Output, three neurons: inputs that reach v = 1 exactly."""
     from dqn2snn_plugin.io.nir_graph import _if_node
 
-    nodes = {"input": nir.Input(np.array([2])), "affine0": nir.Affine(np.eye(2), np.zeros(2)),
-             "if0": _if_node((2,), v_init, torch.float64), "affine1": nir.Affine(np.eye(2), np.zeros(2)),
-             "output": nir.Output(np.array([2]))}
+    nodes = {"input": nir.Input(np.array([3])), "affine0": nir.Affine(np.eye(3), np.zeros(3)),
+             "if0": _if_node((3,), v_init, torch.float64), "affine1": nir.Affine(np.eye(3), np.zeros(3)),
+             "output": nir.Output(np.array([3]))}
     chain = list(nodes)
     return nir.NIRGraph(nodes, list(zip(chain[:-1], chain[1:])), metadata={"T": 4, "v_init": v_init})
 
 
 @pytest.mark.parametrize("framework", ["spikingjelly", "snntorch"])
 def test_a_membrane_exactly_at_the_threshold_fires_in_every_framework(framework):
-    """Real float64 frames never land exactly on v = 1; this hand-made graph does (0.5 and 0.25 are exact)."""
-    # v_init 0, input 0.5: v = 0.5, 1 (spike, 0), 0.5, 1 (spike): 2 spikes; input 0.25: 1 spike at step 4
-    # (firing on v > 1 instead: 1 spike and none). v_init 0.5: 0.5 -> 1 (spike), ... 2 spikes; 0.75, 1 (spike): 1
-    for v_init, expected in ((0.0, [2.0, 1.0]), (0.5, [2.0, 1.0])):
+    """Real float64 frames never land exactly on v = 1; this hand-made graph does (the inputs are exact
+    in binary). Counted by hand over T = 4 steps (v += x; spike if v >= 1, then v -= 1):
+    v_init 0:   0.5: 0.5, 1 (spike), 0.5, 1 (spike) -> 2;  0.25: 0.25, 0.5, 0.75, 1 (spike) -> 1;
+                0.75: 0.75, 1.5 (spike), 1.25 (spike), 1 (spike) -> 3 (a reset to zero instead: 2)
+    v_init 0.5: 0.5: 1 (spike), 0.5, 1 (spike), 0.5 -> 2;  0.25: 0.75, 1 (spike), 0.25, 0.5 -> 1;
+                0.75: 1.25 (spike), 1 (spike), 0.75, 1.5 (spike) -> 3
+    Firing on v > 1 instead gives 1, 0, 2 (v_init 0)."""
+    for v_init in (0.0, 0.5):
         net = load_nir(_threshold_graph(v_init), framework, dtype=torch.float64)
-        total, counts = run_nir(net, np.array([[0.5, 0.25]]))
-        assert counts["if0"].tolist() == [expected] and total.tolist() == [expected]
+        total, counts = run_nir(net, np.array([[0.5, 0.25, 0.75]]))
+        assert counts["if0"].tolist() == [[2.0, 1.0, 3.0]] and total.tolist() == [[2.0, 1.0, 3.0]]
+    # v_init 0.5: 0.25 -> 1 spike (above); 0.125: 0.625, 0.75, 0.875, 1 (spike) -> 1. From v_init 0: 1 and 0
     net = load_nir(_threshold_graph(0.5), framework, dtype=torch.float64)
-    assert run_nir(net, np.array([[0.25, 0.125]]))[1]["if0"].tolist() == [[1.0, 1.0]]  # 0.75, 1; 0.625, .., 1
+    assert run_nir(net, np.array([[0.25, 0.125, 0.0]]))[1]["if0"].tolist() == [[1.0, 1.0, 0.0]]

@@ -107,13 +107,8 @@ def _interval_midpoint(cell: str) -> float:
 
 def test_every_benchmark_column_shows_its_own_field(tmp_path):
     from dqn2snn_plugin.io.results import write_table
-    from distinct_records import BENCHMARK_CELL, csv_cells, markdown_cells
+    from distinct_records import BENCHMARK_CELL, BENCHMARK_ROW as expected, csv_cells, markdown_cells
 
-    expected = {"game": "Breakout", "coding": "rate", "T": "16", "p": "99.9", "scales": "per channel",
-                "DQN score": "12.0 ± 2.0", "SNN score": "5.0 ± 3.0",
-                "agreement SNN-visited (N+V)": "81.1%", "agreement DQN-visited (N+V)": "43.3%",
-                "agreement SNN-visited (spikes)": "62.2%", "agreement DQN-visited (spikes)": "25.4%",
-                "spikes per decision": "1,111", "synaptic ops per decision": "77,777", "cell wall (s)": "42"}
     assert markdown_cells(benchmark_table([benchmark_row(BENCHMARK_CELL)])) == [expected]
     write_table(tmp_path, "benchmark", BENCHMARK_HEADERS, [benchmark_row(BENCHMARK_CELL)])
     assert csv_cells((tmp_path / "benchmark.csv").read_text()) == [expected]
