@@ -25,7 +25,9 @@ from dqn2snn_plugin.adapters.ray import KILL_ONCE_ENV
 from dqn2snn_plugin.cli import main
 from conftest import ATARI_FIXTURES
 
-cluster_test = pytest.mark.slow  # these start a Ray cluster (seconds to a minute)
+# every test here is slow-marked, so that `pytest tests/test_ray.py` runs them all: most start a Ray cluster
+# (seconds to a minute); the two on a fake `ray` module take under a second
+pytestmark = pytest.mark.slow
 
 QNET = str(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")
 ZIP = str(ATARI_FIXTURES / "dqn-BreakoutNoFrameskip-v4.zip")
@@ -65,7 +67,6 @@ def _table(directory) -> list[str]:
     return [line.rsplit("|", 2)[0] for line in (directory / "benchmark.md").read_text().splitlines()]
 
 
-@cluster_test
 def test_ray_gives_the_plain_table_and_each_cell_once_when_a_worker_dies(cluster, tmp_path, monkeypatch, capsys):
     argv = ["benchmark", QNET, ZIP, "--T", "4", "--coding", "rate,binary", *TINY_ARGS]
     threads = torch.get_num_threads()
@@ -90,7 +91,6 @@ def test_ray_gives_the_plain_table_and_each_cell_once_when_a_worker_dies(cluster
         assert len(record["ray_node_id"]) == 56 and record["host"] == socket.gethostname() and record["wall_s"] > 0
 
 
-@cluster_test
 def test_a_rerun_after_the_driver_was_killed_computes_only_the_missing_cells(cluster, tmp_path, capsys):
     out = tmp_path / "bench"
     argv = ["benchmark", QNET, "--T", "2,3,4", *TINY_ARGS, "--max-steps", "20", "--ray", cluster, "-o", str(out)]
@@ -113,7 +113,6 @@ def test_a_rerun_after_the_driver_was_killed_computes_only_the_missing_cells(clu
     assert sorted(r["T"] for r in _records(out)) == [2, 3, 4]
 
 
-@cluster_test
 @pytest.mark.parametrize("listening", [False, True], ids=["nothing there", "not a Ray head"])
 def test_a_dead_or_wrong_address_is_one_clear_line_within_seconds(listening, capsys, tmp_path):
     server = socket.socket()
@@ -135,7 +134,6 @@ def test_a_dead_or_wrong_address_is_one_clear_line_within_seconds(listening, cap
     assert not (tmp_path / "cells.jsonl").exists()
 
 
-@cluster_test
 def test_a_cell_no_node_can_hold_is_refused_instead_of_waiting(cluster, capsys, tmp_path):
     argv = ["benchmark", QNET, "--T", "4", *TINY_ARGS, "--ray", cluster, "--device", "cuda", "--gpus-per-cell", "1"]
     assert main([*argv, "-o", str(tmp_path)]) == 2
@@ -184,7 +182,6 @@ def _cli(argv: list[str], env: dict) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-@cluster_test
 def test_the_documented_cluster_flow_works_with_ray_token_authentication(token_head, tmp_path):
     """docs/ray.md: `ray start --head`, then `benchmark --ray HOST:PORT`; the driver finds the token
     where Ray's own loader looks (here ~/.ray/auth_token); without a token, one line says where it goes;
