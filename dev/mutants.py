@@ -1,8 +1,10 @@
 """Mutation check (a developer tool, not part of CI): plant known bugs one at a time, run the tests.
 
-Each mutant listed in `mutants.toml` replaces one snippet of `spiking`, `fused_scan`, `binary_coding`, `normalization`, `metrics`,
-`tuning` or `evaluation` with a plausible wrong version (the kind of slip a refactor makes: argmin for argmax,
-`>=` for `>`, a dropped `abs`, the last option instead of the best). The script copies the package
+Each mutant listed in `mutants.toml` replaces one snippet of a module under `dqn2snn_plugin/` (the engine,
+coding, normalization, metrics, tuning, evaluation, and the numbers users read: tables, records, plots, demo,
+grid, quantisation, NIR loaders, distillation, results, Ray) with a plausible wrong version (the kind of slip a
+refactor makes: argmin for argmax, `>=` for `>`, a dropped `abs`, the last option instead of the best, two
+columns swapped, a number from the wrong record, truncation for rounding). The script copies the package
 and its tests to a temporary directory, applies the mutant there (the working tree is never
 touched), and runs the mutated module's own tests with `pytest -x`. A mutant that no test notices
 *survives*: either a test is missing, or the mutant is harmless (then its entry says why, in

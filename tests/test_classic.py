@@ -138,3 +138,30 @@ def test_a_cartpole_dqn_on_blackjack_is_refused_in_one_line_before_any_work(fixt
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(EnvIdError, match="Blackjack-v1 gives Tuple"):
         collect_observations(load_dqn(zoo, env_id="Blackjack-v1"), 10, cache_dir=tmp_path)
+
+
+def test_ids_are_renamed_and_told_apart_from_atari():
+    import ale_py  # noqa: F401  (registers the Atari ids with gymnasium)
+
+    assert classic.gymnasium_id("LunarLander-v2") == "LunarLander-v3" and classic.gymnasium_id("Acrobot-v1") == (
+        "Acrobot-v1")
+    assert classic.is_classic("CartPole-v1") and classic.is_classic("LunarLander-v2")  # registered as v3
+    assert not classic.is_classic("PongNoFrameskip-v4") and not classic.is_classic("NoSuchTask-v0")
+    assert (classic.action_count("CartPole-v1"), classic.action_count("Acrobot-v1")) == (2, 3)
+
+
+def test_env_i_is_seeded_with_seed_plus_i():
+    """Each copy starts where gymnasium's own env reset with seed + i starts."""
+    import gymnasium as gym
+
+    env = classic.make_env("CartPole-v1", 3, seed=7)
+    try:
+        starts = [np.asarray(copy.unwrapped.state) for copy in env.envs]
+    finally:
+        env.close()
+    for i, start in enumerate(starts):
+        alone = gym.make("CartPole-v1")
+        expected, _ = alone.reset(seed=7 + i)
+        alone.close()
+        np.testing.assert_array_equal(start.astype(np.float32), expected)
+    assert not np.array_equal(starts[0], starts[1])

@@ -90,3 +90,70 @@ def test_the_minatar_part_plays_whole_games_of_the_shipped_agent(tmp_path):
 def test_negative_minatar_games_are_refused(capsys):
     assert main(["demo", "--minatar-games", "-1"]) == 2
     assert "--minatar-games must be at least 0" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the demo's numbers, from fakes with distinct values
+
+
+def test_a_demo_row_takes_the_n_plus_v_curve_and_each_points_own_latency(monkeypatch):
+    from types import SimpleNamespace
+
+    from dqn2snn_plugin.experiments.records import Agreement, Conversion, CurvePoint
+    from distinct_records import SNN_PLAY
+
+    row = Conversion("ours", "binary", 8, 99.99, True, (4, 8))
+    snn = SimpleNamespace(coding="binary", synapses=[0, 1, 2], scales=SimpleNamespace(as_dict=lambda: {"s": 1}))
+    calls = {}
+
+    def fake_convert(checkpoint, calibration, **options):
+        calls["convert"] = options
+        return snn
+
+    def fake_curve(checkpoint, network, states, Ts):
+        assert network is snn and Ts == [4, 8]
+        return {4: {"spikes+membrane": Agreement(0.61, None, None, 5), "spikes": Agreement(0.41, None, None, 5)},
+                8: {"spikes+membrane": Agreement(0.93, None, None, 5), "spikes": Agreement(0.73, None, None, 5)}}
+
+    def fake_play(checkpoint, network, T, settings):
+        calls["play"] = (T, settings.readout)
+        return SNN_PLAY
+
+    monkeypatch.setattr(demo, "convert", fake_convert)
+    monkeypatch.setattr(demo, "heldout_agreement", fake_curve)
+    monkeypatch.setattr(demo, "play_snn", fake_play)
+    measured = demo._measure(None, row, None, None, RunSettings(readout="spikes", channel_wise=False))
+    # binary coding, 3 weighted layers: latency 3 T
+    assert measured.latency_steps == 24
+    assert measured.heldout == [CurvePoint(4, 12, 0.61), CurvePoint(8, 24, 0.93)]
+    assert measured.snn is SNN_PLAY and calls["play"] == (8, "spikes+membrane")
+    assert {k: calls["convert"][k] for k in ("percentile", "channel_wise", "coding", "T", "readout")} == {
+        "percentile": 99.99, "channel_wise": True, "coding": "binary", "T": 8, "readout": "spikes+membrane"}
+
+
+def test_the_demo_files_and_plot_show_each_conversions_own_numbers(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from dqn2snn_plugin.experiments import plots
+    from distinct_records import DQN_SCORE, DRAW, HEADER, demo_result, markdown_cells
+
+    rows = iter(demo_result().conversions)
+    drawn = {}
+    monkeypatch.setattr(demo, "calibration_and_heldout_states", lambda checkpoint, settings, frames: (
+        None, None, DRAW, DRAW))
+    monkeypatch.setattr(demo, "play_dqn", lambda checkpoint, settings: (DQN_SCORE, None))
+    monkeypatch.setattr(demo, "header", lambda checkpoint, settings: HEADER)
+    monkeypatch.setattr(demo, "_measure", lambda *args: next(rows))
+    monkeypatch.setattr(plots, "plot_agreement_vs_latency", lambda path, lines, title: drawn.update(lines))
+    checkpoint = SimpleNamespace(q_network=nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2)), env_id="X")
+    demo.run_demo(checkpoint, RunSettings(episodes=2), tmp_path / "out", bits=8, test_frames=64)
+    assert drawn == {"paper": [(8, 0.501), (32, 0.702)], "ours": [(20, 0.603), (40, 0.904)]}  # (latency, agreement)
+    dqn, paper, ours = markdown_cells((tmp_path / "out" / "demo.md").read_text())
+    assert (dqn["score (mean ± std)"], paper["score (mean ± std)"], ours["score (mean ± std)"]) == (
+        "12.0 ± 2.0", "2.0 ± 1.0", "25.0 ± 5.0")
+    assert (paper["held-out agreement"], ours["held-out agreement"]) == ("70.2%", "90.4%")
+    written = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert written["dqn"]["score"]["mean"] == 12.0 and written["test_frames"] == 64
+    assert [c["snn"]["score"]["mean"] for c in written["conversions"]] == [2.0, 25.0]
+    assert [c["latency_steps"] for c in written["conversions"]] == [32, 40]

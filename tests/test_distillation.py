@@ -133,3 +133,26 @@ def test_binary_distillation_trains_2_to_the_T_levels_and_its_snn_is_the_copy(ml
     torch.testing.assert_close(snn.double()(states[:50]), copy_q)
     with pytest.raises(ConfigError, match="at most 24 bits"):
         distill(mlp_checkpoint, states, T=32, coding="binary")
+
+
+def test_distill_returns_its_best_epoch_not_its_last(mlp_checkpoint):
+    """A step size large enough to make training worse: the copy returned is the one with the best
+    validation agreement in its history (here the starting copy), measured again here on the same held-out
+    states (the first quarter of torch.randperm with the seed, as `distill` splits them)."""
+    states = np.random.default_rng(0).standard_normal((200, 6)).astype(np.float32)
+    order = torch.randperm(200, generator=torch.Generator().manual_seed(0))
+    held_out = torch.as_tensor(states)[order[:50]]
+    with torch.no_grad():
+        teacher = mlp_checkpoint.q_network(held_out).argmax(1)
+    qcfs = distill(mlp_checkpoint, states, T=8, epochs=3, snn_epochs=0, batch_size=32, lr=1.0,
+                   validation_fraction=0.25)
+    rates = [row["validation_agreement"] for row in qcfs.history]
+    assert rates[-1] < max(rates)  # the last epoch is not the best one
+    with torch.no_grad():
+        assert float((qcfs.quantised(held_out).argmax(1) == teacher).float().mean()) == pytest.approx(max(rates))
+    both = distill(mlp_checkpoint, states, T=8, epochs=3, snn_epochs=2, batch_size=32, lr=1.0,
+                   validation_fraction=0.25)
+    snn_rates = [row["validation_agreement"] for row in both.history if row["phase"] == "snn"]
+    assert snn_rates[-1] < max(snn_rates)
+    snn_rate = float((both.to_snn().act(held_out.numpy()) == teacher).float().mean())
+    assert snn_rate == pytest.approx(max(snn_rates))

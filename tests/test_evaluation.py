@@ -231,3 +231,79 @@ def test_evaluate_prices_every_decision_of_the_snns_games_by_hand(atari_observat
     written = json.loads(json.dumps(result.to_json()))
     assert written["snn"]["cost"]["snn_energy_uj"] == pytest.approx((layer1 + layer2 + layer3) / 1e6)
     assert Evaluation.from_json(written) == result
+
+
+# ---------------------------------------------------------------- the SNN player, on a fake SNN (no game played)
+
+
+class _NoCosts:
+    """Stands in for the cost meter and its comparison (tests/test_costs.py prices real networks)."""
+
+    def __init__(self, *args, **options):
+        pass
+
+    def add(self, stats, obs):
+        pass
+
+    def report(self, *args):
+        return None
+
+
+class _TwoReadoutSnn:
+    """An "SNN" whose spike-count readout picks action 0 and whose N + V readout picks action 1 plus the
+    observation's first value (so a new observation changes the action); counts its simulations."""
+
+    carry_state = False
+
+    def __init__(self) -> None:
+        self.simulations = 0
+        self.last_stats = None
+
+    def readouts(self, obs, T):
+        from types import SimpleNamespace
+
+        self.simulations += 1
+        rows = len(obs)
+        nv = torch.zeros(rows, 4)
+        nv[torch.arange(rows), 1 + torch.as_tensor(obs[:, 0], dtype=torch.int64)] = 1.0
+        self.last_stats = SimpleNamespace(spikes=[torch.full((rows,), 3.0), torch.full((rows,), 4.0)],
+                                          synaptic_ops=torch.full((rows,), 10.0))
+        return {"spikes": torch.eye(4)[[0] * rows], "spikes+membrane": nv}
+
+
+def test_the_snn_plays_on_the_settings_readout(monkeypatch):
+    from dqn2snn_plugin.envs.play import EpisodeResult
+
+    played = {}
+
+    def fake_play(policy, env_id, episodes, **options):
+        played["actions"] = policy(np.array([[0.0], [1.0]])).tolist()
+        return [EpisodeResult(1.0, 10, False)]
+
+    class NoRecorder:
+        def __init__(self, *args, **options):
+            pass
+
+        def results(self):
+            return {}
+
+    monkeypatch.setattr(ev, "play", fake_play)
+    monkeypatch.setattr(ev, "AgreementRecorder", NoRecorder)
+    monkeypatch.setattr(ev, "CostMeter", _NoCosts)
+    monkeypatch.setattr(ev, "compare_with_dqn", lambda *args: None)
+    checkpoint = DQNCheckpoint(nn.Sequential(nn.Linear(1, 4)), 4, (1,), "MlpPolicy", "DQN", None, "X-v0", "<test>")
+    result = ev.play_snn(checkpoint, _TwoReadoutSnn(), 8, RunSettings(readout="spikes+membrane"))
+    assert played["actions"] == [1, 2]  # the N + V readout's actions, not the spike count's (0, 0)
+    # per decision: 3 + 4 spikes and 10 synaptic operations per state, two states in one call
+    assert (result.spikes_per_decision, result.synaptic_ops_per_decision) == (7.0, 10.0)
+
+
+def test_the_player_simulates_again_for_a_new_observation_of_the_same_shape(monkeypatch):
+    monkeypatch.setattr(ev, "CostMeter", _NoCosts)
+    snn = _TwoReadoutSnn()
+    player = ev._SnnPlayer(snn, 8, "spikes+membrane")
+    first, second = np.array([[0.0], [1.0]]), np.array([[2.0], [0.0]])
+    assert player(first).tolist() == [1, 2]
+    assert player(first.copy()).tolist() == [1, 2] and snn.simulations == 1  # the same states: no new simulation
+    assert player(second).tolist() == [3, 1] and snn.simulations == 2
+    assert player.decisions == 4

@@ -94,3 +94,45 @@ def test_inconsistent_benchmark_options_are_refused(argv, message, capsys, tmp_p
     err = capsys.readouterr().err
     assert err.startswith("dqn2snn: error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "cells.jsonl").exists()
+
+
+# ---------------------------------------------------------------- the grid's numbers, from fakes with distinct values
+
+
+def test_a_cell_is_measured_at_its_own_setting_not_the_run_settings(monkeypatch):
+    from distinct_records import EVALUATION
+
+    asked = {}
+
+    def fake_evaluate(checkpoint, T, percentile, settings, env_factory=None):
+        asked.update(T=T, percentile=percentile, coding=settings.coding, channel_wise=settings.channel_wise)
+        return EVALUATION
+
+    monkeypatch.setattr(grid, "evaluate", fake_evaluate)
+    run = RunSettings(coding="rate", channel_wise=False)
+    cell = grid.measure_cell(None, grid.Setting("binary", 6, 99.99, True), run)
+    assert asked == {"T": 6, "percentile": 99.99, "coding": "binary", "channel_wise": True}
+    assert (cell.coding, cell.channel_wise, cell.evaluation, cell.ray_node_id) == ("binary", True, EVALUATION, None)
+    assert cell.wall_s >= 0
+
+
+def test_the_benchmark_files_show_each_field_under_its_own_header(tmp_path):
+    from distinct_records import BENCHMARK_CELL, BENCHMARK_ROW, csv_cells, markdown_cells
+
+    game = grid.Game(None, BENCHMARK_CELL.evaluation.header.checkpoint_sha, ("Breakout.qnet.pt",))
+    table = grid.Grid([game], [grid.Setting("rate", 16, 99.9, True)], RunSettings(episodes=2), tmp_path)
+    table.run(lambda cells, settings: iter([BENCHMARK_CELL.to_json()]))
+    assert csv_cells((tmp_path / "benchmark.csv").read_text()) == [BENCHMARK_ROW]
+    assert markdown_cells((tmp_path / "benchmark.md").read_text()) == [BENCHMARK_ROW]
+    (scores,) = csv_cells((tmp_path / "scores.csv").read_text())
+    # t(0.975, 1) = 12.706: DQN 10, 14 -> se 2; SNN 2, 8 -> se 3
+    assert (scores["DQN score (mean ± 95% CI)"], scores["SNN score (mean ± 95% CI)"]) == (
+        "12.00 ± 25.41 (n=2)", "5.00 ± 38.12 (n=2)")
+    assert (scores["agreement SNN-visited (N+V)"], scores["agreement DQN-visited (N+V)"]) == ("81.1%", "43.3%")
+    (record,) = json.loads((tmp_path / "scores.json").read_text())["cells"]
+    assert (record["dqn"]["estimate"], record["snn"]["estimate"], record["episodes"]) == (12.0, 5.0, [2, 2])
+
+
+def test_a_binary_cell_at_exactly_its_most_bits_is_kept():
+    settings, skipped = grid.grid_settings([24, 25], ["99.9"], ["binary"])
+    assert [s.T for s in settings] == [24] and len(skipped) == 1

@@ -366,3 +366,32 @@ def test_save_nir_refuses_a_missing_folder_a_folder_and_values_hdf5_cannot_hold(
     assert list(tmp_path.iterdir()) == []
     save_nir(snn, tmp_path / "snn.nir", provenance={"x": {"y": None, "z": [1, 2.5]}, "w": None})
     assert nir.read(tmp_path / "snn.nir").metadata["provenance"]["x"]["z"].tolist() == [1, 2.5]
+
+
+def _threshold_graph(v_init: float) -> nir.NIRGraph:
+    """Input -> identity -> IF -> identity -> Output, three neurons: inputs that reach v = 1 exactly."""
+    from dqn2snn_plugin.io.nir_graph import _if_node
+
+    nodes = {"input": nir.Input(np.array([3])), "affine0": nir.Affine(np.eye(3), np.zeros(3)),
+             "if0": _if_node((3,), v_init, torch.float64), "affine1": nir.Affine(np.eye(3), np.zeros(3)),
+             "output": nir.Output(np.array([3]))}
+    chain = list(nodes)
+    return nir.NIRGraph(nodes, list(zip(chain[:-1], chain[1:])), metadata={"T": 4, "v_init": v_init})
+
+
+@pytest.mark.parametrize("framework", ["spikingjelly", "snntorch"])
+def test_a_membrane_exactly_at_the_threshold_fires_in_every_framework(framework):
+    """Real float64 frames never land exactly on v = 1; this hand-made graph does (the inputs are exact
+    in binary). Counted by hand over T = 4 steps (v += x; spike if v >= 1, then v -= 1):
+    v_init 0:   0.5: 0.5, 1 (spike), 0.5, 1 (spike) -> 2;  0.25: 0.25, 0.5, 0.75, 1 (spike) -> 1;
+                0.75: 0.75, 1.5 (spike), 1.25 (spike), 1 (spike) -> 3 (a reset to zero instead: 2)
+    v_init 0.5: 0.5: 1 (spike), 0.5, 1 (spike), 0.5 -> 2;  0.25: 0.75, 1 (spike), 0.25, 0.5 -> 1;
+                0.75: 1.25 (spike), 1 (spike), 0.75, 1.5 (spike) -> 3
+    Firing on v > 1 instead gives 1, 0, 2 (v_init 0)."""
+    for v_init in (0.0, 0.5):
+        net = load_nir(_threshold_graph(v_init), framework, dtype=torch.float64)
+        total, counts = run_nir(net, np.array([[0.5, 0.25, 0.75]]))
+        assert counts["if0"].tolist() == [[2.0, 1.0, 3.0]] and total.tolist() == [[2.0, 1.0, 3.0]]
+    # v_init 0.5: 0.25 -> 1 spike (above); 0.125: 0.625, 0.75, 0.875, 1 (spike) -> 1. From v_init 0: 1 and 0
+    net = load_nir(_threshold_graph(0.5), framework, dtype=torch.float64)
+    assert run_nir(net, np.array([[0.25, 0.125, 0.0]]))[1]["if0"].tolist() == [[1.0, 1.0, 0.0]]

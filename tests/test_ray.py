@@ -1,7 +1,9 @@
 """Benchmark cells on a local Ray (2 CPUs, loopback only): same numbers as without Ray, each cell once
 after a worker died, resume after the driver was killed, a dead address refused within seconds; the
 documented cluster flow (`ray start --head`, then --ray HOST:PORT) with Ray 2.60's token authentication,
-and a bare --ray unmoved by a cluster file of another run in Ray's temp folder."""
+and a bare --ray unmoved by a cluster file of another run in Ray's temp folder. Without a cluster (a fake
+`ray` module): each cell's task gets its own game's checkpoint and its threads, a cell fits a node with
+exactly its CPUs, dead nodes are not counted."""
 
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from dqn2snn_plugin.adapters.ray import KILL_ONCE_ENV
 from dqn2snn_plugin.cli import main
 from conftest import ATARI_FIXTURES
 
-pytestmark = pytest.mark.slow  # every test here starts a Ray cluster (seconds to a minute)
+# every test here is slow-marked, so that `pytest tests/test_ray.py` runs them all: most start a Ray cluster
+# (seconds to a minute); the two on a fake `ray` module take under a second
+pytestmark = pytest.mark.slow
 
 QNET = str(ATARI_FIXTURES / "BreakoutNoFrameskip-v4.qnet.pt")
 ZIP = str(ATARI_FIXTURES / "dqn-BreakoutNoFrameskip-v4.zip")
@@ -199,3 +203,82 @@ def test_the_documented_cluster_flow_works_with_ray_token_authentication(token_h
     local = _cli([*argv, "--ray", "-o", str(tmp_path / "local")], {**env, "RAY_TMPDIR": str(temp)})
     assert local.returncode == 0, local.stderr[-2000:]
     assert "Ray at 127.0.0.1:" in local.stdout and f"Ray at {address}" not in local.stdout
+
+
+# ---------------------------------------------------------------- without a cluster: a fake `ray` module
+
+
+class _FakeRay:
+    """The calls RayRunner makes, recorded; a task's "result" is its index."""
+
+    def __init__(self, nodes: list[tuple[bool, float]]) -> None:
+        self._nodes = [{"Alive": alive, "Resources": {"CPU": cpus}} for alive, cpus in nodes]
+        self.stored, self.submitted, self.options_given = [], [], {}
+
+    def nodes(self):
+        return self._nodes
+
+    def cluster_resources(self):
+        return {"CPU": 6.0, "GPU": 1.0}
+
+    def put(self, value):
+        self.stored.append(value)
+        return f"ref-{value}"
+
+    def remote(self, function):
+        fake = self
+
+        class Task:
+            def options(self, **options):
+                fake.options_given = options
+                return self
+
+            def remote(self, *args):
+                fake.submitted.append(args)
+                return len(fake.submitted) - 1
+
+        return Task()
+
+    def wait(self, pending, num_returns):
+        return pending[:1], pending[1:]
+
+    def get(self, ref):
+        return {"task": ref}
+
+    def cancel(self, ref, force):
+        pass
+
+
+def test_each_cell_task_gets_its_own_games_checkpoint_and_its_threads(monkeypatch):
+    from dqn2snn_plugin.adapters import ray as ray_adapter
+    from dqn2snn_plugin.experiments.grid import Cell, Game, Setting
+    from dqn2snn_plugin.experiments.settings import RunSettings
+
+    fake = _FakeRay([(True, 4.0)])
+    monkeypatch.setattr(ray_adapter, "_import_ray", lambda local=False: fake)
+    monkeypatch.delenv(KILL_ONCE_ENV, raising=False)
+    pong, breakout = Game("pong-weights", "p", ("pong.pt",)), Game("breakout-weights", "b", ("breakout.pt",))
+    two, eight = Setting("rate", 2, 99.9), Setting("binary", 8, 99.99, True)
+    cells = [Cell(pong, two), Cell(breakout, two), Cell(pong, eight)]
+    settings = RunSettings(episodes=1)
+    records = list(ray_adapter.RayRunner(cpus_per_cell=2.6)(cells, settings))
+    assert records == [{"task": 0}, {"task": 1}, {"task": 2}]
+    assert fake.stored == ["pong-weights", "breakout-weights"]  # each game's weights put once
+    assert fake.submitted == [("ref-pong-weights", two, settings, "cpu", 3, None),  # 2.6 CPUs: 3 threads
+                              ("ref-breakout-weights", two, settings, "cpu", 3, None),
+                              ("ref-pong-weights", eight, settings, "cpu", 3, None)]
+    assert fake.options_given == {"num_cpus": 2.6, "num_gpus": 0.0, "max_retries": 3, "retry_exceptions": False}
+    fake.submitted.clear()
+    list(ray_adapter.RayRunner(cpus_per_cell=0.4)(cells[:1], settings))
+    assert fake.submitted[0][4] == 1  # at least one thread
+
+
+def test_a_cell_fits_a_live_node_with_exactly_its_cpus_and_dead_nodes_are_not_counted():
+    from dqn2snn_plugin.adapters import ray as ray_adapter
+    from dqn2snn_plugin.errors import ClusterError
+
+    fake = _FakeRay([(True, 2.0), (False, 8.0), (True, 1.0)])
+    ray_adapter.RayRunner(cpus_per_cell=2.0)._check_fits(fake)
+    with pytest.raises(ClusterError, match="no node of the Ray cluster can hold a cell"):
+        ray_adapter.RayRunner(cpus_per_cell=3.0)._check_fits(fake)  # only the dead node has 3
+    assert ray_adapter._describe(fake, "10.0.0.1:6379") == "Ray at 10.0.0.1:6379: 2 node(s), 6 CPUs, 1 GPUs"

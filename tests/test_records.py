@@ -104,3 +104,47 @@ def test_a_cost_record_carries_energies_ratios_verdict_and_the_tables_constants_
 def test_a_damaged_cost_record_names_the_key():
     with pytest.raises(KeyError, match="dqn_int8"):
         SnnPlay.from_json({**SNN, "cost": {k: v for k, v in COST.items() if k != "dqn_int8"}})
+
+
+# ---------------------------------------------------------------- numbers from the right field
+
+
+def test_a_score_summary_is_counted_from_its_episodes():
+    from dqn2snn_plugin.envs.play import EpisodeResult
+    from dqn2snn_plugin.experiments.records import ScoreSummary
+
+    episodes = [EpisodeResult(1.0, 30, False), EpisodeResult(4.0, 70, True), EpisodeResult(7.0, 50, True)]
+    summary = ScoreSummary.of(episodes)  # mean 4, population variance (9 + 0 + 9) / 3 = 6
+    assert (summary.mean, summary.std) == (4.0, pytest.approx(6 ** 0.5))
+    assert (summary.scores, summary.lengths, summary.truncated) == ([1.0, 4.0, 7.0], [30, 70, 50], 2)
+
+
+def test_an_agreement_keeps_each_measured_number_in_its_field():
+    import torch
+    from dqn2snn_plugin.experiments.records import Agreement
+    from dqn2snn_plugin.metrics import AgreementResult
+
+    actions = torch.zeros(7, dtype=torch.int64)
+    result = AgreementResult(actions, actions, torch.zeros(7, 2), torch.zeros(7, 2), torch.zeros(7), rate=0.25,
+                             rate_above_gap=0.5, n_above_gap=3, spearman=0.75)
+    assert Agreement.of(result) == Agreement(rate=0.25, rate_above_gap=0.5, spearman=0.75, n_states=7)
+    nan = float("nan")
+    empty = AgreementResult(actions, actions, torch.zeros(7, 2), torch.zeros(7, 2), torch.zeros(7), rate=0.25,
+                            rate_above_gap=nan, n_above_gap=0, spearman=nan)
+    assert Agreement.of(empty) == Agreement(rate=0.25, rate_above_gap=None, spearman=None, n_states=7)
+
+
+def test_records_with_a_different_number_in_every_field_read_back_equal():
+    import json
+    from distinct_records import BENCHMARK_CELL, EVALUATION, SWEEP_CELL
+
+    line = json.loads(json.dumps(EVALUATION.to_json()))
+    assert line["agreement_dqn_visited"]["spikes+membrane"]["rate"] == 0.433
+    assert line["snn"]["agreement_snn_visited"]["spikes+membrane"]["rate"] == 0.811
+    assert (line["dqn"]["score"]["mean"], line["snn"]["score"]["mean"]) == (12.0, 5.0)
+    assert Evaluation.from_json(line) == EVALUATION
+    assert BenchmarkCell.from_json(json.loads(json.dumps(BENCHMARK_CELL.to_json()))) == BENCHMARK_CELL
+    line = json.loads(json.dumps(SWEEP_CELL.to_json()))
+    assert (line["agreement_heldout"]["spikes"]["rate"], line["agreement_snn_visited"]["spikes"]["rate"]) == (
+        0.166, 0.622)
+    assert SweepCell.from_json(line) == SWEEP_CELL

@@ -115,3 +115,92 @@ def test_the_evaluate_printout_shows_the_records_energy_and_the_dqns():
     assert "SNN ÷ int8 DQN = 2, SNN ÷ fp32 DQN = 0.5: the SNN is not cheaper than the int8 DQN" in printed
     assert "**SNN rate T=4 (fp32)**" in printed  # the per-layer table
     assert "Horowitz 2014, 45 nm" in printed and "weights read per event, mean over 1,234 decisions" in printed
+
+
+# ---------------------------------------------------------------- every column against its own field
+# (tests/distinct_records.py: a different number in every field, so a swapped column or a number of
+# the wrong record or row shows; the expected cells are written by hand from those numbers)
+
+
+def _interval_midpoint(cell: str) -> float:
+    low, high = (float(x) for x in cell.strip("[]").split(","))
+    return (low + high) / 2
+
+
+def test_every_benchmark_column_shows_its_own_field(tmp_path):
+    from dqn2snn_plugin.io.results import write_table
+    from distinct_records import BENCHMARK_CELL, BENCHMARK_ROW as expected, csv_cells, markdown_cells
+
+    assert markdown_cells(benchmark_table([benchmark_row(BENCHMARK_CELL)])) == [expected]
+    write_table(tmp_path, "benchmark", BENCHMARK_HEADERS, [benchmark_row(BENCHMARK_CELL)])
+    assert csv_cells((tmp_path / "benchmark.csv").read_text()) == [expected]
+    assert markdown_cells((tmp_path / "benchmark.md").read_text()) == [expected]
+
+
+def test_every_score_comparison_column_shows_its_own_field():
+    from distinct_records import BENCHMARK_CELL, markdown_cells
+
+    # t(0.975, 1) = 12.706: DQN 10, 14 -> se 2, ± 25.41; SNN 2, 8 -> se 3, ± 38.12; difference 5 - 12 = -7
+    (row,) = markdown_cells(scores_table([BENCHMARK_CELL]))
+    assert row["game"] == "Breakout" and row["setting"] == "rate T=16 p=99.9 per channel"
+    assert row["DQN score (mean ± 95% CI)"] == "12.00 ± 25.41 (n=2)"
+    assert row["SNN score (mean ± 95% CI)"] == "5.00 ± 38.12 (n=2)"
+    assert _interval_midpoint(row["SNN − DQN (95% CI)"]) == pytest.approx(-7.0, abs=0.01)
+    assert (row["agreement SNN-visited (N+V)"], row["agreement DQN-visited (N+V)"]) == ("81.1%", "43.3%")
+    assert row["synaptic ops per decision"] == "77,777"
+    record = score_record(BENCHMARK_CELL)
+    assert (record["dqn"]["estimate"], record["snn"]["estimate"], record["snn_minus_dqn"]["estimate"]) == (
+        12.0, 5.0, -7.0)
+
+
+def test_each_row_of_evaluates_table_shows_its_own_player():
+    from dqn2snn_plugin.experiments.report import format_evaluation
+    from distinct_records import EVALUATION, markdown_cells
+
+    text = format_evaluation(EVALUATION)
+    dqn, snn = markdown_cells(text)
+    assert dqn == {"": "DQN plays", "score (mean ± std)": "12.0 ± 2.0", "agreement spikes+membrane": "43.3%",
+                   "agreement spikes": "25.4%", "states": "401",
+                   "energy per decision (µJ)": "n/a", "÷ int8 DQN": "", "cheaper than int8 DQN": ""}
+    assert snn == {"": "SNN plays", "score (mean ± std)": "5.0 ± 3.0", "agreement spikes+membrane": "81.1%",
+                   "agreement spikes": "62.2%", "states": "301",
+                   "energy per decision (µJ)": "n/a", "÷ int8 DQN": "n/a", "cheaper than int8 DQN": "n/a"}
+    assert text.splitlines()[0].startswith("BreakoutNoFrameskip-v4  T=16  p=99.9  2 episodes")
+    assert text.splitlines()[-1] == "spikes per decision: 1,111   synaptic ops per decision: 77,777"
+
+
+def test_every_sweep_column_shows_its_own_field():
+    from distinct_records import DQN_SCORE, SWEEP_CELL
+
+    (row,) = sweep_rows(DQN_SCORE, [SWEEP_CELL])
+    assert dict(zip(SWEEP_HEADERS, row, strict=True)) == {
+        "percentile": "99.9", "T": 16, "DQN score": "12.00", "SNN score": "5.00", "SNN std": "3.00",
+        "agreement SNN-visited (N+V)": "0.8110", "agreement SNN-visited (spikes)": "0.6220",
+        "agreement held-out (N+V)": "0.9550", "agreement held-out (spikes)": "0.1660", "spikes per decision": "1111",
+        "energy per decision (µJ)": "n/a", "÷ int8 DQN": "n/a", "cheaper than int8 DQN": "n/a", "DQN energy per decision (µJ)": "n/a"}
+
+
+def test_each_demo_row_shows_its_own_conversion():
+    from dqn2snn_plugin.experiments.report import demo_scores_table, demo_table
+    from distinct_records import demo_result, markdown_cells
+
+    dqn, paper, ours = markdown_cells(demo_table(demo_result()))
+    assert dqn == {"": "DQN (the network converted)", "held-out agreement": "", "agreement while playing": "",
+                   "score (mean ± std)": "12.0 ± 2.0", "synaptic ops per decision": "", "latency (time steps)": "",
+                   "energy per decision (µJ)": "n/a", "÷ int8 DQN": "", "cheaper than int8 DQN": ""}
+    assert paper == {"": "paper", "held-out agreement": "70.2%", "agreement while playing": "31.1%",
+                     "score (mean ± std)": "2.0 ± 1.0", "synaptic ops per decision": "33,333",
+                     "latency (time steps)": "32", "energy per decision (µJ)": "n/a", "÷ int8 DQN": "n/a", "cheaper than int8 DQN": "n/a"}
+    assert ours == {"": "ours", "held-out agreement": "90.4%", "agreement while playing": "87.7%",
+                    "score (mean ± std)": "25.0 ± 5.0", "synaptic ops per decision": "44,444",
+                    "latency (time steps)": "40", "energy per decision (µJ)": "n/a", "÷ int8 DQN": "n/a", "cheaper than int8 DQN": "n/a"}
+    # t(0.975, 1) = 12.706: paper 1, 3 -> se 1; ours 20, 30 -> se 5; DQN 10, 14 -> se 2
+    dqn, paper, ours = markdown_cells(demo_scores_table(demo_result()))
+    assert dqn["score (mean ± 95% CI)"] == "12.00 ± 25.41 (n=2)"
+    assert (paper["score (mean ± 95% CI)"], ours["score (mean ± 95% CI)"]) == ("2.00 ± 12.71 (n=2)",
+                                                                             "25.00 ± 63.53 (n=2)")
+    assert _interval_midpoint(paper["SNN − DQN (95% CI)"]) == pytest.approx(-10.0, abs=0.01)
+    assert _interval_midpoint(ours["SNN − DQN (95% CI)"]) == pytest.approx(13.0, abs=0.01)
+    assert (paper["agreement while playing"], ours["agreement while playing"]) == ("31.1%", "87.7%")
+    assert (paper["synaptic ops per decision"], paper["latency (time steps)"], ours["latency (time steps)"]) == (
+        "33,333", "32", "40")

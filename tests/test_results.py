@@ -258,3 +258,32 @@ def test_dev_stdout_redirected_to_a_file_is_written_there_not_replaced(tmp_path)
                        env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.stat().st_ino == inode and json.loads(out.read_text()) == {"a": 1}
     assert os.path.islink("/dev/stdout")
+
+
+# ---------------------------------------------------------------- tables and records hold what was given
+
+
+def test_a_table_holds_every_row_in_order_in_both_files(tmp_path):
+    from dqn2snn_plugin.io.results import markdown_table, write_table
+
+    headers = ["a", "b", "c"]
+    rows = [[1, "x", 2.5], [3, "y, z", -4.0], [5, "", "6%"]]  # a comma inside a cell; an empty cell
+    write_table(tmp_path, "t", headers, rows)
+    csv_lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert csv_lines == ["a,b,c", "1,x,2.5", '3,"y, z",-4.0', "5,,6%"]
+    md_lines = (tmp_path / "t.md").read_text().splitlines()
+    assert md_lines == ["| a | b | c |", "|---|---|---|", "| 1 | x | 2.5 |", "| 3 | y, z | -4.0 |", "| 5 |  | 6% |"]
+    assert markdown_table(headers, iter(rows)).splitlines()[2:] == md_lines[2:]  # rows may come from a generator
+
+
+def test_a_logged_record_is_found_by_every_key_value(tmp_path):
+    log = CellLog(tmp_path, {"format": "dqn2snn-test-v1"})
+    for T, p in ((4, 99.9), (8, 99.9), (8, 99.0)):
+        log.append({"kind": "cell", "T": T, "percentile": p, "value": T * p})
+    log.append({"kind": "dqn", "T": 8, "percentile": 99.0, "value": -1})
+    assert log.find("cell", T=8, percentile=99.0)["value"] == 8 * 99.0
+    assert log.find("cell", T=8, percentile=99.9)["value"] == 8 * 99.9
+    assert log.find("dqn", T=8)["value"] == -1
+    assert log.find("cell", T=4, percentile=99.0) is None
+    again = CellLog(tmp_path, {"format": "dqn2snn-test-v1"})  # read back from the file
+    assert [r["value"] for r in again.records] == [4 * 99.9, 8 * 99.9, 8 * 99.0, -1]
