@@ -125,32 +125,34 @@ class DeltaNetwork:
         """The levels of membranes `v`: clip(floor(v + start), 0, L)."""
         return (v + self.start).floor_().clamp_(0.0, self.levels)
 
-    def sent(self, index: int, change: torch.Tensor, options: SimulationOptions) -> torch.Tensor:
-        """Stage `index`'s membrane change W `change` [B, ...]: event by event (each nonzero change adds its
-        weight column times its value) where few changed, else one dense pass; equal either way (exact sums)."""
-        layer = self.layers[index]
-        if layer is not None and change.is_cpu:
-            rows = change.flatten(1) if isinstance(layer, nn.Linear) else change
-            out = fused_scan.events(rows, layer, self.weights_t[index], max_fraction=options.sparse_changes)
-            if out is not None:
-                return out
-        return self.stages[index](change)
-
-    def account(self, index: int, change: torch.Tensor, fan: torch.Tensor, counts: Counts, into: int | None,
-                v: torch.Tensor | None = None, level: torch.Tensor | None = None) -> None:
-        """Requantise and count one layer's changes, in place (`fused_scan.delta_layer` in one C call where
-        usable, else these tensor operations, with the same results): with `v`, `level` becomes v's levels and
-        `change` the new levels less the old; then `into` (a spiking layer's number; None: the observation)
-        gains the events, their fan-outs `fan` and bits, and stage `index` the neurons its events reach."""
+    def step(self, index: int, change: torch.Tensor, fan: torch.Tensor, counts: Counts, into: int | None,
+             membrane: torch.Tensor, options: SimulationOptions, v: torch.Tensor | None = None,
+             level: torch.Tensor | None = None) -> torch.Tensor:
+        """One layer's changes, counted and sent: stage `index`'s membranes after them. With `v`, `level`
+        becomes v's levels and `change` the new levels less the old (in place); then `into` (a spiking layer's
+        number; None: the observation) gains the events, their fan-outs `fan` and bits, stage `index` the
+        neurons its events reach, and `membrane` + W `change` is returned (event by event where few changed).
+        One C call where usable (`fused_scan.delta_layer`), else these tensor operations, equal to the bit."""
         changes = counts.changes
         totals, ops = (counts.totals[into], counts.synaptic_ops) if into is not None else (
             changes.input_events, changes.input_synaptic_ops)
         channels, bits = (counts.channels[into], changes.binary_spikes[into]) if into is not None else (None, None)
-        touched = changes.neuron_updates[index]
-        layer = self.layers[index] or weighted(self.stages[index])
-        if fused_scan.delta_layer(v, self.start, self.levels, level, change, fan, totals, channels, ops, bits,
-                                  layer, touched):
-            return
+        touched, layer = changes.neuron_updates[index], self.layers[index]
+        following = membrane.clone(memory_format=torch.contiguous_format)
+        done = fused_scan.delta_layer(v, self.start, self.levels, level, change, fan, totals, channels, ops, bits,
+                                      layer or weighted(self.stages[index]), touched,
+                                      None if layer is None else self.weights_t[index],
+                                      None if layer is None else following, options.sparse_changes)
+        if done:
+            return following
+        if done is None:
+            self.account(index, change, fan, totals, channels, ops, bits, touched, v, level)
+        return following + self.stages[index](change) if bool(totals.any()) else following
+
+    def account(self, index: int, change: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor,
+                channels: torch.Tensor | None, ops: torch.Tensor, bits: torch.Tensor | None, touched: torch.Tensor,
+                v: torch.Tensor | None, level: torch.Tensor | None) -> None:
+        """`step`'s requantisation and counts by tensor operations (the reference of `fused_scan.delta_layer`)."""
         if v is not None:
             q = self.quantised(v)
             change.copy_(q - level)
@@ -162,6 +164,7 @@ class DeltaNetwork:
             channels += changed.sum(0).flatten(1).sum(1) if changed.ndim > 2 else changed.sum(0)
             ones = np.bitwise_count(change.abs().to(torch.int64).cpu().numpy()).reshape(change.shape[0], -1).sum(1)
             bits += torch.from_numpy(ones).to(bits)
+        layer = weighted(self.stages[index])
         if isinstance(layer, nn.Conv2d):  # the output positions whose window holds an event, every channel there
             anywhere = changed.any(1, keepdim=True).to(torch.float64)
             window = torch.ones((1, 1, *layer.kernel_size), dtype=torch.float64, device=changed.device)
@@ -237,10 +240,7 @@ class DeltaSchedule:
         counts = Counts(rows[:layers], rows[layers], channels, ChangeCounts(
             rows[layers + 1], rows[layers + 2], rows[layers + 3 : 2 * layers + 4], rows[2 * layers + 4 :]))
         if exact:
-            change = x - previous
-            delta.account(0, change, delta.input_fan, counts, None)
-            moved = bool(counts.changes.input_events.any())
-            v = membranes[0] + delta.sent(0, change, options) if moved else membranes[0].contiguous()
+            v = delta.step(0, x - previous, delta.input_fan, counts, None, membranes[0], options)
         else:  # not exact as changes: the first stage afresh from the observation, every value an event
             v = delta.stages[0](x) + delta.biases[0]
             counts.changes.input_events.fill_(float(x[0].numel()))
@@ -249,11 +249,8 @@ class DeltaSchedule:
         new_state = [x]
         for index, (membrane, level) in enumerate(zip(membranes[1:], levels), start=1):
             level, change = level.clone(memory_format=torch.contiguous_format), torch.empty_like(v)
-            delta.account(index, change, engine.counter.fan(index - 1, change), counts, index - 1, v, level)
-            if bool(counts.totals[index - 1].any()):
-                following = membrane + delta.sent(index, change, options)
-            else:  # nothing changed: the next layer is left as it is
-                following = membrane.contiguous()
+            following = delta.step(index, change, engine.counter.fan(index - 1, change), counts, index - 1, membrane,
+                                   options, v, level)
             new_state += [v, level]
             v = following
         new_state.append(v)
