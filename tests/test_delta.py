@@ -82,7 +82,7 @@ def check_against_reference(snn, obs, rows=None) -> None:
     """The carried state of `rows` (all, in order) after a decision on `obs` is the reference's, exactly."""
     state = snn._state if rows is None else [v[torch.as_tensor(rows)] for v in snn._state]
     membranes, levels = reference(snn, obs)
-    assert torch.equal(state[0], torch.as_tensor(np.asarray(obs), dtype=torch.float64))
+    assert torch.equal(state[0].double(), torch.as_tensor(np.asarray(obs), dtype=torch.float64))
     for index, v in enumerate(membranes):
         assert torch.equal(state[1 + 2 * index], v), f"membranes of layer {index}"
     for index, q in enumerate(levels):

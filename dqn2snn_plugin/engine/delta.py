@@ -34,8 +34,8 @@ observations of whole numbers of magnitude at most `X_MAX` (image frames, MinAta
 observations (classic control's floats) refresh the first stage densely from the observation at each
 decision (no first-stage events), so its membranes match another float64 computation to rounding only.
 
-The state of a row, as `engine.run` carries it ([B, ...] each, float64): the last observation, then
-(membrane, level) of each spiking layer, then the output membranes. A fresh row is the network's state after
+The state of a row, as `engine.run` carries it ([B, ...] each): the last observation (in the network's
+dtype), then (membrane, level) of each spiking layer, then the output membranes (float64). A fresh row is the network's state after
 a blank (all-zero) observation (`fresh_state`: computed once per network), so the first decision of an
 episode is events too: the observation's nonzero values are its changes. Its state is for the network's T:
 a call at another T runs from fresh rows and keeps nothing.
@@ -108,13 +108,13 @@ class DeltaNetwork:
             self.biases.append((b * self.levels).to(device).reshape(-1, *[1] * (w.ndim - 2)))
         shape = tuple(net.observation_shape)
         self.input_fan = fan_out(net.synapses[0], shape).to(device=device, dtype=torch.float64)
-        self.blank = self._blank(shape, device)
+        self.blank = self._blank(shape, device, weighted(net.synapses[0]).weight.dtype)
 
-    def _blank(self, shape: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
+    def _blank(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
         """The state after an all-zero observation, one row: dense passes from the biases."""
         with torch.no_grad():
-            state = [torch.zeros((1, *shape), dtype=torch.float64, device=device)]
-            v = self.stages[0](state[0]) + self.biases[0]
+            state = [torch.zeros((1, *shape), dtype=dtype, device=device)]  # the observation in the network's dtype
+            v = self.stages[0](state[0].to(torch.float64)) + self.biases[0]
             for stage, bias in zip(self.stages[1:], self.biases[1:]):
                 q = self.quantised(v)
                 state += [v, q]
@@ -230,7 +230,7 @@ class DeltaSchedule:
     def decide(engine: Engine, delta: DeltaNetwork, x: torch.Tensor, state: list[torch.Tensor]):
         """One decision on observations `x` from `state`: (Q-values [B, n_actions] in float64, new state, counts)."""
         options, batch, exact = engine.options, x.shape[0], _exact_input(x)
-        x = x.to(torch.float64, copy=True)  # kept as the next decision's previous observation
+        x = x.clone()  # kept as the next decision's previous observation, in the network's dtype
         previous, membranes, levels = state[0], state[1::2], state[2::2]
         layers = len(levels)
 
@@ -239,10 +239,11 @@ class DeltaSchedule:
                                     device=x.device).split([f.shape[0] for f in engine.counter.fan_outs]))
         counts = Counts(rows[:layers], rows[layers], channels, ChangeCounts(
             rows[layers + 1], rows[layers + 2], rows[layers + 3 : 2 * layers + 4], rows[2 * layers + 4 :]))
-        if exact:
-            v = delta.step(0, x - previous, delta.input_fan, counts, None, membranes[0], options)
+        if exact:  # whole numbers: their differences are exact in any float dtype
+            change = torch.sub(x, previous, out=torch.empty(x.shape, dtype=torch.float64, device=x.device))
+            v = delta.step(0, change, delta.input_fan, counts, None, membranes[0], options)
         else:  # not exact as changes: the first stage afresh from the observation, every value an event
-            v = delta.stages[0](x) + delta.biases[0]
+            v = delta.stages[0](x.to(torch.float64)) + delta.biases[0]
             counts.changes.input_events.fill_(float(x[0].numel()))
             counts.changes.input_synaptic_ops.fill_(float(delta.input_fan.sum()))
             counts.changes.neuron_updates[0].fill_(float(v[0].numel()))
