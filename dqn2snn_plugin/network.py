@@ -232,9 +232,10 @@ class SpikingQNetwork(nn.Module):
             raise ObservationError(
                 f"carried membranes are for a batch of {state[-1].shape[0]}, got {x.shape[0]}: call reset_state()"
             )
-        results, membranes, self.last_stats = self.engine.run(self, x, Ts, state, keep_state=self.carry_state)
-        if self.carry_state:
-            self._state = membranes
+        if not self.carry_state:
+            results, _, self.last_stats = self.engine.run(self, x, Ts, None)
+            return results
+        results, self._state, self.last_stats = self._run(x, Ts, state)
         return results
 
     def _readouts_of_rows(self, x: torch.Tensor, Ts: list[int], rows: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
@@ -248,14 +249,22 @@ class SpikingQNetwork(nn.Module):
             self._state = [f.clone() for f in fresh] if self._state is None else [
                 torch.cat([v, f.to(v)]) for v, f in zip(self._state, fresh)]
         if needed == carried and torch.equal(rows, torch.arange(carried)):  # every row in order: as it is
-            results, self._state, self.last_stats = self.engine.run(self, x, Ts, self._state, keep_state=True)
+            results, self._state, self.last_stats = self._run(x, Ts, self._state)
             return results
         rows = rows.to(self._state[0].device)
-        state = [v[rows] for v in self._state]
-        results, membranes, self.last_stats = self.engine.run(self, x, Ts, state, keep_state=True)
+        results, membranes, self.last_stats = self._run(x, Ts, [v[rows] for v in self._state])
         for v, new in zip(self._state, membranes):
             v[rows] = new
         return results
+
+    def _run(self, x: torch.Tensor, Ts: list[int], state: list[torch.Tensor] | None):
+        """`engine.run` keeping the state; a schedule may update `state` in place (delta coding), so an error
+        drops the carried state (every row starts fresh) rather than keep a half-updated one."""
+        try:
+            return self.engine.run(self, x, Ts, state, keep_state=True)
+        except BaseException:
+            self._state = None
+            raise
 
     def forward(self, obs, T: int | None = None, readout: Readout | None = None) -> torch.Tensor:
         """Readout values [B, n_actions] after T time steps (default readout: the network's own)."""

@@ -199,7 +199,7 @@ def test_the_compiled_bookkeeping_equals_the_tensor_operations(breakout):
             for obs in states[30:60]:
                 q = snn(obs[None])
                 s = snn.last_stats
-                runs[-1].append([q, *snn._state, s.input_events, s.input_synaptic_ops, s.synaptic_ops, *s.spikes,
+                runs[-1].append([q, *(v.clone() for v in snn._state), s.input_events, s.input_synaptic_ops, s.synaptic_ops, *s.spikes,
                                  *s.binary_spikes, *s.neuron_updates, *s.channel_spikes])
     for compiled, tensors in zip(*runs):
         assert all(torch.equal(a, b) for a, b in zip(compiled, tensors))
