@@ -15,8 +15,9 @@ Readouts, all in Q-value units so they compare with the DQN (ties: lowest action
 from __future__ import annotations
 
 import itertools
-from typing import Iterator, Literal, Protocol
+from typing import Iterator, Literal, Protocol, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +29,7 @@ from dqn2snn_plugin.normalization import LayerScales
 from dqn2snn_plugin.observations import observation_batch
 
 Readout = Literal["spikes", "spikes+membrane", "membrane"]
+Rows = Union[Sequence[int], np.ndarray, torch.Tensor, None]  # carried rows: indices (or a boolean mask to reset)
 InputCoding = Literal["analog", "poisson"]
 
 
@@ -73,7 +75,8 @@ class SpikingQNetwork(nn.Module):
     `carry_state=True` keeps the membranes between calls, for consecutive frames of one episode
     (call `reset_state()` at episode boundaries), where the coding allows it. In a vector env each env
     keeps its own: pass `rows=` (the env of each observation) and reset the rows whose episode starts
-    (`reset_state(rows)`); `envs.play.play` does both for a policy with `act_envs` (`SnnPolicy`).
+    (`reset_state(rows)`); `envs.play.play` tells a `StatefulPolicy` both, and the games of
+    `experiments.evaluation` play the network as one.
 
     Args:
         synapses: the folded synaptic stages, one before each spiking layer and one after the last.
@@ -186,7 +189,7 @@ class SpikingQNetwork(nn.Module):
             layers += [*stage, *self.coding.step_layers(self.T, self.initial_membrane)]
         return nn.Sequential(*layers, *self.synapses[-1])
 
-    def reset_state(self, rows=None) -> None:
+    def reset_state(self, rows: Rows = None) -> None:
         """Forget carried membranes (only matters with carry_state=True): all of them, or those of `rows`
         (indices or a boolean mask of the carried rows, e.g. the envs whose episode starts), which start
         their next decision fresh."""
@@ -205,13 +208,13 @@ class SpikingQNetwork(nn.Module):
         return x.to(device=weight.device, dtype=weight.dtype)
 
     @torch.no_grad()
-    def readouts(self, obs, T: int | None = None, *, rows=None) -> dict[str, torch.Tensor]:
+    def readouts(self, obs, T: int | None = None, *, rows: Rows = None) -> dict[str, torch.Tensor]:
         """Simulate T steps and return every readout at once: {name: values [B, n_actions]}."""
         T = self.coding.check_T(self.T if T is None else T)
         return self.readouts_at(obs, [T], rows=rows)[T]
 
     @torch.no_grad()
-    def readouts_at(self, obs, Ts: list[int], *, rows=None) -> dict[int, dict[str, torch.Tensor]]:
+    def readouts_at(self, obs, Ts: list[int], *, rows: Rows = None) -> dict[int, dict[str, torch.Tensor]]:
         """Readouts after each T in `Ts`, from one simulation of max(Ts) steps (rate coding; binary
         coding runs each T on its own, see `engine.binary`). `last_stats` describes the longest one.
 
@@ -270,7 +273,7 @@ class SpikingQNetwork(nn.Module):
         """Readout values [B, n_actions] after T time steps (default readout: the network's own)."""
         return self.readouts(obs, T)[check_readout(readout or self.readout)]
 
-    def act(self, obs, T: int | None = None, readout: Readout | None = None, *, rows=None) -> torch.Tensor:
+    def act(self, obs, T: int | None = None, readout: Readout | None = None, *, rows: Rows = None) -> torch.Tensor:
         """Greedy actions [B]; ties go to the lowest action index. `rows`: see `readouts_at`."""
         return self.readouts(obs, T, rows=rows)[check_readout(readout or self.readout)].argmax(dim=1)
 

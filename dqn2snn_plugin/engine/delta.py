@@ -252,7 +252,7 @@ class DeltaSchedule:
         counts = Counts(rows[:layers], rows[layers], channels, ChangeCounts(
             rows[layers + 1], rows[layers + 2], rows[layers + 3 : 2 * layers + 4], rows[2 * layers + 4 :]))
         if exact:  # whole numbers: their differences are exact in any float dtype
-            change = torch.sub(x, previous, out=torch.empty(x.shape, dtype=torch.float64, device=x.device))
+            change = (x - previous).to(torch.float64)
             v = delta.step(0, change, delta.input_fan, counts, None, membranes[0], options)
         else:  # not exact as changes: the first stage afresh from the observation, every value an event
             v = delta.stages[0](x.to(torch.float64)) + delta.biases[0]
