@@ -428,10 +428,11 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
     free(code);
     return failed ? 1 : dense ? 2 : 0;
 }
-/* The output position (oy * wout + ox) of the convolution `next` that input position p reads     */
-/* through kernel tap (ky, kx), or -1 where no window puts that tap there                          */
-static inline int64_t NAME(tap_target)(const struct NAME(synapses) *next, int64_t p, int64_t ky, int64_t kx) {
-    const int64_t oy = p / next->win + next->ph - ky, ox = p % next->win + next->pw - kx;
+/* The output position (oy * wout + ox) of the convolution `next` that input position (y, x) reaches */
+/* through kernel tap (ky, kx), or -1 where no window puts that tap there                             */
+static inline int64_t NAME(tap_target)(const struct NAME(synapses) *next, int64_t y, int64_t x, int64_t ky,
+                                       int64_t kx) {
+    const int64_t oy = y + next->ph - ky, ox = x + next->pw - kx;
     if (oy < 0 || ox < 0 || oy % next->sh || ox % next->sw || oy / next->sh >= next->hout || ox / next->sw >= next->wout)
         return -1;
     return oy / next->sh * next->wout + ox / next->sw;
@@ -445,7 +446,7 @@ static int64_t NAME(reached)(const struct NAME(synapses) *next, const unsigned c
     for (int64_t p = 0; p < next->hin * next->win; p++)
         for (int64_t ky = 0; moved[p] && ky < next->kh; ky++)
             for (int64_t kx = 0; kx < next->kw; kx++) {
-                const int64_t o = NAME(tap_target)(next, p, ky, kx);
+                const int64_t o = NAME(tap_target)(next, p / next->win, p % next->win, ky, kx);
                 if (o >= 0) hit[o] = 1;
             }
     int64_t reached = 0;
@@ -524,9 +525,10 @@ int NAME(delta_layer)(const real *restrict v, double start, double levels, real 
             for (int64_t p = 0; p < positions; p++) {
                 const real x = d[c * positions + p];
                 if (x == (real)0) continue;
+                const int64_t y = p / next->win, xx = p % next->win;
                 for (int64_t ky = 0; ky < next->kh; ky++)
                     for (int64_t kx = 0; kx < next->kw; kx++) {
-                        const int64_t o = NAME(tap_target)(next, p, ky, kx);
+                        const int64_t o = NAME(tap_target)(next, y, xx, ky, kx);
                         if (o >= 0)
                             NAME(add_scaled)(acc + o * cout, next->weight + ((c * next->kh + ky) * next->kw + kx) * cout,
                                              x, cout);
