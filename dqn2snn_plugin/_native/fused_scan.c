@@ -428,29 +428,35 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
     free(code);
     return failed ? 1 : dense ? 2 : 0;
 }
-/* The output position (oy * wout + ox) of the convolution `next` that input position (y, x) reaches */
-/* through kernel tap (ky, kx), or -1 where no window puts that tap there                             */
-static inline int64_t NAME(tap_target)(const struct NAME(synapses) *next, int64_t y, int64_t x, int64_t ky,
-                                       int64_t kx) {
-    const int64_t oy = y + next->ph - ky, ox = x + next->pw - kx;
-    if (oy < 0 || ox < 0 || oy % next->sh || ox % next->sw || oy / next->sh >= next->hout || ox / next->sw >= next->wout)
-        return -1;
-    return oy / next->sh * next->wout + ox / next->sw;
+/* The taps of input position p of the convolution `next`: for each window holding it, its output */
+/* position into o[] and the kernel tap (ky * kw + kx) it meets there into tap[]; returns how many */
+static inline int64_t NAME(targets)(const struct NAME(synapses) *next, int64_t p, int64_t *restrict o,
+                                    int64_t *restrict tap) {
+    const int64_t y = p / next->win, x = p % next->win;
+    int64_t n = 0;
+    for (int64_t ky = 0; ky < next->kh; ky++) {
+        const int64_t oy = y + next->ph - ky;
+        if (oy < 0 || oy % next->sh || oy / next->sh >= next->hout) continue;
+        for (int64_t kx = 0; kx < next->kw; kx++) {
+            const int64_t ox = x + next->pw - kx;
+            if (ox < 0 || ox % next->sw || ox / next->sw >= next->wout) continue;
+            o[n] = oy / next->sh * next->wout + ox / next->sw;
+            tap[n++] = ky * next->kw + kx;
+        }
+    }
+    return n;
 }
 /* The output positions of the convolution `next` whose window holds a marked input position    */
 /* (moved[p], p < hin * win) into hit[o] (o < hout * wout); returns how many.                     */
 static int64_t NAME(reached)(const struct NAME(synapses) *next, const unsigned char *restrict moved,
                              unsigned char *restrict hit) {
     const int64_t plane = next->hout * next->wout;
-    for (int64_t o = 0; o < plane; o++) hit[o] = 0;
+    int64_t target[next->kh * next->kw], tap[next->kh * next->kw];
+    for (int64_t i = 0; i < plane; i++) hit[i] = 0;
     for (int64_t p = 0; p < next->hin * next->win; p++)
-        for (int64_t ky = 0; moved[p] && ky < next->kh; ky++)
-            for (int64_t kx = 0; kx < next->kw; kx++) {
-                const int64_t o = NAME(tap_target)(next, p / next->win, p % next->win, ky, kx);
-                if (o >= 0) hit[o] = 1;
-            }
+        for (int64_t i = 0, n = moved[p] ? NAME(targets)(next, p, target, tap) : 0; i < n; i++) hit[target[i]] = 1;
     int64_t reached = 0;
-    for (int64_t o = 0; o < plane; o++) reached += hit[o];
+    for (int64_t i = 0; i < plane; i++) reached += hit[i];
     return reached;
 }
 /* Delta coding's one layer of batch x channels x positions neurons (engine/delta.py). With v: each  */
@@ -521,19 +527,17 @@ int NAME(delta_layer)(const real *restrict v, double start, double levels, real 
         if (!NAME(reached)(next, moved, hit)) continue;
         for (int64_t o = 0; o < plane; o++)
             if (hit[o]) for (int64_t co = 0; co < cout; co++) acc[o * cout + co] = (real)0;
-        for (int64_t c = 0; c < channels; c++)
-            for (int64_t p = 0; p < positions; p++) {
+        const int64_t kk = next->kh * next->kw;
+        int64_t target[kk], tap[kk];
+        for (int64_t p = 0; p < positions; p++) {
+            const int64_t targets = moved[p] ? NAME(targets)(next, p, target, tap) : 0;
+            for (int64_t c = 0; c < channels && targets; c++) {
                 const real x = d[c * positions + p];
                 if (x == (real)0) continue;
-                const int64_t y = p / next->win, xx = p % next->win;
-                for (int64_t ky = 0; ky < next->kh; ky++)
-                    for (int64_t kx = 0; kx < next->kw; kx++) {
-                        const int64_t o = NAME(tap_target)(next, y, xx, ky, kx);
-                        if (o >= 0)
-                            NAME(add_scaled)(acc + o * cout, next->weight + ((c * next->kh + ky) * next->kw + kx) * cout,
-                                             x, cout);
-                    }
+                for (int64_t i = 0; i < targets; i++)
+                    NAME(add_scaled)(acc + target[i] * cout, next->weight + (c * kk + tap[i]) * cout, x, cout);
             }
+        }
         for (int64_t co = 0; co < cout; co++)
             for (int64_t o = 0; o < plane; o++)
                 if (hit[o]) out[co * plane + o] += acc[o * cout + co];
