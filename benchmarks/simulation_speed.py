@@ -460,7 +460,7 @@ def measure_delta(report: dict, args, ckpt, calibration, q_network, sync) -> Non
                            + sum(f.sum() for f in snn.engine.counter.fan_outs))
         for B in ints(args.delta_batch):
             steps = sequence.shape[0] // B
-            streams = sequence[: steps * B].reshape(B, steps, *sequence.shape[1:]).transpose(0, 1)  # [step, B, ...]
+            streams = [s.contiguous() for s in sequence[: steps * B].reshape(B, steps, *sequence.shape[1:]).transpose(0, 1)]
             rows, window, cursor, counts = list(range(B)), args.delta_window, {"delta": 0, "dqn": 0}, []
             snn.reset_state()
 
@@ -482,7 +482,9 @@ def measure_delta(report: dict, args, ckpt, calibration, q_network, sync) -> Non
             for name in ("delta", "dqn"):
                 row[f"{name}_ms_per_call"] = 1e3 * timed[name]["median_s"] / window
             row["dqn_over_delta"] = timed["delta"]["ratio"]
-            mean = lambda values: float(torch.cat([v.double() for v in values]).mean())  # noqa: E731 per decision
+            def mean(values: list[torch.Tensor]) -> float:
+                return float(torch.cat([v.double() for v in values]).mean())  # per decision
+
             row["input_events"] = mean([c.input_events for c in counts])
             row["graded_events"] = [mean([c.spikes[i] for c in counts]) for i in range(len(counts[0].spikes))]
             row["binary_spikes"] = [mean([c.binary_spikes[i] for c in counts]) for i in range(len(counts[0].spikes))]

@@ -23,8 +23,9 @@ import itertools
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Iterator, Literal, Protocol
+from typing import Iterator, Literal, Protocol, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +37,7 @@ from dqn2snn_plugin.normalization import LayerScales
 from dqn2snn_plugin.observations import observation_batch
 
 Readout = Literal["spikes", "spikes+membrane", "membrane"]
+Rows = Union[Sequence[int], np.ndarray, torch.Tensor, None]  # carried rows: indices (or a boolean mask to reset)
 InputCoding = Literal["analog", "poisson"]
 
 
@@ -142,7 +144,8 @@ class SpikingQNetwork(nn.Module):
     they are, or with `residual_carry` set the start `ResidualCarry` makes of them (set at
     construction, `residual_carry` turns `carry_state` on). In a vector env each env keeps its own:
     pass `rows=` (the env of each observation) and reset the rows whose episode starts
-    (`reset_state(rows)`); `envs.play.play` does both for a policy with `act_envs` (`SnnPolicy`).
+    (`reset_state(rows)`); `envs.play.play` tells a `StatefulPolicy` both, and the games of
+    `experiments.evaluation` play the network as one.
 
     Args:
         synapses: the folded synaptic stages, one before each spiking layer and one after the last.
@@ -261,7 +264,7 @@ class SpikingQNetwork(nn.Module):
             layers += [*stage, *self.coding.step_layers(self.T, self.initial_membrane)]
         return nn.Sequential(*layers, *self.synapses[-1])
 
-    def reset_state(self, rows=None) -> None:
+    def reset_state(self, rows: Rows = None) -> None:
         """Forget carried membranes (only matters with carry_state=True): all of them, or those of `rows`
         (indices or a boolean mask of the carried rows, e.g. the envs whose episode starts), which start
         their next decision fresh."""
@@ -280,13 +283,13 @@ class SpikingQNetwork(nn.Module):
         return x.to(device=weight.device, dtype=weight.dtype)
 
     @torch.no_grad()
-    def readouts(self, obs, T: int | None = None, *, rows=None) -> dict[str, torch.Tensor]:
+    def readouts(self, obs, T: int | None = None, *, rows: Rows = None) -> dict[str, torch.Tensor]:
         """Simulate T steps and return every readout at once: {name: values [B, n_actions]}."""
         T = self.coding.check_T(self.T if T is None else T)
         return self.readouts_at(obs, [T], rows=rows)[T]
 
     @torch.no_grad()
-    def readouts_at(self, obs, Ts: list[int], *, rows=None) -> dict[int, dict[str, torch.Tensor]]:
+    def readouts_at(self, obs, Ts: list[int], *, rows: Rows = None) -> dict[int, dict[str, torch.Tensor]]:
         """Readouts after each T in `Ts`, from one simulation of max(Ts) steps (rate coding; binary
         coding runs each T on its own, see `engine.binary`). `last_stats` describes the longest one.
 
@@ -309,9 +312,10 @@ class SpikingQNetwork(nn.Module):
             raise ObservationError(
                 f"carried membranes are for a batch of {state[-1].shape[0]}, got {x.shape[0]}: call reset_state()"
             )
-        results, membranes, self.last_stats = self.engine.run(self, x, Ts, state, keep_state=self.carry_state)
-        if self.carry_state:
-            self._state = membranes
+        if not self.carry_state:
+            results, _, self.last_stats = self.engine.run(self, x, Ts, None)
+            return results
+        results, self._state, self.last_stats = self._run(x, Ts, state)
         return results
 
     def _readouts_of_rows(self, x: torch.Tensor, Ts: list[int], rows: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
@@ -325,20 +329,28 @@ class SpikingQNetwork(nn.Module):
             self._state = [f.clone() for f in fresh] if self._state is None else [
                 torch.cat([v, f.to(v)]) for v, f in zip(self._state, fresh)]
         if needed == carried and torch.equal(rows, torch.arange(carried)):  # every row in order: as it is
-            results, self._state, self.last_stats = self.engine.run(self, x, Ts, self._state, keep_state=True)
+            results, self._state, self.last_stats = self._run(x, Ts, self._state)
             return results
         rows = rows.to(self._state[0].device)
-        state = [v[rows] for v in self._state]
-        results, membranes, self.last_stats = self.engine.run(self, x, Ts, state, keep_state=True)
+        results, membranes, self.last_stats = self._run(x, Ts, [v[rows] for v in self._state])
         for v, new in zip(self._state, membranes):
             v[rows] = new
         return results
+
+    def _run(self, x: torch.Tensor, Ts: list[int], state: list[torch.Tensor] | None):
+        """`engine.run` keeping the state; a schedule may update `state` in place (delta coding), so an error
+        drops the carried state (every row starts fresh) rather than keep a half-updated one."""
+        try:
+            return self.engine.run(self, x, Ts, state, keep_state=True)
+        except BaseException:
+            self._state = None
+            raise
 
     def forward(self, obs, T: int | None = None, readout: Readout | None = None) -> torch.Tensor:
         """Readout values [B, n_actions] after T time steps (default readout: the network's own)."""
         return self.readouts(obs, T)[check_readout(readout or self.readout)]
 
-    def act(self, obs, T: int | None = None, readout: Readout | None = None, *, rows=None) -> torch.Tensor:
+    def act(self, obs, T: int | None = None, readout: Readout | None = None, *, rows: Rows = None) -> torch.Tensor:
         """Greedy actions [B]; ties go to the lowest action index. `rows`: see `readouts_at`."""
         return self.readouts(obs, T, rows=rows)[check_readout(readout or self.readout)].argmax(dim=1)
 

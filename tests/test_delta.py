@@ -82,7 +82,7 @@ def check_against_reference(snn, obs, rows=None) -> None:
     """The carried state of `rows` (all, in order) after a decision on `obs` is the reference's, exactly."""
     state = snn._state if rows is None else [v[torch.as_tensor(rows)] for v in snn._state]
     membranes, levels = reference(snn, obs)
-    assert torch.equal(state[0], torch.as_tensor(np.asarray(obs), dtype=torch.float64))
+    assert torch.equal(state[0].double(), torch.as_tensor(np.asarray(obs), dtype=torch.float64))
     for index, v in enumerate(membranes):
         assert torch.equal(state[1 + 2 * index], v), f"membranes of layer {index}"
     for index, q in enumerate(levels):
@@ -199,7 +199,7 @@ def test_the_compiled_bookkeeping_equals_the_tensor_operations(breakout):
             for obs in states[30:60]:
                 q = snn(obs[None])
                 s = snn.last_stats
-                runs[-1].append([q, *snn._state, s.input_events, s.input_synaptic_ops, s.synaptic_ops, *s.spikes,
+                runs[-1].append([q, *(v.clone() for v in snn._state), s.input_events, s.input_synaptic_ops, s.synaptic_ops, *s.spikes,
                                  *s.binary_spikes, *s.neuron_updates, *s.channel_spikes])
     for compiled, tensors in zip(*runs):
         assert all(torch.equal(a, b) for a, b in zip(compiled, tensors))

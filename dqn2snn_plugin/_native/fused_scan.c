@@ -428,23 +428,59 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
     free(code);
     return failed ? 1 : dense ? 2 : 0;
 }
-/* Delta coding's bookkeeping of one layer of batch x channels x positions neurons (engine/delta.py).  */
-/* With v: each neuron's level becomes clip(floor(v + start), 0, levels) and change its new level less */
-/* the old one; without v (the observation), change is given. Per row b: totals[b] gains its nonzero   */
-/* changes (graded events), ops[b] their fan-outs fan[c, p], bits[b] (if given) the ones of |change|   */
-/* (binary spikes), touched[b] the neurons of the stage `next` an event reaches (a convolution: the    */
-/* output positions whose window holds one, every channel; a fully connected stage: all, if any        */
-/* changed); channel[c] (if given) gains its events. Whole numbers, counted as integers: exact.        */
-/* Returns 1 when out of memory.                                                                       */
+/* The taps of input position p of the convolution `next`: for each window holding it, its output */
+/* position into o[] and the kernel tap (ky * kw + kx) it meets there into tap[]; returns how many */
+static inline int64_t NAME(targets)(const struct NAME(synapses) *next, int64_t p, int64_t *restrict o,
+                                    int64_t *restrict tap) {
+    const int64_t y = p / next->win, x = p % next->win;
+    int64_t n = 0;
+    for (int64_t ky = 0; ky < next->kh; ky++) {
+        const int64_t oy = y + next->ph - ky;
+        if (oy < 0 || oy % next->sh || oy / next->sh >= next->hout) continue;
+        for (int64_t kx = 0; kx < next->kw; kx++) {
+            const int64_t ox = x + next->pw - kx;
+            if (ox < 0 || ox % next->sw || ox / next->sw >= next->wout) continue;
+            o[n] = oy / next->sh * next->wout + ox / next->sw;
+            tap[n++] = ky * next->kw + kx;
+        }
+    }
+    return n;
+}
+/* The output positions of the convolution `next` whose window holds a marked input position    */
+/* (moved[p], p < hin * win) into hit[o] (o < hout * wout); returns how many.                     */
+static int64_t NAME(reached)(const struct NAME(synapses) *next, const unsigned char *restrict moved,
+                             unsigned char *restrict hit) {
+    const int64_t plane = next->hout * next->wout;
+    int64_t target[next->kh * next->kw], tap[next->kh * next->kw];
+    for (int64_t i = 0; i < plane; i++) hit[i] = 0;
+    for (int64_t p = 0; p < next->hin * next->win; p++)
+        for (int64_t i = 0, n = moved[p] ? NAME(targets)(next, p, target, tap) : 0; i < n; i++) hit[target[i]] = 1;
+    int64_t reached = 0;
+    for (int64_t i = 0; i < plane; i++) reached += hit[i];
+    return reached;
+}
+/* Delta coding's one layer of batch x channels x positions neurons (engine/delta.py). With v: each  */
+/* neuron's level becomes clip(floor(v + start), 0, levels) and change its new level less the old;   */
+/* without v (the observation), change is given. Per row b: totals[b] gains its nonzero changes     */
+/* (graded events), ops[b] their fan-outs fan[c, p], bits[b] (if given) the ones of |change| (binary */
+/* spikes), touched[b] the neurons of the stage `next` an event reaches (a convolution: the output   */
+/* positions whose window holds one, every channel; a fully connected stage: all, if any changed);   */
+/* channel[c] (if given) gains its events. Whole numbers, counted as integers: exact. Then, with     */
+/* next_v (the next stage's membranes [batch, cout, hout, wout]) and at most max_events events, each */
+/* event adds its change times its weight column (next->weight [cin, kh, kw, cout]) to them: a      */
+/* convolution's sums gathered channels-last at the reached positions only, then added; no bias.   */
+/* Returns 2 where there were more events (next_v untouched: the caller runs a dense pass), 1 when   */
+/* out of memory, else 0.                                                                            */
 int NAME(delta_layer)(const real *restrict v, double start, double levels, real *restrict level,
                       real *restrict change, int64_t batch, int64_t channels, int64_t positions,
                       const real *restrict fan, real *restrict totals, real *restrict channel,
                       real *restrict ops, real *restrict bits, const struct NAME(synapses) *next,
-                      real *restrict touched) {
-    const int64_t n = channels * positions, plane = next->hout * next->wout;
+                      real *restrict touched, real *restrict next_v, int64_t max_events) {
+    const int64_t n = channels * positions, plane = next->hout * next->wout, cout = next->cout;
     const int spatial = next->hin * next->win > 1; /* a convolution over [channels, hin, win] */
     unsigned char *moved = spatial ? malloc(positions) : NULL, *hit = spatial ? malloc(plane) : NULL;
     if (spatial && (!moved || !hit)) { free(moved); free(hit); return 1; }
+    int64_t sent = 0;
     for (int64_t b = 0; b < batch; b++) {
         real *d = change + b * n;
         int64_t events = 0, synaptic = 0, ones = 0;
@@ -471,30 +507,45 @@ int NAME(delta_layer)(const real *restrict v, double start, double levels, real 
         totals[b] += (real)events;
         ops[b] += (real)synaptic;
         if (bits) bits[b] += (real)ones;
-        int64_t reached = events ? plane : 0;
-        if (spatial && events) {
-            for (int64_t o = 0; o < plane; o++) hit[o] = 0;
-            for (int64_t p = 0; p < positions; p++) {
-                if (!moved[p]) continue;
-                const int64_t y = p / next->win, x = p % next->win;
-                for (int64_t ky = 0; ky < next->kh; ky++) {
-                    const int64_t oy = y + next->ph - ky;
-                    if (oy < 0 || oy % next->sh || oy / next->sh >= next->hout) continue;
-                    for (int64_t kx = 0; kx < next->kw; kx++) {
-                        const int64_t ox = x + next->pw - kx;
-                        if (ox < 0 || ox % next->sw || ox / next->sw >= next->wout) continue;
-                        hit[oy / next->sh * next->wout + ox / next->sw] = 1;
-                    }
-                }
-            }
-            reached = 0;
-            for (int64_t o = 0; o < plane; o++) reached += hit[o];
-        }
-        touched[b] += (real)(reached * next->cout);
+        touched[b] += (real)((events == 0 ? 0 : spatial ? NAME(reached)(next, moved, hit) : plane) * cout);
+        sent += events;
     }
+    int done = next_v == NULL ? 0 : sent > max_events ? 2 : 0;
+    real *acc = next_v && done == 0 && sent && spatial ? malloc(sizeof(real) * plane * cout) : NULL;
+    if (next_v && done == 0 && sent && spatial && !acc) done = 1;
+    if (next_v && done == 0 && sent && !spatial) /* fully connected: each input's weights read once for all rows */
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t b = 0; b < batch; b++)
+                if (change[b * n + i] != (real)0)
+                    NAME(add_scaled)(next_v + b * cout, next->weight + i * cout, change[b * n + i], cout);
+    for (int64_t b = 0; b < batch && next_v && done == 0 && sent && spatial; b++) {
+        const real *d = change + b * n;
+        real *out = next_v + b * cout * plane;
+        for (int64_t p = 0; p < positions; p++) moved[p] = 0;
+        for (int64_t c = 0; c < channels; c++)
+            for (int64_t p = 0; p < positions; p++) moved[p] |= d[c * positions + p] != (real)0;
+        if (!NAME(reached)(next, moved, hit)) continue;
+        for (int64_t o = 0; o < plane; o++)
+            if (hit[o]) for (int64_t co = 0; co < cout; co++) acc[o * cout + co] = (real)0;
+        const int64_t kk = next->kh * next->kw;
+        int64_t target[kk], tap[kk];
+        for (int64_t p = 0; p < positions; p++) {
+            const int64_t targets = moved[p] ? NAME(targets)(next, p, target, tap) : 0;
+            for (int64_t c = 0; c < channels && targets; c++) {
+                const real x = d[c * positions + p];
+                if (x == (real)0) continue;
+                for (int64_t i = 0; i < targets; i++)
+                    NAME(add_scaled)(acc + target[i] * cout, next->weight + (c * kk + tap[i]) * cout, x, cout);
+            }
+        }
+        for (int64_t co = 0; co < cout; co++)
+            for (int64_t o = 0; o < plane; o++)
+                if (hit[o]) out[co * plane + o] += acc[o * cout + co];
+    }
+    free(acc);
     free(moved);
     free(hit);
-    return 0;
+    return done;
 }
 
 #endif

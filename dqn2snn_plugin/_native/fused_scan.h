@@ -34,4 +34,5 @@ int NAME(binary_layer)(const real *gate, double offset, int64_t bits, int64_t ba
                        int64_t loop_threads, int64_t threads);
 int NAME(delta_layer)(const real *v, double start, double levels, real *level, real *change, int64_t batch,
                       int64_t channels, int64_t positions, const real *fan, real *totals, real *channel,
-                      real *ops, real *bits, const struct NAME(synapses) *next, real *touched);
+                      real *ops, real *bits, const struct NAME(synapses) *next, real *touched, real *next_v,
+                      int64_t max_events);

@@ -321,24 +321,33 @@ def tally(spikes: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channel
 
 def delta_layer(v: torch.Tensor | None, start: float, levels: float, level: torch.Tensor | None,
                 change: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channels: torch.Tensor | None,
-                ops: torch.Tensor, bits: torch.Tensor | None, following: nn.Module, touched: torch.Tensor) -> bool:
-    """Delta coding's bookkeeping of one layer [B, C, ...] in one call, in place (`engine.delta`): with `v`,
-    `level` becomes clip(floor(v + start), 0, levels) and `change` the new level less the old; without,
-    `change` (the observation's) is given. totals / ops / bits / touched [B] and channels [C] gain the
-    changes, their fan-outs, the ones of |change| and the neurons of `following` (the next stage's
-    Conv2d / Linear) they reach. False where not usable (then the caller uses tensor operations)."""
-    lib = _usable(change, fan, totals, ops, touched, *(t for t in (v, level, channels, bits) if t is not None))
+                ops: torch.Tensor, bits: torch.Tensor | None, following: nn.Module, touched: torch.Tensor,
+                weight_t: torch.Tensor | None = None, next_v: torch.Tensor | None = None,
+                max_fraction: float = 1.0) -> bool | None:
+    """Delta coding's one layer [B, C, ...] in one call, in place (`engine.delta`): with `v`, `level` becomes
+    clip(floor(v + start), 0, levels) and `change` the new level less the old; without, `change` (the
+    observation's) is given. totals / ops / bits / touched [B] and channels [C] gain the changes, their
+    fan-outs, the ones of |change| and the neurons of `following` (the next stage's Conv2d / Linear) they
+    reach. With `next_v` (the next stage's membranes) and `weight_t` (`events`' layout), where at most
+    `max_fraction` of the inputs changed, each change then adds its weight column times its value to
+    `next_v` (no bias). Returns True when all of it is done, False where the changes were too many to send
+    (`next_v` untouched: run a dense pass), None where not usable (then the caller uses tensor operations)."""
+    lib = _usable(change, fan, totals, ops, touched,
+                  *(t for t in (v, level, channels, bits, weight_t, next_v) if t is not None))
     row = tuple(change.shape[1:])
-    tensors = [t for t in (v, level, change, fan, totals, channels, ops, bits, touched) if t is not None]
+    tensors = [t for t in (v, level, change, fan, totals, channels, ops, bits, touched, weight_t, next_v) if t is not None]
     if lib is None or len(row) < 1 or not all(t.is_contiguous() for t in tensors) or fan.shape != row:
-        return False
+        return None
     geometry = _geometry(following, (math.prod(row),) if isinstance(following, nn.Linear) else row)
-    if geometry is None:
-        return False
+    if geometry is None or next_v is not None and (weight_t is None or tuple(next_v.shape[1:]) != geometry[1]
+                                                   or weight_t.numel() != following.weight.numel()):
+        return None
     suffix = SUFFIX[change.dtype]
-    if getattr(lib, f"delta_layer_{suffix}")(
-            _ptr(v), float(start), float(levels), _ptr(level), _ptr(change), change.shape[0], row[0],
-            math.prod(row[1:]), _ptr(fan), _ptr(totals), _ptr(channels), _ptr(ops), _ptr(bits),
-            _struct(suffix, 0, 0, geometry[0]), _ptr(touched)):
-        raise MemoryError("no memory for a delta-coded layer's bookkeeping")
-    return True
+    done = getattr(lib, f"delta_layer_{suffix}")(
+        _ptr(v), float(start), float(levels), _ptr(level), _ptr(change), change.shape[0], row[0],
+        math.prod(row[1:]), _ptr(fan), _ptr(totals), _ptr(channels), _ptr(ops), _ptr(bits),
+        _struct(suffix, 0 if weight_t is None else weight_t.data_ptr(), 0, geometry[0]), _ptr(touched),
+        _ptr(next_v), int(max_fraction * change.numel()))
+    if done == 1:
+        raise MemoryError("no memory for a delta-coded layer")
+    return done == 0
