@@ -151,7 +151,7 @@ def convert(
         T: default number of time steps per decision (with binary coding: steps per layer and bits per
             activation); default: the coding's `default_T` (64 for rate coding, 8 for binary and delta coding).
         scales: precomputed `LayerScales` (skips the calibration pass; `calibration` may be None).
-        coding: "rate" (the paper: up to T spikes per neuron for T levels) or "binary" (T-bit codes,
+        coding: "rate" (the paper: up to T spikes per neuron for T levels), "binary" (T-bit codes,
             most significant bit first: at most T spikes for 2**T levels, T steps per layer; see
             `dqn2snn_plugin.binary_coding`), "delta" (binary coding's levels, each neuron keeping its state
             between the observations of an episode and sending only changes, as graded events; set
