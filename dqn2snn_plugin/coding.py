@@ -99,6 +99,16 @@ class Coding(str, metaclass=ABCMeta):
             raise ConfigError(f"{self.name} coding takes input_coding {' or '.join(map(repr, self.input_codings))}, "
                               f"got {input_coding!r}: use input_coding={self.input_codings[0]!r}")
 
+    def residual_carry_refusal(self) -> str | None:
+        """Why a residual carry (CRPI, `network.ResidualCarry`) cannot start this coding's decisions, or None
+        where it can: it shifts carried IF membranes, so a coding that carries nothing, or whose carried state
+        leaves each decision as it would be afresh, has none to shift."""
+        if not self.carries_state:
+            return f"{self.name} coding starts every decision afresh"
+        if self.carries_exactly:
+            return f"{self.name} coding's carried state leaves each decision as it would be afresh"
+        return None
+
     def check_carry(self, carry_state: bool) -> None:
         """ConfigError if membranes are to be carried between decisions and this coding cannot."""
         if carry_state and not self.carries_state:

@@ -206,9 +206,9 @@ class SpikingQNetwork(nn.Module):
         self._source: tuple[nn.Sequential, ...] = () if source_network is None else (source_network,)
         self.residual_carry = residual_carry
         self.carry_state = residual_carry is not None
-        if residual_carry is not None and not self.coding.carries_state:
-            raise ConfigError(f"{self.coding.name} coding starts every decision afresh: a residual carry needs "
-                              "rate coding")
+        refusal = self.coding.residual_carry_refusal()
+        if residual_carry is not None and refusal:
+            raise ConfigError(f"{refusal}: a residual carry needs rate coding")
         # per-layer bias corrections added after folding (see dqn2snn_plugin.improve.tuning); saved with the SNN
         self.bias_shifts: list[torch.Tensor] = [torch.zeros(_outputs(weighted(s))) for s in synapses]
         self.generator = torch.Generator().manual_seed(0)

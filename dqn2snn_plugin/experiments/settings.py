@@ -264,8 +264,9 @@ class RunSettings:
         if not isinstance(self.energy_table, EnergyTable):
             raise ConfigError(f"energy_table must be an EnergyTable, got {type(self.energy_table).__name__}")
         check_readout(self.readout)
-        if self.residual_carry is not None and not check_coding(self.coding).carries_state:
-            raise ConfigError(f"--residual-carry needs rate coding: {self.coding} coding starts every decision afresh")
+        refusal = check_coding(self.coding).residual_carry_refusal()
+        if self.residual_carry is not None and refusal:
+            raise ConfigError(f"--residual-carry needs rate coding: {refusal}")
         check_coding(self.coding)
         return self
 
