@@ -63,6 +63,9 @@ NONZERO(nonzero_code, uint32_t, _mm512_test_epi32_mask(_mm512_loadu_si512((const
         for (int u = 0; u < (V); u++) *(VEC *)(d + i + u * LANES) = s[u];                             \
     }
 
+/* the float64 event pass, called from both instantiations (delta_input's weights are float64) */
+static inline void add_scaled_f64(double *restrict d, const double *restrict w, double x, int64_t n);
+
 #define real float
 #define NAME(f) f##_f32
 #define TRUNC truncf
@@ -546,6 +549,71 @@ int NAME(delta_layer)(const real *restrict v, double start, double levels, real 
     free(moved);
     free(hit);
     return done;
+}
+/* Delta coding's observation layer (engine/delta.py): observations x [batch, channels, positions]  */
+/* against the previous ones, prev. Where every x is a whole number of magnitude at most x_max and   */
+/* at most max_events of them changed: per row b, totals[b] gains the changes (graded events), ops[b] */
+/* their fan-outs fan[c, p], touched[b] the neurons of the convolution `next` they reach (its output  */
+/* positions whose window holds one, every channel); each change x - prev (exact in float64) adds its */
+/* weight column (weight [cin, kh, kw, cout] in float64; next's own weight is not read) times it to   */
+/* next_v [batch, cout, hout, wout], gathered channels-last at the reached positions; prev becomes x; */
+/* returns 0. The check and the count are one vectorised pass that writes nothing: where an x is not */
+/* such a whole number it returns 3, where more changed 2 (nothing written: the caller runs tensor   */
+/* operations); 1 when out of memory.                                                                 */
+int NAME(delta_input)(const real *restrict x, real *restrict prev, double x_max, int64_t batch,
+                      int64_t channels, int64_t positions, const double *restrict fan,
+                      double *restrict totals, double *restrict ops, const struct NAME(synapses) *next,
+                      const double *restrict weight, double *restrict touched, double *restrict next_v,
+                      int64_t max_events) {
+    const int64_t n = channels * positions, plane = next->hout * next->wout, cout = next->cout;
+    const int64_t kk = next->kh * next->kw;
+    const real high = (real)x_max;
+    int whole = 1;
+    int64_t changed = 0;
+    for (int64_t i = 0; i < batch * n; i++) {
+        const real xi = x[i];
+        whole &= (xi - TRUNC(xi) == (real)0) & (xi <= high) & (xi >= -high);
+        changed += xi != prev[i];
+    }
+    if (!whole) return 3;
+    if (changed > max_events) return 2;
+    if (!changed) return 0;
+    int32_t *event = malloc(sizeof(int32_t) * n);
+    unsigned char *moved = malloc(positions), *hit = malloc(plane);
+    double *acc = malloc(sizeof(double) * plane * cout);
+    int failed = !event || !moved || !hit || !acc;
+    int64_t target[kk], tap[kk];
+    for (int64_t b = 0; b < batch && !failed; b++) {
+        const real *xb = x + b * n;
+        real *pb = prev + b * n;
+        double *out = next_v + b * cout * plane;
+        int64_t count = 0;
+        double synaptic = 0;
+        for (int64_t i = 0; i < n; i++) event[count] = (int32_t)i, count += xb[i] != pb[i];
+        if (!count) continue;
+        for (int64_t p = 0; p < positions; p++) moved[p] = 0;
+        for (int64_t k = 0; k < count; k++) synaptic += fan[event[k]], moved[event[k] % positions] = 1;
+        totals[b] += (double)count;
+        ops[b] += synaptic;
+        touched[b] += (double)(NAME(reached)(next, moved, hit) * cout);
+        for (int64_t o = 0; o < plane; o++)
+            if (hit[o]) for (int64_t co = 0; co < cout; co++) acc[o * cout + co] = 0.0;
+        for (int64_t k = 0; k < count; k++) {
+            const int64_t i = event[k], c = i / positions, targets = NAME(targets)(next, i % positions, target, tap);
+            const double d = (double)xb[i] - (double)pb[i];
+            pb[i] = xb[i];
+            for (int64_t t = 0; t < targets; t++)
+                add_scaled_f64(acc + target[t] * cout, weight + (c * kk + tap[t]) * cout, d, cout);
+        }
+        for (int64_t co = 0; co < cout; co++)
+            for (int64_t o = 0; o < plane; o++)
+                if (hit[o]) out[co * plane + o] += acc[o * cout + co];
+    }
+    free(event);
+    free(moved);
+    free(hit);
+    free(acc);
+    return failed;
 }
 
 #endif

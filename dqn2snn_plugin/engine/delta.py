@@ -241,8 +241,7 @@ class DeltaSchedule:
         """One decision on observations `x` from `state` (contiguous; its membranes and levels are updated in
         place, saving a copy of each: the network drops a state that an error interrupted): (Q-values
         [B, n_actions] in float64, new state, counts)."""
-        options, batch, exact = engine.options, x.shape[0], _exact_input(x)
-        x = x.clone()  # kept as the next decision's previous observation, in the network's dtype
+        options, batch = engine.options, x.shape[0]
         previous, membranes, levels = state[0], state[1::2], state[2::2]
         layers = len(levels)
 
@@ -251,14 +250,20 @@ class DeltaSchedule:
                                     device=x.device).split([f.shape[0] for f in engine.counter.fan_outs]))
         counts = Counts(rows[:layers], rows[layers], channels, ChangeCounts(
             rows[layers + 1], rows[layers + 2], rows[layers + 3 : 2 * layers + 4], rows[2 * layers + 4 :]))
-        if exact:  # whole numbers: their differences are exact in any float dtype
-            change = (x - previous).to(torch.float64)
-            v = delta.step(0, change, delta.input_fan, counts, None, membranes[0], options)
+        changes = counts.changes
+        if delta.layers[0] is not None and fused_scan.delta_input(
+                x, previous, X_MAX, delta.input_fan, changes.input_events, changes.input_synaptic_ops, delta.layers[0],
+                delta.weights_t[0], changes.neuron_updates[0], membranes[0], options.sparse_changes):
+            v, x = membranes[0], previous  # sent from the observations in one C call; `previous` now holds x
+        elif _exact_input(x):  # whole numbers: their differences are exact in any float dtype
+            x = x.clone()  # kept as the next decision's previous observation, in the network's dtype
+            v = delta.step(0, (x - previous).to(torch.float64), delta.input_fan, counts, None, membranes[0], options)
         else:  # not exact as changes: the first stage afresh from the observation, every value an event
+            x = x.clone()
             v = delta.stages[0](x.to(torch.float64)) + delta.biases[0]
-            counts.changes.input_events.fill_(float(x[0].numel()))
-            counts.changes.input_synaptic_ops.fill_(float(delta.input_fan.sum()))
-            counts.changes.neuron_updates[0].fill_(float(v[0].numel()))
+            changes.input_events.fill_(float(x[0].numel()))
+            changes.input_synaptic_ops.fill_(float(delta.input_fan.sum()))
+            changes.neuron_updates[0].fill_(float(v[0].numel()))
         new_state = [x]
         for index, (membrane, level) in enumerate(zip(membranes[1:], levels), start=1):
             change = torch.empty_like(v)
