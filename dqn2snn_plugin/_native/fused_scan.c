@@ -435,15 +435,15 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
 /* position into o[] and the kernel tap (ky * kw + kx) it meets there into tap[]; returns how many */
 static inline int64_t NAME(targets)(const struct NAME(synapses) *next, int64_t p, int64_t *restrict o,
                                     int64_t *restrict tap) {
-    const int64_t y = p / next->win, x = p % next->win;
+    const int64_t y = p / next->win + next->ph, x = p % next->win + next->pw; /* in the padded input */
     int64_t n = 0;
-    for (int64_t ky = 0; ky < next->kh; ky++) {
-        const int64_t oy = y + next->ph - ky;
-        if (oy < 0 || oy % next->sh || oy / next->sh >= next->hout) continue;
-        for (int64_t kx = 0; kx < next->kw; kx++) {
-            const int64_t ox = x + next->pw - kx;
-            if (ox < 0 || ox % next->sw || ox / next->sw >= next->wout) continue;
-            o[n] = oy / next->sh * next->wout + ox / next->sw;
+    for (int64_t ky = y % next->sh; ky < next->kh && ky <= y; ky += next->sh) { /* the taps a stride meets */
+        const int64_t oy = (y - ky) / next->sh;
+        if (oy >= next->hout) continue;
+        for (int64_t kx = x % next->sw; kx < next->kw && kx <= x; kx += next->sw) {
+            const int64_t ox = (x - kx) / next->sw;
+            if (ox >= next->wout) continue;
+            o[n] = oy * next->wout + ox;
             tap[n++] = ky * next->kw + kx;
         }
     }
@@ -541,9 +541,8 @@ int NAME(delta_layer)(const real *restrict v, double start, double levels, real 
                     NAME(add_scaled)(acc + target[i] * cout, next->weight + (c * kk + tap[i]) * cout, x, cout);
             }
         }
-        for (int64_t co = 0; co < cout; co++)
-            for (int64_t o = 0; o < plane; o++)
-                if (hit[o]) out[co * plane + o] += acc[o * cout + co];
+        for (int64_t o = 0; o < plane; o++)
+            if (hit[o]) for (int64_t co = 0; co < cout; co++) out[co * plane + o] += acc[o * cout + co];
     }
     free(acc);
     free(moved);
@@ -589,7 +588,12 @@ int NAME(delta_input)(const real *restrict x, real *restrict prev, double x_max,
         double *out = next_v + b * cout * plane;
         int64_t count = 0;
         double synaptic = 0;
-        for (int64_t i = 0; i < n; i++) event[count] = (int32_t)i, count += xb[i] != pb[i];
+        for (int64_t start = 0; start < n; start += 64) { /* a vectorised test per 64 values: few change */
+            const int64_t end = start + 64 < n ? start + 64 : n;
+            int differ = 0;
+            for (int64_t i = start; i < end; i++) differ |= xb[i] != pb[i];
+            for (int64_t i = start; i < end && differ; i++) event[count] = (int32_t)i, count += xb[i] != pb[i];
+        }
         if (!count) continue;
         for (int64_t p = 0; p < positions; p++) moved[p] = 0;
         for (int64_t k = 0; k < count; k++) synaptic += fan[event[k]], moved[event[k] % positions] = 1;
@@ -605,9 +609,8 @@ int NAME(delta_input)(const real *restrict x, real *restrict prev, double x_max,
             for (int64_t t = 0; t < targets; t++)
                 add_scaled_f64(acc + target[t] * cout, weight + (c * kk + tap[t]) * cout, d, cout);
         }
-        for (int64_t co = 0; co < cout; co++)
-            for (int64_t o = 0; o < plane; o++)
-                if (hit[o]) out[co * plane + o] += acc[o * cout + co];
+        for (int64_t o = 0; o < plane; o++)
+            if (hit[o]) for (int64_t co = 0; co < cout; co++) out[co * plane + o] += acc[o * cout + co];
     }
     free(event);
     free(moved);
