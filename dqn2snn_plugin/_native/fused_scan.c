@@ -158,6 +158,10 @@ static inline void NAME(add_scaled)(real *restrict d, const real *restrict w, re
     else if (n == 32) for (int64_t i = 0; i < 32; i++) d[i] += x * w[i];
     else for (int64_t i = 0; i < n; i++) d[i] += x * w[i];
 }
+/* d += x * w over n targets, w whole numbers (exact in float64: |x w| < 2**53 where the caller uses it) */
+static inline void NAME(add_whole)(real *restrict d, const int32_t *restrict w, real x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) d[i] += x * (real)w[i];
+}
 typedef real NAME(vec) __attribute__((vector_size(64), aligned(sizeof(real)), may_alias));
 /* d += x_q * w for each set bit q of `bits` in turn (a neuron's spikes on one tap's targets), with */
 /* x_q = value[q * stride] * scale[q] (value NULL: every spike is 1, x_q = scale[q]); d loaded once */
@@ -471,14 +475,17 @@ static int64_t NAME(reached)(const struct NAME(synapses) *next, const unsigned c
 /* channel[c] (if given) gains its events. Whole numbers, counted as integers: exact. Then, with     */
 /* next_v (the next stage's membranes [batch, cout, hout, wout]) and at most max_events events, each */
 /* event adds its change times its weight column (next->weight [cin, kh, kw, cout]) to them: a      */
-/* convolution's sums gathered channels-last at the reached positions only, then added; no bias.   */
+/* convolution's sums gathered channels-last at the reached positions only, then added; no bias. A */
+/* fully connected stage with whole (its weights as int32 whole numbers of `unit`, [cin, cout]; the */
+/* f64 functions) adds change * unit * whole: the same products, exact, from half the memory.       */
 /* Returns 2 where there were more events (next_v untouched: the caller runs a dense pass), 1 when   */
 /* out of memory, else 0.                                                                            */
 int NAME(delta_layer)(const real *restrict v, double start, double levels, real *restrict level,
                       real *restrict change, int64_t batch, int64_t channels, int64_t positions,
                       const real *restrict fan, real *restrict totals, real *restrict channel,
                       real *restrict ops, real *restrict bits, const struct NAME(synapses) *next,
-                      real *restrict touched, real *restrict next_v, int64_t max_events) {
+                      const int32_t *restrict whole, double unit, real *restrict touched, real *restrict next_v,
+                      int64_t max_events) {
     const int64_t n = channels * positions, plane = next->hout * next->wout, cout = next->cout;
     const int spatial = next->hin * next->win > 1; /* a convolution over [channels, hin, win] */
     unsigned char *moved = spatial ? malloc(positions) : NULL, *hit = spatial ? malloc(plane) : NULL;
@@ -519,7 +526,9 @@ int NAME(delta_layer)(const real *restrict v, double start, double levels, real 
     if (next_v && done == 0 && sent && !spatial) /* fully connected: each input's weights read once for all rows */
         for (int64_t i = 0; i < n; i++)
             for (int64_t b = 0; b < batch; b++)
-                if (change[b * n + i] != (real)0)
+                if (change[b * n + i] != (real)0 && whole)
+                    NAME(add_whole)(next_v + b * cout, whole + i * cout, change[b * n + i] * (real)unit, cout);
+                else if (change[b * n + i] != (real)0)
                     NAME(add_scaled)(next_v + b * cout, next->weight + i * cout, change[b * n + i], cout);
     for (int64_t b = 0; b < batch && next_v && done == 0 && sent && spatial; b++) {
         const real *d = change + b * n;

@@ -324,14 +324,16 @@ def delta_layer(v: torch.Tensor | None, start: float, levels: float, level: torc
                 change: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channels: torch.Tensor | None,
                 ops: torch.Tensor, bits: torch.Tensor | None, following: nn.Module, touched: torch.Tensor,
                 weight_t: torch.Tensor | None = None, next_v: torch.Tensor | None = None,
-                max_fraction: float = 1.0) -> bool | None:
+                max_fraction: float = 1.0, whole: tuple[torch.Tensor, float] | None = None) -> bool | None:
     """Delta coding's one layer [B, C, ...] in one call, in place (`engine.delta`): with `v`, `level` becomes
     clip(floor(v + start), 0, levels) and `change` the new level less the old; without, `change` (the
     observation's) is given. totals / ops / bits / touched [B] and channels [C] gain the changes, their
     fan-outs, the ones of |change| and the neurons of `following` (the next stage's Conv2d / Linear) they
     reach. With `next_v` (the next stage's membranes) and `weight_t` (`events`' layout), where at most
     `max_fraction` of the inputs changed, each change then adds its weight column times its value to
-    `next_v` (no bias). Returns True when all of it is done, False where the changes were too many to send
+    `next_v` (no bias); a fully connected `following` with `whole` (its weights as int32 [in, out], whole numbers
+    of the float64 unit) reads those instead: each change times the unit, times the whole number, the same
+    product (exact) from half the memory. Returns True when all of it is done, False where the changes were too many to send
     (`next_v` untouched: run a dense pass), None where not usable (then the caller uses tensor operations)."""
     lib = _usable(change, fan, totals, ops, touched,
                   *(t for t in (v, level, channels, bits, weight_t, next_v) if t is not None))
@@ -343,12 +345,15 @@ def delta_layer(v: torch.Tensor | None, start: float, levels: float, level: torc
     if geometry is None or next_v is not None and (weight_t is None or tuple(next_v.shape[1:]) != geometry[1]
                                                    or weight_t.numel() != following.weight.numel()):
         return None
-    suffix = SUFFIX[change.dtype]
+    suffix, ffi = SUFFIX[change.dtype], interface()
+    integers = whole is not None and change.dtype == torch.float64 and isinstance(following, nn.Linear) and (
+        whole[0].dtype == torch.int32 and whole[0].is_contiguous() and whole[0].shape == (row[0], geometry[0][3]))
     done = getattr(lib, f"delta_layer_{suffix}")(
         _ptr(v), float(start), float(levels), _ptr(level), _ptr(change), change.shape[0], row[0],
         math.prod(row[1:]), _ptr(fan), _ptr(totals), _ptr(channels), _ptr(ops), _ptr(bits),
-        _struct(suffix, 0 if weight_t is None else weight_t.data_ptr(), 0, geometry[0]), _ptr(touched),
-        _ptr(next_v), int(max_fraction * change.numel()))
+        _struct(suffix, 0 if weight_t is None else weight_t.data_ptr(), 0, geometry[0]),
+        ffi.cast("int32_t *", whole[0].data_ptr()) if integers else ffi.NULL, float(whole[1]) if integers else 0.0,
+        _ptr(touched), _ptr(next_v), int(max_fraction * change.numel()))
     if done == 1:
         raise MemoryError("no memory for a delta-coded layer")
     return done == 0
