@@ -347,7 +347,7 @@ def delta_layer(v: torch.Tensor | None, start: float, levels: float, level: torc
         return None
     suffix, ffi = SUFFIX[change.dtype], interface()
     integers = whole is not None and change.dtype == torch.float64 and isinstance(following, nn.Linear) and (
-        whole[0].dtype == torch.int32 and whole[0].is_contiguous() and whole[0].shape == (row[0], geometry[0][3]))
+        whole[0].dtype == torch.int32 and whole[0].is_contiguous() and whole[0].shape == (geometry[0][0], geometry[0][3]))
     done = getattr(lib, f"delta_layer_{suffix}")(
         _ptr(v), float(start), float(levels), _ptr(level), _ptr(change), change.shape[0], row[0],
         math.prod(row[1:]), _ptr(fan), _ptr(totals), _ptr(channels), _ptr(ops), _ptr(bits),
