@@ -17,7 +17,11 @@ codes; here each neuron keeps V and its last sent level, so a decision is:
 Each layer (requantisation, counts, and its events added into the next layer's membranes, a convolution's at
 the reached positions only) is one C call (`_native.fused_scan.delta_layer`); where more than
 `SimulationOptions.sparse_changes` of a layer's inputs changed, or without the C library, a dense pass of
-the changes through a bias-free float64 copy of the stage instead (the same sums: see below).
+the changes through a bias-free float64 copy of the stage instead (the same sums: see below). The
+observation's changes into a convolution are one C call too (`fused_scan.delta_input`: the check, the
+changes and their events read straight from the observation and the previous one, no float64 change
+tensor). A fully connected stage's events read its weights as int32 whole numbers of its grid unit where
+they fit (`DeltaNetwork.whole`): the same products, from half the memory that sets that stage's speed.
 
 So V_{l+1} = W_{l+1} q_l + L b_{l+1} holds after every decision: the levels are those of a quantised network
 run on that observation alone, whatever the earlier observations were (the state only saves work).
