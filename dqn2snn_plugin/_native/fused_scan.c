@@ -568,9 +568,9 @@ int NAME(delta_layer)(const real *restrict v, double start, double levels, real 
 /* positions whose window holds one, every channel); each change x - prev (exact in float64) adds its */
 /* weight column (weight [cin, kh, kw, cout] in float64; next's own weight is not read) times it to   */
 /* next_v [batch, cout, hout, wout], gathered channels-last at the reached positions; prev becomes x; */
-/* returns 0. The check and the count are one vectorised pass that writes nothing: where an x is not */
-/* such a whole number it returns 3, where more changed 2 (nothing written: the caller runs tensor   */
-/* operations); 1 when out of memory.                                                                 */
+/* returns 0. The check and the search for changes are one vectorised pass that writes nothing    */
+/* outside: where an x is not such a whole number it returns 3, where more changed 2 (the caller     */
+/* runs tensor operations); 1 when out of memory.                                                    */
 int NAME(delta_input)(const real *restrict x, real *restrict prev, double x_max, int64_t batch,
                       int64_t channels, int64_t positions, const double *restrict fan,
                       double *restrict totals, double *restrict ops, const struct NAME(synapses) *next,
@@ -579,43 +579,52 @@ int NAME(delta_input)(const real *restrict x, real *restrict prev, double x_max,
     const int64_t n = channels * positions, plane = next->hout * next->wout, cout = next->cout;
     const int64_t kk = next->kh * next->kw;
     const real high = (real)x_max;
-    int whole = 1;
-    int64_t changed = 0;
-    for (int64_t i = 0; i < batch * n; i++) {
-        const real xi = x[i];
-        whole &= (xi - TRUNC(xi) == (real)0) & (xi <= high) & (xi >= -high);
-        changed += xi != prev[i];
-    }
-    if (!whole) return 3;
-    if (changed > max_events) return 2;
-    if (!changed) return 0;
-    int32_t *event = malloc(sizeof(int32_t) * n);
+    int32_t *event = malloc(sizeof(int32_t) * batch * n); /* each row's changed positions, rows in turn */
+    int64_t *first = malloc(sizeof(int64_t) * (batch + 1)), changed = 0;
     unsigned char *moved = malloc(positions), *hit = malloc(plane);
     double *acc = malloc(sizeof(double) * plane * cout);
-    int failed = !event || !moved || !hit || !acc;
+    int whole = 1, failed = !event || !first || !moved || !hit || !acc;
+    for (int64_t b = 0; b < batch && !failed && whole; b++) {
+        const real *xb = x + b * n, *pb = prev + b * n;
+        first[b] = changed;
+        for (int64_t start = 0; start < n; start += 64) { /* vectorised per 64 values; few change */
+            const int64_t end = start + 64 < n ? start + 64 : n;
+            int differ = 0;
+            for (int64_t i = start; i < end; i++) {
+                const real xi = xb[i];
+                whole &= (xi - TRUNC(xi) == (real)0) & (xi <= high) & (xi >= -high);
+                differ |= xi != pb[i];
+            }
+            for (int64_t i = start; i < end && differ; i++) event[changed] = (int32_t)i, changed += xb[i] != pb[i];
+        }
+    }
+    if (failed || !whole || changed > max_events || !changed) {
+        free(event);
+        free(first);
+        free(moved);
+        free(hit);
+        free(acc);
+        return failed ? 1 : !whole ? 3 : changed > max_events ? 2 : 0;
+    }
+    first[batch] = changed;
     int64_t target[kk], tap[kk];
-    for (int64_t b = 0; b < batch && !failed; b++) {
+    for (int64_t b = 0; b < batch; b++) {
         const real *xb = x + b * n;
         real *pb = prev + b * n;
         double *out = next_v + b * cout * plane;
-        int64_t count = 0;
+        const int32_t *row = event + first[b];
+        const int64_t count = first[b + 1] - first[b];
         double synaptic = 0;
-        for (int64_t start = 0; start < n; start += 64) { /* a vectorised test per 64 values: few change */
-            const int64_t end = start + 64 < n ? start + 64 : n;
-            int differ = 0;
-            for (int64_t i = start; i < end; i++) differ |= xb[i] != pb[i];
-            for (int64_t i = start; i < end && differ; i++) event[count] = (int32_t)i, count += xb[i] != pb[i];
-        }
         if (!count) continue;
         for (int64_t p = 0; p < positions; p++) moved[p] = 0;
-        for (int64_t k = 0; k < count; k++) synaptic += fan[event[k]], moved[event[k] % positions] = 1;
+        for (int64_t k = 0; k < count; k++) synaptic += fan[row[k]], moved[row[k] % positions] = 1;
         totals[b] += (double)count;
         ops[b] += synaptic;
         touched[b] += (double)(NAME(reached)(next, moved, hit) * cout);
         for (int64_t o = 0; o < plane; o++)
             if (hit[o]) for (int64_t co = 0; co < cout; co++) acc[o * cout + co] = 0.0;
         for (int64_t k = 0; k < count; k++) {
-            const int64_t i = event[k], c = i / positions, targets = NAME(targets)(next, i % positions, target, tap);
+            const int64_t i = row[k], c = i / positions, targets = NAME(targets)(next, i % positions, target, tap);
             const double d = (double)xb[i] - (double)pb[i];
             pb[i] = xb[i];
             for (int64_t t = 0; t < targets; t++)
@@ -625,10 +634,11 @@ int NAME(delta_input)(const real *restrict x, real *restrict prev, double x_max,
             if (hit[o]) for (int64_t co = 0; co < cout; co++) out[co * plane + o] += acc[o * cout + co];
     }
     free(event);
+    free(first);
     free(moved);
     free(hit);
     free(acc);
-    return failed;
+    return 0;
 }
 
 #endif
