@@ -187,7 +187,8 @@ def test_observations_of_fractions_refresh_the_first_stage_densely(mlp_checkpoin
     torch.testing.assert_close(carried, (membranes[-1] / L).float(), rtol=0, atol=1e-6)
 
 
-def test_the_compiled_bookkeeping_equals_the_tensor_operations(breakout):
+@pytest.mark.parametrize("streams", [1, 3])
+def test_the_compiled_bookkeeping_equals_the_tensor_operations(breakout, streams):
     checkpoint, states = breakout
     snn = delta_snn(checkpoint, states[:50])
     snn.carry_state = True
@@ -196,8 +197,8 @@ def test_the_compiled_bookkeeping_equals_the_tensor_operations(breakout):
         snn.reset_state()
         with switch():
             runs.append([])
-            for obs in states[30:60]:
-                q = snn(obs[None])
+            for i in range(30, 60):  # `streams` stretches of consecutive states, one row each
+                q = snn(states[[i + 80 * k for k in range(streams)]])
                 s = snn.last_stats
                 runs[-1].append([q, *(v.clone() for v in snn._state), s.input_events, s.input_synaptic_ops, s.synaptic_ops, *s.spikes,
                                  *s.binary_spikes, *s.neuron_updates, *s.channel_spikes])

@@ -17,7 +17,11 @@ codes; here each neuron keeps V and its last sent level, so a decision is:
 Each layer (requantisation, counts, and its events added into the next layer's membranes, a convolution's at
 the reached positions only) is one C call (`_native.fused_scan.delta_layer`); where more than
 `SimulationOptions.sparse_changes` of a layer's inputs changed, or without the C library, a dense pass of
-the changes through a bias-free float64 copy of the stage instead (the same sums: see below).
+the changes through a bias-free float64 copy of the stage instead (the same sums: see below). The
+observation's changes into a convolution are one C call too (`fused_scan.delta_input`: the check, the
+changes and their events read straight from the observation and the previous one, no float64 change
+tensor). A fully connected stage's events read its weights as int32 whole numbers of its grid unit where
+they fit (`DeltaNetwork.whole`): the same products, from half the memory that sets that stage's speed.
 
 So V_{l+1} = W_{l+1} q_l + L b_{l+1} holds after every decision: the levels are those of a quantised network
 run on that observation alone, whatever the earlier observations were (the state only saves work).
@@ -76,7 +80,12 @@ SUM_BITS = 51  # every membrane and partial sum stays below 2**SUM_BITS grid uni
 
 
 def rounded(net: SpikingQNetwork, T: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Each folded stage's (weight, bias) in float64, rounded to the stage's grid 2**-g (see the module doc).
+    """Each folded stage's (weight, bias) in float64, rounded to the stage's grid 2**-g (see the module doc)."""
+    return [(w, b) for w, b, _ in on_grid(net, T)]
+
+
+def on_grid(net: SpikingQNetwork, T: int) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """Each folded stage's (weight, bias) in float64, rounded to the stage's grid 2**-g, and 2**g.
 
     g is the largest integer with L * (sum_j |W_ij| m + |b_i|) * 2**g <= 2**SUM_BITS for every output i,
     m the largest input magnitude (`X_MAX` for the observation, L = 2**T - 1 for a layer's levels): the
@@ -92,7 +101,7 @@ def rounded(net: SpikingQNetwork, T: int) -> list[tuple[torch.Tensor, torch.Tens
         bound = float((levels * (w.abs().flatten(1).sum(1) * largest_input + b.abs())).max())
         grid = SUM_BITS - (math.frexp(bound)[1] if bound > 0 else 0)  # bound < 2**frexp exponent
         step = 2.0**grid
-        out.append((torch.round(w * step) / step, torch.round(b * step) / step))
+        out.append((torch.round(w * step) / step, torch.round(b * step) / step, step))
     return out
 
 
@@ -104,8 +113,8 @@ class DeltaNetwork:
     def __init__(self, net: SpikingQNetwork, T: int) -> None:
         self.levels, self.start = float(2**T - 1), net.initial_membrane
         device = weighted(net.synapses[0]).weight.device
-        self.stages, self.layers, self.weights_t, self.biases = [], [], [], []
-        for index, (stage, (w, b)) in enumerate(zip(net.synapses, rounded(net, T))):
+        self.stages, self.layers, self.weights_t, self.biases, self.whole = [], [], [], [], []
+        for index, (stage, (w, b, step)) in enumerate(zip(net.synapses, on_grid(net, T))):
             stage = copy.deepcopy(stage).to(device=device, dtype=torch.float64)
             layer = weighted(stage)
             layer.weight = nn.Parameter((w * self.levels if index == 0 else w).to(device), requires_grad=False)
@@ -114,9 +123,20 @@ class DeltaNetwork:
             self.layers.append(event_layer(stage))
             self.weights_t.append(layer.weight.permute(*range(1, w.ndim), 0).contiguous())
             self.biases.append((b * self.levels).to(device).reshape(-1, *[1] * (w.ndim - 2)))
+            self.whole.append(self._whole(w * step, 1 / step) if isinstance(layer, nn.Linear) and index else None)
         shape = tuple(net.observation_shape)
         self.input_fan = fan_out(net.synapses[0], shape).to(device=device, dtype=torch.float64)
         self.blank = self._blank(shape, device, weighted(net.synapses[0]).weight.dtype)
+
+    @staticmethod
+    def _whole(grid_units: torch.Tensor, unit: float) -> tuple[torch.Tensor, float] | None:
+        """A fully connected stage's weights as whole numbers of grid units, int32 [in, out] (`events`' layout),
+        and the unit: half the float64 weights' memory traffic, which sets an event-driven Linear's speed, with
+        the same products (a change times the unit, times the whole number: exact). None where one does not
+        fit an int32 (then the float64 weights)."""
+        if grid_units.numel() and float(grid_units.abs().max()) >= 2**31:
+            return None
+        return grid_units.to(torch.int32).t().contiguous(), unit
 
     def _blank(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
         """The state after an all-zero observation, one row: dense passes from the biases."""
@@ -151,7 +171,8 @@ class DeltaNetwork:
         done = fused_scan.delta_layer(v, self.start, self.levels, level, change, fan, totals, channels, ops, bits,
                                       layer or weighted(self.stages[index]), touched,
                                       None if layer is None else self.weights_t[index],
-                                      None if layer is None else following, options.sparse_changes)
+                                      None if layer is None else following, options.sparse_changes,
+                                      self.whole[index])
         if done:
             return following
         if done is None:
@@ -241,8 +262,7 @@ class DeltaSchedule:
         """One decision on observations `x` from `state` (contiguous; its membranes and levels are updated in
         place, saving a copy of each: the network drops a state that an error interrupted): (Q-values
         [B, n_actions] in float64, new state, counts)."""
-        options, batch, exact = engine.options, x.shape[0], _exact_input(x)
-        x = x.clone()  # kept as the next decision's previous observation, in the network's dtype
+        options, batch = engine.options, x.shape[0]
         previous, membranes, levels = state[0], state[1::2], state[2::2]
         layers = len(levels)
 
@@ -251,14 +271,20 @@ class DeltaSchedule:
                                     device=x.device).split([f.shape[0] for f in engine.counter.fan_outs]))
         counts = Counts(rows[:layers], rows[layers], channels, ChangeCounts(
             rows[layers + 1], rows[layers + 2], rows[layers + 3 : 2 * layers + 4], rows[2 * layers + 4 :]))
-        if exact:  # whole numbers: their differences are exact in any float dtype
-            change = (x - previous).to(torch.float64)
-            v = delta.step(0, change, delta.input_fan, counts, None, membranes[0], options)
+        changes = counts.changes
+        if delta.layers[0] is not None and fused_scan.delta_input(
+                x, previous, X_MAX, delta.input_fan, changes.input_events, changes.input_synaptic_ops, delta.layers[0],
+                delta.weights_t[0], changes.neuron_updates[0], membranes[0], options.sparse_changes):
+            v, x = membranes[0], previous  # sent from the observations in one C call; `previous` now holds x
+        elif _exact_input(x):  # whole numbers: their differences are exact in any float dtype
+            x = x.clone()  # kept as the next decision's previous observation, in the network's dtype
+            v = delta.step(0, (x - previous).to(torch.float64), delta.input_fan, counts, None, membranes[0], options)
         else:  # not exact as changes: the first stage afresh from the observation, every value an event
+            x = x.clone()
             v = delta.stages[0](x.to(torch.float64)) + delta.biases[0]
-            counts.changes.input_events.fill_(float(x[0].numel()))
-            counts.changes.input_synaptic_ops.fill_(float(delta.input_fan.sum()))
-            counts.changes.neuron_updates[0].fill_(float(v[0].numel()))
+            changes.input_events.fill_(float(x[0].numel()))
+            changes.input_synaptic_ops.fill_(float(delta.input_fan.sum()))
+            changes.neuron_updates[0].fill_(float(v[0].numel()))
         new_state = [x]
         for index, (membrane, level) in enumerate(zip(membranes[1:], levels), start=1):
             change = torch.empty_like(v)
