@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -103,9 +102,7 @@ def main() -> int:
     parser.add_argument("--table", action="store_true", help="print the table of what is in --out, run nothing")
     args = _common.parse(parser)
     if not args.table:
-        for command in commands(args.out, args.fixtures, args.only):
-            print("$", " ".join(command[1:]), flush=True)
-            subprocess.run(command, check=True)
+        _common.run_commands(commands(args.out, args.fixtures, args.only))
     print(table(args.out))
     return 0
 
