@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from importlib.resources import files
 from pathlib import Path
@@ -80,3 +81,10 @@ def load_game(game: str, args: argparse.Namespace, **options: object) -> DQNChec
     except Dqn2SnnError as error:
         sys.exit(f"{Path(sys.argv[0]).name}: error: {game}: {error} "
                  f"(give --fixtures DIR or ${FIXTURES_ENV} with {game}NoFrameskip-v4.qnet.pt in it)")
+
+
+def run_commands(commands: list[list[str]]) -> None:
+    """Run each command (a `dqn2snn` benchmark as a subprocess), echoed first; stop at the first that fails."""
+    for command in commands:
+        print("$", " ".join(command[1:]), flush=True)
+        subprocess.run(command, check=True)

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+import _common
 from dqn2snn_plugin.experiments.records import BenchmarkCell
 from dqn2snn_plugin.experiments.report import scores_table
 
@@ -58,9 +58,7 @@ def main() -> int:
     parser.add_argument("--table", action="store_true", help="print the folder's table only, run nothing")
     args = parser.parse_args()
     if not args.table:
-        for command in commands(args.out):
-            print("$", " ".join(command[1:]), flush=True)
-            subprocess.run(command, check=True)
+        _common.run_commands(commands(args.out))
     print(table(args.out))
     return 0
 

@@ -17,6 +17,13 @@ Also: the fused loops' compile latency, peak memory per decision, firing rates p
 steps per second of `evaluate` (its DQN and SNN games, 8 envs; rate T = 64, binary T = 8).
 `--profile` adds the time breakdown of one simulation and the event-driven vs dense crossover per layer.
 
+Delta coding (`--delta-T`, issue 26; its own table): each of B streams of consecutive game states of one
+game (the DQN's own play, one env, cut into B consecutive stretches) is decided by the delta-coded SNN
+carrying state per stream (`readouts(x, rows=...)`), against the DQN's own dense decision on the same B
+states, both timed over windows of --delta-window decisions, interleaved, the windows moving on through the
+sequence. Also the events per decision: changed inputs, graded events per layer, what binary spikes would
+take (popcount of each change), synaptic operations and their share of the dense pass's MACs.
+
     python benchmarks/simulation_speed.py --out runs/simulation_speed
 """
 
@@ -376,6 +383,8 @@ def markdown(report: dict) -> str:
         for r in sp["rows"]:
             lines.append(f"| {r['layer']} | {r['rate']} ({r['measured_rate']:.4f}) | {r['dense_ms']:.2f} | "
                          f"{r['events_ms']:.2f} | {r['dense_ms'] / r['events_ms']:.2f} |")
+    if report.get("delta"):
+        lines += delta_markdown(report["delta"], report["clock"])
     lines += ["", f"Total wall time {report['wall_s']:.0f} s.", ""]
     return "\n".join(lines)
 
@@ -440,6 +449,70 @@ def measure_coding(report: dict, args, coding: str, Ts: list[int], snns: dict, s
             for B in (1, 64))
 
 
+@torch.no_grad()
+def measure_delta(report: dict, args, ckpt, calibration, q_network, sync) -> None:
+    """The delta-coding rows (see the module doc), appended to report["delta"]."""
+    sequence = torch.as_tensor(collect_observations(ckpt, args.delta_states, n_envs=1, seed=1), dtype=torch.float32)
+    for T in ints(args.delta_T):
+        snn = convert(ckpt, calibration, coding="delta", T=T, percentile=99.99, channel_wise=True)
+        snn.carry_state = True
+        dense_macs = float(snn.coding.schedule.prepared(snn, T).input_fan.sum()
+                           + sum(f.sum() for f in snn.engine.counter.fan_outs))
+        for B in ints(args.delta_batch):
+            steps = sequence.shape[0] // B
+            streams = [s.contiguous() for s in sequence[: steps * B].reshape(B, steps, *sequence.shape[1:]).transpose(0, 1)]
+            rows, window, cursor, counts = list(range(B)), args.delta_window, {"delta": 0, "dqn": 0}, []
+            snn.reset_state()
+
+            def run(name, decide):
+                def call():
+                    for _ in range(window):
+                        decide(streams[cursor[name] % steps])
+                        cursor[name] += 1
+                return call
+
+            def delta_decision(x):
+                snn.readouts(x, T, rows=rows)
+                counts.append(snn.last_stats)
+
+            timed = measure_interleaved({"delta": run("delta", delta_decision), "dqn": run("dqn", q_network)},
+                                        sync, args.repeats, "dqn")
+            row = {"T": T, "B": B, "window": window, "decisions": cursor["delta"] * B,
+                   "load_average": os.getloadavg()[0]}
+            for name in ("delta", "dqn"):
+                row[f"{name}_ms_per_call"] = 1e3 * timed[name]["median_s"] / window
+            row["dqn_over_delta"] = timed["delta"]["ratio"]
+            def mean(values: list[torch.Tensor]) -> float:
+                return float(torch.cat([v.double() for v in values]).mean())  # per decision
+
+            row["input_events"] = mean([c.input_events for c in counts])
+            row["graded_events"] = [mean([c.spikes[i] for c in counts]) for i in range(len(counts[0].spikes))]
+            row["binary_spikes"] = [mean([c.binary_spikes[i] for c in counts]) for i in range(len(counts[0].spikes))]
+            row["neuron_updates"] = [mean([c.neuron_updates[i] for c in counts]) for i in range(len(counts[0].neuron_updates))]
+            row["synaptic_ops"] = mean([c.input_synaptic_ops + c.synaptic_ops for c in counts])
+            row["share_of_dense_macs"] = row["synaptic_ops"] / dense_macs
+            report.setdefault("delta", []).append(row)
+            print(f"delta T={T} B={B}: {row['delta_ms_per_call']:.2f} ms vs DQN {row['dqn_ms_per_call']:.2f} ms per call "
+                  f"(DQN/delta {row['dqn_over_delta']:.2f}); {row['share_of_dense_macs']:.3f} of the dense MACs; "
+                  f"load {row['load_average']:.1f}", flush=True)
+
+
+def delta_markdown(rows: list[dict], clock_name: str) -> list[str]:
+    """The delta table and its events per decision."""
+    lines = ["", f"Delta coding over consecutive game states ({clock_name} clock; ms per call of B decisions, median "
+             "of interleaved windows; DQN/delta > 1: the delta decision is faster). Events per decision (mean): "
+             "changed inputs; graded events of the spiking layers; the binary spikes the same changes would take; "
+             "synaptic operations (input's included) and their share of the dense pass's MACs.", "",
+             "| T | B | delta ms | DQN ms | DQN/delta | changed inputs | graded events | binary spikes | "
+             "synaptic ops | share of MACs | load |", "|" + "---|" * 11]
+    for r in rows:
+        lines.append(f"| {r['T']} | {r['B']} | {r['delta_ms_per_call']:.2f} | {r['dqn_ms_per_call']:.2f} | "
+                     f"{r['dqn_over_delta']:.2f} | {r['input_events']:,.0f} | {sum(r['graded_events']):,.0f} | "
+                     f"{sum(r['binary_spikes']):,.0f} | {r['synaptic_ops']:,.0f} | {r['share_of_dense_macs']:.3f} | "
+                     f"{r['load_average']:.1f} |")
+    return lines
+
+
 def python_loops(snn, x: torch.Tensor, T: int):
     """`snn.readouts(x, T)` with the compiled C loops switched off: Python loops and dense synapses."""
     with fused_scan.switched_off():
@@ -463,7 +536,8 @@ def main() -> None:
     parser.add_argument("--batch", default="1,8,64", help="decisions per call")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per cell (median); heavy cells get fewer")
     parser.add_argument("--backends", default="spikingjelly,snntorch")
-    parser.add_argument("--coding", default="rate", help="rate (the paper), binary (T-bit codes, no naive loop), or both: rate,binary")
+    parser.add_argument("--coding", default="rate", help="rate (the paper), binary (T-bit codes, no naive loop), or both: "
+                        "rate,binary; none: only the delta rows")
     parser.add_argument("--python-loops", action="store_true", help="also time the Python loops the fused C loops replace")
     parser.add_argument("--clock", default="wall", choices=sorted(CLOCKS),
                         help="wall time, or process CPU time (with --threads 1: robust to a loaded machine)")
@@ -481,6 +555,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="add the time breakdown and the event-driven vs dense crossover")
     parser.add_argument("--profile-T", default="32,128")
     parser.add_argument("--profile-batch", default="8,64")
+    parser.add_argument("--delta-T", default="", help="bits of the delta-coded rows (e.g. 8; none by default)")
+    parser.add_argument("--delta-batch", default="1,8", help="streams of consecutive states per delta call")
+    parser.add_argument("--delta-window", type=int, default=40, help="consecutive decisions per timed delta call")
+    parser.add_argument("--delta-states", type=int, default=2000, help="consecutive states of the delta streams")
     parser.add_argument("--out", type=Path, default=Path("runs/simulation_speed"), help="writes OUT.md and OUT.json")
     args = parser.parse_args()
 
@@ -507,7 +585,7 @@ def main() -> None:
         "fused_scan": compile_latency(), "backends": backends, "args": {k: str(v) for k, v in vars(args).items()},
         "rows": [], "memory": [], "firing_rates": [], "play": [],
     }
-    for coding in [c for c in args.coding.split(",") if c]:
+    for coding in [c for c in args.coding.split(",") if c and c != "none"]:
         snns = {backends[0]: convert(ckpt, states_np, backend=backends[0], coding=coding)}
         for name in backends[1:]:
             snns[name] = convert(ckpt, None, backend=name, scales=snns[backends[0]].scales, coding=coding)
@@ -523,6 +601,8 @@ def main() -> None:
             T = args.play_T if coding == "rate" else args.play_binary_T
             report["play"].append(evaluate_speed(ckpt, sj.cpu() if device == "cpu" else sj, T, settings))
             print(f"evaluate ({coding}, T={T}): {report['play'][-1]['agent_steps_per_s']:.1f} agent steps/s", flush=True)
+    if args.delta_T:
+        measure_delta(report, args, ckpt, states_np, q_network, sync)
     report["memory_methods"] = backends + ([] if args.no_naive else ["naive"]) + ["dense (batch B*T)"]
 
     report["wall_s"] = time.perf_counter() - wall_start

@@ -58,10 +58,11 @@ CHECKPOINT_HELP = "SB3 .zip, QNetwork .pt state dict, or hf://<org>/<repo>"
 # default T values per command and coding (binary coding's T is bits per code). They are the codings'
 # own `default_T`, `sweep_Ts` and `search_Ts` (and the paper's T = 500 for a rate benchmark), written
 # out so that building the parser loads no torch; tests/test_cli.py holds the two equal.
-DEFAULT_T = {"evaluate": {"rate": [64], "binary": [8]}, "convert": {"rate": [64], "binary": [8]},
-             "sweep": {"rate": [8, 16, 32, 64, 128, 256, 500], "binary": [2, 4, 6, 8, 10, 12, 16]},
-             "tune": {"rate": [4, 8, 16, 32, 64, 128], "binary": [2, 4, 6, 8, 10, 12, 16]},
-             "benchmark": {"rate": [500], "binary": [8]}}
+DEFAULT_T = {"evaluate": {"rate": [64], "binary": [8], "delta": [8]}, "convert": {"rate": [64], "binary": [8], "delta": [8]},
+             "sweep": {"rate": [8, 16, 32, 64, 128, 256, 500], "binary": [2, 4, 6, 8, 10, 12, 16],
+                       "delta": [2, 4, 6, 8, 10, 12, 16]},
+             "tune": {"rate": [4, 8, 16, 32, 64, 128], "binary": [2, 4, 6, 8, 10, 12, 16], "delta": [2, 4, 6, 8, 10, 12, 16]},
+             "benchmark": {"rate": [500], "binary": [8], "delta": [8]}}
 
 
 def _add_checkpoint(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +73,7 @@ def _add_T(parser: argparse.ArgumentParser, command: str, what: str, *, many: bo
     """--T: one value or a comma-separated list, its defaults from DEFAULT_T."""
     rate, binary = (",".join(map(str, DEFAULT_T[command][coding])) for coding in ("rate", "binary"))
     parser.add_argument("--T", type=_type(settings.counts if many else settings.count), default=None,
-                        help=f"{what} (default {rate}; with --coding binary: bits per code, default {binary})")
+                        help=f"{what} (default {rate}; with --coding binary or delta: bits per level, default {binary})")
 
 
 def _Ts(args: argparse.Namespace, coding: str) -> list[int]:

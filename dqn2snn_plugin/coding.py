@@ -6,6 +6,9 @@ One object per scheme holds everything that depends on it, so that no module com
   steps, so a decision takes T steps, and membranes may be carried between decisions.
 - `BINARY`: T-bit codes, most significant bit first (`dqn2snn_plugin.binary_coding`): at most T spikes
   for 2**T levels, T steps per layer, nothing carried between decisions, no NIR form.
+- `DELTA`: binary coding's quantised network (2**T - 1 levels) whose neurons keep their state from the
+  previous observation of the same episode and send only the change of their level, as one graded event
+  (`dqn2snn_plugin.engine.delta`): one step per layer, state carried per env, no NIR form.
 
 Each holds its defaults (T, initial membrane, the Ts a sweep or a search tries), its limits (largest
 T, input codings, carried state), its latency, whether NIR can express it and bias calibration applies,
@@ -15,11 +18,10 @@ engine that simulates it (`dqn2snn_plugin.engine`).
 A coding is also its name (a `str`): option dicts, result records and saved files that hold "rate" or
 "binary" hold the same value, and `check_coding(name)` maps a name back to its object.
 
-A new coding is a `Coding` subclass with its own schedule module in `engine/`, added with `register`.
-For example a delta coding (each neuron keeps its state across the observations of an episode and
-sends only changes) sets `carries_state = True`, its defaults and limits, and a schedule whose
-`simulate` starts from the carried state; the network, the engine's chunking and statistics, and the
-other codings stay as they are.
+A new coding is a `Coding` subclass with its own schedule module in `engine/`, added with `register`,
+as `DELTA` is: it sets `carries_state = True`, its defaults and limits, and a schedule whose `simulate`
+starts from the carried state and whose `fresh_state` is a reset row; the network, the engine's chunking
+and statistics, and the other codings stay as they are.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 from torch import nn
 
 from dqn2snn_plugin import binary_coding
-from dqn2snn_plugin.engine import binary, rate
+from dqn2snn_plugin.engine import binary, delta, rate
 from dqn2snn_plugin.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -61,6 +63,9 @@ class Coding(str, metaclass=ABCMeta):
     initial_membrane: ClassVar[str]  # `convert`'s default: "zero" or "half" (a key of conversion.INITIAL_MEMBRANES)
     input_codings: ClassVar[tuple[str, ...]]  # the input codings it can take
     carries_state: ClassVar[bool]  # whether membranes may be kept between decisions (carry_state=True)
+    # whether carried state leaves every decision as it would be afresh (it only saves work): then the players of
+    # `experiments.evaluation` carry it per env whatever the network's carry_state
+    carries_exactly: ClassVar[bool] = False
     nir_exportable: ClassVar[bool]  # whether NIR's IF nodes express its neurons (`io.nir_graph.to_nir`)
     why_not_nir: ClassVar[str] = ""  # where they do not: why (for the error)
     bias_calibration: ClassVar[bool]  # whether rate matching (`improve.tuning.calibrate_biases`) applies
@@ -93,6 +98,16 @@ class Coding(str, metaclass=ABCMeta):
         if input_coding not in self.input_codings:
             raise ConfigError(f"{self.name} coding takes input_coding {' or '.join(map(repr, self.input_codings))}, "
                               f"got {input_coding!r}: use input_coding={self.input_codings[0]!r}")
+
+    def residual_carry_refusal(self) -> str | None:
+        """Why a residual carry (CRPI, `network.ResidualCarry`) cannot start this coding's decisions, or None
+        where it can: it shifts carried IF membranes, so a coding that carries nothing, or whose carried state
+        leaves each decision as it would be afresh, has none to shift."""
+        if not self.carries_state:
+            return f"{self.name} coding starts every decision afresh"
+        if self.carries_exactly:
+            return f"{self.name} coding's carried state leaves each decision as it would be afresh"
+        return None
 
     def check_carry(self, carry_state: bool) -> None:
         """ConfigError if membranes are to be carried between decisions and this coding cannot."""
@@ -206,7 +221,31 @@ class BinaryCoding(Coding):
         return [VoltageScaler(float(2**T - 1)), binary_few_spike_node(T, initial_membrane)]
 
 
-RATE, BINARY = RateCoding(), BinaryCoding()
+class DeltaCoding(BinaryCoding):
+    """Binary coding's quantised network sent as changes (`dqn2snn_plugin.engine.delta`): each neuron keeps
+    its membrane and its last sent level between the observations of an episode and sends the change of
+    its level, when there is one, as one graded event (a signed integer, Loihi 2's graded spike).
+
+    A decision equals binary coding's at the same T (bits; 2**T - 1 levels, rounding start), so the
+    defaults, limits, neurons and recipes are binary coding's: the delta network is the same network,
+    simulated over time instead of afresh. Every layer sends its changes in one step: latency is one
+    step per weighted layer. A graded event is a multiply-accumulate at each target, not an addition.
+    """
+
+    name = "delta"
+    carries_state = True  # the point: state carried per env, reset where its episode resets
+    carries_exactly = True  # each decision equals the quantised network's on that observation alone
+    why_not_nir = ("its neurons keep their level between observations and send signed multi-bit changes, "
+                   "which NIR's IF nodes cannot express")
+    schedule = delta.SCHEDULE
+    T_note = " (delta coding: bits per level, changes sent as graded events)"
+    graded_events = True
+
+    def latency(self, T: int, layers: int) -> int:
+        return layers  # each layer integrates its input changes and sends its own in one step
+
+
+RATE, BINARY, DELTA = RateCoding(), BinaryCoding(), DeltaCoding()
 _KNOWN: dict[str, Coding] = {}
 CODINGS: tuple[str, ...] = ()  # the names of the known codings, in registration order
 
@@ -221,10 +260,11 @@ def register(scheme: Coding) -> Coding:
 
 register(RATE)
 register(BINARY)
+register(DELTA)
 
 
 def check_coding(name: str) -> Coding:
-    """The coding named `name` ("rate", "binary"; a Coding is its own name), or ConfigError."""
+    """The coding named `name` ("rate", "binary", "delta"; a Coding is its own name), or ConfigError."""
     found = _KNOWN.get(name) if isinstance(name, str) else None
     if found is None:
         raise ConfigError(f"coding must be one of {', '.join(CODINGS)}, got {name!r}")

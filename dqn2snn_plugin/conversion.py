@@ -143,18 +143,20 @@ def convert(
             with its Converter and our recipe) or "snntorch" (`snn.Leaky` with beta = 1, or our
             `BinaryFewSpikes` with binary coding).
         initial_membrane: "zero" (the paper) or "half" (threshold / 2, removes the rate's floor bias);
-            default: "zero" with rate coding, "half" (round to the nearest level) with binary coding or a
-            residual carry.
+            default: "zero" with rate coding, "half" (round to the nearest level) with binary or delta coding
+            or a residual carry.
         input_coding: "analog" (observation injected at every step, the paper) or "poisson".
         input_max: with Poisson coding, the input value that spikes at every step (255 for images).
         readout: default readout of `snn(obs)`: "spikes", "spikes+membrane" (paper) or "membrane".
         T: default number of time steps per decision (with binary coding: steps per layer and bits per
-            activation); default: the coding's `default_T` (64 for rate coding, 8 for binary coding).
+            activation); default: the coding's `default_T` (64 for rate coding, 8 for binary and delta coding).
         scales: precomputed `LayerScales` (skips the calibration pass; `calibration` may be None).
-        coding: "rate" (the paper: up to T spikes per neuron for T levels) or "binary" (T-bit codes,
+        coding: "rate" (the paper: up to T spikes per neuron for T levels), "binary" (T-bit codes,
             most significant bit first: at most T spikes for 2**T levels, T steps per layer; see
-            `dqn2snn_plugin.binary_coding`), or a `Coding` (`dqn2snn_plugin.coding`). Binary coding measured
-            best with percentile=99.99.
+            `dqn2snn_plugin.binary_coding`), "delta" (binary coding's levels, each neuron keeping its state
+            between the observations of an episode and sending only changes, as graded events; set
+            `carry_state = True` to carry it, see `dqn2snn_plugin.engine.delta`), or a `Coding`
+            (`dqn2snn_plugin.coding`). Binary coding measured best with percentile=99.99.
         residual_carry: CRPI (`network.ResidualCarry`, or its text "SCALE[,CLIP]"): the SNN keeps state
             between calls (`carry_state`) and starts each decision from the previous one's clipped, scaled
             residual membrane on top of `initial_membrane`; rate coding only. None: every call starts afresh.

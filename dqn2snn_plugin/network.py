@@ -23,8 +23,9 @@ import itertools
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Iterator, Literal, Protocol
+from typing import Iterator, Literal, Protocol, Sequence, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +37,7 @@ from dqn2snn_plugin.normalization import LayerScales
 from dqn2snn_plugin.observations import observation_batch
 
 Readout = Literal["spikes", "spikes+membrane", "membrane"]
+Rows = Union[Sequence[int], np.ndarray, torch.Tensor, None]  # carried rows: indices (or a boolean mask to reset)
 InputCoding = Literal["analog", "poisson"]
 
 
@@ -140,7 +142,10 @@ class SpikingQNetwork(nn.Module):
     `carry_state=True` keeps the membranes between calls, for consecutive frames of one episode
     (call `reset_state()` at episode boundaries), where the coding allows it: the final membranes as
     they are, or with `residual_carry` set the start `ResidualCarry` makes of them (set at
-    construction, `residual_carry` turns `carry_state` on).
+    construction, `residual_carry` turns `carry_state` on). In a vector env each env keeps its own:
+    pass `rows=` (the env of each observation) and reset the rows whose episode starts
+    (`reset_state(rows)`); `envs.play.play` tells a `StatefulPolicy` both, and the games of
+    `experiments.evaluation` play the network as one.
 
     Args:
         synapses: the folded synaptic stages, one before each spiking layer and one after the last.
@@ -201,9 +206,9 @@ class SpikingQNetwork(nn.Module):
         self._source: tuple[nn.Sequential, ...] = () if source_network is None else (source_network,)
         self.residual_carry = residual_carry
         self.carry_state = residual_carry is not None
-        if residual_carry is not None and not self.coding.carries_state:
-            raise ConfigError(f"{self.coding.name} coding starts every decision afresh: a residual carry needs "
-                              "rate coding")
+        refusal = self.coding.residual_carry_refusal()
+        if residual_carry is not None and refusal:
+            raise ConfigError(f"{refusal}: a residual carry needs rate coding")
         # per-layer bias corrections added after folding (see dqn2snn_plugin.improve.tuning); saved with the SNN
         self.bias_shifts: list[torch.Tensor] = [torch.zeros(_outputs(weighted(s))) for s in synapses]
         self.generator = torch.Generator().manual_seed(0)
@@ -259,9 +264,18 @@ class SpikingQNetwork(nn.Module):
             layers += [*stage, *self.coding.step_layers(self.T, self.initial_membrane)]
         return nn.Sequential(*layers, *self.synapses[-1])
 
-    def reset_state(self) -> None:
-        """Forget carried membranes (only matters with carry_state=True)."""
-        self._state = None
+    def reset_state(self, rows: Rows = None) -> None:
+        """Forget carried membranes (only matters with carry_state=True): all of them, or those of `rows`
+        (indices or a boolean mask of the carried rows, e.g. the envs whose episode starts), which start
+        their next decision fresh."""
+        if rows is None or self._state is None:
+            self._state = None if rows is None else self._state
+            return
+        rows = torch.as_tensor(rows, device=self._state[0].device)
+        rows = rows.nonzero().flatten() if rows.dtype == torch.bool else rows.long()
+        rows = rows[rows < self._state[0].shape[0]]  # rows never carried start fresh anyway
+        for v, fresh in zip(self._state, self.coding.schedule.fresh_state(self, len(rows))):
+            v[rows] = fresh
 
     def _prepare(self, obs) -> torch.Tensor:
         x = observation_batch(obs, self.observation_shape)
@@ -269,41 +283,76 @@ class SpikingQNetwork(nn.Module):
         return x.to(device=weight.device, dtype=weight.dtype)
 
     @torch.no_grad()
-    def readouts(self, obs, T: int | None = None) -> dict[str, torch.Tensor]:
+    def readouts(self, obs, T: int | None = None, *, rows: Rows = None) -> dict[str, torch.Tensor]:
         """Simulate T steps and return every readout at once: {name: values [B, n_actions]}."""
         T = self.coding.check_T(self.T if T is None else T)
-        return self.readouts_at(obs, [T])[T]
+        return self.readouts_at(obs, [T], rows=rows)[T]
 
     @torch.no_grad()
-    def readouts_at(self, obs, Ts: list[int]) -> dict[int, dict[str, torch.Tensor]]:
+    def readouts_at(self, obs, Ts: list[int], *, rows: Rows = None) -> dict[int, dict[str, torch.Tensor]]:
         """Readouts after each T in `Ts`, from one simulation of max(Ts) steps (rate coding; binary
         coding runs each T on its own, see `engine.binary`). `last_stats` describes the longest one.
 
         Exact, not an approximation: with state reset before the decision, the first T steps of a
         longer run are the T-step run. With `carry_state` the next decision starts from the max(Ts)-step one.
+
+        With carry_state, `rows` [B] (indices, e.g. env numbers) says which carried rows the observations
+        continue: their state is read and written back, the other rows' kept; a row never seen starts
+        fresh. Without `rows` the carried state must have exactly B rows (the observations' own order).
         """
         Ts = sorted({self.coding.check_T(T) for T in Ts})
         if not Ts:
             raise ConfigError("readouts_at needs at least one T (time steps to read the outputs after)")
         x = self._prepare(obs)
         self.coding.check_carry(self.carry_state)
+        if rows is not None and self.carry_state:
+            return self._readouts_of_rows(x, Ts, torch.as_tensor(rows, dtype=torch.long).reshape(-1))
         state = self._state if self.carry_state and self._state is not None else None
         if state is not None and state[-1].shape[0] != x.shape[0]:
             raise ObservationError(
                 f"carried membranes are for a batch of {state[-1].shape[0]}, got {x.shape[0]}: call reset_state()"
             )
-        results, membranes, self.last_stats = self.engine.run(self, x, Ts, state, keep_state=self.carry_state)
-        if self.carry_state:
-            self._state = membranes
+        if not self.carry_state:
+            results, _, self.last_stats = self.engine.run(self, x, Ts, None)
+            return results
+        results, self._state, self.last_stats = self._run(x, Ts, state)
         return results
+
+    def _readouts_of_rows(self, x: torch.Tensor, Ts: list[int], rows: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
+        """`readouts_at` continuing the carried rows `rows` (grown with fresh rows to hold them all)."""
+        if rows.shape[0] != x.shape[0] or (rows < 0).any() or len(set(rows.tolist())) != len(rows):
+            raise ObservationError(f"rows must be {x.shape[0]} distinct indices >= 0, one per observation, got {rows.tolist()}")
+        carried = 0 if self._state is None else self._state[0].shape[0]
+        needed = int(rows.max()) + 1 if len(rows) else 0
+        if needed > carried:
+            fresh = self.coding.schedule.fresh_state(self, needed - carried)
+            self._state = [f.clone() for f in fresh] if self._state is None else [
+                torch.cat([v, f.to(v)]) for v, f in zip(self._state, fresh)]
+        if needed == carried and torch.equal(rows, torch.arange(carried)):  # every row in order: as it is
+            results, self._state, self.last_stats = self._run(x, Ts, self._state)
+            return results
+        rows = rows.to(self._state[0].device)
+        results, membranes, self.last_stats = self._run(x, Ts, [v[rows] for v in self._state])
+        for v, new in zip(self._state, membranes):
+            v[rows] = new
+        return results
+
+    def _run(self, x: torch.Tensor, Ts: list[int], state: list[torch.Tensor] | None):
+        """`engine.run` keeping the state; a schedule may update `state` in place (delta coding), so an error
+        drops the carried state (every row starts fresh) rather than keep a half-updated one."""
+        try:
+            return self.engine.run(self, x, Ts, state, keep_state=True)
+        except BaseException:
+            self._state = None
+            raise
 
     def forward(self, obs, T: int | None = None, readout: Readout | None = None) -> torch.Tensor:
         """Readout values [B, n_actions] after T time steps (default readout: the network's own)."""
         return self.readouts(obs, T)[check_readout(readout or self.readout)]
 
-    def act(self, obs, T: int | None = None, readout: Readout | None = None) -> torch.Tensor:
-        """Greedy actions [B]; ties go to the lowest action index."""
-        return self.forward(obs, T, readout).argmax(dim=1)
+    def act(self, obs, T: int | None = None, readout: Readout | None = None, *, rows: Rows = None) -> torch.Tensor:
+        """Greedy actions [B]; ties go to the lowest action index. `rows`: see `readouts_at`."""
+        return self.readouts(obs, T, rows=rows)[check_readout(readout or self.readout)].argmax(dim=1)
 
 
 def _outputs(layer: nn.Module) -> int:

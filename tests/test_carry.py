@@ -147,6 +147,11 @@ def test_the_flag_is_parsed_recorded_and_read_back():
         RunSettings(residual_carry="0.5", coding="binary").check()
     with pytest.raises(ConfigError, match="binary coding starts every decision afresh"):
         convert(mlp(), torch.randn(50, 5), coding="binary", residual_carry=ResidualCarry(0.5))
+    # delta coding carries state, but exactly: nothing for a carry to shift, so it is refused too
+    with pytest.raises(ConfigError, match="--residual-carry needs rate coding: delta coding's carried state"):
+        RunSettings(residual_carry="0.5", coding="delta").check()
+    with pytest.raises(ConfigError, match="delta coding's carried state .* a residual carry needs rate coding"):
+        convert(mlp(), torch.randn(50, 5), coding="delta", residual_carry=ResidualCarry(0.5))
 
 
 def test_a_saved_snn_keeps_its_residual_carry(tmp_path):

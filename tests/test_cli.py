@@ -104,10 +104,10 @@ def test_a_full_stdout_is_one_line_with_status_2(argv, breakout_zip):
 def test_the_default_T_values_are_the_codings_own():
     """cli.DEFAULT_T is written out (the parser loads no torch); it must say what the codings say."""
     from dqn2snn_plugin.cli import DEFAULT_T
-    from dqn2snn_plugin.coding import BINARY, RATE
+    from dqn2snn_plugin.coding import BINARY, DELTA, RATE
 
-    for coding in (RATE, BINARY):
+    for coding in (RATE, BINARY, DELTA):
         assert DEFAULT_T["evaluate"][coding.name] == DEFAULT_T["convert"][coding.name] == [coding.default_T]
         assert DEFAULT_T["sweep"][coding.name] == list(coding.sweep_Ts)
         assert DEFAULT_T["tune"][coding.name] == list(coding.search_Ts)
-    assert DEFAULT_T["benchmark"] == {"rate": [500], "binary": [BINARY.default_T]}  # rate: the paper's T
+    assert DEFAULT_T["benchmark"] == {"rate": [500], "binary": [BINARY.default_T], "delta": [DELTA.default_T]}  # rate: the paper's T

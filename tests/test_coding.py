@@ -11,21 +11,21 @@ import torch
 
 from dqn2snn_plugin import coding as coding_module
 from dqn2snn_plugin import convert
-from dqn2snn_plugin.coding import BINARY, CODINGS, RATE, RateCoding, check_coding, register
+from dqn2snn_plugin.coding import BINARY, CODINGS, DELTA, RATE, RateCoding, check_coding, register
 from dqn2snn_plugin.engine import rate
 from dqn2snn_plugin.errors import ConfigError
 
 
 def test_a_coding_is_its_name_and_one_object():
-    assert CODINGS == ("rate", "binary")
+    assert CODINGS == ("rate", "binary", "delta")
     assert check_coding("rate") is RATE and check_coding("binary") is BINARY and check_coding(BINARY) is BINARY
     assert BINARY == "binary" and f"{BINARY} T=8" == "binary T=8" and {"binary": 1}[BINARY] == 1
     assert copy.deepcopy(BINARY) is BINARY and pickle.loads(pickle.dumps(RATE)) is RATE
 
 
-@pytest.mark.parametrize("name", ["delta", "", None, 3])
+@pytest.mark.parametrize("name", ["sigma", "", None, 3])
 def test_an_unknown_coding_is_refused_in_one_line(name):
-    with pytest.raises(ConfigError, match="coding must be one of rate, binary"):
+    with pytest.raises(ConfigError, match="coding must be one of rate, binary, delta"):
         check_coding(name)
 
 
@@ -46,7 +46,7 @@ def test_each_coding_has_its_own_limit_on_T(mlp_checkpoint):
 
 def test_only_a_coding_that_carries_state_may_keep_membranes(mlp_checkpoint):
     states = torch.randn(100, 6)
-    for scheme in (RATE, BINARY):
+    for scheme in (RATE, BINARY, DELTA):
         snn = convert(mlp_checkpoint, states, coding=scheme, T=4)
         snn.carry_state = True
         if scheme.carries_state:
@@ -60,6 +60,7 @@ def test_only_a_coding_that_carries_state_may_keep_membranes(mlp_checkpoint):
 def test_latency_counts_the_layers_only_where_they_run_one_after_another():
     assert RATE.latency(16, 3) == 16
     assert BINARY.latency(8, 3) == 24  # 8 steps to integrate the observation, 8 per spiking layer
+    assert DELTA.latency(8, 3) == 3  # each layer sends its changes in one step
 
 
 class CountingCoding(RateCoding):
@@ -83,7 +84,7 @@ def test_a_new_coding_plugs_in_through_register(mlp_checkpoint, monkeypatch):
     monkeypatch.setattr(coding_module, "_KNOWN", dict(coding_module._KNOWN))
     monkeypatch.setattr(coding_module, "CODINGS", coding_module.CODINGS)
     counting = register(CountingCoding())
-    assert coding_module.CODINGS == ("rate", "binary", "counting")
+    assert coding_module.CODINGS == ("rate", "binary", "delta", "counting")
     states = torch.randn(100, 6)
     snn = convert(mlp_checkpoint, states, coding="counting")
     assert snn.coding is counting and snn.T == 5

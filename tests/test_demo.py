@@ -98,11 +98,12 @@ def test_negative_minatar_games_are_refused(capsys):
 def test_a_demo_row_takes_the_n_plus_v_curve_and_each_points_own_latency(monkeypatch):
     from types import SimpleNamespace
 
+    from dqn2snn_plugin.coding import BINARY
     from dqn2snn_plugin.experiments.records import Agreement, Conversion, CurvePoint
     from distinct_records import SNN_PLAY
 
     row = Conversion("ours", "binary", 8, 99.99, True, (4, 8))
-    snn = SimpleNamespace(coding="binary", synapses=[0, 1, 2], scales=SimpleNamespace(as_dict=lambda: {"s": 1}))
+    snn = SimpleNamespace(coding=BINARY, synapses=[0, 1, 2], scales=SimpleNamespace(as_dict=lambda: {"s": 1}))
     calls = {}
 
     def fake_convert(checkpoint, calibration, **options):

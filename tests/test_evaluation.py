@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from dqn2snn_plugin.checkpoint import DQNCheckpoint
+from dqn2snn_plugin.coding import RATE
 from dqn2snn_plugin.conversion import convert
 from dqn2snn_plugin.envs.atari import play
 from dqn2snn_plugin.experiments import evaluation as ev
@@ -254,10 +255,14 @@ class _TwoReadoutSnn:
     observation's first value (so a new observation changes the action); counts its simulations."""
 
     carry_state = False
+    coding = RATE
 
     def __init__(self) -> None:
         self.simulations = 0
         self.last_stats = None
+
+    def reset_state(self, rows=None) -> None:
+        pass
 
     def readouts(self, obs, T):
         from types import SimpleNamespace
@@ -298,12 +303,15 @@ def test_the_snn_plays_on_the_settings_readout(monkeypatch):
     assert (result.spikes_per_decision, result.synaptic_ops_per_decision) == (7.0, 10.0)
 
 
-def test_the_player_simulates_again_for_a_new_observation_of_the_same_shape(monkeypatch):
+def test_the_player_simulates_every_decision_and_the_recorder_reuses_it(monkeypatch):
     monkeypatch.setattr(ev, "CostMeter", _NoCosts)
     snn = _TwoReadoutSnn()
     player = ev._SnnPlayer(snn, 8, "spikes+membrane")
     first, second = np.array([[0.0], [1.0]]), np.array([[2.0], [0.0]])
-    assert player(first).tolist() == [1, 2]
-    assert player(first.copy()).tolist() == [1, 2] and snn.simulations == 1  # the same states: no new simulation
-    assert player(second).tolist() == [3, 1] and snn.simulations == 2
-    assert player.decisions == 4
+    assert player(first).tolist() == [1, 2] and snn.simulations == 1
+    assert player.readouts(first.copy())["spikes+membrane"].argmax(1).tolist() == [1, 2]
+    assert snn.simulations == 1  # the recorder's call on the decision just taken: no new simulation
+    assert player(first.copy()).tolist() == [1, 2] and snn.simulations == 2  # a decision is always simulated
+    assert player(second).tolist() == [3, 1] and snn.simulations == 3
+    assert player.readouts(first)["spikes+membrane"].argmax(1).tolist() == [1, 2]  # other states: simulated afresh
+    assert snn.simulations == 4 and player.decisions == 6  # ... and not counted as decisions

@@ -4,6 +4,7 @@ library is built, verified and loaded: tests/test_native_build.py."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dqn2snn_plugin import binary_coding
@@ -226,3 +227,46 @@ def test_more_planes_than_a_code_holds_take_the_dense_pass():
     scales = torch.ones(fused_scan.MAX_PLANES + 1, dtype=torch.float64)
     assert fused_scan.events(planes, layer, output_last(layer), scales=scales) is None
     assert fused_scan.events(planes[:-1], layer, output_last(layer), scales=scales[:-1]) is not None
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_delta_input_sends_the_observations_changes_as_a_dense_pass_of_them_would(dtype):
+    torch.manual_seed(5)
+    layer = nn.Conv2d(4, 6, 8, 4).double()
+    with torch.no_grad():  # weights on a grid of 1/64: every sum below is exact, in any order
+        layer.weight.copy_(torch.randint(-50, 50, layer.weight.shape) / 64)
+    previous = torch.randint(0, 240, (3, 4, 84, 84)).to(dtype)
+    x = previous.clone()
+    x[0, 1, 10:13, 20:24] += 7
+    x[2, :, 83, 80:] -= 3  # row 1 unchanged
+    fan = (torch.arange(4 * 84 * 84) % 5).reshape(4, 84, 84).double()
+    membranes = torch.randint(-9, 9, (3, 6, 20, 20)).double()
+
+    def send(x, previous, next_v, max_fraction=1.0):
+        counters = torch.zeros(3, 3, dtype=torch.float64)  # events, their fan-outs, neurons reached
+        done = fused_scan.delta_input(x, previous, 255, fan, counters[0], counters[1], layer, output_last(layer),
+                                      counters[2], next_v, max_fraction)
+        return done, counters
+
+    kept, next_v = previous.clone(), membranes.clone()
+    done, (events, ops, touched) = send(x, previous, next_v)
+    change = (x - kept).double()
+    changed = change != 0
+    window = F.conv2d(changed.any(1, keepdim=True).double(), torch.ones(1, 1, 8, 8, dtype=torch.float64), stride=4)
+    assert done is True and torch.equal(previous, x)
+    assert events.tolist() == [12, 0, 16]
+    assert torch.equal(ops, (changed * fan).flatten(1).sum(1))
+    assert torch.equal(touched, (window > 0).flatten(1).sum(1) * 6.0)
+    assert torch.equal(next_v, membranes + F.conv2d(change, layer.weight.detach(), stride=4))
+
+    for odd, max_fraction in ((0.5, 1.0), (256.0, 1.0), (float("nan"), 1.0), (1.0, 0.0)):  # not exact; too many
+        spoiled, previous, next_v = x.clone(), kept.clone(), membranes.clone()
+        spoiled[1, 0, 0, 0] = odd
+        done, counters = send(spoiled, previous, next_v, max_fraction)
+        assert done is False and torch.equal(previous, kept) and torch.equal(next_v, membranes), odd
+        assert not counters.any()
+    linear = nn.Linear(4 * 84 * 84, 3).double()
+    assert fused_scan.delta_input(x, kept, 255, fan, *torch.zeros(2, 3, dtype=torch.float64), linear,
+                                  output_last(linear), torch.zeros(3, dtype=torch.float64),
+                                  torch.zeros(3, 3, dtype=torch.float64)) is None

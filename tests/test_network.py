@@ -94,6 +94,24 @@ def test_carry_state_keeps_membranes_between_calls():
     assert snn.readouts(torch.rand(3, 1), T=2)["membrane"].shape == (3, 2)
 
 
+def test_each_env_keeps_its_own_membranes_and_resets_alone():
+    snn = convert(tiny_network(), torch.tensor([[1.0]]), percentile="max", backend="snntorch")
+    snn.carry_state = True
+    x = torch.tensor([[0.40625], [0.40625]])  # two steps: .41 .81, no spike; two more carried: 1.22 -> spike
+    snn.readouts(x, T=2, rows=[0, 1])
+    assert snn.last_stats.spikes[0].tolist() == [0.0, 0.0]
+    snn.reset_state([1])  # env 1's episode starts again
+    snn.readouts(x, T=2, rows=[1, 0])  # in another order: env 1 first (fresh), env 0 carried
+    assert snn.last_stats.spikes[0].tolist() == [0.0, 1.0]
+    snn.readouts(x[:1], T=2, rows=[4])  # an env never seen starts fresh; the rows between are kept fresh
+    assert snn.last_stats.spikes[0].tolist() == [0.0] and snn._state[0].shape[0] == 5
+    snn.reset_state(torch.tensor([True, False, False, False, False]))  # a mask works as well
+    snn.readouts(x, T=2, rows=[0, 1])  # env 0 fresh: no spike; env 1 carried from its fresh start: spikes
+    assert snn.last_stats.spikes[0].tolist() == [0.0, 1.0]
+    with pytest.raises(ObservationError, match="distinct indices"):
+        snn.readouts(x, T=2, rows=[2, 2])
+
+
 def test_bad_observations_and_T_are_refused():
     snn = convert(tiny_network(), torch.rand(10, 1) + 0.1)
     with pytest.raises(ObservationError, match=r"expected \[B, 1\]"):

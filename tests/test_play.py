@@ -74,3 +74,30 @@ def test_protocol_and_factory_exclude_each_other_and_actions_must_exist():
         play(lambda obs: np.zeros(len(obs)), None, 1)
     with pytest.raises(ObservationError, match="action 7 but the env has 6"):
         play(lambda obs: np.full(len(obs), 7), None, 1, env_factory=deterministic_pong)
+
+
+class EpisodeTracker:
+    """A stateful policy that records, per env, its decisions and where `play` says episodes start."""
+
+    def __init__(self) -> None:
+        self.decisions: dict[int, list[bool]] = {}
+
+    def act_envs(self, obs, envs, episode_start):
+        assert len(obs) == len(envs) == len(episode_start)
+        for env, start in zip(envs.tolist(), episode_start.tolist()):
+            self.decisions.setdefault(env, []).append(start)
+        return np.zeros(len(obs), dtype=np.int64)
+
+    def __call__(self, obs):  # `play` must not call a stateful policy this way
+        raise AssertionError("called without envs")
+
+
+def test_a_stateful_policy_learns_each_envs_index_and_episode_starts():
+    tracker = EpisodeTracker()
+    results = play(tracker, "CartPole-v1", 5, n_envs=2, epsilon=0.0, seed=0)
+    per_env = {0: [r.length for r in results[:3]], 1: [r.length for r in results[3:]]}  # env 0 plays 3, env 1 plays 2
+    for env, lengths in per_env.items():
+        starts = np.flatnonzero(tracker.decisions[env])
+        # an episode starts at its first decision, and each lasts as many decisions as its recorded length
+        assert starts.tolist() == np.cumsum([0, *lengths[:-1]]).tolist()
+        assert len(tracker.decisions[env]) == sum(lengths)  # an env that finished its games is asked no more

@@ -63,6 +63,9 @@ NONZERO(nonzero_code, uint32_t, _mm512_test_epi32_mask(_mm512_loadu_si512((const
         for (int u = 0; u < (V); u++) *(VEC *)(d + i + u * LANES) = s[u];                             \
     }
 
+/* the float64 event pass, called from both instantiations (delta_input's weights are float64) */
+static inline void add_scaled_f64(double *restrict d, const double *restrict w, double x, int64_t n);
+
 #define real float
 #define NAME(f) f##_f32
 #define TRUNC truncf
@@ -154,6 +157,10 @@ static inline void NAME(add_scaled)(real *restrict d, const real *restrict w, re
     if (n == 64) for (int64_t i = 0; i < 64; i++) d[i] += x * w[i];
     else if (n == 32) for (int64_t i = 0; i < 32; i++) d[i] += x * w[i];
     else for (int64_t i = 0; i < n; i++) d[i] += x * w[i];
+}
+/* d += x * w over n targets, w whole numbers (exact in float64: |x w| < 2**53 where the caller uses it) */
+static inline void NAME(add_whole)(real *restrict d, const int32_t *restrict w, real x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) d[i] += x * (real)w[i];
 }
 typedef real NAME(vec) __attribute__((vector_size(64), aligned(sizeof(real)), may_alias));
 /* d += x_q * w for each set bit q of `bits` in turn (a neuron's spikes on one tap's targets), with */
@@ -427,6 +434,211 @@ int NAME(binary_layer)(const real *restrict gate, double offset, int64_t bits, i
         failed = NAME(send)(NULL, code, bits, scales, batch, SYNAPSES(syn), out, threads);
     free(code);
     return failed ? 1 : dense ? 2 : 0;
+}
+/* The taps of input position p of the convolution `next`: for each window holding it, its output */
+/* position into o[] and the kernel tap (ky * kw + kx) it meets there into tap[]; returns how many */
+static inline int64_t NAME(targets)(const struct NAME(synapses) *next, int64_t p, int64_t *restrict o,
+                                    int64_t *restrict tap) {
+    const int64_t y = p / next->win + next->ph, x = p % next->win + next->pw; /* in the padded input */
+    int64_t n = 0;
+    for (int64_t ky = y % next->sh; ky < next->kh && ky <= y; ky += next->sh) { /* the taps a stride meets */
+        const int64_t oy = (y - ky) / next->sh;
+        if (oy >= next->hout) continue;
+        for (int64_t kx = x % next->sw; kx < next->kw && kx <= x; kx += next->sw) {
+            const int64_t ox = (x - kx) / next->sw;
+            if (ox >= next->wout) continue;
+            o[n] = oy * next->wout + ox;
+            tap[n++] = ky * next->kw + kx;
+        }
+    }
+    return n;
+}
+/* The output positions of the convolution `next` whose window holds a marked input position    */
+/* (moved[p], p < hin * win) into hit[o] (o < hout * wout); returns how many.                     */
+static int64_t NAME(reached)(const struct NAME(synapses) *next, const unsigned char *restrict moved,
+                             unsigned char *restrict hit) {
+    const int64_t plane = next->hout * next->wout;
+    int64_t target[next->kh * next->kw], tap[next->kh * next->kw];
+    for (int64_t i = 0; i < plane; i++) hit[i] = 0;
+    for (int64_t p = 0; p < next->hin * next->win; p++)
+        for (int64_t i = 0, n = moved[p] ? NAME(targets)(next, p, target, tap) : 0; i < n; i++) hit[target[i]] = 1;
+    int64_t reached = 0;
+    for (int64_t i = 0; i < plane; i++) reached += hit[i];
+    return reached;
+}
+/* Delta coding's one layer of batch x channels x positions neurons (engine/delta.py). With v: each  */
+/* neuron's level becomes clip(floor(v + start), 0, levels) and change its new level less the old;   */
+/* without v (the observation), change is given. Per row b: totals[b] gains its nonzero changes     */
+/* (graded events), ops[b] their fan-outs fan[c, p], bits[b] (if given) the ones of |change| (binary */
+/* spikes), touched[b] the neurons of the stage `next` an event reaches (a convolution: the output   */
+/* positions whose window holds one, every channel; a fully connected stage: all, if any changed);   */
+/* channel[c] (if given) gains its events. Whole numbers, counted as integers: exact. Then, with     */
+/* next_v (the next stage's membranes [batch, cout, hout, wout]) and at most max_events events, each */
+/* event adds its change times its weight column (next->weight [cin, kh, kw, cout]) to them: a      */
+/* convolution's sums gathered channels-last at the reached positions only, then added; no bias. A */
+/* fully connected stage with whole (its weights as int32 whole numbers of `unit`, [cin, cout]; the */
+/* f64 functions) adds change * unit * whole: the same products, exact, from half the memory.       */
+/* Returns 2 where there were more events (next_v untouched: the caller runs a dense pass), 1 when   */
+/* out of memory, else 0.                                                                            */
+int NAME(delta_layer)(const real *restrict v, double start, double levels, real *restrict level,
+                      real *restrict change, int64_t batch, int64_t channels, int64_t positions,
+                      const real *restrict fan, real *restrict totals, real *restrict channel,
+                      real *restrict ops, real *restrict bits, const struct NAME(synapses) *next,
+                      const int32_t *restrict whole, double unit, real *restrict touched, real *restrict next_v,
+                      int64_t max_events) {
+    const int64_t n = channels * positions, plane = next->hout * next->wout, cout = next->cout;
+    const int spatial = next->hin * next->win > 1; /* a convolution over [channels, hin, win] */
+    unsigned char *moved = spatial ? malloc(positions) : NULL, *hit = spatial ? malloc(plane) : NULL;
+    if (spatial && (!moved || !hit)) { free(moved); free(hit); return 1; }
+    int64_t sent = 0;
+    for (int64_t b = 0; b < batch; b++) {
+        real *d = change + b * n, *l = level ? level + b * n : NULL;
+        int64_t events = 0, synaptic = 0, ones = 0;
+        if (spatial) for (int64_t p = 0; p < positions; p++) moved[p] = 0;
+        for (int64_t first = 0; first < n; first += 64) { /* vectorised per 64 neurons; few change */
+            const int64_t end = first + 64 < n ? first + 64 : n;
+            int differ = 0;
+            if (v)
+                for (int64_t i = first; i < end; i++) {
+                    real q = (real)floor(v[b * n + i] + (real)start);
+                    q = q < (real)0 ? (real)0 : q > (real)levels ? (real)levels : q;
+                    d[i] = q - l[i];
+                    l[i] = q;
+                    differ |= d[i] != (real)0;
+                }
+            else
+                for (int64_t i = first; i < end; i++) differ |= d[i] != (real)0;
+            for (int64_t i = first; i < end && differ; i++) {
+                if (d[i] == (real)0) continue;
+                events++;
+                synaptic += (int64_t)fan[i];
+                ones += __builtin_popcountll((unsigned long long)llabs((long long)d[i]));
+                if (channel) channel[i / positions] += (real)1;
+                if (spatial) moved[i % positions] = 1;
+            }
+        }
+        totals[b] += (real)events;
+        ops[b] += (real)synaptic;
+        if (bits) bits[b] += (real)ones;
+        touched[b] += (real)((events == 0 ? 0 : spatial ? NAME(reached)(next, moved, hit) : plane) * cout);
+        sent += events;
+    }
+    int done = next_v == NULL ? 0 : sent > max_events ? 2 : 0;
+    real *acc = next_v && done == 0 && sent && spatial ? malloc(sizeof(real) * plane * cout) : NULL;
+    if (next_v && done == 0 && sent && spatial && !acc) done = 1;
+    if (next_v && done == 0 && sent && !spatial) /* fully connected: each input's weights read once for all rows */
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t b = 0; b < batch; b++)
+                if (change[b * n + i] != (real)0 && whole)
+                    NAME(add_whole)(next_v + b * cout, whole + i * cout, change[b * n + i] * (real)unit, cout);
+                else if (change[b * n + i] != (real)0)
+                    NAME(add_scaled)(next_v + b * cout, next->weight + i * cout, change[b * n + i], cout);
+    for (int64_t b = 0; b < batch && next_v && done == 0 && sent && spatial; b++) {
+        const real *d = change + b * n;
+        real *out = next_v + b * cout * plane;
+        for (int64_t p = 0; p < positions; p++) moved[p] = 0;
+        for (int64_t c = 0; c < channels; c++)
+            for (int64_t p = 0; p < positions; p++) moved[p] |= d[c * positions + p] != (real)0;
+        if (!NAME(reached)(next, moved, hit)) continue;
+        for (int64_t o = 0; o < plane; o++)
+            if (hit[o]) for (int64_t co = 0; co < cout; co++) acc[o * cout + co] = (real)0;
+        const int64_t kk = next->kh * next->kw;
+        int64_t target[kk], tap[kk];
+        for (int64_t p = 0; p < positions; p++) {
+            const int64_t targets = moved[p] ? NAME(targets)(next, p, target, tap) : 0;
+            for (int64_t c = 0; c < channels && targets; c++) {
+                const real x = d[c * positions + p];
+                if (x == (real)0) continue;
+                for (int64_t i = 0; i < targets; i++)
+                    NAME(add_scaled)(acc + target[i] * cout, next->weight + (c * kk + tap[i]) * cout, x, cout);
+            }
+        }
+        for (int64_t o = 0; o < plane; o++)
+            if (hit[o]) for (int64_t co = 0; co < cout; co++) out[co * plane + o] += acc[o * cout + co];
+    }
+    free(acc);
+    free(moved);
+    free(hit);
+    return done;
+}
+/* Delta coding's observation layer (engine/delta.py): observations x [batch, channels, positions]  */
+/* against the previous ones, prev. Where every x is a whole number of magnitude at most x_max and   */
+/* at most max_events of them changed: per row b, totals[b] gains the changes (graded events), ops[b] */
+/* their fan-outs fan[c, p], touched[b] the neurons of the convolution `next` they reach (its output  */
+/* positions whose window holds one, every channel); each change x - prev (exact in float64) adds its */
+/* weight column (weight [cin, kh, kw, cout] in float64; next's own weight is not read) times it to   */
+/* next_v [batch, cout, hout, wout], gathered channels-last at the reached positions; prev becomes x; */
+/* returns 0. The check and the search for changes are one vectorised pass that writes nothing    */
+/* outside: where an x is not such a whole number it returns 3, where more changed 2 (the caller     */
+/* runs tensor operations); 1 when out of memory.                                                    */
+int NAME(delta_input)(const real *restrict x, real *restrict prev, double x_max, int64_t batch,
+                      int64_t channels, int64_t positions, const double *restrict fan,
+                      double *restrict totals, double *restrict ops, const struct NAME(synapses) *next,
+                      const double *restrict weight, double *restrict touched, double *restrict next_v,
+                      int64_t max_events) {
+    const int64_t n = channels * positions, plane = next->hout * next->wout, cout = next->cout;
+    const int64_t kk = next->kh * next->kw;
+    const real high = (real)x_max;
+    int32_t *event = malloc(sizeof(int32_t) * batch * n); /* each row's changed positions, rows in turn */
+    int64_t *first = malloc(sizeof(int64_t) * (batch + 1)), changed = 0;
+    unsigned char *moved = malloc(positions), *hit = malloc(plane);
+    double *acc = malloc(sizeof(double) * plane * cout);
+    int whole = 1, failed = !event || !first || !moved || !hit || !acc;
+    for (int64_t b = 0; b < batch && !failed && whole; b++) {
+        const real *xb = x + b * n, *pb = prev + b * n;
+        first[b] = changed;
+        for (int64_t start = 0; start < n; start += 64) { /* vectorised per 64 values; few change */
+            const int64_t end = start + 64 < n ? start + 64 : n;
+            int differ = 0;
+            for (int64_t i = start; i < end; i++) {
+                const real xi = xb[i];
+                whole &= (xi - TRUNC(xi) == (real)0) & (xi <= high) & (xi >= -high);
+                differ |= xi != pb[i];
+            }
+            for (int64_t i = start; i < end && differ; i++) event[changed] = (int32_t)i, changed += xb[i] != pb[i];
+        }
+    }
+    if (failed || !whole || changed > max_events || !changed) {
+        free(event);
+        free(first);
+        free(moved);
+        free(hit);
+        free(acc);
+        return failed ? 1 : !whole ? 3 : changed > max_events ? 2 : 0;
+    }
+    first[batch] = changed;
+    int64_t target[kk], tap[kk];
+    for (int64_t b = 0; b < batch; b++) {
+        const real *xb = x + b * n;
+        real *pb = prev + b * n;
+        double *out = next_v + b * cout * plane;
+        const int32_t *row = event + first[b];
+        const int64_t count = first[b + 1] - first[b];
+        double synaptic = 0;
+        if (!count) continue;
+        for (int64_t p = 0; p < positions; p++) moved[p] = 0;
+        for (int64_t k = 0; k < count; k++) synaptic += fan[row[k]], moved[row[k] % positions] = 1;
+        totals[b] += (double)count;
+        ops[b] += synaptic;
+        touched[b] += (double)(NAME(reached)(next, moved, hit) * cout);
+        for (int64_t o = 0; o < plane; o++)
+            if (hit[o]) for (int64_t co = 0; co < cout; co++) acc[o * cout + co] = 0.0;
+        for (int64_t k = 0; k < count; k++) {
+            const int64_t i = row[k], c = i / positions, targets = NAME(targets)(next, i % positions, target, tap);
+            const double d = (double)xb[i] - (double)pb[i];
+            pb[i] = xb[i];
+            for (int64_t t = 0; t < targets; t++)
+                add_scaled_f64(acc + target[t] * cout, weight + (c * kk + tap[t]) * cout, d, cout);
+        }
+        for (int64_t o = 0; o < plane; o++)
+            if (hit[o]) for (int64_t co = 0; co < cout; co++) out[co * plane + o] += acc[o * cout + co];
+    }
+    free(event);
+    free(first);
+    free(moved);
+    free(hit);
+    free(acc);
+    return 0;
 }
 
 #endif

@@ -32,3 +32,10 @@ int NAME(binary_layer)(const real *gate, double offset, int64_t bits, int64_t ba
                        real *totals, real *channel, real *ops, const double *scales,
                        const struct NAME(synapses) *synapses, real *out, int64_t max_events,
                        int64_t loop_threads, int64_t threads);
+int NAME(delta_layer)(const real *v, double start, double levels, real *level, real *change, int64_t batch,
+                      int64_t channels, int64_t positions, const real *fan, real *totals, real *channel,
+                      real *ops, real *bits, const struct NAME(synapses) *next, const int32_t *whole, double unit,
+                      real *touched, real *next_v, int64_t max_events);
+int NAME(delta_input)(const real *x, real *prev, double x_max, int64_t batch, int64_t channels, int64_t positions,
+                      const double *fan, double *totals, double *ops, const struct NAME(synapses) *next,
+                      const double *weight, double *touched, double *next_v, int64_t max_events);

@@ -15,7 +15,9 @@ dense pass, so its currents differ from one by rounding only (tests bound it; sp
 in float64). `tally` counts spikes per layer, channel and synapse in one pass. `rate_layer` and
 `binary_layer` run a whole spiking layer in one call (its neurons, its counts, and the event-driven
 pass into the next layer), the same arithmetic as those steps in turn; a binary layer keeps each
-neuron's spikes as the bits of one code. `fractional` is the observation check (no fractions, NaN or
+neuron's spikes as the bits of one code. `delta_layer` is delta coding's requantisation and bookkeeping
+of one layer (its changes, their fan-outs and bits, the neurons they reach) in one pass; `delta_input` the
+observation's changes (checked, counted and sent) read straight from the observations. `fractional` is the observation check (no fractions, NaN or
 infinities in image frames) in one pass.
 
 The C source (`fused_scan.c`, next to this file) is compiled once per machine and CPU with the
@@ -46,7 +48,7 @@ from dqn2snn_plugin._native.loader import REAL as REAL_C
 from dqn2snn_plugin._native.loader import build, compiler, cpu_identity, interface, library, source
 from dqn2snn_plugin.io.cache import cache_dir
 
-__all__ = ["MAX_PLANES", "binary_layer", "build", "cache_dir", "compiler", "cpu_identity", "events", "fire",
+__all__ = ["MAX_PLANES", "binary_layer", "build", "cache_dir", "compiler", "cpu_identity", "delta_input", "delta_layer", "events", "fire",
            "fractional", "if_scan", "integrate", "library", "rate_layer", "source", "switched_off", "tally",
            "threads"]
 
@@ -85,7 +87,13 @@ def _usable(*tensors: torch.Tensor) -> Any:
 def _ptr(t: torch.Tensor | None) -> Any:
     """`t`'s data as the C code's typed pointer (float * or double *; NULL for None)."""
     ffi = interface()
-    return ffi.NULL if t is None else ffi.cast(REAL[t.dtype], t.data_ptr())
+    return ffi.NULL if t is None else ffi.cast(_pointer_type(t.dtype), t.data_ptr())
+
+
+@functools.cache
+def _pointer_type(dtype: torch.dtype) -> Any:
+    """cffi's type of a `dtype` tensor's data pointer, looked up once (casting to it: half the cost of a name)."""
+    return interface().typeof(REAL[dtype])
 
 
 def threads(work: int) -> int:
@@ -316,3 +324,71 @@ def tally(spikes: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channel
                                                      min(batch, threads(spikes.numel()))):
         raise MemoryError("no memory for the spike bookkeeping")
     return True
+
+
+def delta_layer(v: torch.Tensor | None, start: float, levels: float, level: torch.Tensor | None,
+                change: torch.Tensor, fan: torch.Tensor, totals: torch.Tensor, channels: torch.Tensor | None,
+                ops: torch.Tensor, bits: torch.Tensor | None, following: nn.Module, touched: torch.Tensor,
+                weight_t: torch.Tensor | None = None, next_v: torch.Tensor | None = None,
+                max_fraction: float = 1.0, whole: tuple[torch.Tensor, float] | None = None) -> bool | None:
+    """Delta coding's one layer [B, C, ...] in one call, in place (`engine.delta`): with `v`, `level` becomes
+    clip(floor(v + start), 0, levels) and `change` the new level less the old; without, `change` (the
+    observation's) is given. totals / ops / bits / touched [B] and channels [C] gain the changes, their
+    fan-outs, the ones of |change| and the neurons of `following` (the next stage's Conv2d / Linear) they
+    reach. With `next_v` (the next stage's membranes) and `weight_t` (`events`' layout), where at most
+    `max_fraction` of the inputs changed, each change then adds its weight column times its value to
+    `next_v` (no bias); a fully connected `following` with `whole` (its weights as int32 [in, out], whole numbers
+    of the float64 unit) reads those instead: each change times the unit, times the whole number, the same
+    product (exact) from half the memory. Returns True when all of it is done, False where the changes were too many to send
+    (`next_v` untouched: run a dense pass), None where not usable (then the caller uses tensor operations)."""
+    lib = _usable(change, fan, totals, ops, touched,
+                  *(t for t in (v, level, channels, bits, weight_t, next_v) if t is not None))
+    row = tuple(change.shape[1:])
+    tensors = [t for t in (v, level, change, fan, totals, channels, ops, bits, touched, weight_t, next_v) if t is not None]
+    if lib is None or len(row) < 1 or not all(t.is_contiguous() for t in tensors) or fan.shape != row:
+        return None
+    geometry = _geometry(following, (math.prod(row),) if isinstance(following, nn.Linear) else row)
+    if geometry is None or next_v is not None and (weight_t is None or tuple(next_v.shape[1:]) != geometry[1]
+                                                   or weight_t.numel() != following.weight.numel()):
+        return None
+    suffix, ffi = SUFFIX[change.dtype], interface()
+    integers = whole is not None and change.dtype == torch.float64 and isinstance(following, nn.Linear) and (
+        whole[0].dtype == torch.int32 and whole[0].is_contiguous() and whole[0].shape == (geometry[0][0], geometry[0][3]))
+    done = getattr(lib, f"delta_layer_{suffix}")(
+        _ptr(v), float(start), float(levels), _ptr(level), _ptr(change), change.shape[0], row[0],
+        math.prod(row[1:]), _ptr(fan), _ptr(totals), _ptr(channels), _ptr(ops), _ptr(bits),
+        _struct(suffix, 0 if weight_t is None else weight_t.data_ptr(), 0, geometry[0]),
+        ffi.cast("int32_t *", whole[0].data_ptr()) if integers else ffi.NULL, float(whole[1]) if integers else 0.0,
+        _ptr(touched), _ptr(next_v), int(max_fraction * change.numel()))
+    if done == 1:
+        raise MemoryError("no memory for a delta-coded layer")
+    return done == 0
+
+
+def delta_input(x: torch.Tensor, previous: torch.Tensor, x_max: float, fan: torch.Tensor, totals: torch.Tensor,
+                ops: torch.Tensor, following: nn.Module, weight_t: torch.Tensor, touched: torch.Tensor,
+                next_v: torch.Tensor, max_fraction: float = 1.0) -> bool | None:
+    """Delta coding's observation layer in one call, in place (`engine.delta`): where observations `x` [B, C, H, W]
+    are whole numbers of magnitude at most `x_max` and at most `max_fraction` of them differ from `previous`,
+    totals / ops / touched [B] gain the changes, their fan-outs `fan` [C, H, W] and the neurons of `following`
+    (a Conv2d) they reach, each change x - previous adds its weight column (`weight_t`, `events`' layout, float64)
+    times it to `next_v` (the float64 membranes after `following`), and `previous` becomes `x`: True. The same
+    as `delta_layer` on the float64 change, without making it. False where not so (nothing written: then that
+    route), None where not usable."""
+    lib = _usable(x, previous)
+    doubles = (fan, totals, ops, weight_t, touched, next_v)
+    if (lib is None or _usable(*doubles) is None or fan.dtype != torch.float64 or not isinstance(following, nn.Conv2d)
+            or x.shape != previous.shape or tuple(x.shape[1:]) != tuple(fan.shape)
+            or not all(t.is_contiguous() for t in (x, previous, *doubles))):
+        return None
+    geometry = _geometry(following, tuple(x.shape[1:]))
+    if geometry is None or tuple(next_v.shape[1:]) != geometry[1] or weight_t.numel() != following.weight.numel():
+        return None
+    suffix = SUFFIX[x.dtype]
+    done = getattr(lib, f"delta_input_{suffix}")(
+        _ptr(x), _ptr(previous), float(x_max), x.shape[0], x.shape[1], math.prod(x.shape[2:]), _ptr(fan),
+        _ptr(totals), _ptr(ops), _struct(suffix, 0, 0, geometry[0]), _ptr(weight_t), _ptr(touched), _ptr(next_v),
+        int(max_fraction * x.numel()))
+    if done == 1:
+        raise MemoryError("no memory for a delta-coded observation")
+    return done == 0

@@ -1,6 +1,6 @@
 """How a spiking Q-network is simulated, apart from what the network is (`dqn2snn_plugin.network`).
 
-- `rate.py`, `binary.py`: each coding's schedule (which layer runs when, over how many steps), as
+- `rate.py`, `binary.py`, `delta.py`: each coding's schedule (which layer runs when, over how many steps), as
   pure-torch references; the coding names its schedule (`dqn2snn_plugin.coding`).
 - `native.py`: the fused C paths a schedule takes where they apply (one call per layer).
 - `events.py`: the synaptic passes (event-driven or dense) and the speed knobs, `SimulationOptions`.
@@ -32,7 +32,8 @@ Readouts = dict[int, dict[str, torch.Tensor]]  # per T: {readout name: values [B
 
 
 class Schedule(Protocol):
-    """How one coding simulates a network (`rate.SCHEDULE`, `binary.SCHEDULE`)."""
+    """How one coding simulates a network (`rate.SCHEDULE`, `binary.SCHEDULE`, `delta.SCHEDULE`).
+    A coding that carries state between decisions also says what a reset row holds (`fresh_state`)."""
 
     def steps_held(self, Ts: list[int], batch: int, options: SimulationOptions, device: torch.device) -> int:
         """Time steps of one chunk held at once (sets the chunk size under `options.max_elements`)."""
@@ -41,6 +42,9 @@ class Schedule(Protocol):
                  state: list[torch.Tensor] | None) -> tuple[Readouts, list[torch.Tensor], Counts]:
         """One batch chunk `x` from membranes `state` (None: fresh): readouts per T, the membranes the next
         decision starts from (the final ones; rate coding with a residual carry: its start), counts."""
+
+    def fresh_state(self, net: SpikingQNetwork, batch: int) -> list[torch.Tensor]:
+        """`batch` rows of the state a decision starts from after a reset (codings that carry state only)."""
 
 
 class Engine:

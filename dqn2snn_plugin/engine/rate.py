@@ -25,7 +25,7 @@ import torch
 from dqn2snn_plugin._native import fused_scan
 from dqn2snn_plugin.engine import native
 from dqn2snn_plugin.engine.events import SimulationOptions
-from dqn2snn_plugin.engine.stats import Counts
+from dqn2snn_plugin.engine.stats import Counts, weighted
 
 if TYPE_CHECKING:
     from dqn2snn_plugin.engine import Engine
@@ -71,9 +71,7 @@ class RateSchedule:
                  state: list[torch.Tensor] | None):
         """One batch chunk, `block` time steps at a time: (readouts per T, final membranes, counts)."""
         batch = x.shape[0]
-        if state is None:
-            shapes = [f.shape for f in engine.counter.fan_outs] + [(net.n_actions,)]
-            state = [torch.full((batch, *shape), net.initial_membrane, dtype=x.dtype, device=x.device) for shape in shapes]
+        state = list(self.fresh_state(net, batch) if state is None else state)
         state, starts = list(state), list(state)  # the scans return new membranes: `starts` stay as they were
         carry = net.residual_carry if net.carry_state else None
         inputs: list[torch.Tensor | float] = [0.0] * len(net.neurons)  # summed input per hidden neuron (carry only)
@@ -102,6 +100,14 @@ class RateSchedule:
             inputs.append(integrated / net.scales.output)
             state = [carry.next_start(net.initial_membrane, *membranes) for membranes in zip(starts, state, inputs)]
         return results, state, counts
+
+    @staticmethod
+    def fresh_state(net: SpikingQNetwork, batch: int) -> list[torch.Tensor]:
+        """`batch` rows of membranes at the initial membrane, in the network's dtype and device."""
+        weight = weighted(net.synapses[0]).weight
+        shapes = [f.shape for f in net.engine.counter.fan_outs] + [(net.n_actions,)]
+        return [torch.full((batch, *shape), net.initial_membrane, dtype=weight.dtype, device=weight.device)
+                for shape in shapes]
 
     @staticmethod
     def layer(engine: Engine, net: SpikingQNetwork, index: int, neuron, synapse, current: torch.Tensor,

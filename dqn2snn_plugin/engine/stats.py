@@ -1,4 +1,5 @@
-"""What a simulation counts: spikes per layer, sample and channel, and synaptic operations (spikes x fan-out)."""
+"""What a simulation counts: spikes per layer, sample and channel, and synaptic operations (spikes x fan-out);
+for delta coding also the input's changes and the neurons each decision updates (`ChangeCounts`)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ class SimulationStats:
     neurons: list[int] = field(default_factory=list)  # per layer: number of neurons
     synaptic_ops: torch.Tensor | None = None  # [B] spikes times fan-out, summed over layers
     channel_spikes: list[torch.Tensor] = field(default_factory=list)  # per layer: [C] totals over B, space, T
-    # counted by codings that send graded events across decisions (delta coding), None for the others:
+    # delta coding only (None for the others; `engine.delta`): `spikes` counts graded events (changed levels)
     input_events: torch.Tensor | None = None  # [B] changed observation values this decision
-    input_synaptic_ops: torch.Tensor | None = None  # [B] their events x fan-out into the first stage
-    neuron_updates: list[torch.Tensor] | None = None  # per weighted layer, output included: [B] neurons updated
+    input_synaptic_ops: torch.Tensor | None = None  # [B] those changes times their fan-out into the first stage
+    neuron_updates: list[torch.Tensor] | None = None  # per layer, the output layer too: [B] neurons whose
+    # membrane received at least one event this decision (updated and quantised again)
+    binary_spikes: list[torch.Tensor] | None = None  # per spiking layer: [B] spikes the same changes would take
+    # as signed binary spikes (the ones of |change| in binary), to compare with graded events
 
     def channel_rates(self, positions: list[int]) -> list[torch.Tensor]:
         """Mean spikes per neuron per step of each channel ([C] per layer); `positions` = neurons per channel."""
@@ -41,12 +45,22 @@ class SimulationStats:
         return float(sum(s.float().mean() for s in self.spikes))
 
 
+class ChangeCounts(NamedTuple):
+    """Delta coding's further counts of one batch chunk (see `SimulationStats`)."""
+
+    input_events: torch.Tensor  # [B]
+    input_synaptic_ops: torch.Tensor  # [B]
+    neuron_updates: list[torch.Tensor]  # per layer with the output layer: [B]
+    binary_spikes: list[torch.Tensor]  # per spiking layer: [B]
+
+
 class Counts(NamedTuple):
     """Running spike counts of one batch chunk."""
 
     totals: list[torch.Tensor]  # per spiking layer: [B] spikes
     synaptic_ops: torch.Tensor  # [B] spikes times fan-out, summed over layers
     channels: list[torch.Tensor]  # per spiking layer: [C] spikes
+    changes: ChangeCounts | None = None  # delta coding's
 
 
 def weighted(stage: nn.Sequential) -> nn.Module:
@@ -138,4 +152,10 @@ class Counter:
         stats.spikes = [joined(list(layer)) for layer in zip(*(c.totals for c in chunks))]
         stats.synaptic_ops = joined([c.synaptic_ops for c in chunks])
         stats.channel_spikes = [sum(layer[1:], layer[0]) for layer in zip(*(c.channels for c in chunks))]
+        if chunks[0].changes is not None:
+            changes = [c.changes for c in chunks]
+            stats.input_events = joined([c.input_events for c in changes])
+            stats.input_synaptic_ops = joined([c.input_synaptic_ops for c in changes])
+            stats.neuron_updates = [joined(list(layer)) for layer in zip(*(c.neuron_updates for c in changes))]
+            stats.binary_spikes = [joined(list(layer)) for layer in zip(*(c.binary_spikes for c in changes))]
         return stats

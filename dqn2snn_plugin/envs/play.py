@@ -5,12 +5,19 @@ Families: Atari games under an `AtariProtocol` (`envs.atari`), MinAtar games und
 user's own vector env from `env_factory(n_envs)`, with whatever wrapper stack they trained with.
 Each env is seeded (env i with seed + i) and explores from an RNG seeded with `seed`, so a run is
 repeatable. Scores are raw game scores, whole games (all lives) per episode.
+
+A policy that keeps state per env (an SNN carrying its neurons' state between the observations of an
+episode: delta coding, or rate coding with carry_state) implements `StatefulPolicy.act_envs`: `play` then
+says which env each observation is and where each env's episode starts, the shape of SB3's
+`predict(obs, state, episode_start)` with the state kept by the policy, per env index.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol as TypingProtocol
+from typing import runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -26,6 +33,16 @@ DEFAULT_MAX_STEPS = 18_000  # gymnasium tasks and user envs: the paper's cap (a 
 Policy = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
 StepHook = Callable[[np.ndarray, np.ndarray, np.ndarray], "bool | None"]
 EnvFactory = Callable[[int], gym.vector.VectorEnv]
+
+
+@runtime_checkable
+class StatefulPolicy(TypingProtocol):
+    """A policy that keeps state per env of a vector env (see the module doc)."""
+
+    def act_envs(self, obs: np.ndarray, envs: np.ndarray, episode_start: np.ndarray) -> np.ndarray | torch.Tensor:
+        """Greedy actions [k] for the observations `obs` [k, ...] of envs `envs` [k] (indices into the vector
+        env, fixed for a run); `episode_start` [k] (bool) marks the envs whose observation is the first of a
+        new episode (where the state resets). Envs whose games are all played are no longer asked."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +164,7 @@ def _as_actions(actions: np.ndarray | torch.Tensor, n: int, n_actions: int) -> n
 
 
 def play(
-    policy: Policy,
+    policy: Policy | StatefulPolicy,
     env_id: str | None,
     episodes: int | None,
     *,
@@ -165,7 +182,8 @@ def play(
 
     `policy(obs)` gets the observation batch of every env that still has episodes to play and is at a
     decision (Atari: uint8 `[k, 4, 84, 84]`; a gymnasium task: floats; MinAtar: bool planes) and
-    returns its greedy actions `[k]`; with probability `epsilon` each env takes a uniformly random
+    returns its greedy actions `[k]` (a `StatefulPolicy` is called as `policy.act_envs(obs, envs,
+    episode_start)` instead: which env each observation is, and whose episode starts there); with probability `epsilon` each env takes a uniformly random
     action instead, drawn from an RNG seeded with `seed` (the envs are seeded with seed, seed + 1, ...).
 
     `protocol` says how an Atari or MinAtar game is played (default: `paper` / `minatar`; an
@@ -212,6 +230,8 @@ def play(
     score = np.zeros(n)
     length = np.zeros(n, dtype=np.int64)
     bar = tqdm(total=episodes, disable=not progress, desc=f"{env_id or 'env'} episodes", unit="ep")
+    stateful = isinstance(policy, StatefulPolicy)
+    starts = np.ones(n, dtype=bool)  # envs whose next decision is the first of an episode
     try:
         obs, info = env.reset(seed=seed)
         active = quota > 0
@@ -219,7 +239,9 @@ def play(
             ask = active & info.get("decision", True)  # Atari: envs in a forced reset sequence do not decide
             greedy = np.zeros(n, dtype=np.int64)
             if ask.any():
-                greedy[ask] = _as_actions(policy(obs[ask]), int(ask.sum()), n_actions)
+                chosen = policy.act_envs(obs[ask], np.flatnonzero(ask), starts[ask]) if stateful else policy(obs[ask])
+                greedy[ask] = _as_actions(chosen, int(ask.sum()), n_actions)
+                starts[ask] = False
             explore = rng.random(n) < epsilon
             taken = np.where(explore, rng.integers(n_actions, size=n), greedy)
             if on_step is not None and ask.any() and on_step(obs[ask], greedy[ask], taken[ask]):
@@ -234,6 +256,7 @@ def play(
                 bar.update(1)
             score[finished] = 0.0
             length[finished] = 0
+            starts |= finished  # same-step autoreset: `obs` already holds the next episode's first observation
             if cut.any():
                 obs, info = env.reset(options={"reset_mask": cut})
             active = np.array([len(done) for done in per_env]) < quota

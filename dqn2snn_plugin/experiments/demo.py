@@ -43,7 +43,7 @@ from dqn2snn_plugin.network import SpikingQNetwork
 
 def latency_steps(snn: SpikingQNetwork, T: int) -> int:
     """Time steps from observation to action: T for rate coding, T per weighted layer for binary coding."""
-    return T if snn.coding == "rate" else T * len(snn.synapses)
+    return snn.coding.latency(T, len(snn.synapses))
 
 
 def conversions(bits: int, rate_T: int | None, n_weighted_layers: int) -> list[Conversion]:

@@ -119,39 +119,71 @@ def check_memory(checkpoint: DQNCheckpoint, settings: RunSettings, test_frames: 
 
 
 class _SnnPlayer:
-    """The SNN as both a policy and the recorder's SNN, simulated once per step instead of twice.
+    """The SNN as both a policy and the recorder's SNN, simulated once per decision.
 
-    `play` calls the policy and then the recorder on the same observations; the second call reuses
-    the first simulation. Also totals spikes and synaptic operations per simulated batch, and the cost
-    counts of every decision (`meter`).
+    Every policy call (`act_envs`, or a plain call) simulates its observations and counts them: spikes
+    and synaptic operations per decision and the cost counts (`meter`). `play` then calls the recorder
+    on the same observations, whose `readouts` reuses that simulation.
+
+    A `StatefulPolicy` (`envs.play`): where the network carries state (its carry_state, or a coding whose
+    carried state only saves work: delta coding) each env keeps its own rows, reset where its episode
+    starts (`SpikingQNetwork.readouts(rows=...)`, `reset_state(rows)`). Observations that are not the
+    decision just taken (the DQN's own states, `play_dqn`) run from a fresh start, one decision each:
+    for delta coding that is the same decision (exact) at the cost of a first decision; for a carrying
+    rate SNN it is the start of an episode.
     """
 
     def __init__(self, snn: SpikingQNetwork, T: int, readout: str) -> None:
         self.snn, self.T, self.readout = snn, T, readout
+        self.carry = snn.carry_state or snn.coding.carries_exactly
         self._obs: np.ndarray | None = None
         self._values: dict[str, torch.Tensor] = {}
         self.decisions, self.spikes, self.synaptic_ops = 0, 0.0, 0.0
         self.meter = CostMeter(snn)
 
     def readouts(self, obs: np.ndarray | torch.Tensor, T: int | None = None) -> dict[str, torch.Tensor]:
+        """The recorder's call: the values of the decision just taken on `obs`, or a fresh one."""
         obs = obs.cpu().numpy() if isinstance(obs, torch.Tensor) else np.asarray(obs)
         if T not in (None, self.T):
             raise ConfigError(f"this player simulates T={self.T}, asked for T={T}")
-        if self._obs is None or self._obs.shape != obs.shape or not np.array_equal(self._obs, obs):
-            if self.snn.carry_state and self._obs is not None and len(self._obs) != len(obs):
-                self.snn.reset_state()  # `play` dropped envs that finished their games: rows no longer match
-            self._values = self.snn.readouts(obs, T=self.T)
-            stats = self.snn.last_stats
-            self.decisions += len(obs)
-            self.spikes += float(sum(s.float().sum() for s in stats.spikes))
-            self.synaptic_ops += float(stats.synaptic_ops.float().sum())
-            self._obs = obs.copy()
-        return self._values
+        if self._obs is not None and self._obs.shape == obs.shape and np.array_equal(self._obs, obs):
+            return self._values
+        return self._fresh(obs)
+
+    def _fresh(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
+        carried, self.snn.carry_state = self.snn.carry_state, False
+        try:
+            return self.snn.readouts(obs, T=self.T)
+        finally:
+            self.snn.carry_state = carried
+
+    def _decide(self, obs: np.ndarray, envs: np.ndarray | None = None,
+                episode_start: np.ndarray | None = None) -> torch.Tensor:
+        """One decision per observation, continuing each env's rows where the state is carried; counted."""
+        obs = np.asarray(obs)
+        if not (self.carry and envs is not None):
+            self._values = self._fresh(obs)
+        else:
+            carried, self.snn.carry_state = self.snn.carry_state, True
+            try:
+                if episode_start is not None and episode_start.any():
+                    self.snn.reset_state(envs[episode_start])
+                self._values = self.snn.readouts(obs, T=self.T, rows=envs)
+            finally:
+                self.snn.carry_state = carried
+        stats = self.snn.last_stats
+        self.decisions += len(obs)
+        self.spikes += float(sum(s.float().sum() for s in stats.spikes))
+        self.synaptic_ops += float(stats.synaptic_ops.float().sum())
+        self.meter.add(stats, obs)
+        self._obs = obs.copy()
+        return self._values[self.readout].argmax(dim=1)
+
+    def act_envs(self, obs: np.ndarray, envs: np.ndarray, episode_start: np.ndarray) -> torch.Tensor:
+        return self._decide(obs, envs, episode_start)
 
     def __call__(self, obs: np.ndarray) -> torch.Tensor:
-        actions = self.readouts(obs)[self.readout].argmax(dim=1)
-        self.meter.add(self.snn.last_stats, obs)  # every decision, one whose observations repeat the last's too
-        return actions
+        return self._decide(obs)
 
 
 def _env(checkpoint: DQNCheckpoint, settings: RunSettings, env_factory: EnvFactory | None) -> dict:
@@ -165,7 +197,7 @@ def _env(checkpoint: DQNCheckpoint, settings: RunSettings, env_factory: EnvFacto
 def play_dqn(checkpoint: DQNCheckpoint, settings: RunSettings, snn: SpikingQNetwork | None = None,
              T: int | None = None, env_factory: EnvFactory | None = None) -> tuple[ScoreSummary, Agreements | None]:
     """DQN games: score summary, and agreement on the DQN-visited states when an SNN is given."""
-    # through `_SnnPlayer`, which resets a carrying SNN's state when `play` drops envs
+    # through `_SnnPlayer`: each DQN-visited state from a fresh start, also for an SNN that carries state
     recorder = None if snn is None else AgreementRecorder(checkpoint, _SnnPlayer(snn, T, settings.readout), T,
                                                           readouts=AGREEMENT_READOUTS)
     episodes = play(checkpoint.act, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs,
@@ -181,9 +213,12 @@ def play_snn(checkpoint: DQNCheckpoint, snn: SpikingQNetwork, T: int, settings: 
     the settings say (`cost_precision`, `cost_weight_reads`, `energy_table`) against the int8 and fp32 DQN."""
     player = _SnnPlayer(snn, T, settings.readout)
     recorder = AgreementRecorder(checkpoint, player, T, readouts=AGREEMENT_READOUTS)
-    episodes = play(player, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs, epsilon=settings.epsilon,
-                    seed=settings.seed, max_steps=settings.max_steps, on_step=recorder, progress=True,
-                    **_env(checkpoint, settings, env_factory))
+    try:
+        episodes = play(player, checkpoint.env_id, settings.episodes, n_envs=settings.n_envs, epsilon=settings.epsilon,
+                        seed=settings.seed, max_steps=settings.max_steps, on_step=recorder, progress=True,
+                        **_env(checkpoint, settings, env_factory))
+    finally:
+        snn.reset_state()  # the games' per-env state is theirs: a later call starts fresh
     table = settings.energy_table
     cost = compare_with_dqn(player.meter.report(settings.cost_precision, settings.cost_weight_reads, table),
                             checkpoint, table)

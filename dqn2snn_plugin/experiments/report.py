@@ -17,6 +17,7 @@ from dqn2snn_plugin.experiments.confidence import (
 from dqn2snn_plugin.experiments.records import (
     AGREEMENT_READOUTS, BenchmarkCell, DemoResult, Evaluation, ScoreSummary, SweepCell,
 )
+from dqn2snn_plugin.coding import check_coding
 from dqn2snn_plugin.energy import CostComparison
 from dqn2snn_plugin.io.results import markdown_table
 
@@ -100,7 +101,7 @@ def format_evaluation(result: Evaluation) -> str:
         rows.append([who, score(summary), *(pct(agreement[r].rate) for r in AGREEMENT_READOUTS),
                      agreement[AGREEMENT_READOUTS[0]].n_states, *energy])
     coding = s.get("coding", "rate")
-    steps = f"T={result.T}" + (" (binary coding: steps per layer, bits per spike code)" if coding == "binary" else "")
+    steps = f"T={result.T}" + check_coding(coding).T_note
     title = (f"{result.header.env_id}  {steps}  p={p_label(result.percentile)}"
              f"{'  per channel' * s.get('channel_wise', False)}  "
              f"{s['episodes']} episodes (ε={s['epsilon']}, ≤{s['max_steps']} steps)  SNN acts on {s['readout']}")

@@ -201,7 +201,8 @@ class RunSettings:
     coding: str = field(default="rate", metadata=option(
         "rate: the paper's rate-coded IF neurons, T steps per decision; binary: T-bit spike codes, T steps per "
         "layer, at most 24 (dqn2snn_plugin.binary_coding; measured best with --percentile 99.99 --channel-wise "
-        "and T = 8)", choices=CODINGS, paper="rate", omit_default=True))
+        "and T = 8); delta: binary coding's network carried per env between observations, sending only "
+        "changes (dqn2snn_plugin.engine.delta)", choices=CODINGS, paper="rate", omit_default=True))
     channel_wise: bool = field(default=False, metadata=option("one scale per channel instead of per layer",
                                                               omit_default=True))
     env_id: str | None = field(default=None, metadata=option(
@@ -263,8 +264,9 @@ class RunSettings:
         if not isinstance(self.energy_table, EnergyTable):
             raise ConfigError(f"energy_table must be an EnergyTable, got {type(self.energy_table).__name__}")
         check_readout(self.readout)
-        if self.residual_carry is not None and not check_coding(self.coding).carries_state:
-            raise ConfigError(f"--residual-carry needs rate coding: {self.coding} coding starts every decision afresh")
+        refusal = check_coding(self.coding).residual_carry_refusal()
+        if self.residual_carry is not None and refusal:
+            raise ConfigError(f"--residual-carry needs rate coding: {refusal}")
         check_coding(self.coding)
         return self
 
