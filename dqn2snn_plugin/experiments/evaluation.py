@@ -14,7 +14,8 @@ Results are typed records (`records`); their tables are in `report`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -150,12 +151,18 @@ class _SnnPlayer:
             return self._values
         return self._fresh(obs)
 
-    def _fresh(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
-        carried, self.snn.carry_state = self.snn.carry_state, False
+    @contextmanager
+    def _carrying(self, carry: bool) -> Iterator[None]:
+        """The network's carry_state set to `carry` for the block, then back as it was."""
+        carried, self.snn.carry_state = self.snn.carry_state, carry
         try:
-            return self.snn.readouts(obs, T=self.T)
+            yield
         finally:
             self.snn.carry_state = carried
+
+    def _fresh(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
+        with self._carrying(False):
+            return self.snn.readouts(obs, T=self.T)
 
     def _decide(self, obs: np.ndarray, envs: np.ndarray | None = None,
                 episode_start: np.ndarray | None = None) -> torch.Tensor:
@@ -164,13 +171,10 @@ class _SnnPlayer:
         if not (self.carry and envs is not None):
             self._values = self._fresh(obs)
         else:
-            carried, self.snn.carry_state = self.snn.carry_state, True
-            try:
+            with self._carrying(True):
                 if episode_start is not None and episode_start.any():
                     self.snn.reset_state(envs[episode_start])
                 self._values = self.snn.readouts(obs, T=self.T, rows=envs)
-            finally:
-                self.snn.carry_state = carried
         stats = self.snn.last_stats
         self.decisions += len(obs)
         self.spikes += float(sum(s.float().sum() for s in stats.spikes))
