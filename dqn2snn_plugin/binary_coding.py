@@ -45,7 +45,7 @@ MAX_BITS = 24  # float32's integer resolution
 def check_bits(T: int) -> int:
     """T (bits per activation) must be at most MAX_BITS."""
     if T > MAX_BITS:
-        raise ConfigError(f"binary coding sends T-bit codes and float32 resolves at most {MAX_BITS} bits, got T={T} "
+        raise ConfigError(f"T is the bits per level (binary and delta coding) and float32 resolves at most {MAX_BITS} bits, got T={T} "
                           "(T = 8 already matched the paper's T = 500 agreement on the fixture games)")
     return T
 
