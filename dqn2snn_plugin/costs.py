@@ -14,7 +14,10 @@ these counts (formulas and assumptions: docs/costs.md):
   - neuron updates: neurons x the steps they are simulated (or the simulation's own count where it
     gives one), one add each plus a membrane read and write;
   - weight bytes read: one weight per synaptic event (`weight_reads="per_event"`, event-driven hardware
-    fetches the weights of each spike's targets) or every weight once per decision ("per_decision");
+    fetches the weights of each spike's targets), every weight once per decision ("per_decision"), or per
+    stage the lesser of the two ("least": a chip that keeps a kernel while it serves all of that kernel's
+    events of the decision, as the DQN's own count assumes; a stage with fewer events than weights still
+    reads per event);
 - DQN (`dqn_cost`): MACs per layer, each weight read once, each input activation read once and each
   output written once (ideal reuse: a lower bound for the DQN, so the verdict does not flatter the SNN).
 
@@ -193,7 +196,7 @@ class CostMeter:
                table: EnergyTable = HOROWITZ_45NM) -> CostReport:
         """The mean cost of one decision of the decisions added, priced at `precision` ("fp32": what the
         engine simulates; "int8": int8 weights, 32-bit membranes, a price only) with `weight_reads`
-        ("per_event" or "per_decision") under `table`."""
+        ("per_event", "per_decision" or "least", see the module doc) under `table`."""
         check_precision(precision)
         check_weight_reads(weight_reads)
         if not self.decisions:
@@ -213,8 +216,9 @@ class CostMeter:
                              neuron_updates=self._updates[index] / n)
             dense_share = dense if index == 0 else 0.0  # a dense pass reads every weight once, like the DQN
             cost.macs = macs * dense_share
-            cost.weight_bytes = (weights * w_bytes if weight_reads == "per_decision"
-                                 else (cost.synaptic_events + weights * dense_share) * w_bytes)
+            per_event = (cost.synaptic_events + weights * dense_share) * w_bytes
+            cost.weight_bytes = {"per_event": per_event, "per_decision": weights * w_bytes,
+                                 "least": min(per_event, weights * w_bytes)}[weight_reads]
             cost.state_bytes = cost.neuron_updates * state * 2  # read and write the state at each update
             cost.compute_pj = (cost.macs * table.mac(precision) + cost.synaptic_events * event_price
                                + cost.neuron_updates * table.add(precision))
@@ -251,7 +255,8 @@ def snn_cost(snn: SpikingQNetwork, observations, T: int | None = None, *, stats:
     Simulates `observations` at T (default: the network's) unless `stats` (the `last_stats` of that very
     simulation) is given. `precision`: "fp32" (what the engine simulates) or "int8" (int8 weights, 32-bit
     membranes: the price of a quantised deployment, whose decisions this does not simulate).
-    `weight_reads`: "per_event" (each synaptic event reads its weight) or "per_decision" (each weight once).
+    `weight_reads`: "per_event" (each synaptic event reads its weight), "per_decision" (each weight once) or
+    "least" (per stage, the lesser of the two).
     """
     check_precision(precision)
     check_weight_reads(weight_reads)

@@ -16,9 +16,9 @@ from typing import Literal
 from dqn2snn_plugin.errors import ConfigError
 
 Precision = Literal["fp32", "int8"]
-WeightReads = Literal["per_event", "per_decision"]
+WeightReads = Literal["per_event", "per_decision", "least"]
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
-WEIGHT_READS: tuple[str, ...] = ("per_event", "per_decision")
+WEIGHT_READS: tuple[str, ...] = ("per_event", "per_decision", "least")
 
 _HOROWITZ = "Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, 45 nm"
 
@@ -31,9 +31,9 @@ def check_precision(precision: str) -> str:
 
 
 def check_weight_reads(weight_reads: str) -> str:
-    """`weight_reads` if it is "per_event" or "per_decision"; ConfigError naming it otherwise."""
+    """`weight_reads` if it is "per_event", "per_decision" or "least"; ConfigError naming it otherwise."""
     if weight_reads not in WEIGHT_READS:
-        raise ConfigError(f"weight_reads must be 'per_event' or 'per_decision', got {weight_reads!r}")
+        raise ConfigError(f"weight_reads must be 'per_event', 'per_decision' or 'least', got {weight_reads!r}")
     return weight_reads
 
 

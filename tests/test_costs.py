@@ -121,6 +121,17 @@ def test_weights_read_once_per_decision(mlp):
     assert [c.weight_bytes for c in report.layers] == [6 * 4, 6 * 4]
 
 
+def test_least_weight_reads_take_the_lesser_of_per_event_and_per_decision_stage_by_stage(mlp):
+    x = torch.tensor([[1.0, 0.0]])
+    snn = d2s.convert(mlp, x, percentile="max")
+    # per event the stages read 3 and 12 one-byte weights, per decision 6 and 6: the first stage keeps 3
+    least = snn_cost(snn, x, T=4, precision="int8", weight_reads="least")
+    assert [c.weight_bytes for c in least.layers] == [3, 6]
+    per_event = snn_cost(snn, x, T=4, precision="int8")
+    assert least.layers[1].weight_pj == pytest.approx(per_event.layers[1].weight_pj / 2)
+    assert least.settings["weight_reads"] == "least"
+
+
 def test_int8_snn_reads_one_byte_weights_and_32_bit_membranes(mlp):
     x = torch.tensor([[1.0, 0.0]])
     report = snn_cost(d2s.convert(mlp, x, percentile="max"), x, T=4, precision="int8")

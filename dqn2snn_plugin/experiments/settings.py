@@ -232,8 +232,9 @@ class RunSettings:
         choices=PRECISIONS, omit_default=True))
     cost_weight_reads: str = field(default="per_event", metadata=option(
         "how the SNN's weights are read in its energy per decision: per_event (each synaptic event reads its "
-        "weight, as event-driven hardware does) or per_decision (each weight once, all held close: the optimistic "
-        "bound)", choices=WEIGHT_READS, omit_default=True))
+        "weight, as event-driven hardware does), per_decision (each weight once, all held close: the optimistic "
+        "bound) or least (per layer the lesser: a kernel kept while it serves its events, as the DQN's count "
+        "assumes)", choices=WEIGHT_READS, omit_default=True))
     energy_table: EnergyTable = field(default=HOROWITZ_45NM, metadata=option(
         "the energy of each operation and memory access (dqn2snn_plugin.energy.EnergyTable; Python API only)",
         flag=False, omit_default=True, to_json=EnergyTable.to_json))
