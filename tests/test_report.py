@@ -117,6 +117,14 @@ def test_the_evaluate_printout_shows_the_records_energy_and_the_dqns():
     assert "Horowitz 2014, 45 nm" in printed and "weights read per event, mean over 1,234 decisions" in printed
 
 
+@pytest.mark.parametrize("reads, said", [("per_decision", "weights read once per decision, mean"),
+                                          ("least", "weights read per event or once per decision, whichever is less")])
+def test_the_printout_says_how_the_weights_were_read(reads, said):
+    cost = {**COST, "snn": {**COST["snn"], "settings": {**COST["snn"]["settings"], "weight_reads": reads}}}
+    cell = BenchmarkCell.from_json({**OLD_BENCHMARK_CELL, "snn": {**OLD_BENCHMARK_CELL["snn"], "cost": cost}})
+    assert said in format_evaluation(cell.evaluation)
+
+
 # ---------------------------------------------------------------- every column against its own field
 # (tests/distinct_records.py: a different number in every field, so a swapped column or a number of
 # the wrong record or row shows; the expected cells are written by hand from those numbers)

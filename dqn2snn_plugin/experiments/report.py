@@ -80,11 +80,16 @@ def dqn_energy(cost: CostComparison | None) -> str:
     return f"int8 {microjoules(cost.dqn_int8.energy_pj)}, fp32 {microjoules(cost.dqn_fp32.energy_pj)}"
 
 
+_WEIGHT_READS = {"per_event": "per event", "per_decision": "once per decision",
+                 "least": "per event or once per decision, whichever is less for each layer"}
+
+
 def energy_note(cost: CostComparison) -> str:
     """What the energies assume: the table, the SNN's precision and weight reads, how many decisions."""
     s = cost.snn.settings
     return (f"energy per decision under {cost.table.name} (constants and sources in the result's JSON; "
-            f"docs/costs.md): SNN priced in {s['precision']}, weights read {s['weight_reads'].replace('_', ' ')}, "
+            f"docs/costs.md): SNN priced in {s['precision']}, weights read "
+            f"{_WEIGHT_READS.get(s['weight_reads'], s['weight_reads'])}, "
             f"mean over {s['decisions']:,} decisions; the DQN with each weight read once")
 
 
