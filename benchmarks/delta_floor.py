@@ -142,6 +142,8 @@ def floors(cells: Path) -> str:
         if cost is None:
             continue
         dqn, snn = cost.dqn_int8, cost.snn
+        if snn.settings["precision"] != "int8":  # its weight bytes would not compare with the int8 DQN's
+            raise SystemExit(f"{cells}: the floors need cells priced in int8 (--cost-precision int8)")
         fc1 = next(layer for layer in snn.layers if layer.name.startswith("linear"))
         capped = snn.energy_pj - sum(max(0.0, s.weight_pj - d.weight_pj) for s, d in zip(snn.layers, dqn.layers))
         lines.append(f"| {cell.evaluation.header.env_id} | {cost.ratio_int8:.3f} | {fc1.energy_pj / dqn.energy_pj:.3f} | "

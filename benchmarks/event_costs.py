@@ -15,7 +15,7 @@ Settings (folder: flags):
 - rate64_crpi: CRPI's residual carry at scale 0.25 (`--residual-carry 0.25`).
 
 Atari: the six fixture DQNs (`--fixtures`, see benchmarks/_common.py), every setting but the half start,
-run on Breakout only (its rate cells take 10-40 minutes a game on one core). MinAtar: the five shipped
+run on Breakout only (a rate cell takes 4-21 minutes a game on one core). MinAtar: the five shipped
 agents, every setting.
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 nice python benchmarks/event_costs.py --fixtures FIXTURES [--only NAME] [--table]

@@ -88,3 +88,12 @@ def test_floors_reprice_the_recorded_whole_game_cells():
         assert row.strip(" |").split(" | ")[1:4] == [f"{cost['snn_over_dqn_int8']:.3f}", f"{fc1['energy_pj'] / dqn:.3f}",
                                           f"{least / dqn:.3f}"]
     assert delta_floor.floors(cells.parent / "missing.jsonl").count("\n") == 1  # the header only
+
+
+def test_floors_refuse_cells_not_priced_in_int8(tmp_path):
+    cell = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "event_costs" / "atari_delta10"
+                       / "cells.jsonl").read_text().splitlines()[0])
+    cell["snn"]["cost"]["snn"]["settings"]["precision"] = "fp32"
+    (tmp_path / "cells.jsonl").write_text(json.dumps(cell) + "\n")
+    with pytest.raises(SystemExit, match="need cells priced in int8"):
+        delta_floor.floors(tmp_path / "cells.jsonl")
