@@ -91,14 +91,11 @@ def float64_stages(net, T: int) -> list[nn.Module]:
     return stages
 
 
-@torch.no_grad()
-def fan_outs(stages: list[nn.Module], observation_shape: tuple[int, ...]) -> list[torch.Tensor]:
-    """Each stage's synapses per input neuron (float64), the observation's first."""
-    shapes, h = [tuple(observation_shape)], torch.zeros(1, *observation_shape, dtype=torch.float64)
-    for stage in stages[:-1]:
-        h = stage(h)
-        shapes.append(tuple(h.shape[1:]))
-    return [fan_out(copy.deepcopy(stage).float(), shape).double() for stage, shape in zip(stages, shapes)]
+def fan_outs(net) -> list[torch.Tensor]:
+    """Each stage's synapses per input neuron (float64): the observation's, then the engine's own count of
+    each spiking layer's (`engine.stats.Counter`)."""
+    first = fan_out(net.synapses[0], tuple(net.observation_shape))
+    return [fan.detach().double().cpu() for fan in (first, *net.engine.counter.fan_outs)]
 
 
 @torch.no_grad()
@@ -175,7 +172,7 @@ def main() -> int:
         greedy = checkpoint.q_values(torch.as_tensor(test)).argmax(1)
         snn_actions = net.act(torch.as_tensor(test))
         stages = float64_stages(net, args.T)
-        fans = fan_outs(stages, tuple(states.shape[1:]))
+        fans = fan_outs(net)
         prices = [HOROWITZ_45NM.mac("int8") + HOROWITZ_45NM.sram(weighted(stage).weight.numel()) for stage in stages]
         dqn_pj = dqn_cost(checkpoint, "int8").energy_pj
         n_spiking = len(stages) - 1

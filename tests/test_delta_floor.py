@@ -26,7 +26,7 @@ def breakout():
     states = collect_observations(checkpoint, n_frames=200, n_envs=1, seed=5)
     snn = convert(checkpoint, states, percentile=99.99, channel_wise=True, coding="delta", T=T)
     stages = delta_floor.float64_stages(snn, T)
-    return snn, states, stages, delta_floor.fan_outs(stages, tuple(states.shape[1:]))
+    return snn, states, stages, delta_floor.fan_outs(snn)
 
 
 def test_the_first_variant_is_delta_coding_action_for_action_and_event_for_event(breakout):
