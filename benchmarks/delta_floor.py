@@ -47,6 +47,7 @@ from dqn2snn_plugin import convert
 from dqn2snn_plugin.binary_coding import MAX_BITS
 from dqn2snn_plugin.costs import dqn_cost
 from dqn2snn_plugin.energy import HOROWITZ_45NM
+from dqn2snn_plugin.errors import ResultsError
 from dqn2snn_plugin.engine import delta
 from dqn2snn_plugin.engine.stats import fan_out, weighted
 from dqn2snn_plugin.experiments.evaluation import calibration_and_heldout_states
@@ -133,14 +134,17 @@ def floors(cells: Path) -> str:
     with each stage's weight reads capped at the int8 DQN's (each weight once per decision)."""
     lines = ["| game | SNN ÷ int8 DQN | fc1 alone ÷ int8 DQN | weights read `least` ÷ int8 DQN |",
              "|---|---|---|---|"]
-    for line in cells.read_text().splitlines() if cells.is_file() else []:
-        cell = BenchmarkCell.from_json(json.loads(line))
+    for number, line in enumerate(cells.read_text().splitlines() if cells.is_file() else [], 1):
+        try:
+            cell = BenchmarkCell.from_json(json.loads(line))
+        except (ValueError, KeyError, TypeError, AttributeError, ResultsError) as exc:
+            raise ResultsError(f"{cells} line {number} is not a benchmark cell ({type(exc).__name__}: {exc})") from None
         cost = cell.evaluation.snn.cost
         if cost is None:
             continue
         dqn, snn = cost.dqn_int8, cost.snn
         if snn.settings["precision"] != "int8":  # its weight bytes would not compare with the int8 DQN's
-            raise SystemExit(f"{cells}: the floors need cells priced in int8 (--cost-precision int8)")
+            raise ResultsError(f"{cells}: the floors need cells priced in int8 (--cost-precision int8)")
         fc1 = next(layer for layer in snn.layers if layer.name.startswith("linear"))
         capped = snn.energy_pj - sum(max(0.0, s.weight_pj - d.weight_pj) for s, d in zip(snn.layers, dqn.layers))
         lines.append(f"| {cell.evaluation.header.env_id} | {cost.ratio_int8:.3f} | {fc1.energy_pj / dqn.energy_pj:.3f} | "
@@ -160,7 +164,10 @@ def main() -> int:
     if args.states < 8 or not 1 <= args.T <= MAX_BITS or args.bits_layer < 1:
         parser.error(f"--states must be at least 8, --T 1 to {MAX_BITS} and --bits-layer at least 1, got "
                      f"{args.states}, {args.T} and {args.bits_layer}")
-    print(floors(args.cells), end="\n\n")
+    try:
+        print(floors(args.cells), end="\n\n")
+    except ResultsError as exc:
+        parser.error(str(exc))
     settings = RunSettings(n_envs=8)
     print("| game | variant | agreement with the DQN | synaptic events per decision (per stage) | "
           "event energy (µJ) | ÷ int8 DQN |\n|---|---|---|---|---|---|")
@@ -177,7 +184,7 @@ def main() -> int:
         dqn_pj = dqn_cost(checkpoint, "int8").energy_pj
         n_spiking = len(stages) - 1
         if args.bits_layer > n_spiking:
-            raise SystemExit(f"--bits-layer {args.bits_layer}: {game}'s network has {n_spiking} spiking layers")
+            parser.error(f"--bits-layer {args.bits_layer}: {game}'s network has {n_spiking} spiking layers")
         exact, *others = variants(args.T, n_spiking, args.bits_layer - 1)
         for variant in [exact, *others]:
             actions, events = simulate(stages, net.initial_membrane, states, settings.n_envs, variant, fans)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from dqn2snn_plugin import collect_observations, convert, load_dqn
+from dqn2snn_plugin.errors import ResultsError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import delta_floor  # noqa: E402
@@ -90,10 +91,17 @@ def test_floors_reprice_the_recorded_whole_game_cells():
     assert delta_floor.floors(cells.parent / "missing.jsonl").count("\n") == 1  # the header only
 
 
+@pytest.mark.parametrize("text", ["# not json\n", '{"kind": "cell"}\n', "[1, 2]\n"])
+def test_floors_name_a_file_that_is_not_benchmark_cells(tmp_path, text):
+    (tmp_path / "cells.jsonl").write_text(text)
+    with pytest.raises(ResultsError, match=r"cells.jsonl line 1 is not a benchmark cell"):
+        delta_floor.floors(tmp_path / "cells.jsonl")
+
+
 def test_floors_refuse_cells_not_priced_in_int8(tmp_path):
     cell = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "event_costs" / "atari_delta10"
                        / "cells.jsonl").read_text().splitlines()[0])
     cell["snn"]["cost"]["snn"]["settings"]["precision"] = "fp32"
     (tmp_path / "cells.jsonl").write_text(json.dumps(cell) + "\n")
-    with pytest.raises(SystemExit, match="need cells priced in int8"):
+    with pytest.raises(ResultsError, match="need cells priced in int8"):
         delta_floor.floors(tmp_path / "cells.jsonl")
